@@ -1,0 +1,296 @@
+// Package api holds the wire types of the stepup-agent protocol: method
+// names, parameters, results and error codes. It is the one home for them,
+// shared by the daemon (agent, ipc) and the Go client (ipc/stepup).
+//
+// The protocol is specified in ../shared/DESIGN.md ("The wire protocol") and
+// documented for users in docs/protocol.md; section names below refer to
+// docs/protocol.md.
+package api
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Method names (docs/protocol.md, "Methods").
+const (
+	MethodIsStepUpRequired     = "isStepUpRequired"
+	MethodPromptStepUpAuth     = "promptStepUpAuth"
+	MethodPromptMfa            = "promptMfa"
+	MethodPromptReauthenticate = "promptReauthenticate"
+	MethodStartVerification    = "startVerification"
+	MethodCompleteVerification = "completeVerification"
+	MethodGetToken             = "getToken"
+	MethodVerifyToken          = "verifyToken"
+	MethodResetState           = "resetState"
+	MethodEnrollStart          = "enrollStart"
+	MethodEnrollFinish         = "enrollFinish"
+	MethodListCredentials      = "listCredentials"
+	MethodRemoveCredential     = "removeCredential"
+	MethodStatus               = "status"
+	MethodJWKS                 = "jwks"
+	MethodRequestExternalAuth  = "requestExternalAuthElevatedToken"
+	MethodLock                 = "lock"
+	MethodUnlock               = "unlock"
+)
+
+// Verification method names on the wire and in the policy.
+const (
+	// MFA methods.
+	TOTP         = "totp"
+	Passkey      = "passkey"
+	RecoveryCode = "recovery_code"
+	// Re-authentication methods.
+	Password = "password"
+	EmailOTP = "email_otp"
+	SMSOTP   = "sms_otp"
+	Wallet   = "wallet"
+	// Server-authorized.
+	ExternalJWT = "external_jwt"
+)
+
+// MFAMethods and ReauthMethods list the methods of each route, in the
+// order the agent prefers them as defaultMethod.
+var (
+	MFAMethods    = []string{TOTP, Passkey, RecoveryCode}
+	ReauthMethods = []string{Password, EmailOTP, SMSOTP, Wallet}
+)
+
+// IsMFA reports whether m is an MFA method.
+func IsMFA(m string) bool {
+	for _, x := range MFAMethods {
+		if x == m {
+			return true
+		}
+	}
+	return false
+}
+
+// IsReauth reports whether m is a re-authentication method.
+func IsReauth(m string) bool {
+	for _, x := range ReauthMethods {
+		if x == m {
+			return true
+		}
+	}
+	return false
+}
+
+// KnownMethod reports whether m is a method name of the protocol.
+func KnownMethod(m string) bool { return IsMFA(m) || IsReauth(m) || m == ExternalJWT }
+
+// ScopeParams are the params of isStepUpRequired and getToken.
+type ScopeParams struct {
+	Scope string `json:"scope"`
+}
+
+// StepUpRequired is the result of isStepUpRequired.
+type StepUpRequired struct {
+	Required      bool       `json:"required"`
+	Scope         string     `json:"scope"`
+	Methods       []string   `json:"methods"`
+	DefaultMethod string     `json:"defaultMethod,omitempty"`
+	ExpiresAt     *time.Time `json:"expiresAt,omitempty"`
+}
+
+// PromptEnv says where the requester sits, so that the prompt reaches the
+// user there (docs/prompts.md). Clients fill it in automatically.
+type PromptEnv struct {
+	TTY            string `json:"tty,omitempty"`
+	Term           string `json:"term,omitempty"`
+	Display        string `json:"display,omitempty"`
+	WaylandDisplay string `json:"waylandDisplay,omitempty"`
+	Lang           string `json:"lang,omitempty"` // LC_ALL, LC_CTYPE or LANG of the client
+}
+
+// PromptParams are the params of promptStepUpAuth, promptMfa,
+// promptReauthenticate and unlock.
+type PromptParams struct {
+	RequestedScopes []string `json:"requestedScopes"`
+	Method          string   `json:"method,omitempty"`
+	Reason          string   `json:"reason,omitempty"`
+	TTY             string   `json:"tty,omitempty"`
+	Display         string   `json:"display,omitempty"`
+	TimeoutSeconds  int      `json:"timeoutSeconds,omitempty"`
+	// Extensions: the rest of the requester's environment.
+	Term           string `json:"term,omitempty"`
+	WaylandDisplay string `json:"waylandDisplay,omitempty"`
+	Lang           string `json:"lang,omitempty"`
+}
+
+// Env returns the prompt environment carried by p.
+func (p *PromptParams) Env() PromptEnv {
+	return PromptEnv{TTY: p.TTY, Term: p.Term, Display: p.Display, WaylandDisplay: p.WaylandDisplay, Lang: p.Lang}
+}
+
+// TokenResult is the "token result" of the protocol.
+type TokenResult struct {
+	Token     string    `json:"token"`
+	Scopes    []string  `json:"scopes"`
+	ExpiresAt time.Time `json:"expiresAt"`
+	SingleUse bool      `json:"singleUse"`
+	Method    string    `json:"method"`
+}
+
+// StartVerificationParams are the params of startVerification.
+type StartVerificationParams struct {
+	Method          string   `json:"method"`
+	RequestedScopes []string `json:"requestedScopes"`
+	// Purpose is an extension: "unlock" starts a verification that unlocks
+	// the agent instead of minting a token (stepupctl unlock on a
+	// terminal). Empty means a token.
+	Purpose string `json:"purpose,omitempty"`
+}
+
+// Challenge is the result of startVerification.
+type Challenge struct {
+	ChallengeID string          `json:"challengeId"`
+	Method      string          `json:"method"`
+	ExpiresAt   time.Time       `json:"expiresAt"`
+	Challenge   json.RawMessage `json:"challenge"`
+}
+
+// CompleteVerificationParams are the params of completeVerification.
+type CompleteVerificationParams struct {
+	ChallengeID string          `json:"challengeId"`
+	Response    json.RawMessage `json:"response"`
+}
+
+// GetTokenResult is the result of getToken.
+type GetTokenResult struct {
+	Token     string    `json:"token"`
+	Scopes    []string  `json:"scopes"`
+	ExpiresAt time.Time `json:"expiresAt"`
+	SingleUse bool      `json:"singleUse"`
+}
+
+// VerifyTokenParams are the params of verifyToken.
+type VerifyTokenParams struct {
+	Token   string `json:"token"`
+	Scope   string `json:"scope"`
+	Consume bool   `json:"consume,omitempty"`
+}
+
+// Claims are the claims of an elevated access token (docs/protocol.md,
+// "Elevated access tokens").
+type Claims struct {
+	Issuer    string   `json:"iss"`
+	Subject   string   `json:"sub"`
+	Scope     string   `json:"scope"`
+	ID        string   `json:"jti"`
+	IssuedAt  int64    `json:"iat"`
+	Expiry    int64    `json:"exp"`
+	AuthTime  int64    `json:"auth_time"`
+	AMR       []string `json:"amr"`
+	SingleUse bool     `json:"single_use"`
+}
+
+// VerifyTokenResult is the result of verifyToken.
+type VerifyTokenResult struct {
+	Valid  bool   `json:"valid"`
+	Claims Claims `json:"claims"`
+}
+
+// ResetParams are the params of resetState.
+type ResetParams struct {
+	Scopes []string `json:"scopes,omitempty"`
+}
+
+// ResetResult is the result of resetState.
+type ResetResult struct {
+	Revoked int `json:"revoked"`
+}
+
+// EnrollStartParams are the params of enrollStart. Method-specific fields
+// (address, phone, label) ride along.
+type EnrollStartParams struct {
+	Method  string `json:"method"`
+	Label   string `json:"label,omitempty"`
+	Address string `json:"address,omitempty"`
+	Phone   string `json:"phone,omitempty"`
+}
+
+// EnrollFinishParams are the params of enrollFinish.
+type EnrollFinishParams struct {
+	EnrollmentID string          `json:"enrollmentId"`
+	Response     json.RawMessage `json:"response"`
+}
+
+// EnrollFinishResult is the result of enrollFinish.
+type EnrollFinishResult struct {
+	Method        string   `json:"method"`
+	CredentialID  string   `json:"credentialId"`
+	RecoveryCodes []string `json:"recoveryCodes,omitempty"`
+}
+
+// Credential describes an enrolled credential; it never carries secrets.
+type Credential struct {
+	ID        string    `json:"id"`
+	Method    string    `json:"method"`
+	Label     string    `json:"label"`
+	CreatedAt time.Time `json:"createdAt"`
+	// Remaining is an extension: unused recovery codes left.
+	Remaining *int `json:"remaining,omitempty"`
+}
+
+// ListCredentialsResult is the result of listCredentials.
+type ListCredentialsResult struct {
+	Credentials []Credential `json:"credentials"`
+}
+
+// RemoveCredentialParams are the params of removeCredential.
+type RemoveCredentialParams struct {
+	CredentialID string `json:"credentialId"`
+}
+
+// RemoveCredentialResult is the result of removeCredential.
+type RemoveCredentialResult struct {
+	Removed bool `json:"removed"`
+}
+
+// KeychainStatus is part of status.
+type KeychainStatus struct {
+	Backend   string `json:"backend"`
+	Available bool   `json:"available"`
+	Warning   string `json:"warning,omitempty"`
+}
+
+// PolicyStatus is part of status.
+type PolicyStatus struct {
+	Path     string    `json:"path"`
+	LoadedAt time.Time `json:"loadedAt"`
+	Error    string    `json:"error,omitempty"`
+	Builtin  bool      `json:"builtin,omitempty"`
+}
+
+// TokenStatus describes a held token without its value.
+type TokenStatus struct {
+	Scope     string    `json:"scope"`
+	ExpiresAt time.Time `json:"expiresAt"`
+	SingleUse bool      `json:"singleUse"`
+	Method    string    `json:"method"`
+}
+
+// Status is the result of status.
+type Status struct {
+	Version     string         `json:"version"`
+	PID         int            `json:"pid"`
+	Keychain    KeychainStatus `json:"keychain"`
+	Policy      PolicyStatus   `json:"policy"`
+	Tokens      []TokenStatus  `json:"tokens"`
+	Credentials int            `json:"credentials"`
+	Locked      bool           `json:"locked"`
+	Prompter    string         `json:"prompter,omitempty"`
+	Socket      string         `json:"socket,omitempty"`
+}
+
+// ExternalAuthParams are the params of requestExternalAuthElevatedToken.
+type ExternalAuthParams struct {
+	Assertion       string   `json:"assertion"`
+	RequestedScopes []string `json:"requestedScopes"`
+}
+
+// LockResult is the result of lock and unlock.
+type LockResult struct {
+	Locked bool `json:"locked"`
+}

@@ -1,0 +1,52 @@
+// Package keychain keeps the agent's secrets and state: the token-signing
+// key, credentials, live tokens, consumed token IDs, TOTP counters and
+// failure counters. One Store interface, several backends: the Secret
+// Service on Linux, the macOS Keychain, a 0600 file for headless servers,
+// and memory. docs/keychain.md says which is used where.
+package keychain
+
+import (
+	"context"
+	"errors"
+)
+
+// Kinds of item the agent stores. An item is named by (kind, name).
+const (
+	KindKey        = "key"        // the token-signing key; name "signing"
+	KindCredential = "credential" // one per enrolled credential; name = credential ID
+	KindToken      = "token"      // live elevated tokens; name = jti
+	KindConsumed   = "consumed"   // consumed single-use jtis until expiry; name = jti
+	KindLimit      = "limit"      // failure counters and lockouts; name = method
+	KindReplay     = "replay"     // one-time values seen (external jti, nonces); name = value hash
+)
+
+// ErrNotFound is returned by Get when no item has that kind and name.
+var ErrNotFound = errors.New("keychain: item not found")
+
+// ErrUnavailable wraps failures of a backend that is not answering (daemon
+// gone, locked, timed out). The agent keeps serving from memory.
+var ErrUnavailable = errors.New("keychain unavailable")
+
+// Store is a small key-value store for the agent's items. Every call that
+// can block takes a context and must return when it is done; backends give
+// every call a deadline of their own as well.
+type Store interface {
+	// Get returns the item's data, or ErrNotFound.
+	Get(ctx context.Context, kind, name string) ([]byte, error)
+	// Put creates or replaces an item.
+	Put(ctx context.Context, kind, name string, data []byte) error
+	// Delete removes an item; deleting a missing item is not an error.
+	Delete(ctx context.Context, kind, name string) error
+	// List returns the names of the items of a kind.
+	List(ctx context.Context, kind string) ([]string, error)
+	// Backend names the backend: "memory", "secretservice", "macos", "file".
+	Backend() string
+	// Close releases the backend's resources.
+	Close() error
+}
+
+// Warner is implemented by stores that carry a warning for status and the
+// log (for example the file backend, or auto's fallback to memory).
+type Warner interface {
+	Warning() string
+}

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs inside dbus-run-session (scripts/test.sh): starts the services the
+# tests talk to, runs the suites, stops what it started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+# A real Secret Service: unlocking first creates the default collection.
+eval "$(printf %s PASS | gnome-keyring-daemon --unlock --components=secrets)"
+export GNOME_KEYRING_CONTROL
+STEPUP_TEST_SECRET_SERVICE=1; export STEPUP_TEST_SECRET_SERVICE
+
+# An X display for zenity and pinentry-gtk2.
+display=:$((90 + RANDOM % 100))
+Xvfb "$display" -screen 0 1280x800x24 -nolisten tcp >/dev/null 2>&1 &
+pids+=($!)
+export STEPUP_TEST_DISPLAY=$display
+
+export STEPUP_TEST_REQUIRE_ALL=${CI:-}   # in CI a missing prerequisite fails
+
+echo "== go vet"
+go vet ./...
+echo "== go test -race"
+go test -race -count=1 -timeout 30m ./... "$@"
+if [ -f clients/node/package.json ]; then
+  echo "== node --test (clients/node)"
+  (cd clients/node && npm test)
+fi
