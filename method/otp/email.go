@@ -1,0 +1,145 @@
+package otp
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+
+	"github.com/stepup-agent/stepup-agent/api"
+	"github.com/stepup-agent/stepup-agent/method"
+	"github.com/stepup-agent/stepup-agent/policy"
+	"github.com/wneessen/go-mail"
+)
+
+// SMTP TLS modes of policy.SMTP.TLS.
+const (
+	TLSStartTLS = "starttls"
+	TLSImplicit = "tls"
+	TLSNone     = "none"
+)
+
+// NewEmail returns the email_otp method. Mail goes out through the SMTP
+// server of the policy's delivery.smtp (read at every delivery, so a
+// reloaded policy applies at once); password returns the SMTP password
+// from the keychain when delivery.smtp.username is set.
+//
+// The library is github.com/wneessen/go-mail: maintained, context-aware
+// (DialAndSendWithContext), STARTTLS-mandatory by default, and it builds
+// correct MIME, which net/smtp leaves to the caller.
+func NewEmail(deps method.Deps, password SecretFunc, opts ...Option) *Method {
+	o := collect(opts)
+	s := &smtpSender{deps: deps, password: password, rootCAs: o.rootCAs}
+	return newMethod(api.EmailOTP, []string{"mail", "otp"}, deps, s, o)
+}
+
+type smtpSender struct {
+	deps     method.Deps
+	password SecretFunc
+	rootCAs  *x509.CertPool
+}
+
+func isLoopbackHost(h string) bool {
+	if strings.EqualFold(h, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
+func (s *smtpSender) config() (*policy.SMTP, error) {
+	var cfg *policy.SMTP
+	if s.deps.Policy != nil {
+		if p := s.deps.Policy(); p != nil {
+			cfg = p.Delivery.SMTP
+		}
+	}
+	if cfg == nil || cfg.Host == "" || cfg.From == "" {
+		return nil, api.Errorf(api.CodeNotEnrolled, "email_otp: no mail server configured").
+			WithHint("set delivery.smtp {host, port, tls, from, username} in the policy (docs/methods.md)")
+	}
+	return cfg, nil
+}
+
+func (s *smtpSender) send(ctx context.Context, dest, text string) error {
+	cfg, err := s.config()
+	if err != nil {
+		return err
+	}
+	mode := strings.ToLower(cfg.TLS)
+	if mode == "" {
+		mode = TLSStartTLS
+	}
+	opts := []mail.Option{
+		mail.WithTLSConfig(&tls.Config{ServerName: cfg.Host, RootCAs: s.rootCAs, MinVersion: tls.VersionTLS12}),
+	}
+	port := cfg.Port
+	switch mode {
+	case TLSStartTLS:
+		opts = append(opts, mail.WithTLSPolicy(mail.TLSMandatory))
+		if port == 0 {
+			port = 587
+		}
+	case TLSImplicit:
+		opts = append(opts, mail.WithSSL())
+		if port == 0 {
+			port = 465
+		}
+	case TLSNone:
+		// A code in clear text may only travel on this machine (a local
+		// relay such as postfix or an SSH tunnel).
+		if !isLoopbackHost(cfg.Host) {
+			return api.Errorf(api.CodeInternal, "email_otp: delivery.smtp.tls none is allowed only for a loopback host").
+				WithHint("use tls: starttls or tls")
+		}
+		opts = append(opts, mail.WithTLSPolicy(mail.NoTLS))
+		if port == 0 {
+			port = 25
+		}
+	default:
+		return api.Errorf(api.CodeInternal, "email_otp: delivery.smtp.tls must be starttls, tls or none")
+	}
+	opts = append(opts, mail.WithPort(port))
+	if dl, ok := ctx.Deadline(); ok {
+		if d := timeUntil(dl); d > 0 {
+			opts = append(opts, mail.WithTimeout(d))
+		}
+	}
+	var pw string
+	if cfg.Username != "" {
+		if s.password == nil {
+			return errors.New("email_otp: no keychain access for the SMTP password")
+		}
+		pw, err = s.password(ctx)
+		if err != nil {
+			return fmt.Errorf("email_otp: reading the SMTP password from the keychain: %w", err)
+		}
+		if pw == "" {
+			return api.Errorf(api.CodeInternal, "email_otp: delivery.smtp.username is set but the keychain holds no SMTP password").
+				WithHint("store the SMTP password in the keychain (docs/methods.md, \"email_otp\")")
+		}
+		opts = append(opts, mail.WithSMTPAuth(mail.SMTPAuthAutoDiscover), mail.WithUsername(cfg.Username), mail.WithPassword(pw))
+	}
+	c, err := mail.NewClient(cfg.Host, opts...)
+	if err != nil {
+		return scrub(err, pw)
+	}
+	msg := mail.NewMsg()
+	if err := msg.From(cfg.From); err != nil {
+		return fmt.Errorf("email_otp: delivery.smtp.from: %w", err)
+	}
+	if err := msg.To(dest); err != nil {
+		return fmt.Errorf("email_otp: bad address: %w", err)
+	}
+	msg.Subject("Your verification code")
+	msg.SetDate()
+	msg.SetMessageID()
+	msg.SetBodyString(mail.TypeTextPlain, text+"\r\n")
+	if err := c.DialAndSendWithContext(ctx, msg); err != nil {
+		return scrub(err, pw)
+	}
+	return nil
+}
