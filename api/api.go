@@ -53,7 +53,7 @@ const (
 // order the agent prefers them as defaultMethod.
 var (
 	MFAMethods    = []string{TOTP, Passkey, RecoveryCode}
-	ReauthMethods = []string{Password, EmailOTP, SMSOTP, Wallet}
+	ReauthMethods = []string{EmailOTP, SMSOTP, Wallet, Password}
 )
 
 // IsMFA reports whether m is an MFA method.

@@ -1,0 +1,279 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/stepup-agent/stepup-agent/api"
+	"github.com/stepup-agent/stepup-agent/audit"
+	"github.com/stepup-agent/stepup-agent/method"
+	"github.com/stepup-agent/stepup-agent/prompt"
+	"go.uber.org/zap"
+)
+
+// flight is one prompt shared by every request for the same scopes: it
+// runs until it is answered or every waiting client has gone.
+type flight struct {
+	ctx     context.Context
+	cancel  context.CancelFunc
+	waiters int
+	done    chan struct{}
+	res     *api.TokenResult
+	err     error
+}
+
+// Prompt answers promptStepUpAuth, promptMfa and promptReauthenticate:
+// it verifies the user through a native prompt and returns the token.
+// Concurrent requests for the same scopes share one prompt.
+func (a *Agent) Prompt(ctx context.Context, rt route, p *api.PromptParams) (*api.TokenResult, error) {
+	if err := a.checkScopes(ctx, p.RequestedScopes); err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	if a.locked {
+		a.mu.Unlock()
+		return nil, lockedError()
+	}
+	if _, err := a.available(rt, p.RequestedScopes); err != nil {
+		a.mu.Unlock()
+		return nil, err
+	}
+	if err := a.checkCancels(clientKey(ctx)); err != nil {
+		a.mu.Unlock()
+		return nil, err
+	}
+	key := fmt.Sprintf("%d|%s|%s", rt, p.Method, strings.Join(normScopes(p.RequestedScopes), " "))
+	f := a.flights[key]
+	if f == nil {
+		fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		f = &flight{ctx: fctx, cancel: cancel, done: make(chan struct{})}
+		a.flights[key] = f
+		go func() {
+			f.res, f.err = a.promptOnce(f.ctx, rt, p, false)
+			a.mu.Lock()
+			delete(a.flights, key)
+			a.mu.Unlock()
+			cancel()
+			close(f.done)
+		}()
+	}
+	f.waiters++
+	a.mu.Unlock()
+
+	select {
+	case <-f.done:
+		if f.err != nil && errors.Is(wireError(f.err), api.ErrCancelled) && ctx.Err() == nil {
+			a.noteCancel(clientKey(ctx))
+		}
+		return f.res, f.err
+	case <-ctx.Done():
+		a.mu.Lock()
+		f.waiters--
+		if f.waiters == 0 {
+			f.cancel() // the last client hung up: dismiss the prompt
+		}
+		a.mu.Unlock()
+		return nil, ctx.Err()
+	}
+}
+
+// UnlockPrompt answers unlock: it verifies the user and lifts the lock.
+// With no credential enrolled there is nothing to verify with, and
+// nothing a lock protects, so it unlocks at once.
+func (a *Agent) UnlockPrompt(ctx context.Context, p *api.PromptParams) (*api.LockResult, error) {
+	a.mu.Lock()
+	if !a.locked {
+		a.mu.Unlock()
+		return &api.LockResult{Locked: false}, nil
+	}
+	avail, _ := a.available(routeAuto, nil)
+	a.mu.Unlock()
+	if len(avail) == 0 {
+		a.Unlock(ctx, "no credential enrolled")
+		return &api.LockResult{Locked: false}, nil
+	}
+	if _, err := a.promptOnce(ctx, routeAuto, p, true); err != nil {
+		return nil, err
+	}
+	return &api.LockResult{Locked: false}, nil
+}
+
+func clientKey(ctx context.Context) string {
+	if exe := clientExe(ctx); exe != "" {
+		return exe
+	}
+	return "uid:" + itoa(peerUID(ctx))
+}
+
+// promptOnce runs one prompt session: one dialog at a time, retries after
+// wrong answers within the failure limit, until answered, cancelled or
+// timed out.
+func (a *Agent) promptOnce(ctx context.Context, rt route, p *api.PromptParams, unlock bool) (*api.TokenResult, error) {
+	pol := a.policy()
+	timeout := pol.Prompt.Timeout.D()
+	if p.TimeoutSeconds > 0 {
+		timeout = time.Duration(p.TimeoutSeconds) * time.Second
+	}
+	deadline := a.now().Add(timeout)
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+
+	sel := a.cfg.Prompts()
+	pr, err := sel.Select(p.Env())
+	if err != nil {
+		return nil, err
+	}
+
+	// One dialog at a time: wait for the one on screen.
+	select {
+	case a.promptCh <- struct{}{}:
+		defer func() { <-a.promptCh }()
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+
+	c, _, err := a.begin(ctx, rt, p.Method, p.RequestedScopes, unlock)
+	if err != nil {
+		return nil, err
+	}
+	impl := a.methods[c.method]
+	ask := impl.Ask(c.state)
+	desc := a.describe(ctx, c, p, ask)
+	lastErr := ""
+	for {
+		req := prompt.Request{
+			Title:       "stepup-agent",
+			Description: desc,
+			Prompt:      ask.Prompt,
+			Error:       lastErr,
+			Timeout:     time.Until(deadline).Round(time.Second),
+			Env:         p.Env(),
+		}
+		var response json.RawMessage
+		if ask.Field == "" {
+			response, err = a.waitElsewhere(ctx, pr, impl, c, req)
+		} else {
+			var answer string
+			answer, err = pr.GetPIN(ctx, req)
+			if err == nil {
+				response, _ = json.Marshal(map[string]string{ask.Field: answer})
+			}
+		}
+		if err != nil {
+			if ctx.Err() == context.DeadlineExceeded {
+				err = prompt.ErrTimeout
+			}
+			a.audit(ctx, audit.Record{Event: "prompt", Method: c.method, Scopes: c.scopes, Result: resultOf(wireError(err))})
+			return nil, err
+		}
+		res, err := a.finish(ctx, c, response)
+		if err == nil {
+			if unlock {
+				return nil, nil
+			}
+			return res, nil
+		}
+		var ae *api.Error
+		if !errors.As(err, &ae) || ae.Code != api.CodeVerificationFailed || ae.Data.RetryAfterSeconds > 0 {
+			return nil, err
+		}
+		lastErr = ae.Message
+		a.log.Info("wrong answer in prompt; asking again", zap.String("method", c.method))
+	}
+}
+
+// waitElsewhere shows a Cancel-only prompt while the method's answer
+// arrives elsewhere (a passkey ceremony in the browser).
+func (a *Agent) waitElsewhere(ctx context.Context, pr prompt.Prompter, impl method.Method, c *challenge, req prompt.Request) (json.RawMessage, error) {
+	w, ok := impl.(method.Waiter)
+	if !ok {
+		return nil, fmt.Errorf("method %s has nothing to ask and cannot wait", c.method)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	promptErr := make(chan error, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		req.OK = "Cancel"
+		req.Cancel = "Cancel"
+		err := pr.Confirm(wctx, req)
+		if err == nil {
+			err = prompt.ErrCancelled
+		}
+		promptErr <- err
+	}()
+	type result struct {
+		resp json.RawMessage
+		err  error
+	}
+	got := make(chan result, 1)
+	go func() {
+		r, err := w.Wait(wctx, c.state)
+		got <- result{r, err}
+	}()
+	select {
+	case r := <-got:
+		cancel()
+		wg.Wait()
+		return r.resp, r.err
+	case err := <-promptErr:
+		if wctx.Err() == nil {
+			cancel()
+			return nil, err
+		}
+		r := <-got
+		return r.resp, r.err
+	}
+}
+
+// describe is the prompt's text: who asks, for what, why, how.
+func (a *Agent) describe(ctx context.Context, c *challenge, p *api.PromptParams, ask method.Ask) string {
+	var b strings.Builder
+	what := "step up for " + strings.Join(c.scopes, ", ")
+	if c.unlock {
+		what = "unlock the agent"
+	}
+	fmt.Fprintf(&b, "%s asks to %s.\n", clientDesc(ctx), what)
+	if p.Reason != "" {
+		fmt.Fprintf(&b, "Reason: %s\n", sanitize(p.Reason))
+	}
+	fmt.Fprintf(&b, "Method: %s", c.method)
+	if ask.Description != "" {
+		fmt.Fprintf(&b, "\n%s", ask.Description)
+	}
+	return b.String()
+}
+
+// sanitize keeps a client's text printable and short in a prompt.
+func sanitize(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if b.Len() >= 200 {
+			b.WriteString("…")
+			break
+		}
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			r = ' '
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// sortedKeys is used in tests and status.
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,364 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/stepup-agent/stepup-agent/api"
+	"github.com/stepup-agent/stepup-agent/audit"
+	"github.com/stepup-agent/stepup-agent/keychain"
+	"github.com/stepup-agent/stepup-agent/method"
+)
+
+// route is which family of methods a request may use.
+type route int
+
+const (
+	routeAuto   route = iota // promptStepUpAuth: MFA when enrolled, else re-auth
+	routeMFA                 // promptMfa
+	routeReauth              // promptReauthenticate
+)
+
+func routeOf(m string) route {
+	switch m {
+	case api.MethodPromptMfa:
+		return routeMFA
+	case api.MethodPromptReauthenticate:
+		return routeReauth
+	}
+	return routeAuto
+}
+
+// challengeTTL bounds a custom-UI challenge's life.
+const challengeTTL = 10 * time.Minute
+
+// challenge is a verification under way.
+type challenge struct {
+	id      string
+	method  string
+	scopes  []string
+	state   any
+	expires time.Time
+	unlock  bool // purpose "unlock": unlocks instead of minting
+	uid     int
+}
+
+// hasMFA reports whether an MFA credential is enrolled. Callers hold a.mu.
+func (a *Agent) hasMFA() bool {
+	for _, c := range a.creds {
+		if api.IsMFA(c.Method) {
+			return true
+		}
+	}
+	return false
+}
+
+// credsOf returns copies of the credentials of method m. Callers hold a.mu.
+func (a *Agent) credsOf(m string) []*method.Credential {
+	var out []*method.Credential
+	for _, c := range a.creds {
+		if c.Method == m {
+			cc := *c
+			out = append(out, &cc)
+		}
+	}
+	return out
+}
+
+// usable reports whether method m can verify the user now. Callers hold a.mu.
+func (a *Agent) usable(m string) bool {
+	impl := a.methods[m]
+	if impl == nil {
+		return false
+	}
+	if nc, ok := impl.(method.NoCredential); ok && nc.NeedsNoCredential() {
+		return true
+	}
+	creds := a.credsOf(m)
+	if cnt, ok := impl.(method.Counter); ok {
+		for _, c := range creds {
+			if cnt.Remaining(c) > 0 {
+				return true
+			}
+		}
+		return false
+	}
+	return len(creds) > 0
+}
+
+// available lists, in order of preference, the methods a request on route
+// for scopes may use now. When none is usable, err says why. Callers hold
+// a.mu.
+func (a *Agent) available(rt route, scopes []string) ([]string, error) {
+	mfa := a.hasMFA()
+	var family []string
+	switch rt {
+	case routeMFA:
+		if !mfa {
+			return nil, api.Errorf(api.CodeNotEnrolled, "no MFA credential is enrolled").
+				WithHint("enroll one with: stepupctl enroll totp")
+		}
+		family = api.MFAMethods
+	case routeReauth:
+		if mfa && !a.policy().AllowReauthWithMfa {
+			return nil, api.Errorf(api.CodeForbidden, "re-authentication cannot mint tokens while an MFA credential is enrolled").
+				WithHint("use promptMfa / stepupctl prompt --mfa, or set allowReauthWithMfa: true in the policy")
+		}
+		family = api.ReauthMethods
+	default:
+		if mfa {
+			family = api.MFAMethods
+		} else {
+			family = api.ReauthMethods
+		}
+	}
+	out := []string{}
+	for _, m := range family {
+		if !a.usable(m) {
+			continue
+		}
+		ok := true
+		for _, s := range scopes {
+			ok = ok && a.rule(s).AllowsMethod(m)
+		}
+		if ok {
+			out = append(out, m)
+		}
+	}
+	if len(out) == 0 {
+		if len(a.creds) == 0 {
+			return out, api.Errorf(api.CodeNotEnrolled, "no verification method is enrolled").
+				WithHint("enroll an authenticator app with: stepupctl enroll totp")
+		}
+		return out, api.Errorf(api.CodeNotEnrolled, "none of the enrolled methods may be used for these scopes").
+			WithHint("the policy's methods list for the scope names the allowed ones; enroll one of them")
+	}
+	return out, nil
+}
+
+// checkScopes resolves scopes for a verification: unknown denied scopes
+// and clients not allowed are refused.
+func (a *Agent) checkScopes(ctx context.Context, scopes []string) error {
+	if len(scopes) == 0 {
+		return invalidParams("requestedScopes is required, e.g. [\"wallet:export\"]")
+	}
+	for _, s := range scopes {
+		if s == "" {
+			return invalidParams("requestedScopes has an empty scope")
+		}
+		r := a.rule(s)
+		if r.Denied {
+			return api.Errorf(api.CodeUnknownScope, "the policy does not name scope %s and denies unknown scopes", s).
+				WithHint("add the scope to the policy's scopes, or set unknownScopes: require")
+		}
+		if err := a.checkClient(ctx, r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// begin starts a verification with method m (or the default of rt) for
+// scopes. Callers must not hold a.mu.
+func (a *Agent) begin(ctx context.Context, rt route, m string, scopes []string, unlock bool) (*challenge, any, error) {
+	if !unlock {
+		if err := a.checkScopes(ctx, scopes); err != nil {
+			return nil, nil, err
+		}
+	}
+	a.mu.Lock()
+	if a.locked && !unlock {
+		a.mu.Unlock()
+		return nil, nil, lockedError()
+	}
+	avail, err := a.available(rt, scopes)
+	if err != nil {
+		a.mu.Unlock()
+		return nil, nil, err
+	}
+	if m == "" {
+		m = avail[0]
+	} else if !contains(avail, m) {
+		a.mu.Unlock()
+		if !api.KnownMethod(m) {
+			return nil, nil, invalidParams("unknown method %q; methods are totp, passkey, recovery_code, password, email_otp, sms_otp, wallet", m)
+		}
+		if a.methods[m] == nil {
+			return nil, nil, api.Errorf(api.CodeNotEnrolled, "method %s is not available in this agent", m)
+		}
+		return nil, nil, api.Errorf(api.CodeForbidden, "method %s may not be used here; usable now: %v", m, avail).
+			WithHint("the route (MFA or re-authentication), the policy's methods for the scope, and the enrolled credentials decide")
+	}
+	if err := a.checkLimit(m); err != nil {
+		a.mu.Unlock()
+		return nil, nil, err
+	}
+	creds := a.credsOf(m)
+	impl := a.methods[m]
+	a.mu.Unlock()
+
+	state, ch, err := impl.Start(ctx, creds)
+	if err != nil {
+		return nil, nil, err
+	}
+	c := &challenge{id: randomID(), method: m, scopes: normScopes(scopes), state: state, expires: a.now().Add(challengeTTL), unlock: unlock}
+	if p := peerUID(ctx); p >= 0 {
+		c.uid = p
+	}
+	return c, ch, nil
+}
+
+// finish checks response for c. On success it mints the token (or
+// unlocks). A wrong answer counts against the method's limit.
+func (a *Agent) finish(ctx context.Context, c *challenge, response json.RawMessage) (*api.TokenResult, error) {
+	impl := a.methods[c.method]
+	mm := a.methodMu[c.method]
+	mm.Lock()
+	defer mm.Unlock()
+
+	a.mu.Lock()
+	if err := a.checkLimit(c.method); err != nil {
+		a.mu.Unlock()
+		return nil, err
+	}
+	if a.locked && !c.unlock {
+		a.mu.Unlock()
+		return nil, lockedError()
+	}
+	creds := a.credsOf(c.method)
+	a.mu.Unlock()
+
+	cred, err := impl.Complete(ctx, c.state, creds, response)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err != nil {
+		if !errors.Is(err, method.ErrVerificationFailed) {
+			return nil, err
+		}
+		left := a.failure(c.method)
+		a.audit(ctx, audit.Record{Event: "verification", Method: c.method, Scopes: c.scopes, Result: "verification_failed"})
+		e := api.Errorf(api.CodeVerificationFailed, "%s verification failed: %s", c.method, failureText(c.method))
+		if left == 0 {
+			e.Message += "; too many failures, the method is locked out"
+			if lim := a.checkLimit(c.method); lim != nil {
+				e.Data.RetryAfterSeconds = lim.(*api.Error).Data.RetryAfterSeconds
+			}
+		} else if left <= 2 {
+			e.Message += "; " + pluralTries(left) + " left before a lockout"
+		}
+		e.Data.Method = c.method
+		return nil, e
+	}
+	a.success(c.method)
+	if cred != nil && cred.ID != "" {
+		if _, ok := a.creds[cred.ID]; ok {
+			a.creds[cred.ID] = cred
+			a.persist.put(keychain.KindCredential, cred.ID, cred)
+		}
+	}
+	a.audit(ctx, audit.Record{Event: "verification", Method: c.method, Scopes: c.scopes, Result: "ok"})
+	if c.unlock {
+		a.locked = false
+		a.audit(ctx, audit.Record{Event: "unlock", Method: c.method, Result: "ok"})
+		return nil, nil
+	}
+	if a.locked {
+		return nil, lockedError()
+	}
+	return a.mint(ctx, c.scopes, c.method, impl.AMR())
+}
+
+func failureText(m string) string {
+	switch m {
+	case api.TOTP, api.EmailOTP, api.SMSOTP, api.RecoveryCode:
+		return "wrong, expired or already used code"
+	case api.Password:
+		return "wrong password"
+	case api.Wallet:
+		return "the signature does not match the enrolled address and message"
+	case api.Passkey:
+		return "the passkey assertion did not verify"
+	}
+	return "wrong answer"
+}
+
+func pluralTries(n int) string {
+	if n == 1 {
+		return "1 try"
+	}
+	return itoa(n) + " tries"
+}
+
+func lockedError() *api.Error {
+	return api.Errorf(api.CodeLocked, "the agent is locked (screen lock, sleep or stepupctl lock)").
+		WithHint("unlock it with: stepupctl unlock")
+}
+
+// StartVerification answers startVerification (the custom-UI path).
+func (a *Agent) StartVerification(ctx context.Context, p *api.StartVerificationParams) (*api.Challenge, error) {
+	if p.Method == "" {
+		return nil, invalidParams("method is required, e.g. \"totp\"")
+	}
+	unlock := p.Purpose == "unlock"
+	if p.Purpose != "" && !unlock {
+		return nil, invalidParams("purpose must be \"unlock\" or absent")
+	}
+	c, ch, err := a.begin(ctx, routeAuto, p.Method, p.RequestedScopes, unlock)
+	if err != nil && !unlock {
+		var ae *api.Error
+		// The custom-UI path may name any usable method of either
+		// route, within the routing rules.
+		if errors.As(err, &ae) && ae.Code == api.CodeForbidden && api.IsReauth(p.Method) {
+			c, ch, err = a.begin(ctx, routeReauth, p.Method, p.RequestedScopes, unlock)
+		} else if errors.As(err, &ae) && ae.Code == api.CodeForbidden && api.IsMFA(p.Method) {
+			c, ch, err = a.begin(ctx, routeMFA, p.Method, p.RequestedScopes, unlock)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	raw, err := json.Marshal(ch)
+	if err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	a.challenges[c.id] = c
+	a.mu.Unlock()
+	return &api.Challenge{ChallengeID: c.id, Method: c.method, ExpiresAt: c.expires.UTC(), Challenge: raw}, nil
+}
+
+// CompleteVerification answers completeVerification.
+func (a *Agent) CompleteVerification(ctx context.Context, p *api.CompleteVerificationParams) (any, error) {
+	a.mu.Lock()
+	c := a.challenges[p.ChallengeID]
+	if c != nil && !c.expires.After(a.now()) {
+		delete(a.challenges, p.ChallengeID)
+		c = nil
+	}
+	a.mu.Unlock()
+	if c == nil {
+		return nil, api.Errorf(api.CodeVerificationFailed, "unknown or expired challengeId").
+			WithHint("start again with startVerification")
+	}
+	if uid := peerUID(ctx); uid >= 0 && uid != c.uid {
+		return nil, api.Errorf(api.CodeForbidden, "this challenge belongs to another client")
+	}
+	if len(p.Response) == 0 {
+		p.Response = json.RawMessage("{}")
+	}
+	res, err := a.finish(ctx, c, p.Response)
+	if err == nil || errors.Is(err, api.ErrRateLimited) {
+		a.mu.Lock()
+		delete(a.challenges, c.id)
+		a.mu.Unlock()
+	}
+	if err != nil {
+		return nil, err
+	}
+	if c.unlock {
+		return api.LockResult{Locked: false}, nil
+	}
+	return res, nil
+}

@@ -1,0 +1,5 @@
+package ipc
+
+import "syscall"
+
+var syscallEMFILE = syscall.EMFILE

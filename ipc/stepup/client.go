@@ -1,0 +1,287 @@
+// Package stepup is the Go client of stepup-agent. Its vocabulary is the
+// step-up API of Dynamic's SDKs: IsStepUpRequired, PromptStepUpAuth,
+// PromptMfa, PromptReauthenticate, ResetState; plus the custom-UI
+// (StartVerification, CompleteVerification) and token calls. The protocol
+// is docs/protocol.md.
+//
+// A zero Client works: it finds the agent at $STEPUP_AUTH_SOCK or the
+// default path, connects on first use, and sends the caller's terminal and
+// display with every prompt so that the prompt appears where the user is.
+//
+//	var c stepup.Client
+//	if c.IsStepUpRequired(ctx, "wallet:export") {
+//		if _, err := c.PromptStepUpAuth(ctx, stepup.PromptOptions{Scopes: []string{"wallet:export"}}); err != nil {
+//			return err // errors.Is(err, stepup.ErrCancelled) when the user said no
+//		}
+//	}
+package stepup
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/stepup-agent/stepup-agent/api"
+	"github.com/stepup-agent/stepup-agent/ipc"
+)
+
+// Errors of the protocol, for errors.Is. Every error the agent returns is
+// an *api.Error that matches one of these by code.
+var (
+	ErrCancelled          = api.ErrCancelled
+	ErrVerificationFailed = api.ErrVerificationFailed
+	ErrRateLimited        = api.ErrRateLimited
+	ErrTimeout            = api.ErrTimeout
+	ErrForbidden          = api.ErrForbidden
+	ErrNotEnrolled        = api.ErrNotEnrolled
+	ErrTokenInvalid       = api.ErrTokenInvalid
+	ErrUnknownScope       = api.ErrUnknownScope
+	ErrNoPrompter         = api.ErrNoPrompter
+	ErrLocked             = api.ErrLocked
+)
+
+// Error is the agent's error object.
+type Error = api.Error
+
+// DialError says the agent could not be reached, and how to start one.
+type DialError struct {
+	Socket string
+	Err    error
+}
+
+func (e *DialError) Error() string {
+	return fmt.Sprintf("cannot reach stepup-agent at %s: %v", e.Socket, e.Err)
+}
+func (e *DialError) Unwrap() error { return e.Err }
+
+// Hint says what to do about it.
+func (e *DialError) Hint() string {
+	return `start an agent with: eval "$(stepup-agent)"  (or: systemctl --user start stepup-agent.socket), and check that STEPUP_AUTH_SOCK names its socket`
+}
+
+// Client talks to the agent. The zero value is ready to use; a Client is
+// safe for concurrent use, and pipelines concurrent calls on one
+// connection. Calls that prompt use a connection of their own, closed
+// when their context is done, which dismisses the prompt.
+type Client struct {
+	// Socket is the agent's socket; empty means $STEPUP_AUTH_SOCK or the
+	// default path.
+	Socket string
+	// Env overrides the prompt environment sent with prompts; nil means
+	// the caller's own (tty, TERM, DISPLAY, WAYLAND_DISPLAY, locale).
+	Env *api.PromptEnv
+
+	mu   sync.Mutex
+	conn *clientConn
+}
+
+func (c *Client) socket() string {
+	if c.Socket != "" {
+		return c.Socket
+	}
+	return ipc.SocketPath()
+}
+
+type clientConn struct {
+	nc   net.Conn
+	wmu  sync.Mutex
+	mu   sync.Mutex
+	next uint64
+	wait map[uint64]chan response
+	err  error
+}
+
+type response struct {
+	ID     json.RawMessage `json:"id"`
+	Result json.RawMessage `json:"result"`
+	Error  *api.Error      `json:"error"`
+}
+
+func (c *Client) dial(ctx context.Context) (*clientConn, error) {
+	path := c.socket()
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return nil, &DialError{Socket: path, Err: err}
+	}
+	cc := &clientConn{nc: nc, wait: map[uint64]chan response{}}
+	go cc.read()
+	return cc, nil
+}
+
+func (cc *clientConn) read() {
+	r := bufio.NewReaderSize(cc.nc, 64<<10)
+	var err error
+	for {
+		var line []byte
+		line, err = r.ReadBytes('\n')
+		if err != nil {
+			break
+		}
+		var resp response
+		if json.Unmarshal(line, &resp) != nil {
+			continue
+		}
+		id, perr := strconv.ParseUint(string(resp.ID), 10, 64)
+		cc.mu.Lock()
+		ch, ok := cc.wait[id]
+		if perr == nil && ok {
+			delete(cc.wait, id)
+		}
+		cc.mu.Unlock()
+		if perr != nil || !ok {
+			// An answer with a null id: the agent refused the
+			// connection or the line. Fail every waiting call.
+			if resp.Error != nil {
+				err = resp.Error
+				break
+			}
+			continue
+		}
+		ch <- resp
+	}
+	if err == nil {
+		err = errors.New("connection closed")
+	}
+	cc.mu.Lock()
+	if cc.err == nil {
+		cc.err = err
+	}
+	for id, ch := range cc.wait {
+		delete(cc.wait, id)
+		close(ch)
+	}
+	cc.mu.Unlock()
+	cc.nc.Close()
+}
+
+func (cc *clientConn) call(ctx context.Context, method string, params, result any) error {
+	cc.mu.Lock()
+	if cc.err != nil {
+		err := cc.err
+		cc.mu.Unlock()
+		return err
+	}
+	cc.next++
+	id := cc.next
+	ch := make(chan response, 1)
+	cc.wait[id] = ch
+	cc.mu.Unlock()
+
+	if params == nil {
+		params = struct{}{}
+	}
+	line, err := json.Marshal(struct {
+		JSONRPC string `json:"jsonrpc"`
+		ID      uint64 `json:"id"`
+		Method  string `json:"method"`
+		Params  any    `json:"params"`
+	}{"2.0", id, method, params})
+	if err != nil {
+		return err
+	}
+	line = append(line, '\n')
+	cc.wmu.Lock()
+	if dl, ok := ctx.Deadline(); ok {
+		cc.nc.SetWriteDeadline(dl)
+	} else {
+		cc.nc.SetWriteDeadline(time.Time{})
+	}
+	_, err = cc.nc.Write(line)
+	cc.wmu.Unlock()
+	if err != nil {
+		cc.fail(err)
+		return err
+	}
+	select {
+	case resp, ok := <-ch:
+		if !ok {
+			cc.mu.Lock()
+			err := cc.err
+			cc.mu.Unlock()
+			if ae, isAPI := err.(*api.Error); isAPI {
+				return ae
+			}
+			return fmt.Errorf("stepup-agent closed the connection: %w", err)
+		}
+		if resp.Error != nil {
+			return resp.Error
+		}
+		if result != nil {
+			return json.Unmarshal(resp.Result, result)
+		}
+		return nil
+	case <-ctx.Done():
+		cc.mu.Lock()
+		delete(cc.wait, id)
+		cc.mu.Unlock()
+		return ctx.Err()
+	}
+}
+
+func (cc *clientConn) fail(err error) {
+	cc.mu.Lock()
+	if cc.err == nil {
+		cc.err = err
+	}
+	cc.mu.Unlock()
+	cc.nc.Close()
+}
+
+func (cc *clientConn) broken() bool {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	return cc.err != nil
+}
+
+// Call sends one request and decodes its result into result (which may be
+// nil). It is the escape hatch for methods this package has no helper for.
+func (c *Client) Call(ctx context.Context, method string, params, result any) error {
+	c.mu.Lock()
+	cc := c.conn
+	if cc == nil || cc.broken() {
+		var err error
+		cc, err = c.dial(ctx)
+		if err != nil {
+			c.mu.Unlock()
+			return err
+		}
+		c.conn = cc
+	}
+	c.mu.Unlock()
+	return cc.call(ctx, method, params, result)
+}
+
+// callOwn runs one call on a connection of its own, closed when the call
+// ends or ctx is done: the agent then dismisses any prompt it showed.
+func (c *Client) callOwn(ctx context.Context, method string, params, result any) error {
+	cc, err := c.dial(ctx)
+	if err != nil {
+		return err
+	}
+	defer cc.fail(errors.New("call finished"))
+	stop := context.AfterFunc(ctx, func() { cc.fail(ctx.Err()) })
+	defer stop()
+	err = cc.call(ctx, method, params, result)
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return err
+}
+
+// Close closes the shared connection. The Client may be used again.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn != nil {
+		c.conn.fail(errors.New("client closed"))
+		c.conn = nil
+	}
+	return nil
+}
