@@ -3,35 +3,65 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
-
-	"go.yaml.in/yaml/v3"
+	"syscall"
 )
 
-// Parse parses and validates a policy file's contents. Errors name the
-// line and the key. (Placeholder: replaced by the full validator.)
-func Parse(data []byte) (*Policy, error) {
-	p := &Policy{}
-	if err := yaml.Unmarshal(data, p); err != nil {
-		return nil, fmt.Errorf("policy: %w", err)
-	}
-	p.fill()
-	return p, nil
-}
-
 // Load reads the policy at path. A missing file gives the built-in
-// defaults and exists=false.
+// defaults and exists=false. Errors start with the path:
+//
+//	/home/me/.config/stepup/policy.yaml: line 7: scopes."deploy:prod".ttl: ...
+//
+// Load refuses a file that is not a regular file, is larger than
+// MaxFileSize, or that another user could have written (owned by someone
+// other than this user or root, or writable by everyone): such a file
+// could weaken step-up behind the user's back.
 func Load(path string) (p *Policy, exists bool, err error) {
-	data, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return Default(), false, nil
-	}
+	data, exists, err := readPolicy(path)
 	if err != nil {
-		return nil, true, err
+		return nil, exists, fmt.Errorf("%s: %w", path, err)
+	}
+	if !exists {
+		return Default(), false, nil
 	}
 	p, err = Parse(data)
 	if err != nil {
 		return nil, true, fmt.Errorf("%s: %w", path, err)
 	}
 	return p, true, nil
+}
+
+// readPolicy reads the file at path with the checks Load documents.
+func readPolicy(path string) (data []byte, exists bool, err error) {
+	// O_NONBLOCK: opening a FIFO planted at path must not hang the agent.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, true, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, true, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, true, fmt.Errorf("not a regular file (%s)", fi.Mode().Type())
+	}
+	if err := checkOwner(fi); err != nil {
+		return nil, true, err
+	}
+	if fi.Size() > MaxFileSize {
+		return nil, true, fmt.Errorf("the file is %d bytes; a policy file may be at most %d", fi.Size(), MaxFileSize)
+	}
+	data, err = io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, true, err
+	}
+	if len(data) > MaxFileSize {
+		return nil, true, fmt.Errorf("the file is larger than %d bytes", MaxFileSize)
+	}
+	return data, true, nil
 }

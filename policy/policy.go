@@ -5,6 +5,9 @@
 package policy
 
 import (
+	"errors"
+	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -26,12 +29,6 @@ const (
 	DefaultWindow        = 15 * time.Minute
 )
 
-// Duration is a time.Duration written as "2m", "90s" in YAML.
-type Duration time.Duration
-
-// D returns d as a time.Duration.
-func (d Duration) D() time.Duration { return time.Duration(d) }
-
 // Policy is a parsed, validated policy file (or the built-in defaults).
 type Policy struct {
 	UnknownScopes string           `yaml:"unknownScopes" json:"unknownScopes"`
@@ -46,20 +43,25 @@ type Policy struct {
 
 	// BuiltinScopes false drops the built-in Dynamic scopes; by default
 	// the file's scopes are laid over them.
-	BuiltinScopes *bool `yaml:"builtinScopes" json:"builtinScopes"`
+	BuiltinScopes *bool `yaml:"builtinScopes" json:"builtinScopes,omitempty"`
 	// AllowReauthWithMfa lets re-authentication methods mint tokens even
 	// while an MFA credential is enrolled (the seed refuses that).
 	AllowReauthWithMfa bool `yaml:"allowReauthWithMfa" json:"allowReauthWithMfa"`
+
+	// patterns holds the names of the `*` entries of Scopes, least
+	// specific first; set by Parse. A Policy built by hand (nil
+	// patterns) sorts them in every Resolve.
+	patterns []string
 }
 
 // Scope is one entry of scopes: an exact scope name or a `*` pattern.
 // Unset fields inherit from less specific entries.
 type Scope struct {
-	Required  *bool    `yaml:"required" json:"required"`
-	TTL       Duration `yaml:"ttl" json:"ttl"`
-	SingleUse *bool    `yaml:"singleUse" json:"singleUse"`
-	Methods   []string `yaml:"methods" json:"methods"`
-	Clients   []string `yaml:"clients" json:"clients"`
+	Required  *bool    `yaml:"required" json:"required,omitempty"`
+	TTL       Duration `yaml:"ttl" json:"ttl,omitempty"`
+	SingleUse *bool    `yaml:"singleUse" json:"singleUse,omitempty"`
+	Methods   []string `yaml:"methods" json:"methods,omitempty"`
+	Clients   []string `yaml:"clients" json:"clients,omitempty"`
 }
 
 // Prompt is the prompt section.
@@ -111,7 +113,7 @@ type ExternalJwt struct {
 type Rule struct {
 	Scope     string
 	Known     bool // named by an entry (exact or pattern)
-	Denied    bool // unknown and unknownScopes: deny
+	Denied    bool // unknown and unknownScopes: deny, or fails CheckScope
 	Required  bool
 	TTL       time.Duration
 	SingleUse bool
@@ -121,17 +123,30 @@ type Rule struct {
 
 func boolp(b bool) *bool { return &b }
 
-// builtin mirrors Dynamic's scopes.
+// Built-in scopes, mirroring Dynamic's: single use for five minutes for
+// the destructive ones, multi use for ten minutes for the others.
+var (
+	BuiltinSingleUse = []string{"wallet:export", "wallet:delete", "wallet:restore", "credential:unlink", "user:delete"}
+	BuiltinMultiUse  = []string{"wallet:sign", "wallet:delegate", "credential:link", "credential:update", "user:update"}
+)
+
+// builtinScopes is built once: Resolve runs on every isStepUpRequired.
+var builtinScopes = builtin()
+
+// builtin mirrors Dynamic's scopes. It returns a fresh map.
 func builtin() map[string]Scope {
 	s := map[string]Scope{}
-	for _, n := range []string{"wallet:export", "wallet:delete", "wallet:restore", "credential:unlink", "user:delete"} {
+	for _, n := range BuiltinSingleUse {
 		s[n] = Scope{Required: boolp(true), SingleUse: boolp(true), TTL: Duration(DefaultSingleUseTTL)}
 	}
-	for _, n := range []string{"wallet:sign", "wallet:delegate", "credential:link", "credential:update", "user:update"} {
+	for _, n := range BuiltinMultiUse {
 		s[n] = Scope{Required: boolp(true), SingleUse: boolp(false), TTL: Duration(DefaultMultiUseTTL)}
 	}
 	return s
 }
+
+// Builtin returns the built-in scope entries (a fresh map each call).
+func Builtin() map[string]Scope { return builtin() }
 
 // Default returns the built-in policy used when no file exists.
 func Default() *Policy {
@@ -167,60 +182,120 @@ func (p *Policy) LocksOnSleep() bool { return p.LockOnSleep == nil || *p.LockOnS
 
 // Match reports whether scope matches pattern, where `*` matches any run
 // of characters (including none) and everything else matches itself.
+// It does not allocate: it runs on every isStepUpRequired.
 func Match(pattern, scope string) bool {
-	if !strings.Contains(pattern, "*") {
+	first, rest, found := strings.Cut(pattern, "*")
+	if !found {
 		return pattern == scope
 	}
-	parts := strings.Split(pattern, "*")
-	if !strings.HasPrefix(scope, parts[0]) {
+	if !strings.HasPrefix(scope, first) {
 		return false
 	}
-	scope = scope[len(parts[0]):]
-	last := parts[len(parts)-1]
-	for _, mid := range parts[1 : len(parts)-1] {
+	scope = scope[len(first):]
+	for {
+		mid, next, more := strings.Cut(rest, "*")
+		if !more {
+			// rest is the last part: it must end the scope.
+			return strings.HasSuffix(scope, rest)
+		}
+		// Leftmost match of each middle part leaves the most room
+		// for the parts after it.
 		i := strings.Index(scope, mid)
 		if i < 0 {
 			return false
 		}
 		scope = scope[i+len(mid):]
+		rest = next
 	}
-	return strings.HasSuffix(scope, last)
 }
 
-// specificity orders patterns: more literal characters is more specific.
-func specificity(pattern string) int { return len(pattern) - strings.Count(pattern, "*")*1000 }
-
-// Resolve returns the effective rule for scope. Entries apply from least
-// to most specific, each set field overriding: the built-in scopes (unless
-// builtinScopes: false), then the file's patterns (fewest literal
-// characters first), then the file's exact entry.
-func (p *Policy) Resolve(scope string) Rule {
-	var layers []Scope
-	if p.BuiltinScopes == nil || *p.BuiltinScopes {
-		if s, ok := builtin()[scope]; ok {
-			layers = append(layers, s)
+// CheckScope reports whether name is a valid scope to ask for: not empty,
+// at most 256 bytes, printable ASCII without spaces (the token's `scope`
+// claim is space-delimited) and without `*` (patterns belong in the
+// policy, not in requests). Resolve denies scopes that fail it.
+func CheckScope(name string) error {
+	if name == "" {
+		return errors.New("empty scope")
+	}
+	if len(name) > MaxScopeLen {
+		return fmt.Errorf("scope longer than %d bytes", MaxScopeLen)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case c == '*':
+			return errors.New("scope contains *: patterns are for the policy file, ask for a concrete scope")
+		case c <= ' ' || c >= 0x7f:
+			return fmt.Errorf("scope contains %q: use printable ASCII without spaces", c)
 		}
 	}
+	return nil
+}
+
+// MaxScopeLen is the longest scope name accepted.
+const MaxScopeLen = 256
+
+// lessSpecific orders patterns: more literal (non-`*`) characters is more
+// specific; on a tie fewer `*` is more specific; then byte order, so that
+// the order never depends on map iteration.
+func lessSpecific(a, b string) bool {
+	sa, sb := strings.Count(a, "*"), strings.Count(b, "*")
+	la, lb := len(a)-sa, len(b)-sb
+	if la != lb {
+		return la < lb
+	}
+	if sa != sb {
+		return sa > sb
+	}
+	return a < b
+}
+
+// sortPatterns returns the pattern entries of scopes, least specific
+// first.
+func sortPatterns(scopes map[string]Scope) []string {
 	var pats []string
-	for name := range p.Scopes {
-		if strings.Contains(name, "*") && Match(name, scope) {
+	for name := range scopes {
+		if strings.Contains(name, "*") {
 			pats = append(pats, name)
 		}
 	}
-	sort.Slice(pats, func(i, j int) bool {
-		si, sj := specificity(pats[i]), specificity(pats[j])
-		if si != sj {
-			return si < sj
+	sort.Slice(pats, func(i, j int) bool { return lessSpecific(pats[i], pats[j]) })
+	return pats
+}
+
+// Resolve returns the effective rule for scope. Entries apply from least
+// to most specific, each set field overriding: the built-in scopes (unless
+// builtinScopes: false), then the file's matching patterns (fewest
+// literal characters first), then the file's exact entry.
+//
+// A scope no entry names is unknown: unknownScopes decides whether it is
+// denied, allowed without step-up, or (the default) required, and when
+// required it gets the strictest settings, single use for five minutes.
+func (p *Policy) Resolve(scope string) Rule {
+	var buf [8]Scope
+	layers := buf[:0]
+	if p.BuiltinScopes == nil || *p.BuiltinScopes {
+		if s, ok := builtinScopes[scope]; ok {
+			layers = append(layers, s)
 		}
-		return pats[i] < pats[j]
-	})
-	for _, n := range pats {
-		layers = append(layers, p.Scopes[n])
 	}
-	if s, ok := p.Scopes[scope]; ok {
+	pats := p.patterns
+	if pats == nil && len(p.Scopes) > 0 {
+		pats = sortPatterns(p.Scopes)
+	}
+	for _, n := range pats {
+		if Match(n, scope) {
+			layers = append(layers, p.Scopes[n])
+		}
+	}
+	if s, ok := p.Scopes[scope]; ok && !strings.Contains(scope, "*") {
 		layers = append(layers, s)
 	}
 	r := Rule{Scope: scope, Known: len(layers) > 0, Required: true}
+	if CheckScope(scope) != nil {
+		// Never hand out a token for a malformed scope.
+		return Rule{Scope: scope, Denied: true, Required: true, SingleUse: true, TTL: DefaultSingleUseTTL}
+	}
 	var ttl time.Duration
 	singleUse := false
 	if !r.Known {
@@ -245,10 +320,10 @@ func (p *Policy) Resolve(scope string) Rule {
 			singleUse = *l.SingleUse
 		}
 		if l.Methods != nil {
-			r.Methods = l.Methods
+			r.Methods = slices.Clone(l.Methods)
 		}
 		if l.Clients != nil {
-			r.Clients = l.Clients
+			r.Clients = slices.Clone(l.Clients)
 		}
 	}
 	r.SingleUse = singleUse
