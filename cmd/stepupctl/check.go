@@ -1,0 +1,39 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+)
+
+func (a *app) checkCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "check SCOPE",
+		Short: "Exit 0 when SCOPE needs no step-up now, 1 when it does",
+		Args:  exactArgs(1, "one scope, e.g. wallet:export"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := a.client.CheckStepUp(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if a.json {
+				a.printJSON(r)
+			} else if r.Required {
+				fmt.Fprintf(a.stdout, "%s: step-up required", r.Scope)
+				if len(r.Methods) > 0 {
+					fmt.Fprintf(a.stdout, " (methods: %s)", strings.Join(r.Methods, ", "))
+				}
+				fmt.Fprintln(a.stdout)
+			} else if r.ExpiresAt != nil {
+				fmt.Fprintf(a.stdout, "%s: no step-up needed; token valid until %s\n", r.Scope, when(*r.ExpiresAt))
+			} else {
+				fmt.Fprintf(a.stdout, "%s: no step-up needed (policy)\n", r.Scope)
+			}
+			if r.Required {
+				return exitCode(exitRequired)
+			}
+			return nil
+		},
+	}
+}

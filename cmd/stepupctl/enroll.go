@@ -1,0 +1,170 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/mdp/qrterminal/v3"
+	"github.com/spf13/cobra"
+	"github.com/stepup-agent/stepup-agent/api"
+	"golang.org/x/term"
+)
+
+func (a *app) enrollCmd() *cobra.Command {
+	var p api.EnrollStartParams
+	var startOnly bool
+	var finish, code, response string
+	var f promptFlags
+	cmd := &cobra.Command{
+		Use:   "enroll METHOD",
+		Short: "Enroll a credential: totp, passkey, email_otp, sms_otp, wallet (recovery_code regenerates codes)",
+		Long: `enroll adds a credential. For totp it shows a QR code to scan with an
+authenticator app, then asks for a code to confirm.
+
+Adding a credential when one exists needs a step-up for credential:link
+(regenerating recovery codes: credential:update); enroll asks for it first.
+
+For scripts, enrollment has two steps:
+  stepupctl enroll totp --start --json          # prints enrollmentId, secret, otpauthUri
+  stepupctl enroll --finish ID --code 123456    # confirms`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			if finish != "" {
+				return a.enrollFinish(ctx, finish, code, response)
+			}
+			if len(args) != 1 {
+				return usageError{errors.New("enroll takes a method (totp, passkey, email_otp, sms_otp, wallet) or --finish ID"), cmd.CommandPath()}
+			}
+			p.Method = args[0]
+			res, err := a.client.EnrollStart(ctx, p)
+			var ae *api.Error
+			if errors.As(err, &ae) && ae.Code == api.CodeForbidden && ae.Data.RequiredScope != "" && !startOnly {
+				fmt.Fprintf(a.stderr, "Adding a credential needs a step-up for %s first.\n", ae.Data.RequiredScope)
+				if _, err := a.stepUp(ctx, []string{ae.Data.RequiredScope}, &f); err != nil {
+					return err
+				}
+				res, err = a.client.EnrollStart(ctx, p)
+			}
+			if err != nil {
+				return err
+			}
+			if startOnly {
+				return a.printJSON(res)
+			}
+			return a.enrollInteractive(ctx, p.Method, res)
+		},
+	}
+	cmd.Flags().StringVar(&p.Label, "label", "", "a label for the credential")
+	cmd.Flags().StringVar(&p.Address, "address", "", "email_otp: the email address; wallet: the 0x address")
+	cmd.Flags().StringVar(&p.Phone, "phone", "", "sms_otp: the phone number (E.164, +15551234567)")
+	cmd.Flags().BoolVar(&startOnly, "start", false, "only start the enrollment and print it as JSON (finish with --finish)")
+	cmd.Flags().StringVar(&finish, "finish", "", "finish the enrollment with this `ID`")
+	cmd.Flags().StringVar(&code, "code", "", "with --finish: the confirmation code")
+	cmd.Flags().StringVar(&response, "response", "", "with --finish: the whole response as JSON (e.g. {\"signature\":\"0x…\"})")
+	f.add(cmd)
+	return cmd
+}
+
+func (a *app) enrollFinish(ctx context.Context, id, code, response string) error {
+	var resp any = map[string]string{"code": code}
+	if response != "" {
+		var v any
+		if err := json.Unmarshal([]byte(response), &v); err != nil {
+			return fmt.Errorf("--response is not JSON: %v", err)
+		}
+		resp = v
+	} else if code == "" {
+		resp = map[string]any{}
+	}
+	res, err := a.client.EnrollFinish(ctx, id, resp)
+	if err != nil {
+		return err
+	}
+	return a.showEnrolled(res)
+}
+
+func (a *app) showEnrolled(res *api.EnrollFinishResult) error {
+	if a.json {
+		return a.printJSON(res)
+	}
+	fmt.Fprintf(a.stdout, "Enrolled %s credential %s.\n", res.Method, res.CredentialID)
+	if len(res.RecoveryCodes) > 0 {
+		fmt.Fprintln(a.stdout, "\nRecovery codes: each works once, and they are shown only now. Keep them somewhere safe:")
+		for _, c := range res.RecoveryCodes {
+			fmt.Fprintf(a.stdout, "  %s\n", c)
+		}
+	}
+	return nil
+}
+
+// enrollInteractive shows what the method needs and asks for the answer
+// on the terminal.
+func (a *app) enrollInteractive(ctx context.Context, m string, res map[string]any) error {
+	id, _ := res["enrollmentId"].(string)
+	tty, err := openTTY()
+	if err != nil {
+		a.printJSON(res)
+		return api.Errorf(api.CodeNoPrompter, "no terminal to finish the enrollment on").
+			WithHint("finish it with: stepupctl enroll --finish %s --code CODE", id)
+	}
+	defer tty.Close()
+	in := bufio.NewReader(tty)
+	field, label := "code", "Code from the app: "
+	switch m {
+	case api.TOTP:
+		uri, _ := res["otpauthUri"].(string)
+		fmt.Fprintln(tty, "Scan this QR code with your authenticator app:")
+		qrterminal.GenerateWithConfig(uri, qrterminal.Config{Level: qrterminal.L, Writer: tty, HalfBlocks: true,
+			BlackChar: qrterminal.BLACK_BLACK, WhiteChar: qrterminal.WHITE_WHITE, BlackWhiteChar: qrterminal.BLACK_WHITE, WhiteBlackChar: qrterminal.WHITE_BLACK, QuietZone: 1})
+		fmt.Fprintf(tty, "or enter this secret by hand: %s\n", res["secret"])
+	case api.EmailOTP, api.SMSOTP:
+		fmt.Fprintf(tty, "A code was sent to %v.\n", res["destination"])
+		label = "Code: "
+	case api.Wallet:
+		fmt.Fprintf(tty, "Sign this message with the wallet (personal_sign):\n\n%v\n\n", res["message"])
+		field, label = "signature", "Signature (0x…): "
+	case api.Passkey:
+		fmt.Fprintf(tty, "Open %v in your browser and create the passkey; then press Enter.\n", res["url"])
+		in.ReadString('\n')
+		r, err := a.client.EnrollFinish(ctx, id, map[string]any{})
+		if err != nil {
+			return err
+		}
+		return a.showEnrolled(r)
+	case api.RecoveryCode:
+		if codes, ok := res["recoveryCodes"].([]any); ok {
+			fmt.Fprintln(a.stdout, "New recovery codes (the old ones no longer work):")
+			for _, c := range codes {
+				fmt.Fprintf(a.stdout, "  %v\n", c)
+			}
+			return nil
+		}
+	}
+	for tries := 0; ; tries++ {
+		fmt.Fprint(tty, label)
+		line, err := in.ReadString('\n')
+		line = strings.TrimSpace(line)
+		if line == "" && err != nil {
+			return api.Errorf(api.CodeCancelled, "enrollment cancelled at the terminal")
+		}
+		r, err := a.client.EnrollFinish(ctx, id, map[string]string{field: line})
+		var ae *api.Error
+		if errors.As(err, &ae) && ae.Code == api.CodeVerificationFailed && tries < 4 {
+			fmt.Fprintf(tty, "%s; try again.\n", ae.Message)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		return a.showEnrolled(r)
+	}
+}
+
+var _ = term.IsTerminal
+var _ = os.Stdin

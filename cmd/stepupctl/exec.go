@@ -1,0 +1,53 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+func (a *app) execCmd() *cobra.Command {
+	var scope string
+	var f promptFlags
+	cmd := &cobra.Command{
+		Use:   "exec --scope SCOPE -- CMD [ARGS...]",
+		Short: "Step up for SCOPE if needed, then run CMD with the token in STEPUP_TOKEN",
+		Args:  minArgs(1, "a command to run after --"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if scope == "" {
+				return usageError{errors.New("exec needs --scope"), cmd.CommandPath()}
+			}
+			t, err := a.tokenFor(cmd.Context(), scope, &f, false)
+			if err != nil {
+				return err
+			}
+			c := exec.Command(args[0], args[1:]...)
+			c.Stdin, c.Stdout, c.Stderr = os.Stdin, a.stdout, a.stderr
+			if r, ok := a.stdin.(*os.File); ok {
+				c.Stdin = r
+			}
+			c.Env = append(os.Environ(), "STEPUP_TOKEN="+t.Token, "STEPUP_SCOPE="+scope)
+			// The child gets the terminal's signals; stepupctl waits.
+			signal.Ignore(syscall.SIGINT, syscall.SIGQUIT)
+			defer signal.Reset(syscall.SIGINT, syscall.SIGQUIT)
+			if err := c.Run(); err != nil {
+				var ee *exec.ExitError
+				if errors.As(err, &ee) {
+					if st, ok := ee.Sys().(syscall.WaitStatus); ok && st.Signaled() {
+						return exitCode(128 + int(st.Signal()))
+					}
+					return exitCode(ee.ExitCode())
+				}
+				return err
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&scope, "scope", "", "the scope CMD needs")
+	f.add(cmd)
+	return cmd
+}
