@@ -1,0 +1,115 @@
+package service
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"strings"
+
+	"github.com/coreos/go-systemd/v22/activation"
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+)
+
+// Listener returns the socket the service manager passed by socket
+// activation (sd_listen_fds(3): LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES),
+// and true. It takes the descriptor named FDName ("agent"), or the only
+// one when a single descriptor comes without that name. The socket must be
+// a listening Unix stream socket whose path passes CheckSocketPath;
+// otherwise Listener returns an error that says what to fix, and the agent
+// should exit rather than serve a socket others can reach.
+//
+// Without socket activation it returns (nil, false, nil) and the agent
+// binds its own socket. Either way the LISTEN_* variables are removed from
+// the environment, so programs the agent starts do not see them.
+//
+// It uses activation.Files rather than ListenersWithNames because the
+// latter silently drops a descriptor that is not a stream listener; here
+// that is an error worth a clear message.
+func Listener(log *zap.Logger) (net.Listener, bool, error) {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	files := activation.Files(true) // true: unset LISTEN_*
+	if len(files) == 0 {
+		return nil, false, nil
+	}
+	var pick *os.File
+	names := make([]string, 0, len(files))
+	for _, f := range files {
+		names = append(names, f.Name())
+		if f.Name() == FDName {
+			if pick != nil {
+				closeAll(files)
+				return nil, true, fmt.Errorf("socket activation passed more than one socket named %q; the socket unit must have exactly one ListenStream=", FDName)
+			}
+			pick = f
+		}
+	}
+	if pick == nil {
+		if len(files) != 1 {
+			closeAll(files)
+			return nil, true, fmt.Errorf("socket activation passed %d sockets (%s) and none is named %q; set FileDescriptorName=%s in the socket unit", len(files), strings.Join(names, ", "), FDName, FDName)
+		}
+		pick = files[0]
+		log.Info("socket activation: taking the only socket passed", zap.String("fdName", pick.Name()))
+	}
+	for _, f := range files {
+		if f != pick {
+			log.Warn("socket activation: ignoring an extra descriptor", zap.String("fdName", f.Name()))
+			f.Close()
+		}
+	}
+	defer pick.Close() // FileListener dups it
+	if err := checkStreamListener(pick); err != nil {
+		return nil, true, err
+	}
+	ln, err := net.FileListener(pick)
+	if err != nil {
+		return nil, true, fmt.Errorf("socket activation: cannot use the socket named %q: %w", pick.Name(), err)
+	}
+	path := ""
+	if a, ok := ln.Addr().(*net.UnixAddr); ok {
+		path = a.Name
+	}
+	if err := CheckSocketPath(path); err != nil {
+		ln.Close()
+		return nil, true, err
+	}
+	log.Info("socket activation: serving the inherited socket", zap.String("socket", path))
+	return ln, true, nil
+}
+
+// checkStreamListener checks that f is a listening AF_UNIX SOCK_STREAM
+// socket.
+func checkStreamListener(f *os.File) error {
+	fd := int(f.Fd())
+	dom, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
+	if err != nil {
+		return fmt.Errorf("socket activation: descriptor %q is not a socket: %w", f.Name(), err)
+	}
+	if dom != unix.AF_UNIX {
+		return fmt.Errorf("socket activation: socket %q is not a Unix socket (address family %d); use ListenStream=%%t/stepup/agent.sock", f.Name(), dom)
+	}
+	typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+	if err != nil {
+		return fmt.Errorf("socket activation: socket %q: %w", f.Name(), err)
+	}
+	if typ != unix.SOCK_STREAM {
+		return fmt.Errorf("socket activation: socket %q is not a stream socket (type %d); use ListenStream=, not ListenDatagram= or ListenSequentialPacket=", f.Name(), typ)
+	}
+	acc, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN)
+	if err != nil {
+		return fmt.Errorf("socket activation: socket %q: %w", f.Name(), err)
+	}
+	if acc == 0 {
+		return fmt.Errorf("socket activation: socket %q is not listening (Accept=yes in the socket unit passes connections, not the listening socket; use Accept=no)", f.Name())
+	}
+	return nil
+}
+
+func closeAll(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
+}

@@ -1,0 +1,14 @@
+//go:build !linux
+
+package service
+
+import (
+	"net"
+
+	"go.uber.org/zap"
+)
+
+// Listener reports that the agent was not socket-activated: launchd's
+// sockets need launch_activate_socket, which Go cannot call without cgo,
+// so on macOS the agent binds its own socket (docs/launchd.md).
+func Listener(log *zap.Logger) (net.Listener, bool, error) { return nil, false, nil }
