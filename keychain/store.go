@@ -50,3 +50,15 @@ type Store interface {
 type Warner interface {
 	Warning() string
 }
+
+// Kinds lists every kind above. Stores that copy all items (the
+// resilient wrapper Open returns, tests) walk these.
+var Kinds = []string{KindKey, KindCredential, KindToken, KindConsumed, KindLimit, KindReplay}
+
+// Availability is implemented by every store Open returns: Available
+// reports whether the persistent backend answered its last call. While it
+// is false the store serves from memory and writes through again when the
+// backend is back (docs/keychain.md).
+type Availability interface {
+	Available() bool
+}

@@ -1,0 +1,115 @@
+package keychain
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestFileModesAndAtomicWrite(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "state", "stepup")
+	f, err := OpenFile(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Put(ctx, KindKey, "signing", []byte("seed")); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("directory mode = %v, %v; want 0700", fi.Mode(), err)
+	}
+	fi, err = os.Stat(filepath.Join(dir, FileName))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("file mode = %v, %v; want 0600", fi.Mode(), err)
+	}
+	// Only the file: no temporary file left behind.
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != 1 {
+		t.Fatalf("directory holds %d entries, want only %s", len(ents), FileName)
+	}
+	// The format is plain JSON with base64 values.
+	var c fileContent
+	data, _ := os.ReadFile(f.Path())
+	if err := json.Unmarshal(data, &c); err != nil || string(c.Items[KindKey]["signing"]) != "seed" || c.Version != 1 {
+		t.Fatalf("file content %s: %v", data, err)
+	}
+	if w := f.Warning(); !strings.Contains(w, "plain file") || !strings.Contains(w, f.Path()) {
+		t.Fatalf("Warning() = %q", w)
+	}
+}
+
+func TestFileRefusesUnsafePaths(t *testing.T) {
+	ctx := context.Background()
+
+	dir := t.TempDir()
+	os.Chmod(dir, 0o777)
+	if _, err := OpenFile(dir); err == nil || !strings.Contains(err.Error(), "written by others") {
+		t.Fatalf("a world-writable directory: err = %v", err)
+	}
+
+	dir = t.TempDir()
+	os.Chmod(dir, 0o700)
+	f, err := OpenFile(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Put(ctx, KindToken, "a", []byte("x"))
+	os.Chmod(f.Path(), 0o644)
+	if _, err := OpenFile(dir); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Fatalf("a world-readable file: err = %v", err)
+	}
+	os.Chmod(f.Path(), 0o600)
+
+	// A symlink in place of the file is refused.
+	dir2 := t.TempDir()
+	os.Chmod(dir2, 0o700)
+	os.Symlink(f.Path(), filepath.Join(dir2, FileName))
+	if _, err := OpenFile(dir2); err == nil || !strings.Contains(err.Error(), "regular file") {
+		t.Fatalf("a symlink: err = %v", err)
+	}
+
+	// A directory made writable by others after Open: writes refuse.
+	os.Chmod(dir, 0o777)
+	if err := f.Put(ctx, KindToken, "b", []byte("y")); err == nil {
+		t.Fatal("Put into a world-writable directory succeeded")
+	}
+	if _, err := f.Get(ctx, KindToken, "b"); err == nil {
+		t.Fatal("a failed Put left the item in memory")
+	}
+	os.Chmod(dir, 0o700)
+
+	// Another user's directory (needs root to make one).
+	if os.Geteuid() == 0 {
+		dir3 := t.TempDir()
+		os.Chmod(dir3, 0o700)
+		os.Chown(dir3, 12345, 12345)
+		if _, err := OpenFile(dir3); err == nil || !strings.Contains(err.Error(), "owned by uid 12345") {
+			t.Fatalf("another user's directory: err = %v", err)
+		}
+	}
+
+	// A corrupt file is reported, not overwritten.
+	dir4 := t.TempDir()
+	os.Chmod(dir4, 0o700)
+	os.WriteFile(filepath.Join(dir4, FileName), []byte("{not json"), 0o600)
+	if _, err := OpenFile(dir4); err == nil || !strings.Contains(err.Error(), "not valid") {
+		t.Fatalf("a corrupt file: err = %v", err)
+	}
+}
+
+func TestDefaultStateDir(t *testing.T) {
+	t.Setenv("XDG_STATE_HOME", "/x/state")
+	if d := DefaultStateDir(); d != "/x/state/stepup" {
+		t.Fatalf("DefaultStateDir() = %q", d)
+	}
+	t.Setenv("XDG_STATE_HOME", "")
+	t.Setenv("HOME", "/home/u")
+	if d := DefaultStateDir(); d != "/home/u/.local/state/stepup" {
+		t.Fatalf("DefaultStateDir() = %q", d)
+	}
+}

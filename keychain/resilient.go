@@ -1,0 +1,359 @@
+package keychain
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// pinger is implemented by backends with a cheap liveness check (the
+// Secret Service: session open, default collection present and unlocked).
+type pinger interface {
+	Ping(ctx context.Context) error
+}
+
+type itemKey struct{ kind, name string }
+
+// resilient is the store Open returns. Every item is mirrored in memory:
+// reads never touch the backend once a kind is loaded, so a slow or frozen
+// keychain cannot hold up a request that only reads (isStepUpRequired).
+// Writes change the mirror and then go through to the backend, which
+// bounds each call with its own deadline. When a write fails the store
+// marks the backend unavailable, logs once, and keeps the change in a
+// dirty set; a prober tries the backend again every ProbeInterval (and
+// soon after a write) and, once it answers, writes the dirty set (puts and
+// deletes) before it reports the backend available again.
+type resilient struct {
+	backend    Store
+	persistent bool
+	log        *zap.Logger
+	opts       Options
+	fallback   string // auto's warning when it fell back to memory
+
+	mirror *Memory
+
+	loadMu sync.Mutex
+	loaded map[string]bool
+
+	// wmu serialises writes to the backend and the flush of the dirty set,
+	// so the backend sees changes in the order the mirror did.
+	wmu   chan struct{}
+	dirty map[itemKey]struct{} // guarded by wmu
+
+	available atomic.Bool
+	downMu    sync.Mutex
+	downSince time.Time
+	downErr   string
+
+	lastProbe atomic.Int64 // unix nanoseconds
+	kick      chan struct{}
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+// newResilient loads every kind from the backend and starts the prober. It
+// fails when the backend does not answer the load.
+func newResilient(ctx context.Context, backend Store, opts Options, fallback string) (*resilient, error) {
+	r := &resilient{
+		backend:  backend,
+		log:      opts.Logger,
+		opts:     opts,
+		fallback: fallback,
+		loaded:   map[string]bool{},
+		wmu:      make(chan struct{}, 1),
+		dirty:    map[itemKey]struct{}{},
+		kick:     make(chan struct{}, 1),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
+	}
+	r.available.Store(true)
+	if m, ok := backend.(*Memory); ok {
+		// Nothing to mirror: memory is the backend.
+		r.mirror = m
+		close(r.done)
+		return r, nil
+	}
+	r.persistent = true
+	r.mirror = NewMemory()
+	for _, kind := range Kinds {
+		if err := r.loadKind(ctx, kind); err != nil {
+			return nil, fmt.Errorf("keychain %s: cannot load its items: %w", backend.Backend(), err)
+		}
+	}
+	go r.prober()
+	return r, nil
+}
+
+// loadKind copies a kind's items from the backend into the mirror, except
+// names the mirror already has or that changed while the backend was down.
+func (r *resilient) loadKind(ctx context.Context, kind string) error {
+	r.loadMu.Lock()
+	defer r.loadMu.Unlock()
+	if r.loaded[kind] {
+		return nil
+	}
+	names, err := r.backend.List(ctx, kind)
+	if err != nil {
+		return err
+	}
+	items := make(map[string][]byte, len(names))
+	for _, n := range names {
+		d, err := r.backend.Get(ctx, kind, n)
+		if errors.Is(err, ErrNotFound) {
+			continue // deleted between List and Get
+		}
+		if err != nil {
+			return err
+		}
+		items[n] = d
+	}
+	if !r.lockWrites(ctx) {
+		return ctx.Err()
+	}
+	defer r.unlockWrites()
+	for n, d := range items {
+		if _, isDirty := r.dirty[itemKey{kind, n}]; isDirty {
+			continue
+		}
+		if _, err := r.mirror.Get(ctx, kind, n); err == nil {
+			continue
+		}
+		r.mirror.Put(ctx, kind, n, d)
+	}
+	r.loaded[kind] = true
+	return nil
+}
+
+// ensureLoaded loads a kind not in Kinds on first use, while the backend
+// answers.
+func (r *resilient) ensureLoaded(ctx context.Context, kind string) {
+	if !r.persistent {
+		return
+	}
+	r.loadMu.Lock()
+	done := r.loaded[kind]
+	r.loadMu.Unlock()
+	if done || !r.available.Load() {
+		return
+	}
+	if err := r.loadKind(ctx, kind); err != nil {
+		r.markDown(err)
+	}
+}
+
+func (r *resilient) Get(ctx context.Context, kind, name string) ([]byte, error) {
+	r.ensureLoaded(ctx, kind)
+	return r.mirror.Get(ctx, kind, name)
+}
+
+func (r *resilient) List(ctx context.Context, kind string) ([]string, error) {
+	r.ensureLoaded(ctx, kind)
+	return r.mirror.List(ctx, kind)
+}
+
+func (r *resilient) Put(ctx context.Context, kind, name string, data []byte) error {
+	return r.write(ctx, kind, name, data, true)
+}
+
+func (r *resilient) Delete(ctx context.Context, kind, name string) error {
+	return r.write(ctx, kind, name, nil, false)
+}
+
+func (r *resilient) write(ctx context.Context, kind, name string, data []byte, put bool) error {
+	if !r.persistent {
+		if put {
+			return r.mirror.Put(ctx, kind, name, data)
+		}
+		return r.mirror.Delete(ctx, kind, name)
+	}
+	if !r.lockWrites(ctx) {
+		return fmt.Errorf("keychain: waiting for an earlier write: %w", ctx.Err())
+	}
+	defer r.unlockWrites()
+	if put {
+		r.mirror.Put(ctx, kind, name, data)
+	} else {
+		r.mirror.Delete(ctx, kind, name)
+	}
+	k := itemKey{kind, name}
+	if !r.available.Load() {
+		r.dirty[k] = struct{}{}
+		r.kickProbe()
+		return nil
+	}
+	// The backend bounds the call itself; the caller's cancellation must
+	// not turn a write that is under way into an outage.
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.opts.Timeout)
+	defer cancel()
+	var err error
+	if put {
+		err = r.backend.Put(bctx, kind, name, data)
+	} else {
+		err = r.backend.Delete(bctx, kind, name)
+	}
+	if err != nil {
+		r.dirty[k] = struct{}{}
+		r.markDown(err)
+	}
+	return nil
+}
+
+func (r *resilient) lockWrites(ctx context.Context) bool {
+	select {
+	case r.wmu <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (r *resilient) unlockWrites() { <-r.wmu }
+
+// markDown records an outage and logs it once.
+func (r *resilient) markDown(err error) {
+	r.downMu.Lock()
+	r.downErr = err.Error()
+	if r.available.Swap(false) {
+		r.downSince = time.Now()
+		r.log.Warn("keychain not answering; the agent goes on in memory and writes through when it is back",
+			zap.String("backend", r.backend.Backend()), zap.Error(err))
+	}
+	r.downMu.Unlock()
+	r.kickProbe()
+}
+
+func (r *resilient) kickProbe() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// prober tries an unavailable backend every ProbeInterval, and after a
+// kick (a write while down) when the last try is at least a second old.
+func (r *resilient) prober() {
+	defer close(r.done)
+	t := time.NewTicker(r.opts.ProbeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case <-t.C:
+		case <-r.kick:
+			last := time.Unix(0, r.lastProbe.Load())
+			if wait := time.Second - time.Since(last); wait > 0 {
+				select {
+				case <-r.stop:
+					return
+				case <-time.After(wait):
+				}
+			}
+		}
+		if !r.available.Load() {
+			r.recover(context.Background())
+		}
+	}
+}
+
+// recover pings the backend and, when it answers, writes the dirty set
+// and marks it available again. It reports whether the backend is back.
+func (r *resilient) recover(ctx context.Context) bool {
+	r.lastProbe.Store(time.Now().UnixNano())
+	pctx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
+	err := r.ping(pctx)
+	cancel()
+	if err != nil {
+		r.downMu.Lock()
+		r.downErr = err.Error()
+		r.downMu.Unlock()
+		return false
+	}
+	if !r.lockWrites(ctx) {
+		return false
+	}
+	defer r.unlockWrites()
+	n := 0
+	for k := range r.dirty {
+		wctx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
+		data, gerr := r.mirror.Get(wctx, k.kind, k.name)
+		if gerr == nil {
+			err = r.backend.Put(wctx, k.kind, k.name, data)
+		} else {
+			err = r.backend.Delete(wctx, k.kind, k.name)
+		}
+		cancel()
+		if err != nil {
+			r.downMu.Lock()
+			r.downErr = err.Error()
+			r.downMu.Unlock()
+			return false
+		}
+		delete(r.dirty, k)
+		n++
+	}
+	r.available.Store(true)
+	r.log.Info("keychain answers again; changes made meanwhile are written",
+		zap.String("backend", r.backend.Backend()), zap.Int("written", n))
+	return true
+}
+
+func (r *resilient) ping(ctx context.Context) error {
+	if p, ok := r.backend.(pinger); ok {
+		return p.Ping(ctx)
+	}
+	_, err := r.backend.List(ctx, KindKey)
+	return err
+}
+
+// Available reports whether the backend answered its last call.
+func (r *resilient) Available() bool { return r.available.Load() }
+
+// Warning says what the user should know about where the items live.
+func (r *resilient) Warning() string {
+	var ws []string
+	if r.fallback != "" {
+		ws = append(ws, r.fallback)
+	}
+	if w, ok := r.backend.(Warner); ok && w.Warning() != "" {
+		ws = append(ws, w.Warning())
+	}
+	if !r.available.Load() {
+		r.downMu.Lock()
+		ws = append(ws, fmt.Sprintf("keychain %s not answering since %s (%s): serving from memory; changes are written when it is back",
+			r.backend.Backend(), r.downSince.UTC().Format(time.RFC3339), r.downErr))
+		r.downMu.Unlock()
+	}
+	return strings.Join(ws, "; ")
+}
+
+func (r *resilient) Backend() string { return r.backend.Backend() }
+
+// Close stops the prober, tries once more to write what changed while the
+// backend was down, and closes the backend.
+func (r *resilient) Close() error {
+	var err error
+	r.closeOnce.Do(func() {
+		if r.persistent {
+			close(r.stop)
+			<-r.done
+			if !r.available.Load() {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*r.opts.Timeout)
+				if !r.recover(ctx) {
+					r.log.Warn("keychain still not answering at shutdown; changes since it stopped are lost",
+						zap.String("backend", r.backend.Backend()))
+				}
+				cancel()
+			}
+		}
+		err = r.backend.Close()
+	})
+	return err
+}

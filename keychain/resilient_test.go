@@ -1,0 +1,225 @@
+package keychain
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// flaky is a backend that can be made to fail or to hang, to test the
+// resilient store's logic on its own; the real faults (a killed or frozen
+// gnome-keyring) are in secretservice_linux_test.go.
+type flaky struct {
+	*Memory
+	down  atomic.Bool
+	hang  atomic.Bool
+	calls atomic.Int64
+}
+
+func (f *flaky) check(ctx context.Context) error {
+	f.calls.Add(1)
+	if f.hang.Load() {
+		<-ctx.Done()
+		return ErrUnavailable
+	}
+	if f.down.Load() {
+		return ErrUnavailable
+	}
+	return nil
+}
+
+func (f *flaky) Get(ctx context.Context, k, n string) ([]byte, error) {
+	if err := f.check(ctx); err != nil {
+		return nil, err
+	}
+	return f.Memory.Get(ctx, k, n)
+}
+
+func (f *flaky) Put(ctx context.Context, k, n string, d []byte) error {
+	if err := f.check(ctx); err != nil {
+		return err
+	}
+	return f.Memory.Put(ctx, k, n, d)
+}
+
+func (f *flaky) Delete(ctx context.Context, k, n string) error {
+	if err := f.check(ctx); err != nil {
+		return err
+	}
+	return f.Memory.Delete(ctx, k, n)
+}
+
+func (f *flaky) List(ctx context.Context, k string) ([]string, error) {
+	if err := f.check(ctx); err != nil {
+		return nil, err
+	}
+	return f.Memory.List(ctx, k)
+}
+
+func (f *flaky) Backend() string { return "flaky" }
+
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestResilientOutageAndRecovery(t *testing.T) {
+	ctx := context.Background()
+	fb := &flaky{Memory: NewMemory()}
+	fb.Memory.Put(ctx, KindKey, "signing", []byte("seed"))
+	fb.Memory.Put(ctx, KindToken, "old", []byte("t"))
+	core, logs := observer.New(zap.InfoLevel)
+	r, err := newResilient(ctx, fb, Options{Logger: zap.New(core), Timeout: 200 * time.Millisecond, ProbeInterval: 50 * time.Millisecond}.withDefaults(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var st Store = r
+	if _, ok := st.(Availability); !ok {
+		t.Fatal("the resilient store does not implement Availability")
+	}
+	if _, ok := st.(Warner); !ok {
+		t.Fatal("the resilient store does not implement Warner")
+	}
+
+	// Loaded at open: reads no longer touch the backend.
+	before := fb.calls.Load()
+	if got, err := r.Get(ctx, KindKey, "signing"); err != nil || string(got) != "seed" {
+		t.Fatalf("Get = %q, %v", got, err)
+	}
+	if fb.calls.Load() != before {
+		t.Fatal("a read went to the backend")
+	}
+
+	// The backend goes away: writes go on in memory, logged once.
+	fb.down.Store(true)
+	for _, n := range []string{"a", "b", "c"} {
+		if err := r.Put(ctx, KindToken, n, []byte(n)); err != nil {
+			t.Fatalf("Put while down = %v", err)
+		}
+	}
+	r.Delete(ctx, KindToken, "old")
+	if r.Available() {
+		t.Fatal("Available() after a failed write")
+	}
+	if w := r.Warning(); !strings.Contains(w, "not answering") {
+		t.Fatalf("Warning() while down = %q", w)
+	}
+	if got, _ := r.Get(ctx, KindToken, "b"); string(got) != "b" {
+		t.Fatal("the mirror lost a write made while down")
+	}
+	if n := logs.FilterMessageSnippet("not answering").Len(); n != 1 {
+		t.Fatalf("outage logged %d times, want once", n)
+	}
+
+	// Back: the prober writes the puts and the delete, then reports it.
+	fb.down.Store(false)
+	waitFor(t, "recovery", 3*time.Second, r.Available)
+	for _, n := range []string{"a", "b", "c"} {
+		if got, err := fb.Memory.Get(ctx, KindToken, n); err != nil || string(got) != n {
+			t.Fatalf("item %s not written through after recovery: %q, %v", n, got, err)
+		}
+	}
+	if _, err := fb.Memory.Get(ctx, KindToken, "old"); !errors.Is(err, ErrNotFound) {
+		t.Fatal("a delete made while down was not written through")
+	}
+	if r.Warning() != "" {
+		t.Fatalf("Warning() after recovery = %q", r.Warning())
+	}
+	if logs.FilterMessageSnippet("answers again").Len() != 1 {
+		t.Fatal("recovery not logged")
+	}
+}
+
+func TestResilientHangingBackendIsBounded(t *testing.T) {
+	ctx := context.Background()
+	fb := &flaky{Memory: NewMemory()}
+	r, err := newResilient(ctx, fb, Options{Timeout: 100 * time.Millisecond, ProbeInterval: time.Hour}.withDefaults(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	fb.hang.Store(true)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.Put(ctx, KindLimit, "totp", []byte("1"))
+			r.Get(ctx, KindLimit, "totp")
+		}()
+	}
+	wg.Wait()
+	// One write waits for the deadline; the others find it down and go on.
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("10 writes to a hanging backend took %s", d)
+	}
+	if r.Available() {
+		t.Fatal("Available() with a hanging backend")
+	}
+	// Close gives up on a backend that still hangs, within its bound.
+	fb.hang.Store(true)
+	start = time.Now()
+	r.Close()
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("Close took %s", d)
+	}
+}
+
+func TestResilientCloseFlushes(t *testing.T) {
+	ctx := context.Background()
+	fb := &flaky{Memory: NewMemory()}
+	r, err := newResilient(ctx, fb, Options{ProbeInterval: time.Hour}.withDefaults(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fb.down.Store(true)
+	r.Put(ctx, KindConsumed, "jti", []byte("exp"))
+	fb.down.Store(false)
+	r.Close()
+	if got, err := fb.Memory.Get(ctx, KindConsumed, "jti"); err != nil || string(got) != "exp" {
+		t.Fatalf("Close did not write the pending change: %q, %v", got, err)
+	}
+}
+
+func TestResilientLoadFailureIsAnError(t *testing.T) {
+	fb := &flaky{Memory: NewMemory()}
+	fb.down.Store(true)
+	if _, err := newResilient(context.Background(), fb, Options{}.withDefaults(), ""); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("newResilient on a down backend = %v", err)
+	}
+}
+
+func TestResilientLoadsOtherKindsOnFirstUse(t *testing.T) {
+	ctx := context.Background()
+	fb := &flaky{Memory: NewMemory()}
+	fb.Memory.Put(ctx, "extra", "x", []byte("1"))
+	r, err := newResilient(ctx, fb, Options{}.withDefaults(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if got, err := r.Get(ctx, "extra", "x"); err != nil || string(got) != "1" {
+		t.Fatalf("Get of a kind outside Kinds = %q, %v", got, err)
+	}
+}
+
+func TestOpenUnknownBackend(t *testing.T) {
+	if _, err := Open(context.Background(), "vault", Options{}); err == nil || !strings.Contains(err.Error(), "use one of") {
+		t.Fatalf("Open(vault) = %v", err)
+	}
+}

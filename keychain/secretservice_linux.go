@@ -1,0 +1,363 @@
+package keychain
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	dbus "github.com/keybase/dbus"
+	"github.com/keybase/go-keychain/secretservice"
+	"go.uber.org/zap"
+)
+
+// ServiceAttr is the value of the "service" attribute on every item this
+// agent stores in the Secret Service (secret-tool search service stepup-agent).
+const ServiceAttr = "stepup-agent"
+
+func init() {
+	openSecretService = func(ctx context.Context, opts Options) (Store, error) {
+		s, err := OpenSecretService(ctx, opts)
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	}
+	openAuto = autoLinux
+}
+
+// autoLinux picks the Secret Service when a session bus is set and the
+// service answers within opts.AutoTimeout, else memory with a warning.
+func autoLinux(ctx context.Context, opts Options) (Store, error) {
+	const how = "for persistence install and start gnome-keyring (or enable KeePassXC's Secret Service integration) " +
+		"in this session, or run stepup-agent with --keychain file on a headless server"
+	if !sessionBusSet() {
+		return memoryFallback(ctx, opts, "no D-Bus session bus (DBUS_SESSION_BUS_ADDRESS is not set); "+how)
+	}
+	aopts := opts
+	aopts.Timeout = opts.AutoTimeout
+	s, err := OpenSecretService(ctx, aopts)
+	if err != nil {
+		return memoryFallback(ctx, opts, "no Secret Service answered ("+err.Error()+"); "+how)
+	}
+	s.timeout = opts.Timeout
+	r, err := newResilient(ctx, s, opts, "")
+	if err != nil {
+		s.Close()
+		return memoryFallback(ctx, opts, "the Secret Service did not answer ("+err.Error()+"); "+how)
+	}
+	return r, nil
+}
+
+func sessionBusSet() bool {
+	a := os.Getenv("DBUS_SESSION_BUS_ADDRESS")
+	// "autolaunch:" would make the D-Bus library run dbus-launch.
+	return a != "" && a != "autolaunch:"
+}
+
+// SecretService is a Store over the freedesktop.org Secret Service
+// (gnome-keyring, KeePassXC, KWallet's bridge), through
+// github.com/keybase/go-keychain/secretservice with the DH-AES encrypted
+// session: secrets never cross the bus in the clear. Items go in the
+// default collection with attributes {service: stepup-agent, kind, name}
+// and the label "stepup-agent kind/name".
+//
+// The library has no contexts: only OpenSession has a timeout, every other
+// call can block forever on a frozen daemon. So every operation runs in a
+// goroutine under a deadline (Options.Timeout), one at a time; when the
+// deadline passes the D-Bus connection is closed, which makes the stuck call
+// return at once, and the next operation connects afresh. At most one
+// goroutine is ever waiting on the bus per store.
+type SecretService struct {
+	log     *zap.Logger
+	timeout time.Duration
+
+	// sem is held by the goroutine running an operation, from start until
+	// the library returns, not merely until the caller gave up.
+	sem chan struct{}
+
+	mu  sync.Mutex
+	cur *ssConn // guarded by mu
+}
+
+type ssConn struct {
+	svc     *secretservice.SecretService
+	session *secretservice.Session
+	conn    *dbus.Conn // the library's connection, so it can be closed
+}
+
+func (c *ssConn) close() {
+	if c.conn != nil {
+		c.conn.Close()
+	}
+}
+
+// OpenSecretService connects to the Secret Service on the session bus and
+// checks that the default collection exists and is unlocked. It refuses to
+// start when DBUS_SESSION_BUS_ADDRESS is not set: the D-Bus library would
+// run dbus-launch and leave a stray bus and daemon behind.
+func OpenSecretService(ctx context.Context, opts Options) (*SecretService, error) {
+	opts = opts.withDefaults()
+	if !sessionBusSet() {
+		return nil, fmt.Errorf("%w: secretservice: no D-Bus session bus: DBUS_SESSION_BUS_ADDRESS is not set "+
+			"(run the agent inside the desktop session, or use --keychain file)", ErrUnavailable)
+	}
+	s := &SecretService{log: opts.Logger, timeout: opts.Timeout, sem: make(chan struct{}, 1)}
+	if err := s.Ping(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// connect opens a D-Bus connection and a DH-AES session.
+func (s *SecretService) connect() (*ssConn, error) {
+	if !sessionBusSet() {
+		return nil, errors.New("no D-Bus session bus: DBUS_SESSION_BUS_ADDRESS is not set")
+	}
+	svc, err := secretservice.NewService()
+	if err != nil {
+		return nil, err
+	}
+	c := &ssConn{svc: svc, conn: libConn(svc)}
+	svc.SetSessionOpenTimeout(s.timeout)
+	c.session, err = svc.OpenSession(secretservice.AuthenticationDHAES)
+	if err != nil {
+		c.close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// libConn digs the *dbus.Conn out of the library's SecretService, which
+// keeps it unexported and offers no Close. Closing it is the only way to
+// unblock a call to a frozen daemon and to release the connection.
+func libConn(svc *secretservice.SecretService) *dbus.Conn {
+	v := reflect.ValueOf(svc).Elem().FieldByName("conn")
+	if !v.IsValid() || v.Type() != reflect.TypeOf((*dbus.Conn)(nil)) {
+		return nil
+	}
+	return (*dbus.Conn)(v.UnsafePointer())
+}
+
+// do runs fn against a live connection under the store's deadline.
+func (s *SecretService) do(ctx context.Context, what string, fn func(c *ssConn) error) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	select {
+	case s.sem <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("%w: secretservice %s: an earlier call is still waiting for the Secret Service", ErrUnavailable, what)
+	}
+	done := make(chan error, 1)
+	go func() {
+		defer func() { <-s.sem }()
+		s.mu.Lock()
+		c := s.cur
+		s.mu.Unlock()
+		if c == nil {
+			var err error
+			if c, err = s.connect(); err != nil {
+				done <- err
+				return
+			}
+			s.mu.Lock()
+			if ctx.Err() != nil {
+				// The caller gave up while we connected.
+				s.mu.Unlock()
+				c.close()
+				done <- ctx.Err()
+				return
+			}
+			s.cur = c
+			s.mu.Unlock()
+		}
+		err := fn(c)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			// The session may be gone with the daemon: start afresh.
+			s.drop(c)
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || errors.Is(err, ErrNotFound) {
+			return err
+		}
+		return fmt.Errorf("%w: secretservice %s: %s", ErrUnavailable, what, explain(err))
+	case <-ctx.Done():
+		s.mu.Lock()
+		c := s.cur
+		s.mu.Unlock()
+		if c != nil {
+			s.drop(c) // unblocks the stuck call
+		}
+		return fmt.Errorf("%w: secretservice %s: no answer within %s", ErrUnavailable, what, s.timeout)
+	}
+}
+
+// drop forgets and closes c if it is still the current connection.
+func (s *SecretService) drop(c *ssConn) {
+	s.mu.Lock()
+	if s.cur == c {
+		s.cur = nil
+	}
+	s.mu.Unlock()
+	c.close()
+}
+
+// explain turns the library's and the daemon's errors into what to do.
+func explain(err error) string {
+	var pd secretservice.PromptDismissedError
+	var de dbus.Error
+	name := ""
+	if errors.As(err, &de) {
+		name = de.Name
+	}
+	switch {
+	case errors.As(err, &pd):
+		return "the keyring is locked and the unlock prompt was dismissed (a headless session cannot answer it): " +
+			"unlock the login keyring (log in to the desktop, or printf %s PASSWORD | gnome-keyring-daemon --unlock)"
+	case name == "org.freedesktop.Secret.Error.IsLocked", errors.Is(err, errLocked):
+		return "the login keyring is locked: unlock it (log in to the desktop, or printf %s PASSWORD | gnome-keyring-daemon --unlock)"
+	case name == "org.freedesktop.Secret.Error.NoSuchObject", name == "org.freedesktop.DBus.Error.UnknownObject",
+		name == "org.freedesktop.DBus.Error.UnknownMethod":
+		return "the Secret Service has no default collection: create or unlock the login keyring " +
+			"(log in to the desktop once, or printf %s PASSWORD | gnome-keyring-daemon --unlock)"
+	case name == "org.freedesktop.DBus.Error.ServiceUnknown", name == "org.freedesktop.DBus.Error.NameHasNoOwner":
+		return "no Secret Service on the session bus: start gnome-keyring (or KeePassXC's Secret Service)"
+	}
+	return err.Error()
+}
+
+// errLocked is returned by Ping when the default collection is locked.
+var errLocked = errors.New("the default collection is locked")
+
+// Ping checks that the service answers and that the default collection
+// exists and is unlocked (writing to a locked one needs a prompt).
+func (s *SecretService) Ping(ctx context.Context) error {
+	return s.do(ctx, "ping", func(c *ssConn) error {
+		v, err := c.svc.Obj(secretservice.DefaultCollection).GetProperty("org.freedesktop.Secret.Collection.Locked")
+		if err != nil {
+			return err
+		}
+		if locked, ok := v.Value().(bool); ok && locked {
+			return errLocked
+		}
+		return nil
+	})
+}
+
+func attrs(kind, name string) secretservice.Attributes {
+	a := secretservice.Attributes{"service": ServiceAttr, "kind": kind}
+	if name != "" {
+		a["name"] = name
+	}
+	return a
+}
+
+func (s *SecretService) Get(ctx context.Context, kind, name string) ([]byte, error) {
+	var out []byte
+	err := s.do(ctx, "get", func(c *ssConn) error {
+		items, err := c.svc.SearchCollection(secretservice.DefaultCollection, attrs(kind, name))
+		if err != nil {
+			return err
+		}
+		if len(items) == 0 {
+			return ErrNotFound
+		}
+		d, err := c.svc.GetSecret(items[0], *c.session)
+		if err != nil {
+			return err
+		}
+		if d == nil {
+			// The library returns (nil, nil) when it cannot decrypt.
+			return errors.New("cannot decrypt the secret from the Secret Service session")
+		}
+		out = d
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (s *SecretService) Put(ctx context.Context, kind, name string, data []byte) error {
+	return s.do(ctx, "put", func(c *ssConn) error {
+		// Clip: the library pads the plaintext with append, which would
+		// write into the caller's spare capacity.
+		secret, err := c.session.NewSecret(slices.Clip(append([]byte{}, data...)))
+		if err != nil {
+			return err
+		}
+		props := secretservice.NewSecretProperties(ServiceAttr+" "+kind+"/"+name, attrs(kind, name))
+		_, err = c.svc.CreateItem(secretservice.DefaultCollection, props, secret, secretservice.ReplaceBehaviorReplace)
+		return err
+	})
+}
+
+func (s *SecretService) Delete(ctx context.Context, kind, name string) error {
+	return s.do(ctx, "delete", func(c *ssConn) error {
+		items, err := c.svc.SearchCollection(secretservice.DefaultCollection, attrs(kind, name))
+		if err != nil {
+			return err
+		}
+		for _, it := range items {
+			if err := c.svc.DeleteItem(it); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func (s *SecretService) List(ctx context.Context, kind string) ([]string, error) {
+	var names []string
+	err := s.do(ctx, "list", func(c *ssConn) error {
+		items, err := c.svc.SearchCollection(secretservice.DefaultCollection, attrs(kind, ""))
+		if err != nil {
+			return err
+		}
+		seen := map[string]bool{}
+		for _, it := range items {
+			a, err := c.svc.GetAttributes(it)
+			if err != nil {
+				return err
+			}
+			if n := a["name"]; n != "" && !seen[n] {
+				seen[n] = true
+				names = append(names, n)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+func (s *SecretService) Backend() string { return "secretservice" }
+
+// Close closes the session and the connection.
+func (s *SecretService) Close() error {
+	s.mu.Lock()
+	c := s.cur
+	s.mu.Unlock()
+	if c == nil {
+		return nil
+	}
+	_ = s.do(context.Background(), "close", func(c *ssConn) error {
+		c.svc.CloseSession(c.session)
+		return nil
+	})
+	s.drop(c)
+	return nil
+}

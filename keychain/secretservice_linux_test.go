@@ -1,0 +1,609 @@
+package keychain
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	dbus "github.com/keybase/dbus"
+	"github.com/keybase/go-keychain/secretservice"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// testKeyring is a private D-Bus session bus with a real gnome-keyring on
+// it, started by the test itself so that `go test` needs nothing around it
+// and the fault tests can kill and freeze the daemon without touching the
+// session's own keyring. The bus has no .service files: a killed
+// gnome-keyring stays dead until the test starts it again.
+type testKeyring struct {
+	t    *testing.T
+	dir  string
+	addr string
+	bus  *exec.Cmd
+	gk   *exec.Cmd
+}
+
+const busConfig = `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path=%s</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+`
+
+// startKeyring starts the bus and gnome-keyring, unlocked with a password
+// (which creates the login collection, the default), and points
+// DBUS_SESSION_BUS_ADDRESS at the bus for the rest of the test.
+func startKeyring(t *testing.T) *testKeyring {
+	t.Helper()
+	requireProgram(t, "dbus-daemon")
+	requireProgram(t, "gnome-keyring-daemon")
+	// A short path: unix socket paths are limited to 108 bytes.
+	dir, err := os.MkdirTemp("", "kc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	for _, d := range []string{"home", "data", "run"} {
+		os.Mkdir(filepath.Join(dir, d), 0o700)
+	}
+	sock := filepath.Join(dir, "bus")
+	cfg := filepath.Join(dir, "bus.conf")
+	os.WriteFile(cfg, fmt.Appendf(nil, busConfig, sock), 0o600)
+	k := &testKeyring{t: t, dir: dir, addr: "unix:path=" + sock}
+	k.bus = exec.Command("dbus-daemon", "--config-file="+cfg, "--nofork", "--nopidfile")
+	if err := k.bus.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { k.stopGnomeKeyring(); k.bus.Process.Kill(); k.bus.Wait() })
+	waitFor(t, "the test bus", 5*time.Second, func() bool { _, err := os.Stat(sock); return err == nil })
+	t.Setenv("DBUS_SESSION_BUS_ADDRESS", k.addr)
+	k.startGnomeKeyring()
+	return k
+}
+
+func (k *testKeyring) env() []string {
+	return append(os.Environ(),
+		"DBUS_SESSION_BUS_ADDRESS="+k.addr,
+		"HOME="+filepath.Join(k.dir, "home"),
+		"XDG_DATA_HOME="+filepath.Join(k.dir, "data"),
+		"XDG_RUNTIME_DIR="+filepath.Join(k.dir, "run"),
+		"DISPLAY=", "WAYLAND_DISPLAY=")
+}
+
+// startGnomeKeyring starts (or restarts, over the same keyring files) the
+// daemon and waits until the default collection answers.
+func (k *testKeyring) startGnomeKeyring() {
+	t := k.t
+	t.Helper()
+	k.gk = exec.Command("gnome-keyring-daemon", "--foreground", "--unlock", "--components=secrets")
+	k.gk.Env = k.env()
+	k.gk.Stdin = strings.NewReader("PASS")
+	if err := k.gk.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s, err := OpenSecretService(context.Background(), Options{Timeout: time.Second})
+		if err == nil {
+			s.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gnome-keyring did not come up: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (k *testKeyring) stopGnomeKeyring() {
+	if k.gk == nil {
+		return
+	}
+	k.gk.Process.Signal(syscall.SIGCONT)
+	k.gk.Process.Kill()
+	k.gk.Wait()
+	k.gk = nil
+}
+
+func (k *testKeyring) signal(sig syscall.Signal) {
+	if err := k.gk.Process.Signal(sig); err != nil {
+		k.t.Fatal(err)
+	}
+}
+
+// secretTool runs secret-tool, an independent Secret Service client
+// (libsecret), against the test bus.
+func (k *testKeyring) secretTool(args ...string) string {
+	t := k.t
+	t.Helper()
+	requireProgram(t, "secret-tool")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "secret-tool", args...)
+	cmd.Env = k.env()
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil && !(args[0] == "lookup" && errb.Len() == 0) {
+		t.Fatalf("secret-tool %s: %v: %s", args, err, errb.String())
+	}
+	return out.String() + errb.String()
+}
+
+func openSS(t *testing.T, timeout time.Duration) *SecretService {
+	t.Helper()
+	s, err := OpenSecretService(context.Background(), Options{Timeout: timeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestSecretServiceConformance(t *testing.T) {
+	startKeyring(t)
+	open := func(t *testing.T) Store {
+		s := openSS(t, 5*time.Second)
+		// Each subtest starts from an empty keyring.
+		ctx := context.Background()
+		for _, kind := range append(Kinds, "extra") {
+			names, _ := s.List(ctx, kind)
+			for _, n := range names {
+				s.Delete(ctx, kind, n)
+			}
+		}
+		return s
+	}
+	reopen := func(t *testing.T) Store { return openSS(t, 5*time.Second) }
+	testStore(t, open, reopen)
+}
+
+func TestOpenSecretServiceConformance(t *testing.T) {
+	startKeyring(t)
+	open := func(t *testing.T) Store {
+		s, err := Open(context.Background(), "secretservice", Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	testStore(t, func(t *testing.T) Store {
+		s := open(t)
+		for _, kind := range Kinds {
+			names, _ := s.List(context.Background(), kind)
+			for _, n := range names {
+				s.Delete(context.Background(), kind, n)
+			}
+		}
+		return s
+	}, open)
+}
+
+// Items are ordinary Secret Service items that another client sees: the
+// attributes, the label, and the secret itself.
+func TestSecretServiceVisibleToSecretTool(t *testing.T) {
+	k := startKeyring(t)
+	s := openSS(t, 5*time.Second)
+	ctx := context.Background()
+	if err := s.Put(ctx, KindCredential, "cred-1", []byte(`{"id":"cred-1"}`)); err != nil {
+		t.Fatal(err)
+	}
+	out := k.secretTool("search", "--all", "service", ServiceAttr)
+	for _, want := range []string{
+		"label = stepup-agent credential/cred-1",
+		"attribute.service = stepup-agent",
+		"attribute.kind = credential",
+		"attribute.name = cred-1",
+		`secret = {"id":"cred-1"}`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("secret-tool search lacks %q:\n%s", want, out)
+		}
+	}
+	if got := k.secretTool("lookup", "service", ServiceAttr, "kind", KindCredential, "name", "cred-1"); got != `{"id":"cred-1"}` {
+		t.Errorf("secret-tool lookup = %q", got)
+	}
+	// And the other way round: an item stored by secret-tool is read back.
+	cmd := exec.Command("secret-tool", "store", "--label=x", "service", ServiceAttr, "kind", KindLimit, "name", "totp")
+	cmd.Env = k.env()
+	cmd.Stdin = strings.NewReader("from-secret-tool")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("secret-tool store: %v: %s", err, out)
+	}
+	if got, err := s.Get(ctx, KindLimit, "totp"); err != nil || string(got) != "from-secret-tool" {
+		t.Fatalf("Get of secret-tool's item = %q, %v", got, err)
+	}
+	s.Delete(ctx, KindCredential, "cred-1")
+	if out := k.secretTool("search", "--all", "service", ServiceAttr, "kind", KindCredential); strings.Contains(out, "cred-1") {
+		t.Fatalf("deleted item still visible:\n%s", out)
+	}
+}
+
+// The library's GetSecret returns (nil, nil) when it cannot decrypt; the
+// backend must turn that into an error, not an empty secret.
+func TestSecretServiceUndecryptableIsAnError(t *testing.T) {
+	startKeyring(t)
+	s := openSS(t, 2*time.Second)
+	ctx := context.Background()
+	s.Put(ctx, KindKey, "signing", []byte("seed"))
+
+	// The pitfall itself, in the library.
+	svc, err := secretservice.NewService()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer libConn(svc).Close()
+	sess, err := svc.OpenSession(secretservice.AuthenticationDHAES)
+	if err != nil {
+		t.Fatal(err)
+	}
+	items, err := svc.SearchCollection(secretservice.DefaultCollection, attrs(KindKey, "signing"))
+	if err != nil || len(items) != 1 {
+		t.Fatalf("search: %v, %v", items, err)
+	}
+	bad := *sess
+	bad.AESKey = []byte("short") // not an AES key: decryption fails
+	if got, err := svc.GetSecret(items[0], bad); got != nil || err != nil {
+		t.Fatalf("library GetSecret with a bad key = %q, %v; the pitfall changed", got, err)
+	}
+
+	// The backend.
+	s.mu.Lock()
+	s.cur.session.AESKey = []byte("short")
+	s.mu.Unlock()
+	if got, err := s.Get(ctx, KindKey, "signing"); !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "decrypt") {
+		t.Fatalf("Get with an undecryptable secret = %q, %v", got, err)
+	}
+	// The failure dropped the session; the next call opens a good one.
+	if got, err := s.Get(ctx, KindKey, "signing"); err != nil || string(got) != "seed" {
+		t.Fatalf("Get after a fresh session = %q, %v", got, err)
+	}
+}
+
+// A locked collection: writing needs an unlock prompt, which a headless
+// session refuses; the error must say so, quickly.
+func TestSecretServiceLockedCollection(t *testing.T) {
+	startKeyring(t)
+	s := openSS(t, 5*time.Second)
+	ctx := context.Background()
+
+	svc, err := secretservice.NewService()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer libConn(svc).Close()
+	if err := svc.LockItems([]dbus.ObjectPath{secretservice.DefaultCollection}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err = s.Put(ctx, KindToken, "t", []byte("x"))
+	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "locked") {
+		t.Fatalf("Put into a locked collection = %v", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("Put into a locked collection took %s", d)
+	}
+	t.Logf("Put into a locked collection: %v (%s)", err, time.Since(start))
+	if _, err := s.Get(ctx, KindToken, "t"); err != nil && !errors.Is(err, ErrNotFound) {
+		t.Logf("Get from a locked collection: %v", err)
+	}
+	if err := s.Delete(ctx, KindToken, "t"); err != nil {
+		t.Logf("Delete from a locked collection: %v", err)
+	}
+	// Unlocking needs a prompt; headless, it is dismissed at once.
+	start = time.Now()
+	var pd secretservice.PromptDismissedError
+	if err := svc.Unlock([]dbus.ObjectPath{secretservice.DefaultCollection}); !errors.As(err, &pd) {
+		t.Fatalf("Unlock = %v; want PromptDismissedError", err)
+	}
+	t.Logf("the unlock prompt was dismissed in %s", time.Since(start))
+	if !strings.Contains(explain(fmt.Errorf("x: %w", pd)), "prompt was dismissed") {
+		t.Fatal("explain does not say the prompt was dismissed")
+	}
+	if err := s.Ping(ctx); err == nil || !strings.Contains(err.Error(), "locked") {
+		t.Fatalf("Ping of a locked collection = %v", err)
+	}
+	if _, err := OpenSecretService(ctx, Options{Timeout: time.Second}); err == nil {
+		t.Fatal("OpenSecretService accepted a locked collection")
+	}
+}
+
+// gnome-keyring killed mid-run: the store Open returns goes on in memory,
+// reports it, and writes through (puts and deletes) when it is back.
+func TestSecretServiceKilledMidRun(t *testing.T) {
+	k := startKeyring(t)
+	ctx := context.Background()
+	core, logs := observer.New(zap.InfoLevel)
+	st, err := Open(ctx, "secretservice", Options{Logger: zap.New(core), Timeout: time.Second, ProbeInterval: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	av := st.(Availability)
+	st.Put(ctx, KindKey, "signing", []byte("seed"))
+	st.Put(ctx, KindToken, "doomed", []byte("x"))
+	if !av.Available() {
+		t.Fatal("not available at start")
+	}
+
+	k.stopGnomeKeyring() // SIGKILL
+	start := time.Now()
+	if err := st.Put(ctx, KindToken, "while-down", []byte("y")); err != nil {
+		t.Fatalf("Put while the daemon is gone = %v", err)
+	}
+	st.Delete(ctx, KindToken, "doomed")
+	if av.Available() {
+		t.Fatal("Available() with the daemon gone")
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("writes with the daemon gone took %s", d)
+	}
+	if got, err := st.Get(ctx, KindKey, "signing"); err != nil || string(got) != "seed" {
+		t.Fatalf("Get while down = %q, %v", got, err)
+	}
+	if w := st.(Warner).Warning(); !strings.Contains(w, "not answering") {
+		t.Fatalf("Warning() while down = %q", w)
+	}
+	time.Sleep(300 * time.Millisecond) // a few probes fail
+	if n := logs.FilterMessageSnippet("not answering").Len(); n != 1 {
+		t.Fatalf("outage logged %d times, want once", n)
+	}
+
+	k.startGnomeKeyring()
+	waitFor(t, "the store to see the daemon back", 10*time.Second, av.Available)
+	if got := k.secretTool("lookup", "service", ServiceAttr, "kind", KindToken, "name", "while-down"); got != "y" {
+		t.Fatalf("the write made while down was not written through: %q", got)
+	}
+	if got := k.secretTool("lookup", "service", ServiceAttr, "kind", KindToken, "name", "doomed"); got != "" {
+		t.Fatalf("the delete made while down was not written through: %q", got)
+	}
+	if got := k.secretTool("lookup", "service", ServiceAttr, "kind", KindKey, "name", "signing"); got != "seed" {
+		t.Fatalf("the signing key did not survive the daemon's restart: %q", got)
+	}
+	// Writes go straight through again.
+	st.Put(ctx, KindToken, "after", []byte("z"))
+	if got := k.secretTool("lookup", "service", ServiceAttr, "kind", KindToken, "name", "after"); got != "z" {
+		t.Fatalf("write after recovery: %q", got)
+	}
+}
+
+// gnome-keyring frozen with SIGSTOP: no call waits longer than the
+// deadline, goroutines do not pile up, and the store recovers on SIGCONT.
+func TestSecretServiceFrozen(t *testing.T) {
+	k := startKeyring(t)
+	ctx := context.Background()
+	const timeout = 500 * time.Millisecond
+	st, err := Open(ctx, "secretservice", Options{Timeout: timeout, ProbeInterval: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	raw := openSS(t, timeout)
+	st.Put(ctx, KindKey, "signing", []byte("seed"))
+
+	k.signal(syscall.SIGSTOP)
+	baseline := runtime.NumGoroutine()
+
+	// The raw backend: each call returns by its deadline, even many at once.
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for i := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cstart := time.Now()
+			err := raw.Put(ctx, KindToken, fmt.Sprint("f", i), []byte("x"))
+			if d := time.Since(cstart); d > timeout+300*time.Millisecond {
+				errs <- fmt.Errorf("a call took %s with a %s deadline", d, timeout)
+			}
+			if !errors.Is(err, ErrUnavailable) {
+				errs <- fmt.Errorf("Put to a frozen daemon = %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	t.Logf("20 concurrent calls to a frozen daemon returned in %s", time.Since(start))
+	// No goroutine is left waiting on the bus for them.
+	waitFor(t, "goroutines to settle", 2*time.Second, func() bool { return runtime.NumGoroutine() <= baseline+2 })
+
+	// The resilient store: one write waits for the deadline, then memory.
+	start = time.Now()
+	st.Put(ctx, KindToken, "frozen-1", []byte("1"))
+	if d := time.Since(start); d > timeout+300*time.Millisecond {
+		t.Fatalf("first write to a frozen daemon took %s", d)
+	}
+	start = time.Now()
+	for i := range 10 {
+		st.Put(ctx, KindToken, fmt.Sprint("frozen-more-", i), []byte("1"))
+		st.Get(ctx, KindToken, "frozen-1")
+	}
+	if d := time.Since(start); d > 100*time.Millisecond {
+		t.Fatalf("writes while marked down took %s", d)
+	}
+	if st.(Availability).Available() {
+		t.Fatal("Available() with a frozen daemon")
+	}
+
+	k.signal(syscall.SIGCONT)
+	waitFor(t, "recovery after SIGCONT", 10*time.Second, st.(Availability).Available)
+	if got := k.secretTool("lookup", "service", ServiceAttr, "kind", KindToken, "name", "frozen-more-9"); got != "1" {
+		t.Fatalf("a write made while frozen was not written through: %q", got)
+	}
+	// The raw backend reconnects too.
+	if got, err := raw.Get(ctx, KindKey, "signing"); err != nil || string(got) != "seed" {
+		t.Fatalf("raw Get after SIGCONT = %q, %v", got, err)
+	}
+}
+
+// fakeDBusLaunch puts a dbus-launch on PATH that only leaves a mark, and
+// returns the mark's path.
+func fakeDBusLaunch(t *testing.T) string {
+	dir := t.TempDir()
+	mark := filepath.Join(dir, "ran")
+	script := "#!/bin/sh\ntouch " + mark + "\nexit 1\n"
+	os.WriteFile(filepath.Join(dir, "dbus-launch"), []byte(script), 0o755)
+	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	return mark
+}
+
+func unsetenv(t *testing.T, key string) {
+	t.Setenv(key, "")
+	os.Unsetenv(key)
+}
+
+// Without DBUS_SESSION_BUS_ADDRESS the library runs dbus-launch (and a
+// real one would leave a bus and a daemon behind); the backend must not.
+func TestNoSessionBus(t *testing.T) {
+	mark := fakeDBusLaunch(t)
+	unsetenv(t, "DBUS_SESSION_BUS_ADDRESS")
+	// The library's discovery of $XDG_RUNTIME_DIR/bus would find a real bus.
+	t.Setenv("XDG_RUNTIME_DIR", t.TempDir())
+
+	// The pitfall, in the library.
+	if _, err := secretservice.NewService(); err == nil {
+		t.Fatal("the library connected without a bus")
+	}
+	if _, err := os.Stat(mark); err != nil {
+		t.Fatal("the library no longer runs dbus-launch without a bus; update docs/keychain.md")
+	}
+	os.Remove(mark)
+
+	if _, err := OpenSecretService(context.Background(), Options{}); !errors.Is(err, ErrUnavailable) ||
+		!strings.Contains(err.Error(), "DBUS_SESSION_BUS_ADDRESS") {
+		t.Fatalf("OpenSecretService without a bus = %v", err)
+	}
+	if _, err := Open(context.Background(), "secretservice", Options{}); err == nil {
+		t.Fatal("Open(secretservice) without a bus succeeded")
+	}
+	checkAutoFallsBack(t, "DBUS_SESSION_BUS_ADDRESS is not set")
+	if _, err := os.Stat(mark); err == nil {
+		t.Fatal("the backend ran dbus-launch")
+	}
+	t.Setenv("DBUS_SESSION_BUS_ADDRESS", "autolaunch:")
+	checkAutoFallsBack(t, "DBUS_SESSION_BUS_ADDRESS is not set")
+	if _, err := os.Stat(mark); err == nil {
+		t.Fatal("the backend ran dbus-launch for autolaunch:")
+	}
+}
+
+func TestDeadBus(t *testing.T) {
+	t.Setenv("DBUS_SESSION_BUS_ADDRESS", "unix:path="+filepath.Join(t.TempDir(), "no-bus"))
+	checkAutoFallsBack(t, "no Secret Service answered")
+}
+
+func TestBusWithoutSecretService(t *testing.T) {
+	k := startKeyring(t)
+	k.stopGnomeKeyring()
+	checkAutoFallsBack(t, "no Secret Service")
+}
+
+func TestAutoFrozenSecretService(t *testing.T) {
+	k := startKeyring(t)
+	k.signal(syscall.SIGSTOP)
+	defer k.signal(syscall.SIGCONT)
+	checkAutoFallsBack(t, "no Secret Service answered")
+}
+
+func TestAutoPicksSecretService(t *testing.T) {
+	startKeyring(t)
+	st, err := Open(context.Background(), "auto", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if st.Backend() != "secretservice" || !st.(Availability).Available() || st.(Warner).Warning() != "" {
+		t.Fatalf("auto = %s, available %v, warning %q", st.Backend(), st.(Availability).Available(), st.(Warner).Warning())
+	}
+}
+
+func checkAutoFallsBack(t *testing.T, why string) {
+	t.Helper()
+	core, logs := observer.New(zap.InfoLevel)
+	start := time.Now()
+	st, err := Open(context.Background(), "auto", Options{Logger: zap.New(core), AutoTimeout: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("auto took %s to fall back", d)
+	}
+	if st.Backend() != "memory" {
+		t.Fatalf("auto picked %s", st.Backend())
+	}
+	w := st.(Warner).Warning()
+	for _, want := range []string{why, "memory only", "gnome-keyring", "--keychain file"} {
+		if !strings.Contains(w, want) {
+			t.Errorf("auto's warning lacks %q: %q", want, w)
+		}
+	}
+	if logs.FilterMessageSnippet("memory only").Len() != 1 {
+		t.Error("auto's fallback was not logged")
+	}
+	if !st.(Availability).Available() {
+		t.Error("memory reported unavailable")
+	}
+	t.Logf("auto fell back in %s: %s", time.Since(start), w)
+}
+
+// libConn must keep finding the library's connection (it is unexported).
+func TestLibConnFound(t *testing.T) {
+	startKeyring(t)
+	svc, err := secretservice.NewService()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := libConn(svc)
+	if c == nil || !c.Connected() {
+		t.Fatal("libConn did not find the library's D-Bus connection")
+	}
+	c.Close()
+}
+
+// The session's own Secret Service, as scripts/test-in-session.sh starts it
+// (dbus-run-session, gnome-keyring unlocked first): the same round trip
+// with an independent client, on the bus a user's agent would use.
+func TestSessionSecretService(t *testing.T) {
+	if os.Getenv("STEPUP_TEST_SECRET_SERVICE") != "1" {
+		t.Skip("STEPUP_TEST_SECRET_SERVICE is not 1: no session keyring started by scripts/test-in-session.sh")
+	}
+	requireProgram(t, "secret-tool")
+	ctx := context.Background()
+	s, err := OpenSecretService(ctx, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	name := fmt.Sprintf("test-%d", os.Getpid())
+	if err := s.Put(ctx, KindReplay, name, []byte("session")); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Delete(ctx, KindReplay, name)
+	out, err := exec.Command("secret-tool", "search", "--all", "service", ServiceAttr, "kind", KindReplay, "name", name).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "secret = session") {
+		t.Fatalf("secret-tool search: %v\n%s", err, out)
+	}
+}
