@@ -1,0 +1,13 @@
+//go:build !linux && !darwin
+
+package passkey
+
+import (
+	"context"
+	"errors"
+)
+
+// defaultOpener cannot open a browser here; the prompt shows the URL.
+func defaultOpener(ctx context.Context, url string) error {
+	return errors.New("no browser opener on this platform")
+}
