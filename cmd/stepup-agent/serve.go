@@ -19,6 +19,8 @@ import (
 	"github.com/stepup-agent/stepup-agent/ipc"
 	"github.com/stepup-agent/stepup-agent/keychain"
 	"github.com/stepup-agent/stepup-agent/method"
+	"github.com/stepup-agent/stepup-agent/method/otp"
+	"github.com/stepup-agent/stepup-agent/method/passkey"
 	"github.com/stepup-agent/stepup-agent/method/totp"
 	"github.com/stepup-agent/stepup-agent/policy"
 	"github.com/stepup-agent/stepup-agent/prompt"
@@ -253,6 +255,11 @@ var _ net.Listener = (*net.UnixListener)(nil)
 // methods are the verification methods this build offers.
 func methods(deps method.Deps, store keychain.Store, log *zap.Logger) []method.Method {
 	ms := []method.Method{totp.New()}
+	ms = append(ms,
+		passkey.New(deps),
+		otp.NewEmail(deps, otp.KeychainSecret(store, otp.ItemSMTPPassword)),
+		otp.NewSMS(deps, otp.KeychainSecret(store, otp.ItemSMSToken)),
+	)
 	return ms
 }
 

@@ -33,6 +33,7 @@ import (
 	"math/big"
 	"net/http"
 	"regexp"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -264,13 +265,23 @@ func (m *Method) EnrollFinish(ctx context.Context, state any, response json.RawM
 	return &method.Credential{Method: m.name, Label: st.masked, Secret: raw}, nil
 }
 
-// Start implements method.Method: it sends a code to the first of creds
-// (the agent lists them oldest first) and returns {destination} (masked).
+// Start implements method.Method: it sends a code to the oldest of creds
+// and returns {destination} (masked).
 func (m *Method) Start(ctx context.Context, creds []*method.Credential) (any, any, error) {
+	// The oldest enrolled destination gets the code.
+	var mine []*method.Credential
 	for _, c := range creds {
-		if c == nil || c.Method != m.name {
-			continue
+		if c != nil && c.Method == m.name {
+			mine = append(mine, c)
 		}
+	}
+	sort.SliceStable(mine, func(i, j int) bool {
+		if !mine[i].CreatedAt.Equal(mine[j].CreatedAt) {
+			return mine[i].CreatedAt.Before(mine[j].CreatedAt)
+		}
+		return mine[i].ID < mine[j].ID
+	})
+	for _, c := range mine {
 		var sec credSecret
 		if err := json.Unmarshal(c.Secret, &sec); err != nil || m.dest(sec) == "" {
 			m.log.Warn("credential without a destination", zap.String("credential", c.ID))
