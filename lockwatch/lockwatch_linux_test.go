@@ -156,7 +156,9 @@ func TestSleepAndScreenLock(t *testing.T) {
 	e.ld.PrepareForSleep(true)
 	e.rec.expect(t, "lock:sleep")
 	e.ld.PrepareForSleep(false)
-	waitUntil(t, "the resume is handled", func() bool { return e.logs.FilterMessageSnippet("the screen is locked, so the agent stays locked").Len() == 1 })
+	waitUntil(t, "the resume is handled", func() bool {
+		return e.logs.FilterMessageSnippet("the screen is locked, so the agent stays locked").Len() == 1
+	})
 	e.sess.SetLockedHint(false)
 	e.rec.expect(t, "unlock:screen-unlock") // not unlock:resume first
 }
