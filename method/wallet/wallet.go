@@ -24,6 +24,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -249,10 +250,20 @@ func (m *Method) EnrollFinish(ctx context.Context, state any, resp json.RawMessa
 	return &method.Credential{Method: api.Wallet, Label: st.label, Secret: b}, nil
 }
 
-// Start writes a message for the first enrolled address. (With several
-// wallets enrolled, the first one is asked for; remove the others or
-// enroll only one.)
+// Start writes a message for the oldest enrolled address. (With several
+// wallets enrolled, that one is asked for; remove the others to use
+// another.)
 func (m *Method) Start(ctx context.Context, creds []*method.Credential) (any, any, error) {
+	creds = slices.Clone(creds)
+	slices.SortStableFunc(creds, func(a, b *method.Credential) int {
+		if a == nil || b == nil {
+			return 0
+		}
+		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
 	for _, c := range creds {
 		if c == nil || c.Method != api.Wallet {
 			continue

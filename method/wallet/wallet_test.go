@@ -415,3 +415,22 @@ func TestStartWithoutCredential(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestStartAsksTheOldestAddress(t *testing.T) {
+	m, _ := newMethod(newClock())
+	mk := func(id, addr string, age time.Duration) *method.Credential {
+		b, _ := json.Marshal(secret{Address: addr})
+		return &method.Credential{ID: id, Method: api.Wallet, CreatedAt: time.Now().Add(-age), Secret: b}
+	}
+	older := mk("b", "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed", time.Hour)
+	newer := mk("a", "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359", time.Minute)
+	for _, creds := range [][]*method.Credential{{older, newer}, {newer, older}} {
+		_, ch, err := m.Start(context.Background(), creds)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := ch.(map[string]any)["address"]; got != older.ID && got != "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed" {
+			t.Fatalf("asked for %v", got)
+		}
+	}
+}
