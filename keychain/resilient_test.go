@@ -65,7 +65,7 @@ func (f *flaky) List(ctx context.Context, k string) ([]string, error) {
 
 func (f *flaky) Backend() string { return "flaky" }
 
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {

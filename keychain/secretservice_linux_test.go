@@ -27,7 +27,7 @@ import (
 // session's own keyring. The bus has no .service files: a killed
 // gnome-keyring stays dead until the test starts it again.
 type testKeyring struct {
-	t    *testing.T
+	t    testing.TB
 	dir  string
 	addr string
 	bus  *exec.Cmd
@@ -51,7 +51,7 @@ const busConfig = `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Con
 // startKeyring starts the bus and gnome-keyring, unlocked with a password
 // (which creates the login collection, the default), and points
 // DBUS_SESSION_BUS_ADDRESS at the bus for the rest of the test.
-func startKeyring(t *testing.T) *testKeyring {
+func startKeyring(t testing.TB) *testKeyring {
 	t.Helper()
 	requireProgram(t, "dbus-daemon")
 	requireProgram(t, "gnome-keyring-daemon")
@@ -606,4 +606,29 @@ func TestSessionSecretService(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "secret = session") {
 		t.Fatalf("secret-tool search: %v\n%s", err, out)
 	}
+}
+
+func BenchmarkSecretService(b *testing.B) {
+	startKeyring(b)
+	s, err := OpenSecretService(context.Background(), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	benchStore(b, s)
+}
+
+func BenchmarkOpenSecretService(b *testing.B) {
+	startKeyring(b)
+	s, err := Open(context.Background(), "secretservice", Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	benchStore(b, s)
+}
+
+func BenchmarkLoadSecretService(b *testing.B) {
+	startKeyring(b)
+	benchLoad(b, "secretservice", Options{})
 }
