@@ -110,6 +110,10 @@ func TestE2EPasskey(t *testing.T) {
 		t.Fatalf("custom-UI assertion: %v\n%s", err, a.Log())
 	}
 
+	if strings.Contains(a.Log(), "/c/") {
+		t.Fatalf("the agent's log carries a page URL:\n%s", a.Log())
+	}
+
 	creds, err := c.ListCredentials(ctx)
 	if err != nil {
 		t.Fatal(err)
