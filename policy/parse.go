@@ -115,12 +115,12 @@ func Parse(data []byte) (p *Policy, err error) {
 		if errors.Is(err, io.EOF) {
 			return Default(), nil
 		}
-		return nil, ErrorList{syntaxError(err)}
+		return nil, ErrorList{syntaxError(err, data)}
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
 		if err != nil {
-			return nil, ErrorList{syntaxError(err)}
+			return nil, ErrorList{syntaxError(err, data)}
 		}
 		return nil, ErrorList{{Line: extra.Line, Msg: "a second YAML document (---): a policy file holds one"}}
 	}
@@ -160,16 +160,59 @@ func Parse(data []byte) (p *Policy, err error) {
 	return p, nil
 }
 
-var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+var yamlLineRE = regexp.MustCompile(`^yaml: (?:line (\d+): )?(.*)$`)
+
+// parserProblems are the messages of go.yaml.in/yaml/v3's parser (as
+// opposed to its scanner). The library reports their line zero-based
+// (one too low, and none at all on the first line); syntaxError adds the
+// one back.
+var parserProblems = []string{
+	"did not find expected <stream-start>",
+	"did not find expected <document start>",
+	"found undefined tag handle",
+	"did not find expected node content",
+	"did not find expected '-' indicator",
+	"did not find expected key",
+	"did not find expected ',' or ']'",
+	"did not find expected ',' or '}'",
+	"found duplicate %YAML directive",
+	"found incompatible YAML document",
+	"found duplicate %TAG directive",
+}
+
+var unknownAnchorRE = regexp.MustCompile(`^unknown anchor '(.*)' referenced$`)
 
 // syntaxError turns a YAML parser error into an *Error with its line.
-func syntaxError(err error) *Error {
-	msg := err.Error()
-	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
-		line, _ := strconv.Atoi(m[1])
-		return &Error{Line: line, Msg: "YAML syntax: " + m[2]}
+func syntaxError(err error, data []byte) *Error {
+	m := yamlLineRE.FindStringSubmatch(err.Error())
+	if m == nil {
+		return &Error{Msg: "YAML syntax: " + err.Error()}
 	}
-	return &Error{Msg: "YAML syntax: " + strings.TrimPrefix(msg, "yaml: ")}
+	line, _ := strconv.Atoi(m[1])
+	if contains(parserProblems, m[2]) {
+		line++
+	}
+	if a := unknownAnchorRE.FindStringSubmatch(m[2]); a != nil && line == 0 {
+		// The library gives no line for this one: find the alias.
+		line = aliasLine(data, a[1])
+	}
+	return &Error{Line: line, Msg: "YAML syntax: " + m[2]}
+}
+
+// aliasLine returns the line of the first "*name" in data, or 0.
+func aliasLine(data []byte, name string) int {
+	needle := []byte("*" + name)
+	for off := 0; ; {
+		i := bytes.Index(data[off:], needle)
+		if i < 0 || name == "" {
+			return 0
+		}
+		end := off + i + len(needle)
+		if end == len(data) || bytes.IndexByte([]byte(" \t\r\n,]}"), data[end]) >= 0 {
+			return bytes.Count(data[:off+i], []byte("\n")) + 1
+		}
+		off = end
+	}
 }
 
 // decoder walks the node tree, filling a Policy and collecting errors.
@@ -241,7 +284,7 @@ func joinPath(path, key string) string {
 // key). fn gets each accepted key with its (alias-resolved) value and the
 // value's path; line is the line of the original value node. A null node
 // is an empty mapping.
-func (d *decoder) mapping(n *yaml.Node, path string, known []string, fn func(key string, v *yaml.Node, path string)) {
+func (d *decoder) mapping(n *yaml.Node, path string, known []string, fn func(key string, k, v *yaml.Node, path string)) {
 	orig := n
 	n = d.resolve(n)
 	if isNull(n) {
@@ -287,7 +330,7 @@ func (d *decoder) mapping(n *yaml.Node, path string, known []string, fn func(key
 			d.errorf(k, kp, "%s", msg)
 			continue
 		}
-		fn(key, v, kp)
+		fn(key, k, v, kp)
 	}
 }
 
@@ -408,6 +451,7 @@ func (d *decoder) list(v *yaml.Node, path string, check func(item string, n *yam
 		return nil, false
 	}
 	out := make([]string, 0, len(r.Content))
+	seen := make(map[string]bool, len(r.Content))
 	good := true
 	for i, item := range r.Content {
 		ip := fmt.Sprintf("%s[%d]", path, i)
@@ -423,11 +467,12 @@ func (d *decoder) list(v *yaml.Node, path string, check func(item string, n *yam
 			good = false
 			continue
 		}
-		if contains(out, s) {
+		if seen[s] {
 			d.errorf(item, ip, "%q is listed twice", s)
 			good = false
 			continue
 		}
+		seen[s] = true
 		out = append(out, s)
 	}
 	return out, good
@@ -466,7 +511,7 @@ var (
 )
 
 func (d *decoder) policy(root *yaml.Node, p *Policy) {
-	d.mapping(root, "", topKeys, func(key string, v *yaml.Node, path string) {
+	d.mapping(root, "", topKeys, func(key string, k, v *yaml.Node, path string) {
 		switch key {
 		case "unknownScopes":
 			p.UnknownScopes, _ = d.oneOf(v, path, unknownScopesValues)
@@ -485,28 +530,28 @@ func (d *decoder) policy(root *yaml.Node, p *Policy) {
 				p.AllowReauthWithMfa = *b
 			}
 		case "delivery":
-			d.mapping(v, path, deliveryKeys, func(key string, v *yaml.Node, path string) {
+			d.mapping(v, path, deliveryKeys, func(key string, k, v *yaml.Node, path string) {
 				switch key {
 				case "smtp":
-					p.Delivery.SMTP = d.smtp(v, path)
+					p.Delivery.SMTP = d.smtp(k, v, path)
 				case "sms":
-					p.Delivery.SMS = d.sms(v, path)
+					p.Delivery.SMS = d.sms(k, v, path)
 				}
 			})
 		case "externalJwt":
-			p.ExternalJwt = d.externalJwt(v, path)
+			p.ExternalJwt = d.externalJwt(k, v, path)
 		}
 	})
 }
 
 func (d *decoder) scopes(v *yaml.Node, path string, p *Policy) {
-	d.mapping(v, path, nil, func(name string, v *yaml.Node, path string) {
+	d.mapping(v, path, nil, func(name string, k, v *yaml.Node, path string) {
 		if err := checkScopeName(name); err != nil {
 			d.errorf(v, path, "%v", err)
 			return
 		}
 		var s Scope
-		d.mapping(v, path, scopeKeys, func(key string, v *yaml.Node, path string) {
+		d.mapping(v, path, scopeKeys, func(key string, k, v *yaml.Node, path string) {
 			switch key {
 			case "required":
 				s.Required, _ = d.boolean(v, path)
@@ -525,12 +570,11 @@ func (d *decoder) scopes(v *yaml.Node, path string, p *Policy) {
 				}
 			case "methods":
 				s.Methods, _ = d.list(v, path, func(m string, n *yaml.Node, path string) bool {
-					if m == api.ExternalJWT {
-						d.errorf(n, path, "external_jwt is not a prompt method: backend assertions are configured under externalJwt")
-						return false
-					}
+					// external_jwt is no prompt method, but listing it
+					// lets requestExternalAuthElevatedToken mint the
+					// scope when a methods list is given.
 					if !api.KnownMethod(m) {
-						known := append(append([]string{}, api.MFAMethods...), api.ReauthMethods...)
+						known := append(append(append([]string{}, api.MFAMethods...), api.ReauthMethods...), api.ExternalJWT)
 						msg := fmt.Sprintf("unknown method %q", m)
 						if sg := suggest(m, known); sg != "" {
 							msg += fmt.Sprintf(" (did you mean %s?)", sg)
@@ -573,7 +617,7 @@ func checkScopeName(name string) error {
 }
 
 func (d *decoder) prompt(v *yaml.Node, path string, pr *Prompt) {
-	d.mapping(v, path, promptKeys, func(key string, v *yaml.Node, path string) {
+	d.mapping(v, path, promptKeys, func(key string, k, v *yaml.Node, path string) {
 		switch key {
 		case "driver":
 			pr.Driver, _ = d.oneOf(v, path, Drivers)
@@ -590,7 +634,7 @@ func (d *decoder) prompt(v *yaml.Node, path string, pr *Prompt) {
 }
 
 func (d *decoder) limits(v *yaml.Node, path string, l *Limits) {
-	d.mapping(v, path, limitsKeys, func(key string, v *yaml.Node, path string) {
+	d.mapping(v, path, limitsKeys, func(key string, k, v *yaml.Node, path string) {
 		switch key {
 		case "maxFailures":
 			if n, ok := d.integer(v, path); ok {
@@ -612,10 +656,10 @@ func (d *decoder) limits(v *yaml.Node, path string, l *Limits) {
 	})
 }
 
-func (d *decoder) smtp(v *yaml.Node, path string) *SMTP {
+func (d *decoder) smtp(keyNode, v *yaml.Node, path string) *SMTP {
 	s := &SMTP{}
 	set := map[string]bool{}
-	d.mapping(v, path, smtpKeys, func(key string, v *yaml.Node, path string) {
+	d.mapping(v, path, smtpKeys, func(key string, k, v *yaml.Node, path string) {
 		set[key] = true
 		switch key {
 		case "host":
@@ -655,10 +699,10 @@ func (d *decoder) smtp(v *yaml.Node, path string) *SMTP {
 		return s // the error is reported
 	}
 	if !set["host"] {
-		d.errorf(v, joinPath(path, "host"), "missing: email_otp needs the mail server's host name")
+		d.errorf(keyNode, joinPath(path, "host"), "missing: email_otp needs the mail server's host name")
 	}
 	if !set["from"] {
-		d.errorf(v, joinPath(path, "from"), "missing: email_otp needs the address the codes come from")
+		d.errorf(keyNode, joinPath(path, "from"), "missing: email_otp needs the address the codes come from")
 	}
 	if s.TLS == "" {
 		s.TLS = "starttls"
@@ -676,10 +720,10 @@ func (d *decoder) smtp(v *yaml.Node, path string) *SMTP {
 	return s
 }
 
-func (d *decoder) sms(v *yaml.Node, path string) *SMS {
+func (d *decoder) sms(keyNode, v *yaml.Node, path string) *SMS {
 	s := &SMS{}
 	set := map[string]bool{}
-	d.mapping(v, path, smsKeys, func(key string, v *yaml.Node, path string) {
+	d.mapping(v, path, smsKeys, func(key string, k, v *yaml.Node, path string) {
 		set[key] = true
 		switch key {
 		case "webhook":
@@ -703,13 +747,13 @@ func (d *decoder) sms(v *yaml.Node, path string) *SMS {
 		return s // the error is reported
 	}
 	if !set["webhook"] {
-		d.errorf(v, joinPath(path, "webhook"), "missing: sms_otp needs the webhook's URL")
+		d.errorf(keyNode, joinPath(path, "webhook"), "missing: sms_otp needs the webhook's URL")
 	}
 	if s.Format == "" {
 		s.Format = "json"
 	}
 	if s.Format == "twilio" && !set["from"] {
-		d.errorf(v, joinPath(path, "from"), "missing: the twilio format needs the sending number")
+		d.errorf(keyNode, joinPath(path, "from"), "missing: the twilio format needs the sending number")
 	}
 	return s
 }
@@ -737,10 +781,10 @@ func redactURL(s string) string {
 	return u.Redacted()
 }
 
-func (d *decoder) externalJwt(v *yaml.Node, path string) ExternalJwt {
+func (d *decoder) externalJwt(keyNode, v *yaml.Node, path string) ExternalJwt {
 	var e ExternalJwt
 	set := map[string]bool{}
-	d.mapping(v, path, externalJwtKeys, func(key string, v *yaml.Node, path string) {
+	d.mapping(v, path, externalJwtKeys, func(key string, k, v *yaml.Node, path string) {
 		set[key] = true
 		switch key {
 		case "jwks":
@@ -759,8 +803,13 @@ func (d *decoder) externalJwt(v *yaml.Node, path string) ExternalJwt {
 			e.Audience, _ = d.str(v, path)
 		}
 	})
-	if r := d.resolve(v); r.Kind == yaml.MappingNode && len(r.Content) > 0 && !set["jwks"] {
-		d.errorf(v, joinPath(path, "jwks"), "missing: requestExternalAuthElevatedToken needs the backend's JWKS (a file or an https URL)")
+	if r := d.resolve(v); r.Kind == yaml.MappingNode && len(r.Content) > 0 {
+		if !set["jwks"] {
+			d.errorf(keyNode, joinPath(path, "jwks"), "missing: requestExternalAuthElevatedToken needs the backend's JWKS (a file or an https URL)")
+		}
+		if !set["subject"] || e.Subject == "" {
+			d.errorf(keyNode, joinPath(path, "subject"), "missing: the user (sub) the backend's assertions must name")
+		}
 	}
 	return e
 }
@@ -796,6 +845,10 @@ func suggest(s string, known []string) string {
 	for _, k := range known {
 		if strings.EqualFold(s, k) {
 			return k
+		}
+		if len(s) >= 3 && (strings.HasPrefix(strings.ToLower(s), strings.ToLower(k)) || strings.HasPrefix(strings.ToLower(k), strings.ToLower(s))) && bestD > 1 {
+			best, bestD = k, 2
+			continue
 		}
 		limit := 2
 		if len(k) <= 4 {

@@ -108,14 +108,8 @@ func Watch(ctx context.Context, path string, log *zap.Logger, onChange func(p *P
 			return
 		}
 		last = s
-		switch {
-		case s.err != nil:
-			log.Warn("policy file changed but cannot be used; the last good policy stays", zap.String("path", path), zap.Error(s.err))
-		case !s.exists:
-			log.Info("policy file removed; using the built-in defaults", zap.String("path", path))
-		default:
-			log.Info("policy file changed; reloaded", zap.String("path", path))
-		}
+		// The caller logs the outcome (it knows what it kept).
+		log.Debug("policy file changed", zap.String("path", path), zap.Bool("exists", s.exists), zap.Bool("valid", s.err == nil))
 		onChange(s.policy, s.exists, s.err)
 	}
 
