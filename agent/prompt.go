@@ -180,7 +180,9 @@ func (a *Agent) promptOnce(ctx context.Context, rt route, p *api.PromptParams, u
 			return res, nil
 		}
 		var ae *api.Error
-		if !errors.As(err, &ae) || ae.Code != api.CodeVerificationFailed || ae.Data.RetryAfterSeconds > 0 {
+		if !errors.As(err, &ae) || ae.Code != api.CodeVerificationFailed || ae.Data.RetryAfterSeconds > 0 || ask.Field == "" {
+			// A ceremony done elsewhere (a passkey page) is used up by
+			// its first answer: the client asks again for a new one.
 			return nil, err
 		}
 		lastErr = ae.Message
@@ -195,7 +197,7 @@ func (a *Agent) waitElsewhere(ctx context.Context, pr prompt.Prompter, impl meth
 	if !ok {
 		return nil, fmt.Errorf("method %s has nothing to ask and cannot wait", c.method)
 	}
-	wctx, cancel := context.WithCancel(ctx)
+	wctx, cancel := context.WithCancel(method.WithPromptEnv(ctx, req.Env))
 	defer cancel()
 	var wg sync.WaitGroup
 	promptErr := make(chan error, 1)

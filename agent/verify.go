@@ -348,6 +348,15 @@ func (a *Agent) CompleteVerification(ctx context.Context, p *api.CompleteVerific
 	if len(p.Response) == 0 {
 		p.Response = json.RawMessage("{}")
 	}
+	if w, ok := a.methods[c.method].(method.Waiter); ok && isEmptyObject(p.Response) {
+		// Done in the agent's own page: wait for it there, outside the
+		// method's lock, then check what it posted.
+		resp, err := w.Wait(ctx, c.state)
+		if err != nil {
+			return nil, err
+		}
+		p.Response = resp
+	}
 	res, err := a.finish(ctx, c, p.Response)
 	if err == nil || errors.Is(err, api.ErrRateLimited) {
 		a.mu.Lock()
@@ -361,4 +370,9 @@ func (a *Agent) CompleteVerification(ctx context.Context, p *api.CompleteVerific
 		return api.LockResult{Locked: false}, nil
 	}
 	return res, nil
+}
+
+func isEmptyObject(raw json.RawMessage) bool {
+	var m map[string]json.RawMessage
+	return json.Unmarshal(raw, &m) == nil && len(m) == 0
 }

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/stepup-agent/stepup-agent/api"
 	"github.com/stepup-agent/stepup-agent/policy"
 	"go.uber.org/zap"
 )
@@ -107,4 +108,19 @@ type RecoveryGenerator interface {
 type Deps struct {
 	Policy func() *policy.Policy
 	Logger *zap.Logger
+}
+
+type promptEnvKey struct{}
+
+// WithPromptEnv returns ctx carrying the requester's environment, so that a
+// method that opens something for the user (a browser) opens it where the
+// user is.
+func WithPromptEnv(ctx context.Context, env api.PromptEnv) context.Context {
+	return context.WithValue(ctx, promptEnvKey{}, env)
+}
+
+// PromptEnvFrom returns the requester's environment carried by ctx.
+func PromptEnvFrom(ctx context.Context) (api.PromptEnv, bool) {
+	env, ok := ctx.Value(promptEnvKey{}).(api.PromptEnv)
+	return env, ok
 }
