@@ -19,9 +19,13 @@ import (
 	"github.com/stepup-agent/stepup-agent/ipc"
 	"github.com/stepup-agent/stepup-agent/keychain"
 	"github.com/stepup-agent/stepup-agent/method"
+	"github.com/stepup-agent/stepup-agent/method/externaljwt"
 	"github.com/stepup-agent/stepup-agent/method/otp"
 	"github.com/stepup-agent/stepup-agent/method/passkey"
+	"github.com/stepup-agent/stepup-agent/method/password"
+	"github.com/stepup-agent/stepup-agent/method/recovery"
 	"github.com/stepup-agent/stepup-agent/method/totp"
+	"github.com/stepup-agent/stepup-agent/method/wallet"
 	"github.com/stepup-agent/stepup-agent/policy"
 	"github.com/stepup-agent/stepup-agent/prompt"
 	"go.uber.org/zap"
@@ -259,9 +263,19 @@ func methods(deps method.Deps, store keychain.Store, log *zap.Logger) []method.M
 		passkey.New(deps),
 		otp.NewEmail(deps, otp.KeychainSecret(store, otp.ItemSMTPPassword)),
 		otp.NewSMS(deps, otp.KeychainSecret(store, otp.ItemSMSToken)),
+		recovery.New(deps),
+		wallet.New(deps, wallet.Config{}),
 	)
+	// STEPUP_PAM_SERVICE names another PAM service than stepup-agent.
+	if pw := password.New(deps, password.Config{Service: os.Getenv("STEPUP_PAM_SERVICE")}); pw != nil {
+		ms = append(ms, pw)
+	} else {
+		log.Info("password method left out", zap.String("why", password.Unavailable))
+	}
 	return ms
 }
 
-// externalVerifier checks backend assertions; nil until one is built in.
-func externalVerifier(deps method.Deps) agent.ExternalVerifier { return nil }
+// externalVerifier checks backend assertions against the policy's JWK Set.
+func externalVerifier(deps method.Deps) agent.ExternalVerifier {
+	return externaljwt.NewVerifier(externaljwt.Options{Logger: deps.Logger})
+}

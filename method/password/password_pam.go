@@ -69,8 +69,17 @@ func (m *Method) Name() string { return api.Password }
 // AMR is RFC 8176's "pwd".
 func (m *Method) AMR() []string { return []string{"pwd"} }
 
-// NeedsNoCredential: the OS account is the credential.
-func (m *Method) NeedsNoCredential() bool { return true }
+// NeedsNoCredential: the OS account is the credential, so the method is
+// usable without enrollment -- when PAM can be asked. Without the service
+// file (or the user) it reports false, and the agent, finding no
+// credential either, does not offer the method.
+func (m *Method) NeedsNoCredential() bool {
+	if m.err != nil {
+		return false
+	}
+	_, err := serviceFile(m.cfg.Service, m.cfg.ConfDirs)
+	return err == nil
+}
 
 // EnrollStart refuses: there is nothing to enroll.
 func (m *Method) EnrollStart(ctx context.Context, p method.EnrollParams) (any, map[string]any, error) {

@@ -116,6 +116,9 @@ func TestPasswordThroughPAM(t *testing.T) {
 	m := newPAM(method.Deps{Logger: zap.New(core)}, Config{Service: testService, User: name})
 	ctx := context.Background()
 
+	if !m.NeedsNoCredential() {
+		t.Fatal("with its service file the method needs no credential")
+	}
 	st, ch, err := m.Start(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -181,6 +184,9 @@ func TestMissingServiceFile(t *testing.T) {
 	if _, err := m.Complete(context.Background(), nil, nil, pw("x")); !errors.As(err, &ae) {
 		t.Fatalf("Complete without a service file: %v", err)
 	}
+	if m.NeedsNoCredential() {
+		t.Fatal("without a service file the method must not be offered")
+	}
 }
 
 func TestCurrentUserByDefault(t *testing.T) {
@@ -188,7 +194,7 @@ func TestCurrentUserByDefault(t *testing.T) {
 	if m.user == "" || m.err != nil {
 		t.Fatalf("user %q, err %v", m.user, m.err)
 	}
-	if m.cfg.Service != DefaultService || !m.NeedsNoCredential() || m.Name() != api.Password {
+	if m.cfg.Service != DefaultService || m.Name() != api.Password {
 		t.Fatal("defaults")
 	}
 	if _, _, err := m.EnrollStart(context.Background(), method.EnrollParams{}); err == nil {
