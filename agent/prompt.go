@@ -48,6 +48,11 @@ func (a *Agent) Prompt(ctx context.Context, rt route, p *api.PromptParams) (*api
 		a.mu.Unlock()
 		return nil, err
 	}
+	a.mu.Unlock()
+	if _, err := a.cfg.Prompts().Select(p.Env()); err != nil {
+		return nil, err // no prompt can reach this client: say so at once
+	}
+	a.mu.Lock()
 	key := fmt.Sprintf("%d|%s|%s", rt, p.Method, strings.Join(normScopes(p.RequestedScopes), " "))
 	f := a.flights[key]
 	if f == nil {

@@ -231,6 +231,13 @@ func (c *conn) serve() {
 	closing := c.srv.closing
 	c.srv.mu.Unlock()
 	if !closing {
+		// The client's input has ended. If it has hung up entirely,
+		// its requests are cancelled (dismissing their prompts); if
+		// it only shut down its writing side, their answers are still
+		// wanted.
+		idle := make(chan struct{})
+		go func() { c.inflight.Wait(); close(idle) }()
+		waitHangUp(c.nc, idle)
 		c.cancel()
 	}
 	c.inflight.Wait()

@@ -20,7 +20,7 @@ type testHandler struct {
 	blocked chan error
 }
 
-func (h *testHandler) Blocking(m string) bool { return m == "block" }
+func (h *testHandler) Blocking(m string) bool { return m == "block" || m == "slow" }
 
 func (h *testHandler) Handle(ctx context.Context, m string, params json.RawMessage) (any, error) {
 	switch m {
@@ -32,6 +32,13 @@ func (h *testHandler) Handle(ctx context.Context, m string, params json.RawMessa
 			h.blocked <- ctx.Err()
 		}
 		return nil, api.Errorf(api.CodeCancelled, "cancelled")
+	case "slow":
+		select {
+		case <-time.After(300 * time.Millisecond):
+			return "done", nil
+		case <-ctx.Done():
+			return nil, api.Errorf(api.CodeCancelled, "cancelled")
+		}
 	case "internal":
 		return nil, context.DeadlineExceeded // a non-API error: its text stays inside
 	}
@@ -172,6 +179,24 @@ func TestHangUpCancelsBlockingRequest(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the request's context was not cancelled when the client hung up")
+	}
+}
+
+// A client that only shuts down its writing side (printf ... | socat)
+// still gets the answer of a request that takes a while.
+func TestHalfCloseIsNotAHangUp(t *testing.T) {
+	path, _ := startServer(t, &testHandler{})
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte(`{"jsonrpc":"2.0","id":1,"method":"slow"}` + "\n"))
+	c.(*net.UnixConn).CloseWrite()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || !strings.Contains(line, `"id":1,"result":"done"`) {
+		t.Fatalf("got %q, %v", line, err)
 	}
 }
 

@@ -32,8 +32,9 @@ const DefaultHeader = "X-Elevated-Token"
 // (error="insufficient_user_authentication"), it steps up for the scopes
 // and max_age the challenge names and retries the request once.
 //
-// A single-use token is attached to at most one request: the next request
-// for that scope steps up again, whether or not the server consumed it.
+// A single-use token is attached to at most one request (by any Transport
+// of the process): the next request for that scope steps up again,
+// whether or not the server consumed it.
 //
 // The zero Transport works: it talks to the agent at $STEPUP_AUTH_SOCK,
 // attaches no token until a server asks for one, and prompts the user
@@ -59,10 +60,15 @@ type Transport struct {
 
 	once   sync.Once
 	sem    chan struct{}
-	mu     sync.Mutex
 	client *stepup.Client
-	used   map[string]time.Time // jti of single-use tokens attached -> exp
 }
+
+// attachedOnce remembers the single-use tokens any Transport of this
+// process attached (jti -> when to forget it), so none is sent twice.
+var attachedOnce = struct {
+	sync.Mutex
+	m map[string]time.Time
+}{m: map[string]time.Time{}}
 
 // StepUpError is the error of a request whose step-up failed. errors.Is
 // sees through it to the agent's error: errors.Is(err, stepup.ErrCancelled)
@@ -83,7 +89,6 @@ func (e *StepUpError) Unwrap() error { return e.Err }
 func (t *Transport) init() {
 	t.once.Do(func() {
 		t.sem = make(chan struct{}, 1)
-		t.used = map[string]time.Time{}
 		t.client = t.Client
 		if t.client == nil {
 			t.client = &stepup.Client{}
@@ -188,7 +193,7 @@ func (t *Transport) token(ctx context.Context, req *http.Request, scopes []strin
 	switch {
 	case err == nil:
 		c := peekClaims(held.Token)
-		if c != nil && t.usable(held.Token, c, scopes, ch) && (refused == "" || held.Token != refused) {
+		if c != nil && t.usable(c, scopes, ch) && (refused == "" || held.Token != refused) {
 			t.markUsed(c)
 			return held.Token, nil
 		}
@@ -222,7 +227,7 @@ func (t *Transport) stepUp(ctx context.Context, req *http.Request, scopes []stri
 }
 
 // usable reports whether a held token may be attached for scopes.
-func (t *Transport) usable(tok string, c *tokenClaims, scopes []string, ch *Challenge) bool {
+func (t *Transport) usable(c *tokenClaims, scopes []string, ch *Challenge) bool {
 	if !covers(c, scopes) {
 		return false
 	}
@@ -230,9 +235,9 @@ func (t *Transport) usable(tok string, c *tokenClaims, scopes []string, ch *Chal
 		return false
 	}
 	if c.SingleUse {
-		t.mu.Lock()
-		_, used := t.used[c.ID]
-		t.mu.Unlock()
+		attachedOnce.Lock()
+		_, used := attachedOnce.m[c.ID]
+		attachedOnce.Unlock()
 		if used {
 			return false
 		}
@@ -245,15 +250,15 @@ func (t *Transport) markUsed(c *tokenClaims) {
 	if !c.SingleUse {
 		return
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
+	attachedOnce.Lock()
+	defer attachedOnce.Unlock()
 	now := time.Now()
-	for id, exp := range t.used {
+	for id, exp := range attachedOnce.m {
 		if now.After(exp) {
-			delete(t.used, id)
+			delete(attachedOnce.m, id)
 		}
 	}
-	t.used[c.ID] = time.Unix(c.Expiry, 0).Add(time.Minute)
+	attachedOnce.m[c.ID] = time.Unix(c.Expiry, 0).Add(time.Minute)
 }
 
 func covers(c *tokenClaims, scopes []string) bool {
