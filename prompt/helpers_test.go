@@ -1,0 +1,252 @@
+package prompt
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/creack/pty"
+	"go.uber.org/zap/zaptest"
+	"golang.org/x/sys/unix"
+)
+
+var update = flag.Bool("update", false, "save screenshots of the GUI prompts into docs/img")
+
+// ownXvfb is the Xvfb TestMain started when the suite runs alone (without
+// scripts/test-in-session.sh's STEPUP_TEST_DISPLAY).
+var (
+	ownXvfb  *exec.Cmd
+	xvfbOnce sync.Once
+	xvfbDisp string
+	xvfbErr  error
+)
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	code := m.Run()
+	if ownXvfb != nil {
+		ownXvfb.Process.Signal(syscall.SIGTERM)
+		ownXvfb.Wait()
+	}
+	os.Exit(code)
+}
+
+// strict: a missing prerequisite fails the test in CI, skips it elsewhere.
+func strict() bool {
+	return os.Getenv("CI") == "true" || os.Getenv("STEPUP_TEST_REQUIRE_ALL") != ""
+}
+
+func missing(t *testing.T, format string, args ...any) {
+	t.Helper()
+	if strict() {
+		t.Fatalf("missing prerequisite: "+format, args...)
+	}
+	t.Skipf("missing prerequisite: "+format, args...)
+}
+
+// requireProgram returns the program's path or skips (fails in CI).
+func requireProgram(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		missing(t, "%s not installed (scripts/apt-packages.txt)", name)
+	}
+	return p
+}
+
+// testDisplay returns an X display for GUI tests: STEPUP_TEST_DISPLAY, or
+// an Xvfb this test binary starts (and TestMain stops).
+func testDisplay(t *testing.T) string {
+	t.Helper()
+	if d := os.Getenv("STEPUP_TEST_DISPLAY"); d != "" {
+		return d
+	}
+	xvfbOnce.Do(func() {
+		xvfb, err := exec.LookPath("Xvfb")
+		if err != nil {
+			xvfbErr = err
+			return
+		}
+		for n := 100 + os.Getpid()%200; n < 400; n++ {
+			if _, err := os.Stat(fmt.Sprintf("/tmp/.X11-unix/X%d", n)); err == nil {
+				continue
+			}
+			d := ":" + strconv.Itoa(n)
+			cmd := exec.Command(xvfb, d, "-screen", "0", "1280x800x24", "-nolisten", "tcp")
+			if err := cmd.Start(); err != nil {
+				xvfbErr = err
+				return
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for time.Now().Before(deadline) {
+				if checkXDisplay(d) == nil {
+					ownXvfb, xvfbDisp = cmd, d
+					return
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+		xvfbErr = fmt.Errorf("Xvfb did not start")
+	})
+	if xvfbDisp == "" {
+		missing(t, "an X display (Xvfb): %v", xvfbErr)
+	}
+	return xvfbDisp
+}
+
+// term is a pseudo-terminal standing in for the requester's terminal:
+// the test reads what the prompt shows on it and types into it.
+type term struct {
+	t      *testing.T
+	master *os.File
+	slave  *os.File
+	mu     sync.Mutex
+	screen bytes.Buffer
+	done   chan struct{}
+}
+
+func newTerm(t *testing.T) *term {
+	t.Helper()
+	m, s, err := pty.Open()
+	if err != nil {
+		missing(t, "a pseudo-terminal: %v", err)
+	}
+	pty.Setsize(m, &pty.Winsize{Rows: 24, Cols: 80})
+	tm := &term{t: t, master: m, slave: s, done: make(chan struct{})}
+	go func() {
+		defer close(tm.done)
+		buf := make([]byte, 4096)
+		for {
+			n, err := m.Read(buf)
+			tm.mu.Lock()
+			tm.screen.Write(buf[:n])
+			tm.mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		s.Close()
+		m.Close()
+		<-tm.done
+	})
+	return tm
+}
+
+func (tm *term) name() string { return tm.slave.Name() }
+
+func (tm *term) output() string {
+	tm.mu.Lock()
+	defer tm.mu.Unlock()
+	return tm.screen.String()
+}
+
+// waitFor waits until the terminal has shown want.
+func (tm *term) waitFor(want string, d time.Duration) {
+	tm.t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if strings.Contains(tm.output(), want) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	tm.t.Fatalf("terminal never showed %q; it shows:\n%q", want, tm.output())
+}
+
+func (tm *term) typeText(s string) {
+	tm.t.Helper()
+	if _, err := tm.master.Write([]byte(s)); err != nil {
+		tm.t.Fatal(err)
+	}
+}
+
+// cooked reports whether the terminal is back in line mode with echo.
+func (tm *term) cooked() bool {
+	st, err := unix.IoctlGetTermios(int(tm.slave.Fd()), ioctlGetTermios)
+	if err != nil {
+		tm.t.Fatal(err)
+	}
+	return st.Lflag&unix.ICANON != 0 && st.Lflag&unix.ECHO != 0
+}
+
+// children lists this process's child processes whose name starts with
+// prefix, by /proc.
+func children(t *testing.T, prefix string) []int {
+	t.Helper()
+	ents, _ := filepath.Glob("/proc/[0-9]*/stat")
+	var pids []int
+	for _, e := range ents {
+		b, err := os.ReadFile(e)
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		open, close := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if open < 0 || close < open {
+			continue
+		}
+		comm := s[open+1 : close]
+		f := strings.Fields(s[close+1:])
+		if len(f) < 2 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(f[1])
+		if ppid == os.Getpid() && strings.HasPrefix(comm, prefix) {
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(e)))
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// waitChild waits for one child named prefix to appear and returns its pid.
+func waitChild(t *testing.T, prefix string) int {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if p := children(t, prefix); len(p) > 0 {
+			return p[0]
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("no %s process appeared", prefix)
+	return 0
+}
+
+func alive(pid int) bool {
+	_, err := os.Stat("/proc/" + strconv.Itoa(pid))
+	return err == nil
+}
+
+// testPinentry is a prompter for a real pinentry program on target t.
+func testPinentry(t *testing.T, program string, tgt target) *pinentry {
+	return &pinentry{driver: "terminal", program: requireProgram(t, program), t: tgt, log: zaptest.NewLogger(t)}
+}
+
+// x runs an X client (xdotool, import) on display d with a deadline.
+func x(t *testing.T, d string, name string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, requireProgram(t, name), args...)
+	cmd.Env = append(os.Environ(), "DISPLAY="+d)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
