@@ -23,7 +23,7 @@
 // for tests). A file is re-read when its modification time or size
 // changes; a URL is cached for Options.TTL and fetched again at once when
 // an assertion names a kid the cached set lacks (key rotation), at most
-// once per Options.MinRefetch.
+// once per Options.MinRefetch (10 s by default).
 package externaljwt
 
 import (
@@ -47,7 +47,7 @@ var Algorithms = []jose.SignatureAlgorithm{jose.EdDSA, jose.ES256, jose.RS256}
 // Defaults of Options.
 const (
 	DefaultTTL         = 5 * time.Minute
-	DefaultMinRefetch  = 30 * time.Second
+	DefaultMinRefetch  = 10 * time.Second
 	DefaultLeeway      = 30 * time.Second
 	MaxLeeway          = 30 * time.Second
 	DefaultMaxLifetime = time.Hour
