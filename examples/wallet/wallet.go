@@ -57,7 +57,7 @@ func NewServer(c Config) http.Handler {
 		}
 		claims, _ := stephttp.ClaimsFromContext(r.Context())
 		reply(w, map[string]any{
-			"signature": "0x" + hex.EncodeToString(ed25519.Sign(key, []byte(req.Message))),
+			"signature":  "0x" + hex.EncodeToString(ed25519.Sign(key, []byte(req.Message))),
 			"approvedBy": claims.Subject, "amr": claims.AMR,
 		})
 	})))
