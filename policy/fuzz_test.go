@@ -24,7 +24,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("scopes: &s\n  a: *s\n"))
 	f.Add([]byte("{[: ]}"))
 	f.Add([]byte("scopes:\n  \"*\":\n    methods: totp\n  \"a*b\": ~\n"))
-	f.Add([]byte("delivery: {smtp: {host: '::1', from: '<a@b>', tls: none}, sms: {webhook: 'http://[::1]:1/', format: twilio, from: x}}"))
+	f.Add([]byte("delivery: {smtp: {host: '::1', from: '<a@b>', tls: none}, sms: {webhook: 'http://[::1]:1/', format: twilio, from: x}}\nexternalJwt: {jwks: 'https://h/j', subject: s, issuer: i, audience: a}"))
 	f.Add([]byte("--- !!map\n? a\n: b\n"))
 	f.Add([]byte("limits: {maxFailures: 0x10, window: 1h1m1s1ms}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {

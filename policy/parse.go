@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 
@@ -192,11 +193,34 @@ func syntaxError(err error, data []byte) *Error {
 	if contains(parserProblems, m[2]) {
 		line++
 	}
-	if a := unknownAnchorRE.FindStringSubmatch(m[2]); a != nil && line == 0 {
-		// The library gives no line for this one: find the alias.
-		line = aliasLine(data, a[1])
+	if line == 0 {
+		// The library gives no line for these: find the spot.
+		if a := unknownAnchorRE.FindStringSubmatch(m[2]); a != nil {
+			line = aliasLine(data, a[1])
+		} else if strings.Contains(m[2], "UTF-") || strings.Contains(m[2], "control characters") {
+			if i := badByte(data); i >= 0 {
+				line = bytes.Count(data[:i], []byte("\n")) + 1
+			}
+		}
 	}
 	return &Error{Line: line, Msg: "YAML syntax: " + m[2]}
+}
+
+// badByte returns the offset of the first byte the YAML reader refuses
+// (invalid UTF-8, or a control character other than tab, CR and LF), or
+// -1.
+func badByte(data []byte) int {
+	for i := 0; i < len(data); {
+		r, n := utf8.DecodeRune(data[i:])
+		if r == utf8.RuneError && n <= 1 {
+			return i
+		}
+		if r < 0x20 && r != '\t' && r != '\n' && r != '\r' || r == 0x7f || r >= 0x80 && r < 0xa0 && r != 0x85 || r == 0xfffe || r == 0xffff {
+			return i
+		}
+		i += n
+	}
+	return -1
 }
 
 // aliasLine returns the line of the first "*name" in data, or 0.
@@ -707,6 +731,9 @@ func (d *decoder) smtp(keyNode, v *yaml.Node, path string) *SMTP {
 	if s.TLS == "" {
 		s.TLS = "starttls"
 	}
+	if s.TLS == "none" && s.Host != "" && !isLoopback(s.Host) {
+		d.errorf(keyNode, joinPath(path, "tls"), "none sends codes in clear text: allowed only for a loopback host (a local relay), not %q", s.Host)
+	}
 	if s.Port == 0 && !set["port"] {
 		switch s.TLS {
 		case "tls":
@@ -758,13 +785,18 @@ func (d *decoder) sms(keyNode, v *yaml.Node, path string) *SMS {
 	return s
 }
 
+// checkWebhook accepts an https URL, or http to a loopback host (a local
+// relay), without credentials (they live in the keychain).
 func checkWebhook(w string) error {
 	u, err := url.Parse(w)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return fmt.Errorf("%q is not an http or https URL", redactURL(w))
+		return fmt.Errorf("%q is not an https URL", redactURL(w))
 	}
-	if _, has := u.User.Password(); has {
-		return fmt.Errorf("%q carries a password: keep credentials in the keychain, not in the policy", redactURL(w))
+	if u.User != nil {
+		return fmt.Errorf("%q carries credentials: keep the webhook's token in the keychain, not in the policy", redactURL(w))
+	}
+	if u.Scheme == "http" && !isLoopback(u.Hostname()) {
+		return fmt.Errorf("%q: the webhook must be https (http only for loopback hosts)", redactURL(w))
 	}
 	return nil
 }
@@ -831,7 +863,7 @@ func checkJWKS(j string) error {
 }
 
 func isLoopback(host string) bool {
-	if host == "localhost" {
+	if strings.EqualFold(host, "localhost") {
 		return true
 	}
 	ip := net.ParseIP(host)

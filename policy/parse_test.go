@@ -60,6 +60,11 @@ func TestParseValid(t *testing.T) {
 				t.Errorf("b %v", p.Scopes["b"])
 			}
 		}},
+		{"smtp none loopback", "delivery: {smtp: {host: 127.0.0.1, from: a@b.c, tls: none}, sms: {webhook: 'http://LocalHost:8080/sms'}}", func(t *testing.T, p *Policy) {
+			if p.Delivery.SMTP.Port != 25 || p.Delivery.SMS.Format != "json" {
+				t.Errorf("%+v %+v", p.Delivery.SMTP, p.Delivery.SMS)
+			}
+		}},
 		{"smtp port from tls", "delivery: {smtp: {host: h, from: a@b.c, tls: tls}}", func(t *testing.T, p *Policy) {
 			if p.Delivery.SMTP.Port != 465 {
 				t.Errorf("port %d", p.Delivery.SMTP.Port)
@@ -154,10 +159,14 @@ func TestParseErrors(t *testing.T) {
 			`line 2: delivery.smtp.from: missing: email_otp needs the address the codes come from`,
 			`line 3: delivery.smtp.port: 65536 is not a port (1 to 65535)`}},
 		{"sms", "delivery:\n  sms:\n    webhook: ftp://sms.example.com/\n    format: xml\n", []string{
-			`line 3: delivery.sms.webhook: "ftp://sms.example.com/" is not an http or https URL`,
+			`line 3: delivery.sms.webhook: "ftp://sms.example.com/" is not an https URL`,
 			`line 4: delivery.sms.format: "xml" is not one of json, twilio`}},
 		{"sms password in url", "delivery:\n  sms:\n    webhook: https://user:hunter2@sms.example.com/\n", []string{
-			`line 3: delivery.sms.webhook: "https://user:xxxxx@sms.example.com/" carries a password: keep credentials in the keychain, not in the policy`}},
+			`line 3: delivery.sms.webhook: "https://user:xxxxx@sms.example.com/" carries credentials: keep the webhook's token in the keychain, not in the policy`}},
+		{"sms http", "delivery:\n  sms:\n    webhook: http://sms.example.com/\n", []string{
+			`line 3: delivery.sms.webhook: "http://sms.example.com/": the webhook must be https (http only for loopback hosts)`}},
+		{"smtp tls none", "delivery:\n  smtp: {host: smtp.example.com, from: a@b.c, tls: none}\n", []string{
+			`line 2: delivery.smtp.tls: none sends codes in clear text: allowed only for a loopback host (a local relay), not "smtp.example.com"`}},
 		{"twilio needs from", "delivery:\n  sms:\n    webhook: https://sms.example.com/\n    format: twilio\n", []string{
 			`line 2: delivery.sms.from: missing: the twilio format needs the sending number`}},
 		{"jwks http", "externalJwt:\n  jwks: http://backend.example.com/jwks\n  subject: u\n", []string{
@@ -178,6 +187,8 @@ func TestParseErrors(t *testing.T) {
 		{"syntax at end", "scopes: {a: 1\n", []string{`line 2: YAML syntax: did not find expected ',' or '}'`}},
 		{"bad key indent", "scopes:\n  a: {}\n b: {}\n", []string{`line 3: YAML syntax: did not find expected key`}},
 		{"unknown anchor", "scopes:\n  a: *nope\n", []string{`line 2: YAML syntax: unknown anchor 'nope' referenced`}},
+		{"invalid utf-8", "scopes:\n  a: {}\n  \xff: {}\n", []string{`line 3: YAML syntax: invalid leading UTF-8 octet`}},
+		{"control character", "unknownScopes: deny\nscopes:\n  a\x00b: {}\n", []string{`line 3: YAML syntax: control characters are not allowed`}},
 		{"tab indent", "scopes:\n\ta: {}\n", []string{`line 2: YAML syntax: found character that cannot start any token`}},
 		{"order by line", "limits: {window: 0s}\nprompt: {driver: x}\n", []string{
 			`line 1: limits.window: 0s: the window must be more than 0`,
