@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -74,6 +75,8 @@ func TestKeychainRestart(t *testing.T) {
 				},
 				Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 					"kagent":     cmdKAgent,
+					"keyring":    cmdKeyring,
+					"until":      cmdUntil,
 					"envfrom":    cmdEnvFrom,
 					"sleep":      cmdSleep,
 					"mode":       cmdMode,
@@ -130,15 +133,12 @@ func startTestKeyring(e *testscript.Env) (string, error) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	gk := exec.Command("gnome-keyring-daemon", "--foreground", "--unlock", "--components=secrets")
-	gk.Env = append(os.Environ(), "DBUS_SESSION_BUS_ADDRESS="+addr,
-		"HOME="+filepath.Join(dir, "home"), "XDG_DATA_HOME="+filepath.Join(dir, "data"),
-		"XDG_RUNTIME_DIR="+filepath.Join(dir, "run"), "DISPLAY=", "WAYLAND_DISPLAY=")
-	gk.Stdin = strings.NewReader("PASS")
-	if err := gk.Start(); err != nil {
+	k := &testKeyring{dir: dir, addr: addr}
+	if err := k.start(); err != nil {
 		return "", err
 	}
-	e.Defer(func() { gk.Process.Kill(); gk.Wait() })
+	keyrings.Store(e.WorkDir, k)
+	e.Defer(func() { k.kill(); keyrings.Delete(e.WorkDir) })
 	// Wait until the default collection answers.
 	old := os.Getenv("DBUS_SESSION_BUS_ADDRESS")
 	defer os.Setenv("DBUS_SESSION_BUS_ADDRESS", old)
@@ -153,6 +153,93 @@ func startTestKeyring(e *testscript.Env) (string, error) {
 			return "", fmt.Errorf("gnome-keyring did not come up: %v", err)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// testKeyring is a script's gnome-keyring, which the keyring command
+// kills, restarts, freezes and thaws.
+type testKeyring struct {
+	dir, addr string
+	mu        sync.Mutex
+	gk        *exec.Cmd
+}
+
+var keyrings sync.Map // $WORK -> *testKeyring
+
+func (k *testKeyring) start() error {
+	gk := exec.Command("gnome-keyring-daemon", "--foreground", "--unlock", "--components=secrets")
+	gk.Env = append(os.Environ(), "DBUS_SESSION_BUS_ADDRESS="+k.addr,
+		"HOME="+filepath.Join(k.dir, "home"), "XDG_DATA_HOME="+filepath.Join(k.dir, "data"),
+		"XDG_RUNTIME_DIR="+filepath.Join(k.dir, "run"), "DISPLAY=", "WAYLAND_DISPLAY=")
+	gk.Stdin = strings.NewReader("PASS")
+	if err := gk.Start(); err != nil {
+		return err
+	}
+	k.mu.Lock()
+	k.gk = gk
+	k.mu.Unlock()
+	return nil
+}
+
+func (k *testKeyring) kill() {
+	k.mu.Lock()
+	gk := k.gk
+	k.gk = nil
+	k.mu.Unlock()
+	if gk != nil {
+		gk.Process.Signal(syscall.SIGCONT)
+		gk.Process.Kill()
+		gk.Wait()
+	}
+}
+
+// keyring kill | start | stop | cont: kill -9 the script's gnome-keyring,
+// start it again (over the same keyring file, unlocked), freeze it with
+// SIGSTOP, thaw it with SIGCONT.
+func cmdKeyring(ts *testscript.TestScript, neg bool, args []string) {
+	v, ok := keyrings.Load(ts.Getenv("WORK"))
+	if !ok || len(args) != 1 {
+		ts.Fatalf("usage: keyring kill|start|stop|cont (secretservice scripts only)")
+	}
+	k := v.(*testKeyring)
+	switch args[0] {
+	case "kill":
+		k.kill()
+	case "start":
+		ts.Check(k.start())
+	case "stop", "cont":
+		k.mu.Lock()
+		gk := k.gk
+		k.mu.Unlock()
+		if gk == nil {
+			ts.Fatalf("gnome-keyring is not running")
+		}
+		ts.Check(gk.Process.Signal(map[string]syscall.Signal{"stop": syscall.SIGSTOP, "cont": syscall.SIGCONT}[args[0]]))
+	default:
+		ts.Fatalf("unknown keyring command %q", args[0])
+	}
+}
+
+// until D REGEXP CMD ARGS...: run CMD until its stdout matches REGEXP,
+// for at most D; its last output is the script's stdout and stderr.
+func cmdUntil(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) < 3 {
+		ts.Fatalf("usage: until D REGEXP CMD ARGS...")
+	}
+	d, err := time.ParseDuration(args[0])
+	ts.Check(err)
+	re, err := regexp.Compile(args[1])
+	ts.Check(err)
+	deadline := time.Now().Add(d)
+	for {
+		ts.Exec(args[2], args[3:]...)
+		if re.MatchString(ts.ReadFile("stdout")) {
+			return
+		}
+		if time.Now().After(deadline) {
+			ts.Fatalf("until %s: %v never printed %q; last:\n%s", d, args[2:], args[1], ts.ReadFile("stdout"))
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
