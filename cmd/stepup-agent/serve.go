@@ -28,6 +28,7 @@ import (
 	"github.com/stepup-agent/stepup-agent/method/wallet"
 	"github.com/stepup-agent/stepup-agent/policy"
 	"github.com/stepup-agent/stepup-agent/prompt"
+	"github.com/stepup-agent/stepup-agent/service"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
@@ -103,7 +104,24 @@ func serve(o *options, stdout, stderr io.Writer) int {
 		}
 	}
 	log := newLogger(logOut, o.debug)
+	if !o.child {
+		if jl, ok := journalLogger(o.debug); ok {
+			log = jl // systemd started us: structured fields in the journal
+		}
+	}
 	defer log.Sync()
+
+	// Socket activation: systemd's socket, checked like our own, and
+	// never removed by us.
+	inherited, activated, err := service.Listener(log)
+	if err != nil {
+		return fail(err)
+	}
+	if activated {
+		if p := socketPath(inherited); p != "" {
+			o.socket = p
+		}
+	}
 
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
@@ -155,13 +173,23 @@ func serve(o *options, stdout, stderr io.Writer) int {
 	runDone := make(chan struct{})
 	go func() { a.Run(ctx); close(runDone) }()
 
-	ln, err := listen(o.socket)
-	if err != nil {
-		return fail(err)
+	ln := inherited
+	if !activated {
+		if ln, err = listen(o.socket); err != nil {
+			return fail(err)
+		}
 	}
 	srv := &ipc.Server{Handler: a, Log: log, UID: -1}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
+
+	notifier := service.NewNotifier(log)
+	notifier.Check = watchdogCheck(a, notifier)
+	lw := &lockWatcher{ctx: ctx, log: log, h: lockHandler{ctx: ctx, a: a, n: notifier}}
+	onApply := ps.onApply
+	ps.onApply = func(p *policy.Policy) { onApply(p); lw.set(p.LocksOnSleep()) }
+	lw.set(ps.get().LocksOnSleep())
+	defer lw.stop()
 
 	go func() {
 		if err := policy.Watch(ctx, o.policy, log, ps.apply); err != nil && !errors.Is(err, context.Canceled) {
@@ -176,9 +204,11 @@ func serve(o *options, stdout, stderr io.Writer) int {
 	if ready != nil {
 		fmt.Fprintln(ready, "ok")
 		ready.Close()
-	} else if o.foreground {
+	} else if o.foreground && !activated {
 		fmt.Fprint(stdout, envLines(o, os.Getpid()))
 	}
+	notifier.Ready(serviceStatus(a))
+	go notifier.RunWatchdog(ctx)
 
 	code := 0
 loop:
@@ -200,13 +230,15 @@ loop:
 			break loop
 		}
 	}
+	notifier.Stopping()
+	lw.stop()
 	// Stop accepting, let quick requests finish, dismiss prompts.
 	sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	srv.Shutdown(sctx)
 	cancel()
 	stop()
 	<-runDone
-	if _, err := os.Lstat(o.socket); err == nil {
+	if _, err := os.Lstat(o.socket); err == nil && !activated {
 		if fi, _ := os.Lstat(o.socket); fi != nil && fi.Mode()&os.ModeSocket != 0 {
 			os.Remove(o.socket)
 		}
