@@ -60,10 +60,17 @@ func run(t *testing.T, stdin string, name string, args ...string) {
 	}
 }
 
-const testService = "stepup-agent-test"
+// testService is the PAM service the tests install: the packaged file
+// under a name of this test process's own, so that concurrent test runs
+// do not remove each other's.
+var testService = func() string {
+	b := make([]byte, 4)
+	rand.Read(b)
+	return "stepup-agent-test-" + hex.EncodeToString(b)
+}()
 
 // testUser creates a throw-away local user with a known password (root
-// only), installs the packaged PAM service file as stepup-agent-test, and
+// only), installs the packaged PAM service file as testService, and
 // removes both when the test ends.
 func testUser(t *testing.T) (name, password string) {
 	t.Helper()

@@ -1,0 +1,204 @@
+//go:build cgo
+
+package password
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stepup-agent/stepup-agent/api"
+	"github.com/stepup-agent/stepup-agent/ipc/stepup"
+	"github.com/stepup-agent/stepup-agent/ipc/stepup/stepuptest"
+)
+
+// copyExe copies an executable into dir (mode 0755), so another user can
+// run it: go's build directories are private to root.
+func copyExe(t *testing.T, src, dir string) string {
+	t.Helper()
+	in, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	dst := filepath.Join(dir, filepath.Base(src))
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
+// TestE2EPassword runs the real agent as a throw-away user (so PAM takes
+// the unprivileged path, through unix_chkpwd, as it does for every real
+// user) and a client as the same user (the agent serves its own uid
+// only): isStepUpRequired offers password; a wrong password gets 4002 and
+// the right one a token, through startVerification/completeVerification.
+func TestE2EPassword(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end")
+	}
+	name, password := testUser(t)
+	u, err := user.Lookup(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	cred := &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}
+
+	bin, err := os.MkdirTemp("", "stepup-pw-bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(bin) })
+	os.Chmod(bin, 0o755)
+	agentExe := copyExe(t, stepuptest.Build(t, "stepup-agent"), bin)
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientExe := copyExe(t, self, bin)
+
+	home, err := os.MkdirTemp("", "stepup-pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(home) })
+	if err := os.Chown(home, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(home, 0o700)
+	os.Chmod(filepath.Dir(home), 0o1777) // /tmp: already so
+	sock := filepath.Join(home, "agent.sock")
+	env := []string{
+		"PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+		"HOME=" + home,
+		"XDG_CONFIG_HOME=" + filepath.Join(home, "config"),
+		"XDG_STATE_HOME=" + filepath.Join(home, "state"),
+		"XDG_RUNTIME_DIR=" + home,
+		"STEPUP_PAM_SERVICE=" + testService,
+	}
+	agentLog := &lockedBuffer{}
+	agent := exec.Command(agentExe, "-D", "-a", sock, "--keychain", "memory", "--prompter", "none",
+		"--policy", filepath.Join(home, "policy.yaml"), "--audit", filepath.Join(home, "audit.jsonl"))
+	agent.Env = env
+	agent.Stderr, agent.Stdout = agentLog, agentLog
+	agent.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	if err := agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { agent.Wait(); close(done) }()
+	t.Cleanup(func() {
+		agent.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			agent.Process.Kill()
+			<-done
+		}
+	})
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		select {
+		case <-done:
+			t.Fatalf("stepup-agent exited:\n%s", agentLog.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no socket:\n%s", agentLog.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	client := exec.CommandContext(ctx, clientExe, "-test.run=^TestE2EPasswordClient$", "-test.v")
+	client.Env = append(env, "STEPUP_PW_CLIENT="+sock, "STEPUP_PW_RIGHT="+password)
+	client.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	out, err := client.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS: TestE2EPasswordClient") {
+		t.Fatalf("client as %s: %v\n%s\nagent:\n%s", name, err, out, agentLog.String())
+	}
+	if strings.Contains(agentLog.String(), password) {
+		t.Fatal("the password is in the agent's log")
+	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestE2EPasswordClient is TestE2EPassword's client, run as the test
+// user; it does nothing on its own.
+func TestE2EPasswordClient(t *testing.T) {
+	sock := os.Getenv("STEPUP_PW_CLIENT")
+	if sock == "" {
+		t.Skip("the client half of TestE2EPassword")
+	}
+	password := os.Getenv("STEPUP_PW_RIGHT")
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	defer cancel()
+	c := &stepup.Client{Socket: sock, Env: &api.PromptEnv{}}
+	defer c.Close()
+	req, err := c.CheckStepUp(ctx, "wallet:export")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !req.Required || !strings.Contains(fmt.Sprint(req.Methods), api.Password) {
+		t.Fatalf("isStepUpRequired %+v: password not offered", req)
+	}
+	ch, err := c.StartVerification(ctx, api.Password, []string{"wallet:export"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CompleteVerification(ctx, ch.ChallengeID, map[string]string{"password": password + "-wrong"}); !errors.Is(err, api.ErrVerificationFailed) {
+		t.Fatalf("wrong password: %v", err)
+	}
+	ch, err = c.StartVerification(ctx, api.Password, []string{"wallet:export"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := c.CompleteVerification(ctx, ch.ChallengeID, map[string]string{"password": password})
+	if err != nil {
+		t.Fatalf("right password: %v", err)
+	}
+	claims, err := c.VerifyToken(ctx, tok.Token, "wallet:export", true)
+	if err != nil || !strings.Contains(strings.Join(claims.AMR, " "), "pwd") {
+		t.Fatalf("verifyToken %+v: %v", claims, err)
+	}
+}
