@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"time"
 
 	"github.com/stepup-agent/stepup-agent/api"
 	"github.com/stepup-agent/stepup-agent/method"
@@ -13,8 +14,19 @@ import (
 // Handle serves one request (ipc.Handler).
 func (a *Agent) Handle(ctx context.Context, m string, params json.RawMessage) (any, error) {
 	res, err := a.handle(ctx, m, params)
+	switch m {
+	case api.MethodIsStepUpRequired, api.MethodGetToken, api.MethodStatus, api.MethodJWKS, api.MethodListCredentials:
+		// Read-only: nothing to wait for.
+	default:
+		// What this request changed is in the keychain before the
+		// client hears of it (docs/keychain.md, "Crash safety").
+		a.persist.barrier(persistWait)
+	}
 	return res, wireError(err)
 }
+
+// persistWait bounds how long an answer waits for its keychain writes.
+const persistWait = 5 * time.Second
 
 // Blocking reports the methods that may wait on a person, a program or the
 // network (ipc.Handler).

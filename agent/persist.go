@@ -17,13 +17,16 @@ type persister struct {
 	store keychain.Store
 	log   *zap.Logger
 
-	mu      sync.Mutex
-	cond    *sync.Cond
-	queue   []op
-	busy    bool
-	closed  bool
-	stopped chan struct{}
-	failing bool
+	mu         sync.Mutex
+	cond       *sync.Cond
+	queue      []op
+	busy       bool
+	closed     bool
+	stopped    chan struct{}
+	failing    bool
+	closedWait bool   // a barrier's timeout fired
+	queued     uint64 // ops pushed so far
+	written    uint64 // ops tried so far
 }
 
 type op struct {
@@ -51,8 +54,26 @@ func (p *persister) del(kind, name string) { p.push(op{kind: kind, name: name}) 
 func (p *persister) push(o op) {
 	p.mu.Lock()
 	p.queue = append(p.queue, o)
+	p.queued++
 	p.mu.Unlock()
 	p.cond.Broadcast()
+}
+
+// barrier waits until every write queued before the call has been tried,
+// or until timeout. A request that changed what must survive a crash (a
+// consumed token, a TOTP counter, a failure count) calls it before it
+// answers, so that an answer the client saw is never undone by kill -9.
+// Backends bound each write by their own deadline.
+func (p *persister) barrier(timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	t := time.AfterFunc(timeout, p.cond.Broadcast)
+	defer t.Stop()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	target := p.queued
+	for p.written < target && !p.closed && time.Now().Before(deadline) {
+		p.cond.Wait()
+	}
 }
 
 func (p *persister) run() {
@@ -72,6 +93,10 @@ func (p *persister) run() {
 		p.mu.Unlock()
 		for _, o := range batch {
 			p.apply(o)
+			p.mu.Lock()
+			p.written++
+			p.mu.Unlock()
+			p.cond.Broadcast()
 		}
 		p.mu.Lock()
 		p.busy = false

@@ -65,11 +65,6 @@ func TestKeychainRestart(t *testing.T) {
 					switch cond {
 					case "file", "secretservice":
 						return cond == backend, nil
-					case "asyncpersist":
-						// The agent answers before its keychain writes land
-						// (testdata/keychain/crash.txtar): set
-						// STEPUP_TEST_ASYNCPERSIST_FIXED=1 to run that script.
-						return os.Getenv("STEPUP_TEST_ASYNCPERSIST_FIXED") == "", nil
 					}
 					return false, fmt.Errorf("unknown condition %q", cond)
 				},
