@@ -5,10 +5,9 @@ import (
 	"go.uber.org/zap"
 )
 
-// newSelector returns the prompt selector for a driver name.
+// newSelector returns the prompt selector for a driver name
+// (docs/prompts.md): the drivers whose programs are installed, chosen per
+// request from where the requester sits.
 func newSelector(name string, log *zap.Logger) (prompt.Selector, error) {
-	if name == "none" {
-		return prompt.None{}, nil
-	}
-	return prompt.None{}, nil
+	return prompt.NewSelector(name, log)
 }
