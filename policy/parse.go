@@ -118,12 +118,19 @@ func Parse(data []byte) (p *Policy, err error) {
 		}
 		return nil, ErrorList{syntaxError(err, data)}
 	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+	for {
+		// Empty documents after the first (a trailing ---) are harmless.
+		var extra yaml.Node
+		err := dec.Decode(&extra)
+		if errors.Is(err, io.EOF) {
+			break
+		}
 		if err != nil {
 			return nil, ErrorList{syntaxError(err, data)}
 		}
-		return nil, ErrorList{{Line: extra.Line, Msg: "a second YAML document (---): a policy file holds one"}}
+		if len(extra.Content) > 0 && !isNull(extra.Content[0]) {
+			return nil, ErrorList{{Line: extra.Line, Msg: "a second YAML document (---): a policy file holds one"}}
+		}
 	}
 	d := &decoder{}
 	p = &Policy{}

@@ -126,8 +126,8 @@ func boolp(b bool) *bool { return &b }
 // Built-in scopes, mirroring Dynamic's: single use for five minutes for
 // the destructive ones, multi use for ten minutes for the others.
 var (
-	BuiltinSingleUse = []string{"wallet:export", "wallet:delete", "wallet:restore", "credential:unlink", "user:delete"}
-	BuiltinMultiUse  = []string{"wallet:sign", "wallet:delegate", "credential:link", "credential:update", "user:update"}
+	builtinSingleUse = []string{"wallet:export", "wallet:delete", "wallet:restore", "credential:unlink", "user:delete"}
+	builtinMultiUse  = []string{"wallet:sign", "wallet:delegate", "credential:link", "credential:update", "user:update"}
 )
 
 // builtinScopes is built once: Resolve runs on every isStepUpRequired.
@@ -136,10 +136,10 @@ var builtinScopes = builtin()
 // builtin mirrors Dynamic's scopes. It returns a fresh map.
 func builtin() map[string]Scope {
 	s := map[string]Scope{}
-	for _, n := range BuiltinSingleUse {
+	for _, n := range builtinSingleUse {
 		s[n] = Scope{Required: boolp(true), SingleUse: boolp(true), TTL: Duration(DefaultSingleUseTTL)}
 	}
-	for _, n := range BuiltinMultiUse {
+	for _, n := range builtinMultiUse {
 		s[n] = Scope{Required: boolp(true), SingleUse: boolp(false), TTL: Duration(DefaultMultiUseTTL)}
 	}
 	return s

@@ -1,0 +1,6 @@
+//go:build race
+
+package policy
+
+// raceEnabled: the race detector slows parsing about tenfold.
+const raceEnabled = true
