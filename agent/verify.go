@@ -199,7 +199,7 @@ func (a *Agent) begin(ctx context.Context, rt route, m string, scopes []string, 
 	impl := a.methods[m]
 	a.mu.Unlock()
 
-	state, ch, err := impl.Start(ctx, creds)
+	state, ch, err := impl.Start(method.WithScopes(ctx, normScopes(scopes)), creds)
 	if err != nil {
 		return nil, nil, err
 	}

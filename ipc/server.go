@@ -111,13 +111,24 @@ func (s *Server) Serve(ln net.Listener) error {
 			s.Log.Warn("refusing connection from another user", zap.Int("peerUid", peer.UID), zap.Int("peerPid", peer.PID), zap.Int("uid", uid))
 			msg := errorLine(nil, api.Errorf(api.CodeForbidden, "connection refused: this agent serves uid %d only, and the client runs as uid %d", uid, peer.UID).
 				WithHint("run the client as the user who started the agent, or start an agent of your own"))
-			c.SetWriteDeadline(time.Now().Add(time.Second))
-			c.Write(msg)
-			c.Close()
+			go refuse(c, msg)
 			continue
 		}
 		s.startConn(c, peer)
 	}
+}
+
+// refuse answers a connection it will not serve with one error line, then
+// drains what the client sends for a moment before closing, so that a
+// client still writing its request reads the refusal instead of EPIPE.
+func refuse(c net.Conn, msg []byte) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Second))
+	c.Write(msg)
+	if uc, ok := c.(*net.UnixConn); ok {
+		uc.CloseWrite()
+	}
+	io.Copy(io.Discard, io.LimitReader(c, 1<<20))
 }
 
 func (s *Server) startConn(nc net.Conn, peer *Peer) {

@@ -124,3 +124,17 @@ func PromptEnvFrom(ctx context.Context) (api.PromptEnv, bool) {
 	env, ok := ctx.Value(promptEnvKey{}).(api.PromptEnv)
 	return env, ok
 }
+
+type scopesKey struct{}
+
+// WithScopes returns ctx carrying the scopes a verification is for, so
+// that a method can name them to the user (the wallet's sign-in message).
+func WithScopes(ctx context.Context, scopes []string) context.Context {
+	return context.WithValue(ctx, scopesKey{}, scopes)
+}
+
+// ScopesFrom returns the scopes carried by ctx.
+func ScopesFrom(ctx context.Context) []string {
+	s, _ := ctx.Value(scopesKey{}).([]string)
+	return s
+}

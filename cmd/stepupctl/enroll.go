@@ -107,6 +107,19 @@ func (a *app) showEnrolled(res *api.EnrollFinishResult) error {
 // on the terminal.
 func (a *app) enrollInteractive(ctx context.Context, m string, res map[string]any) error {
 	id, _ := res["enrollmentId"].(string)
+	if m == api.RecoveryCode {
+		// Regenerating: the new codes replace the old ones once confirmed.
+		r, err := a.client.EnrollFinish(ctx, id, map[string]any{})
+		if err != nil {
+			return err
+		}
+		if codes, ok := res["recoveryCodes"].([]any); ok && len(r.RecoveryCodes) == 0 {
+			for _, c := range codes {
+				r.RecoveryCodes = append(r.RecoveryCodes, fmt.Sprint(c))
+			}
+		}
+		return a.showEnrolled(r)
+	}
 	tty, err := openTTY()
 	if err != nil {
 		a.printJSON(res)
@@ -137,14 +150,6 @@ func (a *app) enrollInteractive(ctx context.Context, m string, res map[string]an
 			return err
 		}
 		return a.showEnrolled(r)
-	case api.RecoveryCode:
-		if codes, ok := res["recoveryCodes"].([]any); ok {
-			fmt.Fprintln(a.stdout, "New recovery codes (the old ones no longer work):")
-			for _, c := range codes {
-				fmt.Fprintf(a.stdout, "  %v\n", c)
-			}
-			return nil
-		}
 	}
 	for tries := 0; ; tries++ {
 		fmt.Fprint(tty, label)
