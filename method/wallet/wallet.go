@@ -117,18 +117,14 @@ func (c *challenge) consume(now time.Time) error {
 	return nil
 }
 
-type scopesKey struct{}
-
 // WithScopes returns ctx carrying the scopes a verification is for; Start
-// names them in the message's statement.
+// names them in the sign-in message. The agent sets them with
+// method.WithScopes; this is the same.
 func WithScopes(ctx context.Context, scopes []string) context.Context {
-	return context.WithValue(ctx, scopesKey{}, scopes)
+	return method.WithScopes(ctx, scopes)
 }
 
-func scopesFrom(ctx context.Context) []string {
-	s, _ := ctx.Value(scopesKey{}).([]string)
-	return s
-}
+func scopesFrom(ctx context.Context) []string { return method.ScopesFrom(ctx) }
 
 // statementChars are the characters EIP-4361's statement may hold besides
 // the space: RFC 3986's reserved and unreserved ones.
