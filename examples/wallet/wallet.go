@@ -40,8 +40,12 @@ func NewServer(c Config) http.Handler {
 		panic(err)
 	}
 	pub := key.Public().(ed25519.PublicKey)
+	// docs:begin middleware
+	// wallet:sign is multi-use: verified offline against the agent's JWKS.
 	sign := stephttp.Require("wallet:sign", stephttp.Options{Client: c.Client, Now: c.Now, Logger: c.Logger})
+	// wallet:export is single-use: verified online, and consumed.
 	export := stephttp.Require("wallet:export", stephttp.Options{Client: c.Client, Online: true, Now: c.Now, Logger: c.Logger})
+	// docs:end middleware
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /balance", func(w http.ResponseWriter, r *http.Request) {
@@ -62,7 +66,7 @@ func NewServer(c Config) http.Handler {
 		})
 	})))
 	mux.Handle("POST /export", export(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		claims, _ := stephttp.ClaimsFromContext(r.Context())
+		claims, _ := stephttp.ClaimsFromContext(r.Context()) // who stepped up, how, when
 		reply(w, map[string]any{"privateKey": "0x" + hex.EncodeToString(key.Seed()), "approvedBy": claims.Subject})
 	})))
 	return mux

@@ -15,7 +15,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -47,8 +46,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	client := &stepup.Client{}
-	in := bufio.NewReader(stdin)
+	in := stdin
+	// docs:begin transport
+	client := &stepup.Client{} // $STEPUP_AUTH_SOCK
 	hc := &http.Client{Transport: &stephttp.Transport{
 		Client: client,
 		Scope: func(r *http.Request) string {
@@ -65,6 +65,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			return askCode(ctx, client, scopes, in, stderr)
 		},
 	}}
+	// docs:end transport
 
 	var req *http.Request
 	switch a := fs.Args(); {
@@ -79,11 +80,13 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		fmt.Fprintln(stderr, "usage: walletctl [-url URL] balance | sign MESSAGE | export")
 		return 2
 	}
+	// docs:begin do
 	resp, err := hc.Do(req)
 	if errors.Is(err, stepup.ErrCancelled) {
 		fmt.Fprintln(stderr, "walletctl: step-up cancelled; nothing was done")
 		return 1
 	}
+	// docs:end do
 	if err != nil {
 		fmt.Fprintf(stderr, "walletctl: %v\n", err)
 		return 1
@@ -99,17 +102,30 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 }
 
 // askCode steps up on the custom-UI path with a TOTP code read from in.
-func askCode(ctx context.Context, c *stepup.Client, scopes []string, in *bufio.Reader, stderr io.Writer) (*stepup.TokenResult, error) {
+func askCode(ctx context.Context, c *stepup.Client, scopes []string, in io.Reader, stderr io.Writer) (*stepup.TokenResult, error) {
 	ch, err := c.StartVerification(ctx, api.TOTP, scopes)
 	if err != nil {
 		return nil, err
 	}
 	fmt.Fprintf(stderr, "Code from your authenticator app for %s: ", strings.Join(scopes, " "))
-	line, _ := in.ReadString('\n')
-	code := strings.TrimSpace(line)
+	code := strings.TrimSpace(readLine(in))
 	fmt.Fprintln(stderr)
 	if code == "" {
 		return nil, api.Errorf(api.CodeCancelled, "no code entered")
 	}
 	return c.CompleteVerification(ctx, ch.ChallengeID, map[string]string{"code": code})
+}
+
+// readLine reads one line a byte at a time, leaving the rest of the input
+// to whoever reads it next (a script feeding several commands).
+func readLine(r io.Reader) string {
+	var b strings.Builder
+	var c [1]byte
+	for b.Len() < 256 {
+		if n, err := r.Read(c[:]); n == 0 || err != nil || c[0] == '\n' {
+			break
+		}
+		b.WriteByte(c[0])
+	}
+	return b.String()
 }

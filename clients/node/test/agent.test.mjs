@@ -1,0 +1,207 @@
+// The Node client against a real stepup-agent and the example walletd.
+import { test, before, after, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  StepUpClient, StepUpError, StepUpFetchError, ErrorCode, createStepUpFetch, parseChallenge,
+  isCancelled, isNoPrompter, isTokenInvalid, socketPath,
+} from '../dist/index.js';
+import { build, startAgent, startWalletd, Totp, requireProgram, repoRoot } from './helpers.mjs';
+
+const run = promisify(execFile);
+let bin, agent, client, totp, walletd;
+const ready = requireProgram(undefined, 'oathtool') && requireProgram(undefined, 'go');
+
+describe('stepup-agent-client', { skip: !ready && 'oathtool or go missing' }, () => {
+  before(async () => {
+    bin = build('cmd/stepup-agent', 'examples/walletd');
+    agent = await startAgent(bin);
+    client = agent.client;
+    totp = new Totp(client);
+    await totp.enroll(4);
+    walletd = await startWalletd(bin, agent.socket);
+  });
+  after(async () => {
+    await walletd?.stop();
+    await agent?.stop();
+  });
+
+  test('socketPath follows STEPUP_AUTH_SOCK, then XDG_RUNTIME_DIR', () => {
+    const saved = { ...process.env };
+    try {
+      process.env.STEPUP_AUTH_SOCK = '/x/agent.sock';
+      assert.equal(socketPath(), '/x/agent.sock');
+      delete process.env.STEPUP_AUTH_SOCK;
+      process.env.XDG_RUNTIME_DIR = '/run/user/7';
+      assert.equal(socketPath(), '/run/user/7/stepup/agent.sock');
+      delete process.env.XDG_RUNTIME_DIR;
+      process.env.TMPDIR = '/tmp';
+      assert.equal(socketPath(), `/tmp/stepup-${process.getuid()}/agent.sock`);
+    } finally {
+      process.env = saved;
+    }
+  });
+
+  test('status and jwks', async () => {
+    const st = await client.status();
+    assert.equal(typeof st.version, 'string');
+    const jwks = await client.jwks();
+    assert.equal(jwks.keys.length, 1);
+    assert.equal(jwks.keys[0].kty, 'OKP');
+    assert.equal(jwks.keys[0].crv, 'Ed25519');
+  });
+
+  test('isStepUpRequired fails closed', async () => {
+    assert.equal(await client.isStepUpRequired('wallet:export'), true);
+    const nowhere = new StepUpClient({ socket: '/nonexistent/agent.sock' });
+    assert.equal(await nowhere.isStepUpRequired('wallet:export'), true);
+    await assert.rejects(nowhere.checkStepUp('wallet:export'), { name: 'DialError' });
+  });
+
+  test('custom-UI step-up, getToken, verifyToken with consume, resetState', async () => {
+    const res = await totp.stepUp(['wallet:export']);
+    assert.deepEqual(res.scopes, ['wallet:export']);
+    assert.equal(res.singleUse, true);
+    assert.equal(await client.isStepUpRequired('wallet:export'), false);
+    assert.equal((await client.getToken('wallet:export')).token, res.token);
+    const claims = await client.verifyToken(res.token, 'wallet:export', true);
+    assert.equal(claims.scope, 'wallet:export');
+    assert.deepEqual(claims.amr, ['otp']);
+    await assert.rejects(client.verifyToken(res.token, 'wallet:export', true), (err) => {
+      assert.ok(err instanceof StepUpError);
+      assert.equal(err.code, ErrorCode.TokenInvalid);
+      assert.equal(err.reason, 'token_invalid');
+      return isTokenInvalid(err);
+    });
+    await assert.rejects(client.getToken('wallet:export'), isTokenInvalid);
+    await totp.stepUp(['wallet:sign']);
+    assert.equal(await client.resetState(['wallet:sign']), 1);
+    assert.equal(await client.isStepUpRequired('wallet:sign'), true);
+  });
+
+  test('a wrong code is verification_failed', async () => {
+    const ch = await client.startVerification('totp', ['wallet:sign']);
+    await assert.rejects(client.completeVerification(ch.challengeId, { code: '000000x' }), (err) => err.code === ErrorCode.VerificationFailed || err.code === ErrorCode.InvalidParams);
+  });
+
+  test('promptStepUpAuth, promptMfa, promptReauthenticate: typed errors', async () => {
+    for (const m of ['promptStepUpAuth', 'promptMfa']) {
+      await assert.rejects(client[m]({ requestedScopes: ['wallet:sign'], reason: 'test' }), (err) => isNoPrompter(err) && err.data.reason === 'no_prompter');
+    }
+    // With an MFA credential enrolled, re-authentication may not mint tokens.
+    await assert.rejects(client.promptReauthenticate({ requestedScopes: ['wallet:sign'] }), (err) => err instanceof StepUpError && err.code === ErrorCode.Forbidden);
+  });
+
+  test('pipelined calls on one connection', async () => {
+    const rs = await Promise.all(Array.from({ length: 20 }, (_, i) => client.checkStepUp(i % 2 ? 'wallet:sign' : 'wallet:export')));
+    assert.equal(rs.length, 20);
+    assert.ok(rs.every((r) => r.required === true));
+  });
+
+  describe('fetch wrapper against walletd', () => {
+    let stepUps = 0;
+    let sent = 0;
+    const countingFetch = (req) => {
+      sent++;
+      return fetch(req);
+    };
+    let sfetch;
+    const makeFetch = () => createStepUpFetch({
+      client,
+      scopeFor: (req) => (new URL(req.url).pathname === '/sign' ? 'wallet:sign' : undefined),
+      stepUp: (scopes) => {
+        stepUps++;
+        return totp.stepUp(scopes);
+      },
+      fetch: countingFetch,
+    });
+    const call = async (path, body, want) => {
+      stepUps = 0;
+      sent = 0;
+      const resp = await sfetch(walletd.url + path, { method: 'POST', body, headers: { 'content-type': 'application/json' } });
+      const json = await resp.json();
+      assert.equal(resp.status, 200, JSON.stringify(json));
+      assert.deepEqual({ stepUps, sent }, want);
+      return json;
+    };
+
+    before(async () => {
+      await client.resetState();
+      sfetch = makeFetch();
+    });
+
+    test('first call steps up; the multi-use token is reused', async () => {
+      assert.match((await call('/sign', '{"message":"hi"}', { stepUps: 1, sent: 1 })).signature, /^0x/);
+      await call('/sign', '{"message":"again"}', { stepUps: 0, sent: 1 });
+    });
+
+    test('RFC 9470 challenge answered and retried once, with the body', async () => {
+      assert.match((await call('/export', '{"why":"backup"}', { stepUps: 1, sent: 2 })).privateKey, /^0x/);
+    });
+
+    test('single-use: the next export steps up again', async () => {
+      await call('/export', '{}', { stepUps: 1, sent: 2 });
+    });
+
+    test('a cancelled step-up rejects, typed, with no retry loop', async () => {
+      let tries = 0;
+      sent = 0;
+      const cancelled = createStepUpFetch({
+        client,
+        fetch: countingFetch,
+        stepUp: async () => {
+          tries++;
+          throw new StepUpError(ErrorCode.Cancelled, 'the user dismissed the prompt', { reason: 'cancelled' });
+        },
+      });
+      await assert.rejects(cancelled(walletd.url + '/export', { method: 'POST', body: '{}' }), (err) => {
+        assert.ok(err instanceof StepUpFetchError);
+        assert.equal(err.challenge.error, 'insufficient_user_authentication');
+        assert.deepEqual(err.challenge.scopes, ['wallet:export']);
+        return isCancelled(err);
+      });
+      assert.deepEqual({ tries, sent }, { tries: 1, sent: 1 });
+    });
+
+    test('the default step-up prompts through the agent (no prompter here: typed error)', async () => {
+      await client.resetState();
+      const def = createStepUpFetch({ client });
+      await assert.rejects(def(walletd.url + '/export', { method: 'POST' }), isNoPrompter);
+    });
+
+    test('without a step-up the server answers with the challenge', async () => {
+      const resp = await fetch(walletd.url + '/export', { method: 'POST' });
+      assert.equal(resp.status, 401);
+      const ch = parseChallenge(resp.headers.get('www-authenticate'));
+      assert.equal(ch.error, 'insufficient_user_authentication');
+      assert.deepEqual(ch.scopes, ['wallet:export']);
+    });
+  });
+
+  test('docs/integrating.md: the Node recipe is examples/sign.mjs and runs', async () => {
+    const recipe = readFileSync(join(import.meta.dirname, '..', 'examples', 'sign.mjs'), 'utf8');
+    const doc = readFileSync(join(repoRoot, 'docs', 'integrating.md'), 'utf8');
+    assert.ok(doc.includes('```js\n' + recipe + '```\n'), 'docs/integrating.md must quote clients/node/examples/sign.mjs verbatim');
+    // The agent holds a wallet:sign token, so the recipe's step-up is not needed.
+    await totp.stepUp(['wallet:sign']);
+    const { stdout } = await run(process.execPath, [join(import.meta.dirname, '..', 'examples', 'sign.mjs')], {
+      env: { ...process.env, STEPUP_AUTH_SOCK: agent.socket, WALLETD_URL: walletd.url },
+      timeout: 30_000,
+    });
+    assert.match(stdout, /signature 0x[0-9a-f]+/);
+  });
+});
+
+test('parseChallenge', () => {
+  assert.deepEqual(parseChallenge('Basic realm="x", Bearer error="insufficient_user_authentication", error_description="say \\"hi\\"", scope="a:b c:d", max_age=30'), {
+    error: 'insufficient_user_authentication', errorDescription: 'say "hi"', scopes: ['a:b', 'c:d'], acrValues: [], maxAge: 30,
+  });
+  assert.deepEqual(parseChallenge('Bearer error="insufficient_user_authentication", acr_values="myACR", max_age="5"'), {
+    error: 'insufficient_user_authentication', errorDescription: undefined, scopes: [], acrValues: ['myACR'], maxAge: 5,
+  });
+  assert.equal(parseChallenge('Basic realm="x"'), undefined);
+  assert.equal(parseChallenge(null), undefined);
+});

@@ -1,0 +1,227 @@
+// Package examples_test checks docs/integrating.md: every code block is
+// either a verbatim copy of a file (or a "docs:begin NAME" region of one)
+// that is compiled and tested elsewhere, or a shell recipe that this test
+// runs against a real agent and the example wallet service.
+package examples_test
+
+import (
+	"bufio"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stepup-agent/stepup-agent/ipc/stepup/stepuptest"
+)
+
+type block struct {
+	line      int
+	directive string // the HTML comment above the fence, without <!-- -->
+	lang      string
+	body      string
+}
+
+var directiveRE = regexp.MustCompile(`^<!--\s*(.*?)\s*-->$`)
+
+func blocks(t *testing.T, doc string) []block {
+	var out []block
+	lines := strings.Split(doc, "\n")
+	for i := 0; i < len(lines); i++ {
+		if !strings.HasPrefix(lines[i], "```") {
+			continue
+		}
+		b := block{line: i + 1, lang: strings.TrimPrefix(lines[i], "```")}
+		if i > 0 {
+			if m := directiveRE.FindStringSubmatch(lines[i-1]); m != nil {
+				b.directive = m[1]
+			}
+		}
+		var body []string
+		for i++; i < len(lines) && lines[i] != "```"; i++ {
+			body = append(body, lines[i])
+		}
+		b.body = strings.Join(body, "\n") + "\n"
+		out = append(out, b)
+	}
+	return out
+}
+
+// region returns the lines between "// docs:begin NAME" and
+// "// docs:end NAME", with their common leading tabs removed.
+func region(t *testing.T, src, name string) string {
+	t.Helper()
+	var out []string
+	in := false
+	for _, l := range strings.Split(src, "\n") {
+		switch strings.TrimSpace(l) {
+		case "// docs:begin " + name:
+			in = true
+			continue
+		case "// docs:end " + name:
+			in = false
+		}
+		if in {
+			out = append(out, l)
+		}
+	}
+	if len(out) == 0 {
+		t.Fatalf("no docs:begin %s region", name)
+	}
+	tabs := -1
+	for _, l := range out {
+		if strings.TrimSpace(l) == "" {
+			continue
+		}
+		n := len(l) - len(strings.TrimLeft(l, "\t"))
+		if tabs < 0 || n < tabs {
+			tabs = n
+		}
+	}
+	for i, l := range out {
+		if len(l) >= tabs {
+			out[i] = l[tabs:]
+		}
+	}
+	return strings.Join(out, "\n") + "\n"
+}
+
+func TestIntegratingDoc(t *testing.T) {
+	raw, err := os.ReadFile("../docs/integrating.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs := blocks(t, string(raw))
+	var runs []block
+	for _, b := range bs {
+		switch {
+		case strings.HasPrefix(b.directive, "file:"):
+			ref := strings.TrimSpace(strings.TrimPrefix(b.directive, "file:"))
+			path, name, _ := strings.Cut(ref, "#")
+			src, err := os.ReadFile(filepath.Join("..", path))
+			if err != nil {
+				t.Fatalf("docs/integrating.md:%d: %v", b.line, err)
+			}
+			want := string(src)
+			if name != "" {
+				want = region(t, want, name)
+			}
+			if b.body != want {
+				t.Errorf("docs/integrating.md:%d is not a copy of %s; it should read:\n%s", b.line, ref, want)
+			}
+		case strings.HasPrefix(b.directive, "run"):
+			runs = append(runs, b)
+		default:
+			t.Errorf("docs/integrating.md:%d: a code block with no <!-- file: ... --> or <!-- run ... --> above it", b.line)
+		}
+	}
+	if len(runs) < 5 {
+		t.Fatalf("found %d shell recipes, want at least 5", len(runs))
+	}
+
+	for _, p := range []string{"socat", "curl", "jq"} {
+		stepuptest.RequireProgram(t, p)
+	}
+	a := stepuptest.Start(t, stepuptest.Options{})
+	a.EnrollTOTP(t, 4)
+	bin := filepath.Dir(stepuptest.Build(t, "stepupctl"))
+	stepuptest.BuildPackage(t, stepuptest.Module+"/examples/walletd")
+	stepuptest.BuildPackage(t, stepuptest.Module+"/examples/walletctl")
+	env := append(a.Env(), "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	url := startWalletd(t, filepath.Join(bin, "walletd"), env)
+	env = append(env, "WALLETD_URL="+url)
+
+	for _, b := range runs {
+		t.Run("line "+strconv.Itoa(b.line), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			opts := map[string]string{}
+			spec, _, _ := strings.Cut(strings.TrimPrefix(b.directive, "run"), " : ")
+			for _, f := range strings.Fields(spec) {
+				k, v, _ := strings.Cut(f, "=")
+				opts[k] = v
+			}
+			for _, s := range strings.Split(opts["stepup"], ",") {
+				if s != "" {
+					if _, err := a.StepUp(ctx, []string{s}); err != nil {
+						t.Fatalf("step up for %s: %v", s, err)
+					}
+				}
+			}
+			var stdin strings.Builder
+			n, _ := strconv.Atoi(opts["codes"])
+			for i := 0; i < n; i++ {
+				code, err := a.Code(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				stdin.WriteString(code + "\n")
+			}
+			cmd := exec.CommandContext(ctx, "bash", "-euo", "pipefail", "-c", b.body)
+			cmd.Env = env
+			cmd.Stdin = strings.NewReader(stdin.String())
+			out, err := cmd.CombinedOutput()
+			status := 0
+			if ee, ok := err.(*exec.ExitError); ok {
+				status = ee.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			want, _ := strconv.Atoi(opts["status"])
+			if status != want {
+				t.Fatalf("exit status %d, want %d; output:\n%s", status, want, out)
+			}
+			if re := opts["want"]; re != "" && !regexp.MustCompile("(?m)"+re).Match(out) {
+				t.Fatalf("output does not match %s:\n%s", re, out)
+			}
+			t.Logf("%s", out)
+		})
+	}
+}
+
+func startWalletd(t *testing.T, bin string, env []string) string {
+	t.Helper()
+	cmd := exec.Command(bin, "-listen", "127.0.0.1:0")
+	cmd.Env = env
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	})
+	line := make(chan string, 1)
+	go func() {
+		s := bufio.NewScanner(out)
+		if s.Scan() {
+			line <- s.Text()
+		}
+		close(line)
+	}()
+	select {
+	case l := <-line:
+		u, ok := strings.CutPrefix(l, "walletd listening on ")
+		if !ok {
+			t.Fatalf("walletd said %q", l)
+		}
+		return u
+	case <-time.After(30 * time.Second):
+		t.Fatal("walletd did not start")
+	}
+	return ""
+}
