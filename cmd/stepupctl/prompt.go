@@ -229,21 +229,21 @@ func (a *app) askHere(ch api.Challenge, answers *bufio.Reader, scopes []string, 
 		return []byte("{}"), nil
 	}
 	fmt.Fprint(tty, label)
-	var answer []byte
+	var answer string
 	if ch.Method == api.Wallet {
-		line, rerr := bufio.NewReader(tty).ReadString('\n')
-		answer, err = []byte(strings.TrimSpace(line)), rerr
+		answer, err = bufio.NewReader(eofReader{tty}).ReadString('\n')
 	} else {
-		answer, err = term.ReadPassword(int(tty.Fd()))
+		answer, err = readSecret(tty)
 		fmt.Fprintln(tty)
 	}
-	if err != nil && len(answer) == 0 {
+	answer = strings.TrimSpace(answer)
+	if err != nil && answer == "" {
 		if errors.Is(err, io.EOF) {
 			return nil, api.Errorf(api.CodeCancelled, "cancelled at the terminal")
 		}
 		return nil, err
 	}
-	return jsonMarshal(map[string]string{field: strings.TrimSpace(string(answer))})
+	return jsonMarshal(map[string]string{field: answer})
 }
 
 // openTTY opens the controlling terminal.

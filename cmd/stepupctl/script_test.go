@@ -373,10 +373,7 @@ func cmdStaleSock(ts *testscript.TestScript, neg bool, args []string) {
 func cmdTOTPWindow(ts *testscript.TestScript, neg bool, args []string) {
 	d, err := time.ParseDuration(args[0])
 	ts.Check(err)
-	left := 30*time.Second - time.Duration(time.Now().UnixNano()%int64(30*time.Second))
-	if left < d {
-		time.Sleep(left + 100*time.Millisecond)
-	}
+	waitTOTPWindow(d)
 }
 
 // retry D [!] CMD ARGS...: run CMD until it succeeds (or, with !, fails)

@@ -7,7 +7,7 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func unix(s int64) time.Time { return time.Unix(s, 0) }
+func unixTime(s int64) time.Time { return time.Unix(s, 0) }
 
 func (a *app) statusCmd() *cobra.Command {
 	return &cobra.Command{

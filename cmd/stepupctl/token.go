@@ -93,7 +93,7 @@ func (a *app) verifyCmd() *cobra.Command {
 			if a.json {
 				return a.printJSON(api.VerifyTokenResult{Valid: true, Claims: *c})
 			}
-			fmt.Fprintf(a.stdout, "valid: %s for %q, %s, amr %s, expires %s", c.Subject, c.Scope, useKind(c.SingleUse), strings.Join(c.AMR, ","), when(unix(c.Expiry)))
+			fmt.Fprintf(a.stdout, "valid: %s for %q, %s, amr %s, expires %s", c.Subject, c.Scope, useKind(c.SingleUse), strings.Join(c.AMR, ","), when(unixTime(c.Expiry)))
 			if consume && c.SingleUse {
 				fmt.Fprint(a.stdout, "; consumed")
 			}
