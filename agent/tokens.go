@@ -11,6 +11,7 @@ import (
 	"github.com/stepup-agent/stepup-agent/api"
 	"github.com/stepup-agent/stepup-agent/audit"
 	"github.com/stepup-agent/stepup-agent/keychain"
+	"github.com/stepup-agent/stepup-agent/policy"
 	"github.com/stepup-agent/stepup-agent/token"
 )
 
@@ -20,6 +21,9 @@ import (
 func (a *Agent) IsStepUpRequired(ctx context.Context, scope string) (*api.StepUpRequired, error) {
 	if scope == "" {
 		return nil, invalidParams("scope is required, e.g. {\"scope\":\"wallet:export\"}")
+	}
+	if err := policy.CheckScope(scope); err != nil {
+		return nil, invalidParams("invalid scope: %v", err)
 	}
 	r := a.rule(scope)
 	if r.Denied {

@@ -10,6 +10,7 @@ import (
 	"github.com/stepup-agent/stepup-agent/audit"
 	"github.com/stepup-agent/stepup-agent/keychain"
 	"github.com/stepup-agent/stepup-agent/method"
+	"github.com/stepup-agent/stepup-agent/policy"
 )
 
 // route is which family of methods a request may use.
@@ -145,8 +146,8 @@ func (a *Agent) checkScopes(ctx context.Context, scopes []string) error {
 		return invalidParams("requestedScopes is required, e.g. [\"wallet:export\"]")
 	}
 	for _, s := range scopes {
-		if s == "" {
-			return invalidParams("requestedScopes has an empty scope")
+		if err := policy.CheckScope(s); err != nil {
+			return invalidParams("invalid scope in requestedScopes: %v", err)
 		}
 		r := a.rule(s)
 		if r.Denied {
