@@ -1,0 +1,293 @@
+// Command stepup-bench measures stepup-agent side by side with OpenSSH's
+// ssh-agent, gpg-agent and a minimal C echo server (the floor) over Unix
+// sockets, in one run, and writes docs/BENCHMARKS.md:
+//
+//	go run ./bench/cmd/stepup-bench -o docs/BENCHMARKS.md
+//
+// It builds stepup-agent and stepupctl from this tree and bench/echo.c
+// with gcc, starts every server in a temporary directory with its own
+// XDG directories and GNUPGHOME, and stops them (by pid) when done. It
+// needs ssh-agent, ssh-add, ssh-keygen, gpg-agent, gpgconf and gcc;
+// hyperfine is used when installed. Linux only (/proc, sched_setaffinity).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+type config struct {
+	rounds    int
+	latN      int
+	connN     int
+	conns     int
+	tputDur   time.Duration
+	procRuns  int
+	procRound int
+	tokens    int
+	out       string
+	extra     []string // NAME=COMMAND: more line-protocol servers, for A/B runs
+	only      bool     // the request measures only: no whole-process or memory part
+}
+
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+func main() {
+	var c config
+	quick := flag.Bool("quick", false, "a short run, to try the harness (figures are rough)")
+	flag.StringVar(&c.out, "o", "", "write the report to `FILE` (default: stdout); sections \"## Keychain\" and \"## Notes\" already in FILE are kept")
+	flag.IntVar(&c.rounds, "rounds", 5, "rounds of each measure; the report gives their median")
+	flag.IntVar(&c.latN, "n", 50000, "requests per latency round")
+	flag.IntVar(&c.connN, "connects", 4000, "connections per connect-per-request round")
+	flag.IntVar(&c.conns, "conns", 64, "concurrent connections for throughput")
+	flag.DurationVar(&c.tputDur, "duration", 2*time.Second, "length of a throughput round")
+	flag.IntVar(&c.procRuns, "runs", 100, "runs of each command per whole-process round")
+	flag.IntVar(&c.tokens, "tokens", 10000, "live tokens for the memory measure")
+	var extra multiFlag
+	flag.Var(&extra, "extra", "also measure `NAME=COMMAND`, a server speaking stepup-agent's protocol (or echoing lines); {sock} in COMMAND is its socket path; repeatable (A/B runs of two builds)")
+	flag.BoolVar(&c.only, "only", false, "only the request measures (latency, CPU, throughput, connect); no report targets for the skipped ones")
+	flag.Parse()
+	c.extra = extra
+	if *quick {
+		c.rounds, c.latN, c.connN, c.tputDur, c.procRuns = 2, 5000, 500, 500*time.Millisecond, 20
+	}
+	c.procRound = 3
+	if *quick {
+		c.procRound = 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, &c); err != nil {
+		fmt.Fprintf(os.Stderr, "stepup-bench: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "stepup-bench: "+format+"\n", args...)
+}
+
+// moduleRoot finds the stepup-agent checkout the harness runs in.
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && strings.Contains(string(b), "module github.com/stepup-agent/stepup-agent\n") {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("run from inside the stepup-agent checkout")
+		}
+		dir = parent
+	}
+}
+
+func runCmd(ctx context.Context, dir string, timeout time.Duration, argv ...string) error {
+	c, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cmd := exec.CommandContext(c, argv[0], argv[1:]...)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s: %v\n%s", strings.Join(argv, " "), err, out)
+	}
+	return nil
+}
+
+// results is everything the report needs.
+type results struct {
+	cfg       *config
+	started   time.Time
+	elapsed   time.Duration
+	machine   machineInfo
+	servers   []string // names, in report order
+	requests  map[string]string
+	lat       map[string][]latencyResult
+	conn      map[string][]connectResult
+	tput      map[string][]throughputResult
+	rssIdle   map[string]int64
+	rssLoaded map[string]int64
+	proc      []procResult
+	procTool  string
+	mem       memResult
+}
+
+const (
+	nameAgent = "stepup-agent"
+	nameEcho  = "echo (C, floor)"
+	nameSSH   = "ssh-agent"
+	nameGPG   = "gpg-agent"
+)
+
+func run(ctx context.Context, c *config) error {
+	if runtime.GOOS != "linux" {
+		return errors.New("the harness reads /proc and pins threads: Linux only")
+	}
+	root, err := moduleRoot()
+	if err != nil {
+		return err
+	}
+	for _, p := range []string{"gcc", "ssh-agent", "ssh-add", "ssh-keygen", "gpg-agent", "gpgconf"} {
+		if _, err := exec.LookPath(p); err != nil {
+			return fmt.Errorf("%s is not installed (Debian: apt-get install gcc openssh-client gpg-agent)", p)
+		}
+	}
+	res := &results{cfg: c, started: time.Now().UTC(), machine: machine(ctx),
+		requests: map[string]string{}, lat: map[string][]latencyResult{}, conn: map[string][]connectResult{},
+		tput: map[string][]throughputResult{}, rssIdle: map[string]int64{}, rssLoaded: map[string]int64{}}
+
+	dir, err := socketDir()
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	bin := filepath.Join(dir, "bin")
+	logf("building stepup-agent, stepupctl and bench/echo.c in %s", dir)
+	if err := runCmd(ctx, root, 5*time.Minute, "go", "build", "-o", bin+"/", "./cmd/stepup-agent", "./cmd/stepupctl"); err != nil {
+		return err
+	}
+	if err := runCmd(ctx, root, time.Minute, "gcc", "-O2", "-o", filepath.Join(bin, "echo"), "bench/echo.c"); err != nil {
+		return err
+	}
+	env := benchEnv(dir)
+	for _, d := range []string{"config", "state", "run"} {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o700); err != nil {
+			return err
+		}
+	}
+
+	var servers []*server
+	defer func() {
+		for _, s := range servers {
+			s.stop()
+		}
+	}()
+	add := func(s *server, err error) error {
+		if err != nil {
+			return err
+		}
+		servers = append(servers, s)
+		res.servers = append(res.servers, s.name)
+		res.requests[s.name] = s.proto.label
+		return nil
+	}
+	if err := add(startAgent(ctx, filepath.Join(bin, "stepup-agent"), dir, nameAgent, "memory", env)); err != nil {
+		return err
+	}
+	if err := add(startEcho(ctx, filepath.Join(bin, "echo"), dir, env)); err != nil {
+		return err
+	}
+	if err := add(startSSHAgent(ctx, dir, env)); err != nil {
+		return err
+	}
+	if err := add(startGPGAgent(ctx, dir, env)); err != nil {
+		return err
+	}
+	for i, e := range c.extra {
+		name, cmdline, ok := strings.Cut(e, "=")
+		if !ok {
+			return fmt.Errorf("-extra %q: want NAME=COMMAND", e)
+		}
+		sock := filepath.Join(dir, fmt.Sprintf("extra%d.sock", i))
+		argv := strings.Fields(strings.ReplaceAll(cmdline, "{sock}", sock))
+		if err := add(startChild(ctx, name, sock, &protoExtra, env, filepath.Join(dir, fmt.Sprintf("extra%d.log", i)), argv...)); err != nil {
+			return err
+		}
+	}
+	time.Sleep(time.Second)
+	for _, s := range servers {
+		res.rssIdle[s.name], _ = rss(s.pid)
+	}
+
+	cpu := runtime.NumCPU() - 1
+	for r := 0; r < c.rounds; r++ {
+		// Rotate the order so that a noisy moment does not always hit
+		// the same server.
+		order := append(slices.Clone(servers[r%len(servers):]), servers[:r%len(servers)]...)
+		for _, s := range order {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			l, err := latency(s, cpu, c.latN/10, c.latN)
+			if err != nil {
+				return fmt.Errorf("%s: latency: %w", s.name, err)
+			}
+			res.lat[s.name] = append(res.lat[s.name], l)
+			cr, err := connectPerRequest(s, cpu, c.connN)
+			if err != nil {
+				return fmt.Errorf("%s: connect per request: %w", s.name, err)
+			}
+			res.conn[s.name] = append(res.conn[s.name], cr)
+			t, err := throughput(s, c.conns, c.tputDur/5, c.tputDur)
+			if err != nil {
+				return fmt.Errorf("%s: throughput: %w", s.name, err)
+			}
+			res.tput[s.name] = append(res.tput[s.name], t)
+			logf("round %d/%d %-16s p50 %6.1fus  cpu/req %5.2fus  %8.0f req/s  connect %6.1fus",
+				r+1, c.rounds, s.name, us(l.p50), us(l.cpuPerReq), t.rps, us(cr.p50))
+		}
+	}
+	for _, s := range servers {
+		res.rssLoaded[s.name], _ = rss(s.pid)
+	}
+
+	if c.only {
+		res.elapsed = time.Since(res.started)
+		report(os.Stdout, res, "")
+		return nil
+	}
+	logf("whole process: stepupctl check wallet:export vs ssh-add -l")
+	res.proc, res.procTool, err = wholeProcess(ctx, c, env, filepath.Join(bin, "stepupctl"), servers[0].sock, servers[2].sock)
+	if err != nil {
+		return err
+	}
+	for _, s := range servers {
+		s.stop()
+	}
+	servers = nil
+
+	logf("memory: an agent holding %d live tokens", c.tokens)
+	res.mem, err = memory(ctx, filepath.Join(bin, "stepup-agent"), c.tokens)
+	if err != nil {
+		return err
+	}
+	res.elapsed = time.Since(res.started)
+
+	var w io.Writer = os.Stdout
+	var keep string
+	if c.out != "" {
+		if old, err := os.ReadFile(c.out); err == nil {
+			keep = keptSections(string(old))
+		}
+		f, err := os.Create(c.out)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		w = f
+	}
+	report(w, res, keep)
+	logf("done in %s", res.elapsed.Round(time.Second))
+	return nil
+}
+
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
