@@ -146,7 +146,6 @@ func report(w io.Writer, r *results, keep string) {
 	}
 	p("| RSS idle ≤ 12 MiB | %s | %s |\n\n", mib(r.rssIdle[A]), metStr(r.rssIdle[A] <= 12<<20))
 
-
 	p("## Requests\n\n| server | request (answer) |\n| --- | --- |\n")
 	for _, n := range names {
 		p("| %s | %s |\n", n, r.requests[n])
