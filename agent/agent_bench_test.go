@@ -1,0 +1,179 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"runtime"
+	"testing"
+
+	"github.com/stepup-agent/stepup-agent/api"
+	"github.com/stepup-agent/stepup-agent/keychain"
+	"github.com/stepup-agent/stepup-agent/method"
+	"github.com/stepup-agent/stepup-agent/method/password"
+	"github.com/stepup-agent/stepup-agent/method/recovery"
+	totpm "github.com/stepup-agent/stepup-agent/method/totp"
+	"github.com/stepup-agent/stepup-agent/policy"
+	"go.uber.org/zap"
+)
+
+// Benchmarks of the agent's request path and tokens, in process. The
+// daemon as a whole is measured by bench/cmd/stepup-bench
+// (docs/BENCHMARKS.md).
+//
+//	go test -run '^$' -bench . -benchmem ./agent/
+
+// benchAgent is an agent with the methods the daemon offers when nothing
+// is enrolled (totp, recovery_code, and password when PAM is set up), and
+// the built-in policy.
+func benchAgent(tb testing.TB) *Agent {
+	tb.Helper()
+	pol := policy.Default()
+	deps := method.Deps{Policy: func() *policy.Policy { return pol }, Logger: zap.NewNop()}
+	ms := []method.Method{totpm.New(), recovery.New(deps)}
+	if pw := password.New(deps, password.Config{}); pw != nil {
+		ms = append(ms, pw)
+	}
+	a, err := New(context.Background(), Config{
+		Store:   keychain.NewMemory(),
+		Policy:  func() *policy.Policy { return pol },
+		Methods: ms,
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go a.Run(ctx)
+	tb.Cleanup(cancel)
+	return a
+}
+
+func mintFor(tb testing.TB, a *Agent, scope string) *api.TokenResult {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	t, err := a.mint(context.Background(), []string{scope}, api.TOTP, []string{"otp"})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return t
+}
+
+// TestAgentBenchmarksRun runs the benchmarks' paths once, so that `go test`
+// keeps them working.
+func TestAgentBenchmarksRun(t *testing.T) {
+	a := benchAgent(t)
+	ctx := context.Background()
+	r, err := a.IsStepUpRequired(ctx, "wallet:export")
+	if err != nil || !r.Required {
+		t.Fatalf("wallet:export: %+v, %v", r, err)
+	}
+	tok := mintFor(t, a, "wallet:sign")
+	if r, err := a.IsStepUpRequired(ctx, "wallet:sign"); err != nil || r.Required {
+		t.Fatalf("wallet:sign with a token held: %+v, %v", r, err)
+	}
+	if _, err := a.VerifyToken(ctx, &api.VerifyTokenParams{Token: tok.Token, Scope: "wallet:sign"}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := a.Handle(ctx, api.MethodIsStepUpRequired, json.RawMessage(`{"scope":"wallet:export"}`))
+	if err != nil || !res.(*api.StepUpRequired).Required {
+		t.Fatalf("Handle: %+v, %v", res, err)
+	}
+	if per := heldTokenBytes(t, 50); per <= 0 {
+		t.Fatalf("heap per token %d", per)
+	}
+}
+
+func BenchmarkIsStepUpRequired(b *testing.B) {
+	ctx := context.Background()
+	b.Run("required", func(b *testing.B) {
+		a := benchAgent(b)
+		b.ReportAllocs()
+		for b.Loop() {
+			if r, err := a.IsStepUpRequired(ctx, "wallet:export"); err != nil || !r.Required {
+				b.Fatal(r, err)
+			}
+		}
+	})
+	b.Run("token-held", func(b *testing.B) {
+		a := benchAgent(b)
+		mintFor(b, a, "wallet:sign")
+		b.ReportAllocs()
+		for b.Loop() {
+			if r, err := a.IsStepUpRequired(ctx, "wallet:sign"); err != nil || r.Required {
+				b.Fatal(r, err)
+			}
+		}
+	})
+	b.Run("handle", func(b *testing.B) {
+		// Handle: params decoding and error mapping included.
+		a := benchAgent(b)
+		params := json.RawMessage(`{"scope":"wallet:export"}`)
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := a.Handle(ctx, api.MethodIsStepUpRequired, params); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+func BenchmarkMint(b *testing.B) {
+	a := benchAgent(b)
+	ctx := context.Background()
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		a.mu.Lock()
+		if _, err := a.mint(ctx, []string{"wallet:sign"}, api.TOTP, []string{"otp"}); err != nil {
+			b.Fatal(err)
+		}
+		if i++; i%1000 == 0 {
+			a.revoke(nil) // keep the table small
+		}
+		a.mu.Unlock()
+	}
+}
+
+func BenchmarkVerifyToken(b *testing.B) {
+	a := benchAgent(b)
+	ctx := context.Background()
+	tok := mintFor(b, a, "wallet:sign")
+	p := &api.VerifyTokenParams{Token: tok.Token, Scope: "wallet:sign"}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := a.VerifyToken(ctx, p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// heldTokenBytes mints n tokens, one scope each, in a fresh agent and
+// returns the live heap they add, per token: the agent's table and the
+// memory keychain's copy (what a daemon with --keychain memory keeps).
+func heldTokenBytes(tb testing.TB, n int) int64 {
+	a := benchAgent(tb)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for i := 0; i < n; i++ {
+		mintFor(tb, a, fmt.Sprintf("bench:%05d", i))
+	}
+	a.Flush()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if got := a.TokenCount(); got != n {
+		tb.Fatalf("%d tokens held, want %d", got, n)
+	}
+	runtime.KeepAlive(a)
+	return int64(after.HeapAlloc-before.HeapAlloc) / int64(n)
+}
+
+// BenchmarkHeldTokens10k reports the heap that 10,000 live tokens take.
+func BenchmarkHeldTokens10k(b *testing.B) {
+	var per int64
+	for b.Loop() {
+		per = heldTokenBytes(b, 10000)
+	}
+	b.ReportMetric(float64(per), "heap-B/token")
+	b.ReportMetric(float64(per*10000)/(1<<20), "heap-MiB/10k")
+}
