@@ -76,8 +76,9 @@ type Agent struct {
 
 	mu          sync.Mutex
 	creds       map[string]*method.Credential
-	tokens      map[string]*held // by jti
-	byScope     map[string]*held // the newest live token of each scope
+	tokens      map[string]*held              // by jti
+	byScope     map[string]*held              // the newest live token of each scope
+	scoped      map[string]map[*held]struct{} // every live token of each scope
 	consumed    map[string]time.Time
 	replay      map[string]time.Time
 	limits      map[string]*limit
@@ -132,6 +133,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		creds:       map[string]*method.Credential{},
 		tokens:      map[string]*held{},
 		byScope:     map[string]*held{},
+		scoped:      map[string]map[*held]struct{}{},
 		consumed:    map[string]time.Time{},
 		replay:      map[string]time.Time{},
 		limits:      map[string]*limit{},
@@ -299,24 +301,39 @@ func (a *Agent) load(ctx context.Context) error {
 func (a *Agent) addHeld(h *held) {
 	a.tokens[h.JTI] = h
 	for _, s := range h.Scopes {
-		if old := a.byScope[s]; old == nil || !old.ExpiresAt.After(h.ExpiresAt) || old.SingleUse && !h.SingleUse {
+		if a.scoped[s] == nil {
+			a.scoped[s] = map[*held]struct{}{}
+		}
+		a.scoped[s][h] = struct{}{}
+		if old := a.byScope[s]; old == nil || better(h, old) {
 			a.byScope[s] = h
 		}
 	}
+}
+
+// better reports whether h should be handed out before old: a multi-use
+// token before a single-use one, then the one that lives longer.
+func better(h, old *held) bool {
+	if h.SingleUse != old.SingleUse {
+		return !h.SingleUse
+	}
+	return h.ExpiresAt.After(old.ExpiresAt)
 }
 
 // dropHeld forgets h. Callers hold a.mu.
 func (a *Agent) dropHeld(h *held) {
 	delete(a.tokens, h.JTI)
 	for _, s := range h.Scopes {
+		delete(a.scoped[s], h)
+		if len(a.scoped[s]) == 0 {
+			delete(a.scoped, s)
+		}
 		if a.byScope[s] == h {
 			delete(a.byScope, s)
 			// Fall back to another live token of the scope, if any.
-			for _, o := range a.tokens {
-				if contains(o.Scopes, s) {
-					if cur := a.byScope[s]; cur == nil || o.ExpiresAt.After(cur.ExpiresAt) {
-						a.byScope[s] = o
-					}
+			for o := range a.scoped[s] {
+				if cur := a.byScope[s]; cur == nil || better(o, cur) {
+					a.byScope[s] = o
 				}
 			}
 		}

@@ -322,3 +322,37 @@ func mustParse(t *testing.T, s string) *policy.Policy {
 	}
 	return p
 }
+
+func TestTokensOfOneScopeFallBack(t *testing.T) {
+	var f *fixture
+	var offset atomic.Int64
+	p := &scriptedPrompter{answer: func(ctx context.Context, req prompt.Request) (string, error) {
+		return f.code(time.Duration(offset.Load())), nil
+	}}
+	f = newFixture(t, p, true)
+	ctx := context.Background()
+	a, err := f.a.Prompt(ctx, routeAuto, &api.PromptParams{RequestedScopes: []string{"wallet:export"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.advance(time.Second)
+	offset.Store(int64(30*time.Second - time.Second))
+	b, err := f.a.Prompt(ctx, routeAuto, &api.PromptParams{RequestedScopes: []string{"wallet:export", "wallet:sign"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := f.a.GetToken(ctx, "wallet:export"); got == nil || got.Token != b.Token {
+		t.Fatal("the newer token is not the one handed out")
+	}
+	// Consuming it falls back to the other live token of the scope.
+	if _, err := f.a.VerifyToken(ctx, &api.VerifyTokenParams{Token: b.Token, Scope: "wallet:export", Consume: true}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := f.a.GetToken(ctx, "wallet:export")
+	if err != nil || got.Token != a.Token {
+		t.Fatalf("after consuming the newer token: %v", err)
+	}
+	if _, err := f.a.GetToken(ctx, "wallet:sign"); err == nil {
+		t.Fatal("the consumed token is still handed out for its other scope")
+	}
+}
