@@ -134,7 +134,9 @@ func refuse(c net.Conn, msg []byte) {
 func (s *Server) startConn(nc net.Conn, peer *Peer) {
 	ctx, cancel := context.WithCancel(WithPeer(s.base, peer))
 	c := &conn{srv: s, nc: nc, peer: peer, ctx: ctx, cancel: cancel}
-	c.w = bufio.NewWriterSize(nc, 4096)
+	var w io.Writer
+	c.r, w, c.rawWrites = newRawIO(nc)
+	c.w = bufio.NewWriterSize(w, 4096)
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
@@ -180,6 +182,9 @@ type conn struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	r         io.Reader // nc, or rawIO over it
+	rawWrites bool      // w writes through rawIO
+
 	wmu sync.Mutex
 	w   *bufio.Writer
 
@@ -201,7 +206,7 @@ func (c *conn) serve() {
 		delete(c.srv.conns, c)
 		c.srv.mu.Unlock()
 	}()
-	r := bufio.NewReaderSize(c.nc, 4096)
+	r := bufio.NewReaderSize(c.r, 4096)
 	var long []byte
 	for {
 		line, err := r.ReadSlice('\n')
@@ -371,9 +376,15 @@ func (c *conn) write(b []byte) {
 	c.wmu.Unlock()
 }
 
+// writeTimeout bounds how long an answer waits for a client that does
+// not read.
+const writeTimeout = 10 * time.Second
+
 func (c *conn) flush() {
 	c.wmu.Lock()
-	c.nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if !c.rawWrites { // rawIO sets the deadline itself, only when it waits
+		c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	}
 	c.w.Flush()
 	c.wmu.Unlock()
 }
