@@ -95,14 +95,16 @@ func (h lockHandler) Unlock(reason string) {
 }
 
 // lockWatcher runs lockwatch.Run while the policy's lockOnSleep is on,
-// and stops it when a reload turns it off.
+// and stops it when a reload turns it off. set is called from the policy
+// reload (under the policy state's lock), so it never waits for the
+// watcher: the watcher's handler reads the status, which takes that lock.
 type lockWatcher struct {
 	ctx    context.Context
 	log    *zap.Logger
 	h      lockwatch.Handler
 	mu     sync.Mutex
 	cancel context.CancelFunc
-	done   chan struct{}
+	wg     sync.WaitGroup
 }
 
 func (lw *lockWatcher) set(on bool) {
@@ -114,19 +116,27 @@ func (lw *lockWatcher) set(on bool) {
 	if !on {
 		lw.log.Info("lockOnSleep is off: not following sleep and screen lock")
 		lw.cancel()
-		<-lw.done
-		lw.cancel, lw.done = nil, nil
+		lw.cancel = nil
 		return
 	}
 	ctx, cancel := context.WithCancel(lw.ctx)
-	done := make(chan struct{})
-	lw.cancel, lw.done = cancel, done
+	lw.cancel = cancel
+	lw.wg.Add(1)
 	go func() {
-		defer close(done)
+		defer lw.wg.Done()
 		if err := lockwatch.Run(ctx, lw.log, lw.h); err != nil {
 			lw.log.Warn("not following sleep and screen lock; stepupctl lock still works", zap.Error(err))
 		}
 	}()
 }
 
-func (lw *lockWatcher) stop() { lw.set(false) }
+// stop ends the watcher and waits for it (shutdown).
+func (lw *lockWatcher) stop() {
+	lw.mu.Lock()
+	if lw.cancel != nil {
+		lw.cancel()
+		lw.cancel = nil
+	}
+	lw.mu.Unlock()
+	lw.wg.Wait()
+}

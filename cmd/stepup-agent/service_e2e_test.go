@@ -395,3 +395,81 @@ func TestLockOnSleepAndScreenLock(t *testing.T) {
 		}
 	}
 }
+
+// TestLockOnSleepFollowsPolicy: lockOnSleep false in the policy stops the
+// watcher (its inhibitor is released and logind's signals are ignored);
+// turning it on again by a reload starts it.
+func TestLockOnSleepFollowsPolicy(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end")
+	}
+	stepuptest.RequireProgram(t, "dbus-daemon")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	busDir, err := os.MkdirTemp("", "bus")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(busDir) })
+	bus, err := fakelogind.StartBus(ctx, busDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bus.Close() })
+	ld, err := fakelogind.Start(bus.Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ld.Close() })
+	a := stepuptest.Start(t, stepuptest.Options{Policy: "lockOnSleep: false\n", Env: []string{"DBUS_SYSTEM_BUS_ADDRESS=" + bus.Address}})
+	st, err := a.Client.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting until %s\n%s", what, a.Log())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	if n := len(ld.Inhibitors()); n != 0 {
+		t.Fatalf("lockOnSleep false, yet %d inhibitors taken", n)
+	}
+	ld.PrepareForSleep(true)
+	time.Sleep(300 * time.Millisecond)
+	if st, _ := a.Client.Status(ctx); st == nil || st.Locked {
+		t.Fatal("lockOnSleep false, yet sleep locked the agent")
+	}
+	ld.PrepareForSleep(false)
+
+	// Turn it on: the reload starts the watcher.
+	if err := os.WriteFile(filepath.Join(a.Dir, "policy.yaml"), []byte("lockOnSleep: true\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("the reload starts the watcher", func() bool {
+		ins := ld.Inhibitors()
+		return len(ins) == 1 && ins[0].HeldBy(st.PID)
+	})
+	ld.PrepareForSleep(true)
+	waitFor("sleep locks the agent", func() bool { s, _ := a.Client.Status(ctx); return s != nil && s.Locked })
+	ld.PrepareForSleep(false)
+	waitFor("resume unlocks it", func() bool { s, _ := a.Client.Status(ctx); return s != nil && !s.Locked })
+
+	// And off again: the inhibitor goes with the watcher.
+	if err := os.WriteFile(filepath.Join(a.Dir, "policy.yaml"), []byte("lockOnSleep: false\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("the reload stops the watcher", func() bool {
+		for _, in := range ld.Inhibitors() {
+			if in.HeldBy(st.PID) {
+				return false
+			}
+		}
+		return true
+	})
+}
