@@ -1,0 +1,478 @@
+package main
+
+// End-to-end tests of the prompt routing (docs/prompts.md): the real
+// stepup-agent with --prompter auto, the real stepupctl, real pinentry
+// programs, a TOTP code from oathtool. The agent has no display of its
+// own, so where each prompt opens depends only on the requester.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/creack/pty"
+	xunix "golang.org/x/sys/unix"
+)
+
+type peAgent struct {
+	t      *testing.T
+	dir    string
+	sock   string
+	cmd    *exec.Cmd
+	log    string
+	env    []string // for clients
+	disp   string
+	secret string
+}
+
+// peBaseEnv is this process's environment without anything that says
+// where a prompt goes.
+func peBaseEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		switch k {
+		case "DISPLAY", "WAYLAND_DISPLAY", "STEPUP_TTY", "GPG_TTY", "STEPUP_AUTH_SOCK", "STEPUP_PINENTRY", "STEPUP_PINENTRY_TTY", "TERM", "LANG", "LC_ALL", "LC_CTYPE":
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
+}
+
+// startPromptAgent starts an agent with --prompter auto and a TOTP
+// credential enrolled.
+func startPromptAgent(t *testing.T) *peAgent {
+	t.Helper()
+	for _, p := range []string{"oathtool", "pinentry-tty", "pinentry-gtk-2", "xdotool"} {
+		requireProgram(t, p)
+	}
+	dir, err := os.MkdirTemp("", "pe") // short: socket paths are limited
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	a := &peAgent{t: t, dir: dir, sock: filepath.Join(dir, "run", "agent.sock"), log: filepath.Join(dir, "agent.log"), disp: peDisplay(t)}
+	os.Mkdir(filepath.Join(dir, "run"), 0o700)
+	base := append(peBaseEnv(),
+		"XDG_RUNTIME_DIR="+filepath.Join(dir, "run"),
+		"XDG_CONFIG_HOME="+filepath.Join(dir, "config"),
+		"XDG_STATE_HOME="+filepath.Join(dir, "state"),
+		"HOME="+dir,
+	)
+	a.env = append(append([]string{}, base...), "STEPUP_AUTH_SOCK="+a.sock)
+	logf, err := os.Create(a.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	a.cmd = exec.Command(filepath.Join(binDir, "stepup-agent"), "-D", "-a", a.sock, "--keychain", "memory", "--prompter", "auto")
+	a.cmd.Env = append(append([]string{}, base...), "STEPUP_PINENTRY=pinentry-gtk-2", "STEPUP_PINENTRY_TTY=pinentry-tty")
+	a.cmd.Stdout, a.cmd.Stderr = logf, logf
+	if err := a.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		a.cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { a.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			a.cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(a.log)
+			t.Logf("agent log:\n%s", b)
+		}
+	})
+	if err := waitSock(a.sock, 10*time.Second); err != nil {
+		t.Fatalf("agent did not start: %v", err)
+	}
+	a.enroll()
+	return a
+}
+
+func (a *peAgent) ctl(args ...string) string {
+	a.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c := exec.CommandContext(ctx, filepath.Join(binDir, "stepupctl"), args...)
+	c.Env = a.env
+	out, err := c.CombinedOutput()
+	if err != nil {
+		a.t.Fatalf("stepupctl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// totp returns the code for now+offset steps, as oathtool computes it.
+func (a *peAgent) totp(offset int) string {
+	a.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "oathtool", "--totp", "-b", "-N", fmt.Sprintf("now %+d seconds", 30*offset), a.secret).Output()
+	if err != nil {
+		a.t.Fatalf("oathtool: %v", err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func (a *peAgent) enroll() {
+	a.t.Helper()
+	// Keep clear of a step boundary: the enrollment takes the previous
+	// step's code and the prompt the current one.
+	if s := time.Now().Unix() % 30; s > 22 {
+		time.Sleep(time.Duration(31-s) * time.Second)
+	}
+	var start struct {
+		Secret       string `json:"secret"`
+		EnrollmentID string `json:"enrollmentId"`
+	}
+	if err := json.Unmarshal([]byte(a.ctl("enroll", "totp", "--start", "--json")), &start); err != nil || start.Secret == "" {
+		a.t.Fatalf("enroll --start: %v", err)
+	}
+	a.secret = start.Secret
+	a.ctl("enroll", "--finish", start.EnrollmentID, "--code", a.totp(-1))
+}
+
+// pinentries lists the agent's pinentry children.
+func (a *peAgent) pinentries() []int {
+	ents, _ := filepath.Glob("/proc/[0-9]*/stat")
+	var pids []int
+	for _, e := range ents {
+		b, err := os.ReadFile(e)
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		i, j := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if i < 0 || j < i {
+			continue
+		}
+		f := strings.Fields(s[j+1:])
+		if len(f) < 2 || f[0] == "Z" {
+			continue
+		}
+		if ppid, _ := strconv.Atoi(f[1]); ppid == a.cmd.Process.Pid && strings.HasPrefix(s[i+1:j], "pinentry") {
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(e)))
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+func (a *peAgent) waitPinentry() int {
+	a.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if p := a.pinentries(); len(p) > 0 {
+			return p[0]
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	a.t.Fatal("no pinentry appeared")
+	return 0
+}
+
+func (a *peAgent) waitNoPinentry() {
+	a.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if len(a.pinentries()) == 0 {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	a.t.Fatalf("pinentry still running: %v", a.pinentries())
+}
+
+func (a *peAgent) xdo(args ...string) string {
+	a.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	c := exec.CommandContext(ctx, "xdotool", args...)
+	c.Env = append(os.Environ(), "DISPLAY="+a.disp)
+	out, err := c.CombinedOutput()
+	if err != nil {
+		a.t.Fatalf("xdotool %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// promptWindows lists the visible prompt windows on the test display.
+func (a *peAgent) promptWindows() []string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c := exec.CommandContext(ctx, "xdotool", "search", "--onlyvisible", "--name", "^stepup-agent$")
+	c.Env = append(os.Environ(), "DISPLAY="+a.disp)
+	out, _ := c.Output()
+	return strings.Fields(string(out))
+}
+
+// answerGUI types code into the prompt window and presses Return.
+func (a *peAgent) answerGUI(code string) {
+	a.t.Helper()
+	ids := strings.Fields(a.xdo("search", "--sync", "--onlyvisible", "--name", "^stepup-agent$"))
+	win := ids[len(ids)-1]
+	a.xdo("windowfocus", "--sync", win)
+	a.xdo("type", "--delay", "30", code)
+	a.xdo("key", "Return")
+}
+
+// ptyClient is stepupctl on a terminal of its own.
+type ptyClient struct {
+	cmd    *exec.Cmd
+	master *os.File
+	mu     sync.Mutex
+	out    bytes.Buffer
+	done   chan error
+}
+
+func (a *peAgent) startOnTTY(env []string, args ...string) *ptyClient {
+	a.t.Helper()
+	c := exec.Command(filepath.Join(binDir, "stepupctl"), args...)
+	c.Env = append(append([]string{}, a.env...), env...)
+	m, err := pty.StartWithSize(c, &pty.Winsize{Rows: 24, Cols: 100})
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	p := &ptyClient{cmd: c, master: m, done: make(chan error, 1)}
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		buf := make([]byte, 4096)
+		for {
+			n, err := m.Read(buf)
+			p.mu.Lock()
+			p.out.Write(buf[:n])
+			p.mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	go func() {
+		err := c.Wait()
+		select { // let the reader drain what the client printed last
+		case <-readDone:
+		case <-time.After(2 * time.Second):
+		}
+		p.done <- err
+	}()
+	a.t.Cleanup(func() {
+		c.Process.Kill()
+		m.Close()
+	})
+	return p
+}
+
+func (p *ptyClient) screen() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.String()
+}
+
+func (p *ptyClient) waitFor(t *testing.T, want string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if strings.Contains(p.screen(), want) {
+			return
+		}
+		time.Sleep(30 * time.Millisecond)
+	}
+	t.Fatalf("the terminal never showed %q:\n%s", want, p.screen())
+}
+
+func (p *ptyClient) wait(t *testing.T) error {
+	t.Helper()
+	select {
+	case err := <-p.done:
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatalf("stepupctl did not finish:\n%s", p.screen())
+	}
+	return nil
+}
+
+func (p *ptyClient) cooked(t *testing.T) bool {
+	st, err := xunix.IoctlGetTermios(int(p.master.Fd()), xunix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Lflag&xunix.ICANON != 0 && st.Lflag&xunix.ECHO != 0
+}
+
+func wantToken(t *testing.T, out string) {
+	t.Helper()
+	i := strings.Index(out, "{")
+	if i < 0 {
+		t.Fatalf("no JSON in output:\n%s", out)
+	}
+	var res struct {
+		Token  string   `json:"token"`
+		Scopes []string `json:"scopes"`
+		Method string   `json:"method"`
+	}
+	if err := json.NewDecoder(strings.NewReader(out[i:])).Decode(&res); err != nil {
+		t.Fatalf("output: %v\n%s", err, out)
+	}
+	if !strings.HasPrefix(res.Token, "eyJ") || res.Method != "totp" || len(res.Scopes) != 1 || res.Scopes[0] != "wallet:export" {
+		t.Fatalf("token result: %+v", res)
+	}
+}
+
+// stepupctl on a terminal with no display: the prompt opens in that
+// terminal (pinentry-tty on its tty), and the token comes back.
+func TestPromptE2ETerminal(t *testing.T) {
+	a := startPromptAgent(t)
+	c := a.startOnTTY([]string{"TERM=xterm", "LANG=C.UTF-8"}, "prompt", "--json", "--reason", "e2e über tty", "wallet:export")
+	c.waitFor(t, "Ctrl-D cancels.")
+	for _, want := range []string{"wallet:export", "e2e über tty", "stepupctl", "Code:"} {
+		c.waitFor(t, want)
+	}
+	if len(a.promptWindows()) != 0 {
+		t.Fatal("a GUI prompt opened for a terminal request")
+	}
+	c.master.Write([]byte(a.totp(0) + "\r"))
+	if err := c.wait(t); err != nil {
+		t.Fatalf("stepupctl: %v\n%s", err, c.screen())
+	}
+	wantToken(t, c.screen())
+	a.waitNoPinentry()
+}
+
+// The same from a terminal on the desktop (DISPLAY set): the GUI prompt.
+func TestPromptE2EDisplay(t *testing.T) {
+	a := startPromptAgent(t)
+	c := a.startOnTTY([]string{"TERM=xterm", "LANG=C.UTF-8", "DISPLAY=" + a.disp}, "prompt", "--json", "wallet:export")
+	a.waitPinentry()
+	a.answerGUI(a.totp(0))
+	if err := c.wait(t); err != nil {
+		t.Fatalf("stepupctl: %v\n%s", err, c.screen())
+	}
+	if strings.Contains(c.screen(), "Ctrl-D cancels") {
+		t.Fatal("the prompt also opened in the terminal")
+	}
+	wantToken(t, c.screen())
+}
+
+// Two clients asking at once (programs with DISPLAY, no terminal) see one
+// prompt, and both get the token.
+func TestPromptE2EConcurrentShareOnePrompt(t *testing.T) {
+	a := startPromptAgent(t)
+	type result struct {
+		out []byte
+		err error
+	}
+	results := make(chan result, 2)
+	for range 2 {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+			defer cancel()
+			c := exec.CommandContext(ctx, filepath.Join(binDir, "stepupctl"), "prompt", "--json", "wallet:export")
+			c.Env = append(append([]string{}, a.env...), "DISPLAY="+a.disp)
+			out, err := c.Output()
+			results <- result{out, err}
+		}()
+	}
+	a.waitPinentry()
+	time.Sleep(1500 * time.Millisecond) // give the second request time to arrive
+	if p := a.pinentries(); len(p) != 1 {
+		t.Fatalf("%d pinentry processes for one scope", len(p))
+	}
+	if w := a.promptWindows(); len(w) != 1 {
+		t.Fatalf("%d prompt windows for one scope", len(w))
+	}
+	a.answerGUI(a.totp(0))
+	for range 2 {
+		r := <-results
+		if r.err != nil {
+			t.Fatalf("stepupctl: %v\n%s", r.err, r.out)
+		}
+		wantToken(t, string(r.out))
+	}
+}
+
+// A client that disconnects while its prompt is up: the prompt closes and
+// the pinentry process is gone; on a terminal, the terminal is usable.
+func TestPromptE2EClientHangsUp(t *testing.T) {
+	t.Run("display", func(t *testing.T) {
+		a := startPromptAgent(t)
+		c := exec.Command(filepath.Join(binDir, "stepupctl"), "prompt", "wallet:export")
+		c.Env = append(append([]string{}, a.env...), "DISPLAY="+a.disp)
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		pid := a.waitPinentry()
+		a.xdo("search", "--sync", "--onlyvisible", "--name", "^stepup-agent$")
+		c.Process.Kill()
+		c.Wait()
+		a.waitNoPinentry()
+		if _, err := os.Stat("/proc/" + strconv.Itoa(pid)); err == nil {
+			t.Fatalf("pinentry %d still exists", pid)
+		}
+		if w := a.promptWindows(); len(w) != 0 {
+			t.Fatalf("prompt windows left: %v", w)
+		}
+	})
+	t.Run("terminal", func(t *testing.T) {
+		a := startPromptAgent(t)
+		c := a.startOnTTY([]string{"TERM=xterm", "LANG=C.UTF-8"}, "prompt", "wallet:export")
+		c.waitFor(t, "Ctrl-D cancels.")
+		pid := a.waitPinentry()
+		if c.cooked(t) {
+			t.Fatal("the terminal should be raw while pinentry-tty reads")
+		}
+		c.cmd.Process.Kill()
+		a.waitNoPinentry()
+		if _, err := os.Stat("/proc/" + strconv.Itoa(pid)); err == nil {
+			t.Fatalf("pinentry %d still exists", pid)
+		}
+		if !c.cooked(t) {
+			t.Fatal("the terminal was left without echo")
+		}
+	})
+}
+
+// peDisplay is STEPUP_TEST_DISPLAY (scripts/test-in-session.sh) or an Xvfb
+// started for this test.
+func peDisplay(t *testing.T) string {
+	t.Helper()
+	if d := os.Getenv("STEPUP_TEST_DISPLAY"); d != "" {
+		return d
+	}
+	requireProgram(t, "Xvfb")
+	for n := 400 + os.Getpid()%100; n < 600; n++ {
+		sock := fmt.Sprintf("/tmp/.X11-unix/X%d", n)
+		if _, err := os.Stat(sock); err == nil {
+			continue
+		}
+		c := exec.Command("Xvfb", fmt.Sprintf(":%d", n), "-screen", "0", "1280x800x24", "-nolisten", "tcp")
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Process.Signal(syscall.SIGTERM); c.Wait() })
+		for i := 0; i < 200; i++ {
+			if _, err := os.Stat(sock); err == nil {
+				return fmt.Sprintf(":%d", n)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		t.Fatal("Xvfb did not start")
+	}
+	t.Fatal("no free X display number")
+	return ""
+}
