@@ -84,7 +84,9 @@ type Agent struct {
 	limits      map[string]*limit
 	challenges  map[string]*challenge
 	enrollments map[string]*enrollment
-	locked      bool
+	locked      bool                   // manualLock || sessionLock
+	manualLock  bool                   // stepupctl lock: lifted by a verification
+	sessionLock bool                   // screen lock, sleep: lifted by the session's unlock too
 	cancels     map[string][]time.Time // prompt-bombing guard, by client
 
 	methodMu map[string]*sync.Mutex // one Complete per method at a time

@@ -356,3 +356,20 @@ func TestTokensOfOneScopeFallBack(t *testing.T) {
 		t.Fatal("the consumed token is still handed out for its other scope")
 	}
 }
+
+func TestSessionUnlockKeepsAManualLock(t *testing.T) {
+	p := &scriptedPrompter{answer: func(ctx context.Context, req prompt.Request) (string, error) { return "", prompt.ErrCancelled }}
+	f := newFixture(t, p, true)
+	ctx := context.Background()
+	f.a.LockSession(ctx, "logind: screen-lock")
+	f.a.UnlockSession(ctx, "logind: screen-unlock")
+	if f.a.Locked() {
+		t.Fatal("a screen unlock did not lift the screen lock")
+	}
+	f.a.Lock(ctx, "stepupctl lock")
+	f.a.LockSession(ctx, "logind: sleep")
+	f.a.UnlockSession(ctx, "logind: resume")
+	if !f.a.Locked() {
+		t.Fatal("resuming lifted stepupctl lock, which needs a verification")
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/stepup-agent/stepup-agent/keychain"
 	"github.com/stepup-agent/stepup-agent/policy"
 	"github.com/stepup-agent/stepup-agent/token"
+	"go.uber.org/zap"
 )
 
 // IsStepUpRequired answers isStepUpRequired: required is false only when
@@ -195,32 +196,70 @@ func (a *Agent) revoke(scopes []string) int {
 	return n
 }
 
-// Lock revokes every token and refuses prompts until unlocked (stepupctl
-// lock, screen lock, sleep).
+// Lock revokes every token and refuses prompts until unlocked by a
+// verification (stepupctl lock / the lock method).
 func (a *Agent) Lock(ctx context.Context, reason string) int {
+	return a.lock(ctx, reason, &a.manualLock)
+}
+
+// LockSession is Lock for the session manager (screen lock, sleep): the
+// session's unlock (UnlockSession) lifts it, without a verification.
+func (a *Agent) LockSession(ctx context.Context, reason string) int {
+	return a.lock(ctx, reason, &a.sessionLock)
+}
+
+func (a *Agent) lock(ctx context.Context, reason string, src *bool) int {
 	a.mu.Lock()
 	n := a.revoke(nil)
+	*src = true
 	a.locked = true
-	for id := range a.challenges {
-		delete(a.challenges, id)
+	for id, c := range a.challenges {
+		if !c.unlock {
+			delete(a.challenges, id)
+		}
 	}
 	a.mu.Unlock()
 	a.audit(ctx, audit.Record{Event: "lock", Detail: reason, Revoked: n, Result: "ok"})
-	a.log.Info("locked: every token revoked")
+	a.log.Info("locked: every token revoked", zap.String("reason", reason))
 	return n
 }
 
-// Unlock lifts the lock without a verification: for the session manager's
-// unlock (the user just typed their password into the screen locker).
-func (a *Agent) Unlock(ctx context.Context, reason string) {
+// UnlockSession lifts a lock the session manager set (the user just
+// unlocked the screen, or the machine resumed). A lock set by stepupctl
+// lock stays until stepupctl unlock verifies the user.
+func (a *Agent) UnlockSession(ctx context.Context, reason string) {
 	a.mu.Lock()
-	was := a.locked
-	a.locked = false
+	was := a.sessionLock
+	a.sessionLock = false
+	a.locked = a.manualLock
+	still := a.locked
 	a.mu.Unlock()
 	if was {
 		a.audit(ctx, audit.Record{Event: "unlock", Detail: reason, Result: "ok"})
-		a.log.Info("unlocked")
+		if still {
+			a.log.Info("session unlocked; the agent stays locked until stepupctl unlock", zap.String("reason", reason))
+		} else {
+			a.log.Info("unlocked", zap.String("reason", reason))
+		}
 	}
+}
+
+// Unlock lifts every lock. The agent calls it after a verification (or
+// when nothing is enrolled to verify with).
+func (a *Agent) Unlock(ctx context.Context, reason string) {
+	a.mu.Lock()
+	was := a.locked
+	a.unlockAll()
+	a.mu.Unlock()
+	if was {
+		a.audit(ctx, audit.Record{Event: "unlock", Detail: reason, Result: "ok"})
+		a.log.Info("unlocked", zap.String("reason", reason))
+	}
+}
+
+// unlockAll clears every lock. Callers hold a.mu.
+func (a *Agent) unlockAll() {
+	a.locked, a.manualLock, a.sessionLock = false, false, false
 }
 
 // Locked reports whether the agent is locked.

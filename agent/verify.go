@@ -261,7 +261,7 @@ func (a *Agent) finish(ctx context.Context, c *challenge, response json.RawMessa
 	}
 	a.audit(ctx, audit.Record{Event: "verification", Method: c.method, Scopes: c.scopes, Result: "ok"})
 	if c.unlock {
-		a.locked = false
+		a.unlockAll()
 		a.audit(ctx, audit.Record{Event: "unlock", Method: c.method, Result: "ok"})
 		return nil, nil
 	}

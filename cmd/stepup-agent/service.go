@@ -85,12 +85,12 @@ type lockHandler struct {
 }
 
 func (h lockHandler) Lock(reason string) {
-	h.a.Lock(h.ctx, "logind: "+reason)
+	h.a.LockSession(h.ctx, "logind: "+reason)
 	h.n.Status(serviceStatus(h.a))
 }
 
 func (h lockHandler) Unlock(reason string) {
-	h.a.Unlock(h.ctx, "logind: "+reason)
+	h.a.UnlockSession(h.ctx, "logind: "+reason)
 	h.n.Status(serviceStatus(h.a))
 }
 
