@@ -194,3 +194,25 @@ func TestZenityNoDisplay(t *testing.T) {
 		t.Fatalf("GetPIN on a dead display = %v, want ErrNoPrompter", err)
 	}
 }
+
+// The wait-elsewhere prompt: one button; pressing it returns nil.
+func TestGUIConfirmOneButton(t *testing.T) {
+	for _, c := range guiCases {
+		t.Run(c.name, func(t *testing.T) {
+			d := testDisplay(t)
+			requireProgram(t, "xdotool")
+			p := c.newFn(t, d)
+			req := sampleRequest("stepup-agent " + c.name + " one button")
+			req.Description = "Waiting for your passkey in the browser."
+			req.OK, req.Cancel = "Cancel", "Cancel"
+			ch := make(chan error, 1)
+			go func() { ch <- p.Confirm(context.Background(), req) }()
+			win := findWindow(t, d, req.Title)
+			x(t, d, "xdotool", "windowfocus", "--sync", win)
+			x(t, d, "xdotool", "key", "Return")
+			if err := wait(t, ch); err != nil {
+				t.Fatalf("Confirm one-button: %v", err)
+			}
+		})
+	}
+}

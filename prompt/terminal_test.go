@@ -3,6 +3,7 @@ package prompt
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -223,4 +224,25 @@ func TestTerminalMissingTTYIsNoPrompter(t *testing.T) {
 		t.Fatalf("Select with a closed tty = %v, want NoPrompterError", err)
 	}
 	t.Log(np.Hint)
+}
+
+// The agent's wait-elsewhere prompt (a passkey in the browser) has one
+// button, labelled as both OK and Cancel: pressing it returns nil, which
+// the agent reads as "stop waiting".
+func TestTerminalConfirmOneButton(t *testing.T) {
+	tm := newTerm(t)
+	p := testPinentry(t, "pinentry-tty", ttyTarget(tm))
+	ch := make(chan error, 1)
+	go func() {
+		ch <- p.Confirm(context.Background(), Request{Description: "Waiting for the browser", OK: "Cancel", Cancel: "Cancel", Timeout: 20 * time.Second})
+	}()
+	tm.waitFor("Waiting for the browser", 10*time.Second)
+	tm.waitFor("Press any key", 10*time.Second)
+	if strings.Contains(tm.output(), "OK") {
+		t.Fatalf("a second button is shown: %q", tm.output())
+	}
+	tm.typeText("x")
+	if err := wait(t, ch); err != nil {
+		t.Fatalf("Confirm one-button: %v", err)
+	}
 }
