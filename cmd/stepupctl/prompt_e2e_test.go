@@ -476,3 +476,30 @@ func peDisplay(t *testing.T) string {
 	t.Fatal("no free X display number")
 	return ""
 }
+
+// A program with neither a terminal nor a display, and an agent with no
+// display of its own: no_prompter at once, with a hint saying what to
+// configure, and no prompt program started.
+func TestPromptE2ENoPrompter(t *testing.T) {
+	a := startPromptAgent(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c := exec.CommandContext(ctx, filepath.Join(binDir, "stepupctl"), "prompt", "wallet:export")
+	c.Env = a.env
+	start := time.Now()
+	out, err := c.CombinedOutput()
+	if err == nil {
+		t.Fatalf("stepupctl prompt succeeded without a way to prompt:\n%s", out)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("no_prompter took %v", d)
+	}
+	for _, want := range []string{"no way to show a prompt", "the request carried no terminal", "no display of its own", "import-environment", "docs/prompts.md"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if p := a.pinentries(); len(p) != 0 {
+		t.Fatalf("pinentry started: %v", p)
+	}
+}
