@@ -124,18 +124,19 @@ type results struct {
 	lat       map[string][]latencyResult
 	conn      map[string][]connectResult
 	tput      map[string][]throughputResult
-	rssIdle   map[string]int64
-	rssLoaded map[string]int64
+	rssIdle   map[string]memStat
+	rssLoaded map[string]memStat
 	proc      []procResult
 	procTool  string
 	mem       memResult
 }
 
 const (
-	nameAgent = "stepup-agent"
-	nameEcho  = "echo (C, floor)"
-	nameSSH   = "ssh-agent"
-	nameGPG   = "gpg-agent"
+	nameAgent  = "stepup-agent"
+	nameEcho   = "echo (C, floor)"
+	nameGoEcho = "echo (Go net)"
+	nameSSH    = "ssh-agent"
+	nameGPG    = "gpg-agent"
 )
 
 func run(ctx context.Context, c *config) error {
@@ -153,7 +154,7 @@ func run(ctx context.Context, c *config) error {
 	}
 	res := &results{cfg: c, started: time.Now().UTC(), machine: machine(ctx),
 		requests: map[string]string{}, lat: map[string][]latencyResult{}, conn: map[string][]connectResult{},
-		tput: map[string][]throughputResult{}, rssIdle: map[string]int64{}, rssLoaded: map[string]int64{}}
+		tput: map[string][]throughputResult{}, rssIdle: map[string]memStat{}, rssLoaded: map[string]memStat{}}
 
 	dir, err := socketDir()
 	if err != nil {
@@ -162,7 +163,7 @@ func run(ctx context.Context, c *config) error {
 	defer os.RemoveAll(dir)
 	bin := filepath.Join(dir, "bin")
 	logf("building stepup-agent, stepupctl and bench/echo.c in %s", dir)
-	if err := runCmd(ctx, root, 5*time.Minute, "go", "build", "-o", bin+"/", "./cmd/stepup-agent", "./cmd/stepupctl"); err != nil {
+	if err := runCmd(ctx, root, 5*time.Minute, "go", "build", "-o", bin+"/", "./cmd/stepup-agent", "./cmd/stepupctl", "./bench/goecho"); err != nil {
 		return err
 	}
 	if err := runCmd(ctx, root, time.Minute, "gcc", "-O2", "-o", filepath.Join(bin, "echo"), "bench/echo.c"); err != nil {
@@ -196,6 +197,10 @@ func run(ctx context.Context, c *config) error {
 	if err := add(startEcho(ctx, filepath.Join(bin, "echo"), dir, env)); err != nil {
 		return err
 	}
+	if err := add(startChild(ctx, nameGoEcho, filepath.Join(dir, "goecho.sock"), &protoGoEcho, env,
+		filepath.Join(dir, "goecho.log"), filepath.Join(bin, "goecho"), filepath.Join(dir, "goecho.sock"))); err != nil {
+		return err
+	}
 	if err := add(startSSHAgent(ctx, dir, env)); err != nil {
 		return err
 	}
@@ -215,7 +220,7 @@ func run(ctx context.Context, c *config) error {
 	}
 	time.Sleep(time.Second)
 	for _, s := range servers {
-		res.rssIdle[s.name], _ = rss(s.pid)
+		res.rssIdle[s.name], _ = rssOf(s.pid)
 	}
 
 	cpu := runtime.NumCPU() - 1
@@ -247,7 +252,7 @@ func run(ctx context.Context, c *config) error {
 		}
 	}
 	for _, s := range servers {
-		res.rssLoaded[s.name], _ = rss(s.pid)
+		res.rssLoaded[s.name], _ = rssOf(s.pid)
 	}
 
 	if c.only {
@@ -256,7 +261,15 @@ func run(ctx context.Context, c *config) error {
 		return nil
 	}
 	logf("whole process: stepupctl check wallet:export vs ssh-add -l")
-	res.proc, res.procTool, err = wholeProcess(ctx, c, env, filepath.Join(bin, "stepupctl"), servers[0].sock, servers[2].sock)
+	sockOf := func(name string) string {
+		for _, s := range servers {
+			if s.name == name {
+				return s.sock
+			}
+		}
+		return ""
+	}
+	res.proc, res.procTool, err = wholeProcess(ctx, c, env, filepath.Join(bin, "stepupctl"), sockOf(nameAgent), sockOf(nameSSH))
 	if err != nil {
 		return err
 	}

@@ -42,20 +42,38 @@ func cpuTime(pid int) (time.Duration, error) {
 	return time.Duration(ut+st) * time.Second / clkTck, nil
 }
 
-// rss is the process's resident set size in bytes (VmRSS).
-func rss(pid int) (int64, error) {
+// memStat is a process's resident memory in bytes, from /proc/PID/status:
+// VmRSS, and its anonymous (heap, stacks: the process's own) and
+// file-backed (the executable and libraries, clean page-cache pages
+// shared with other processes) parts.
+type memStat struct{ rss, anon, file int64 }
+
+func rssOf(pid int) (memStat, error) {
+	var m memStat
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, err
+		return m, err
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			f := strings.Fields(rest)
-			kb, err := strconv.ParseInt(f[0], 10, 64)
-			return kb << 10, err
+		k, v, ok := strings.Cut(line, ":")
+		f := strings.Fields(v)
+		if !ok || len(f) == 0 {
+			continue
+		}
+		kb, _ := strconv.ParseInt(f[0], 10, 64)
+		switch k {
+		case "VmRSS":
+			m.rss = kb << 10
+		case "RssAnon":
+			m.anon = kb << 10
+		case "RssFile":
+			m.file = kb << 10
 		}
 	}
-	return 0, errors.New("no VmRSS")
+	if m.rss == 0 {
+		return m, errors.New("no VmRSS")
+	}
+	return m, nil
 }
 
 // pin sets the CPU affinity of every thread of pid (threads it creates

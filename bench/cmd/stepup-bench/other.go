@@ -178,8 +178,8 @@ func wholeProcess(ctx context.Context, c *config, env []string, stepupctl, agent
 // memResult is the agent's resident memory with and without live tokens.
 type memResult struct {
 	tokens         int
-	fileIdle       int64
-	fileTokens     int64
+	fileIdle       memStat
+	fileTokens     memStat
 	loadTime       time.Duration // start until the socket answers, with the tokens
 	verified       bool
 	keychainSizeKB int64
@@ -194,10 +194,11 @@ type memResult struct {
 // daemon has no benchmark-only code path.
 func memory(ctx context.Context, bin string, n int) (memResult, error) {
 	res := memResult{tokens: n}
-	one := func(n int) (int64, time.Duration, bool, error) {
+	one := func(n int) (memStat, time.Duration, bool, error) {
+		var none memStat
 		dir, err := socketDir()
 		if err != nil {
-			return 0, 0, false, err
+			return none, 0, false, err
 		}
 		defer os.RemoveAll(dir)
 		env := benchEnv(dir)
@@ -207,14 +208,14 @@ func memory(ctx context.Context, bin string, n int) (memResult, error) {
 		if n > 0 {
 			size, err := writeTokens(filepath.Join(dir, "state", "stepup"), n)
 			if err != nil {
-				return 0, 0, false, err
+				return none, 0, false, err
 			}
 			res.keychainSizeKB = size >> 10
 		}
 		t := time.Now()
 		s, err := startAgent(ctx, bin, dir, "stepup-agent-file", "file", env)
 		if err != nil {
-			return 0, 0, false, err
+			return none, 0, false, err
 		}
 		defer s.stop()
 		load := time.Since(t)
@@ -223,13 +224,13 @@ func memory(ctx context.Context, bin string, n int) (memResult, error) {
 			for _, i := range []int{0, n - 1} {
 				req, err := isRequired(s.sock, benchScope(i))
 				if err != nil {
-					return 0, 0, false, err
+					return none, 0, false, err
 				}
 				ok = ok && !req
 			}
 		}
 		time.Sleep(2 * time.Second)
-		r, err := rss(s.pid)
+		r, err := rssOf(s.pid)
 		return r, load, ok, err
 	}
 	var err error

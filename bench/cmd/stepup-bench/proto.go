@@ -54,6 +54,13 @@ var (
 		},
 		label: "the same 86-byte line, echoed",
 	}
+	// The Go floor (bench/goecho): the same line, back.
+	protoGoEcho = proto{
+		req:      agentRequest,
+		complete: lineComplete,
+		check:    protoEcho.check,
+		label:    "the same 86-byte line, echoed by a plain net/bufio Go server (bench/goecho)",
+	}
 	// An extra server (-extra): stepup-agent's request, any line back.
 	protoExtra = proto{
 		req:      agentRequest,

@@ -144,7 +144,8 @@ func report(w io.Writer, r *results, keep string) {
 		p("| `stepupctl check` no slower than `ssh-add -l` | %.2f ms vs %.2f ms: %s | %s |\n",
 			procMed(0)/1000, procMed(1)/1000, ratio(procMed(0), procMed(1)), metStr(procMed(0) <= procMed(1)))
 	}
-	p("| RSS idle ≤ 12 MiB | %s | %s |\n\n", mib(r.rssIdle[A]), metStr(r.rssIdle[A] <= 12<<20))
+	p("| RSS idle ≤ 12 MiB | %s (%s anonymous, %s file-backed) | %s |\n\n", mib(r.rssIdle[A].rss),
+		mib(r.rssIdle[A].anon), mib(r.rssIdle[A].file), metStr(r.rssIdle[A].rss <= 12<<20))
 
 	p("## Requests\n\n| server | request (answer) |\n| --- | --- |\n")
 	for _, n := range names {
@@ -222,9 +223,10 @@ func report(w io.Writer, r *results, keep string) {
 	p("## Memory\n\n")
 	p("VmRSS from `/proc/PID/status`: idle is one second after the server answers\n")
 	p("its first request; \"after the run\" is after all the rounds above.\n\n")
-	p("| server | RSS idle | RSS after the run |\n| --- | --- | --- |\n")
+	p("| server | RSS idle | anonymous | file-backed | RSS after the run | anonymous |\n| --- | --- | --- | --- | --- | --- |\n")
 	for _, n := range names {
-		p("| %s | %s | %s |\n", n, mib(r.rssIdle[n]), mib(r.rssLoaded[n]))
+		i, l := r.rssIdle[n], r.rssLoaded[n]
+		p("| %s | %s | %s | %s | %s | %s |\n", n, mib(i.rss), mib(i.anon), mib(i.file), mib(l.rss), mib(l.anon))
 	}
 	p("\n")
 	mr := r.mem
@@ -237,11 +239,12 @@ func report(w io.Writer, r *results, keep string) {
 	p("benchmark-only path in the daemon. With the `file` backend each token is in\n")
 	p("memory three times: the backend's items, the resilient store's cache\n")
 	p("(keychain/resilient.go) and the agent's token table.\n\n")
-	p("| stepup-agent `--keychain file` | RSS | start until answering |\n| --- | --- | --- |\n")
-	p("| no tokens | %s | |\n", mib(mr.fileIdle))
-	p("| %d live tokens | %s | %s |\n", mr.tokens, mib(mr.fileTokens), mr.loadTime.Round(time.Millisecond))
+	p("| stepup-agent `--keychain file` | RSS | anonymous | start until answering |\n| --- | --- | --- | --- |\n")
+	p("| no tokens | %s | %s | |\n", mib(mr.fileIdle.rss), mib(mr.fileIdle.anon))
+	p("| %d live tokens | %s | %s | %s |\n", mr.tokens, mib(mr.fileTokens.rss), mib(mr.fileTokens.anon), mr.loadTime.Round(time.Millisecond))
 	if mr.tokens > 0 {
-		p("| per token | %.2f KiB | |\n", float64(mr.fileTokens-mr.fileIdle)/1024/float64(mr.tokens))
+		p("| per token | %.2f KiB | %.2f KiB | |\n", float64(mr.fileTokens.rss-mr.fileIdle.rss)/1024/float64(mr.tokens),
+			float64(mr.fileTokens.anon-mr.fileIdle.anon)/1024/float64(mr.tokens))
 	}
 	p("\n")
 
