@@ -21,7 +21,7 @@ import (
 	"strings"
 
 	"github.com/stepup-agent/stepup-agent/agent"
-	"github.com/stepup-agent/stepup-agent/ipc"
+	"github.com/stepup-agent/stepup-agent/api"
 	"github.com/stepup-agent/stepup-agent/keychain"
 )
 
@@ -112,7 +112,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return kill(o, stdout, stderr)
 	}
 	if o.socket == "" {
-		o.socket = ipc.DefaultSocketPath()
+		o.socket = api.DefaultSocketPath()
 	}
 	abs, err := filepath.Abs(o.socket)
 	if err != nil {

@@ -28,7 +28,6 @@ import (
 	"time"
 
 	"github.com/stepup-agent/stepup-agent/api"
-	"github.com/stepup-agent/stepup-agent/ipc"
 )
 
 // Errors of the protocol, for errors.Is. Every error the agent returns is
@@ -85,7 +84,7 @@ func (c *Client) socket() string {
 	if c.Socket != "" {
 		return c.Socket
 	}
-	return ipc.SocketPath()
+	return api.SocketPath()
 }
 
 type clientConn struct {

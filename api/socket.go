@@ -1,4 +1,8 @@
-package ipc
+package api
+
+// The socket's location is part of the contract (DESIGN.md, "Where things
+// live"): the daemon and every client find it the same way. It lives here
+// so that clients need not link the server.
 
 import (
 	"os"
