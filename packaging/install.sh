@@ -74,7 +74,8 @@ if [ -z "$from" ]; then
 	from=$(mktemp -d)
 	trap 'rm -rf "$from"' EXIT
 	say "building stepup-agent and stepupctl"
-	(cd "$here/.." && go build -trimpath -o "$from/" ./cmd/stepup-agent ./cmd/stepupctl)
+	(cd "$here/.." && go build -trimpath -o "$from/" ./cmd/stepup-agent &&
+		CGO_ENABLED=0 go build -trimpath -o "$from/" ./cmd/stepupctl)
 fi
 for b in stepup-agent stepupctl; do
 	[ -x "$from/$b" ] || { say "$from/$b is missing or not executable"; exit 1; }

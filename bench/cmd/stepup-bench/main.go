@@ -163,7 +163,12 @@ func run(ctx context.Context, c *config) error {
 	defer os.RemoveAll(dir)
 	bin := filepath.Join(dir, "bin")
 	logf("building stepup-agent, stepupctl and bench/echo.c in %s", dir)
-	if err := runCmd(ctx, root, 5*time.Minute, "go", "build", "-o", bin+"/", "./cmd/stepup-agent", "./cmd/stepupctl", "./bench/goecho"); err != nil {
+	if err := runCmd(ctx, root, 5*time.Minute, "go", "build", "-o", bin+"/", "./cmd/stepup-agent", "./bench/goecho"); err != nil {
+		return err
+	}
+	// stepupctl is built as it is shipped: without cgo, a static binary
+	// that skips the dynamic loader (README, "Install").
+	if err := runCmd(ctx, root, 5*time.Minute, "env", "CGO_ENABLED=0", "go", "build", "-o", bin+"/", "./cmd/stepupctl"); err != nil {
 		return err
 	}
 	if err := runCmd(ctx, root, time.Minute, "gcc", "-O2", "-o", filepath.Join(bin, "echo"), "bench/echo.c"); err != nil {
