@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -98,8 +99,11 @@ func serve(o *options, stdout, stderr io.Writer) int {
 	}
 	logOut := stderr
 	if o.child {
+		// Started in the background (eval "$(stepup-agent)"): no
+		// terminal to log to, so the log goes to a file of the user's.
 		logOut = io.Discard
-		if f, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0); err == nil {
+		if f, err := openLogFile(); err == nil {
+			defer f.Close()
 			logOut = f
 		}
 	}
@@ -238,10 +242,8 @@ loop:
 	cancel()
 	stop()
 	<-runDone
-	if _, err := os.Lstat(o.socket); err == nil && !activated {
-		if fi, _ := os.Lstat(o.socket); fi != nil && fi.Mode()&os.ModeSocket != 0 {
-			os.Remove(o.socket)
-		}
+	if fi, err := os.Lstat(o.socket); err == nil && !activated && fi.Mode()&os.ModeSocket != 0 {
+		os.Remove(o.socket)
 	}
 	log.Info("stopped")
 	return code
@@ -310,4 +312,14 @@ func methods(deps method.Deps, store keychain.Store, log *zap.Logger) []method.M
 // externalVerifier checks backend assertions against the policy's JWK Set.
 func externalVerifier(deps method.Deps) agent.ExternalVerifier {
 	return externaljwt.NewVerifier(externaljwt.Options{Logger: deps.Logger})
+}
+
+// openLogFile opens $XDG_STATE_HOME/stepup/agent.log (0600, in a 0700
+// directory) for a background agent's log.
+func openLogFile() (*os.File, error) {
+	dir := audit.StateDir()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	return os.OpenFile(filepath.Join(dir, "agent.log"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 }
