@@ -19,6 +19,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 go mod download
+# The test runner, fetched now so that the run itself needs no network.
+go run gotest.tools/gotestsum@v1.13.0 --version >/dev/null
 
 # npm packages for the tests that use an independent implementation
 # (ethers for wallet signatures) and the Node client.

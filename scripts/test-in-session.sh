@@ -23,9 +23,13 @@ export STEPUP_TEST_REQUIRE_ALL=${CI:-}   # in CI a missing prerequisite fails
 
 echo "== go vet"
 go vet ./...
-echo "== go test -race"
-go test -race -count=1 -timeout 30m ./... "$@"
 if [ -f clients/node/package.json ]; then
   echo "== node --test (clients/node)"
   (cd clients/node && npm test)
 fi
+# The Go suite last, under the race detector (fuzz targets run their seed
+# corpora as tests). gotestsum (the Go module proxy serves it) prints each
+# package and closes with the count of tests run, skipped and failed.
+echo "== go test -race"
+go run gotest.tools/gotestsum@v1.13.0 --format pkgname-and-test-fails \
+  --jsonfile "${STEPUP_TEST_JSON:-/dev/null}" -- -race -count=1 -timeout 30m ./... "$@"
