@@ -19,19 +19,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stepup-agent/stepup-agent/internal/testenv"
 )
 
 func requireProgram(t *testing.T, name string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" || os.Getenv("STEPUP_TEST_REQUIRE_ALL") != "" {
-		t.Fatalf("%s is not installed (scripts/apt-packages.txt lists its package)", name)
-	}
-	t.Skipf("%s is not installed", name)
-	return ""
+	return testenv.Program(t, name)
 }
 
 func run(t *testing.T, env []string, name string, args ...string) (string, error) {

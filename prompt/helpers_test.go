@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stepup-agent/stepup-agent/internal/testenv"
+
 	"github.com/creack/pty"
 	"go.uber.org/zap/zaptest"
 	"golang.org/x/sys/unix"
@@ -43,25 +45,18 @@ func TestMain(m *testing.M) {
 
 // strict: a missing prerequisite fails the test in CI, skips it elsewhere.
 func strict() bool {
-	return os.Getenv("CI") == "true" || os.Getenv("STEPUP_TEST_REQUIRE_ALL") != ""
+	return testenv.Strict()
 }
 
 func missing(t *testing.T, format string, args ...any) {
 	t.Helper()
-	if strict() {
-		t.Fatalf("missing prerequisite: "+format, args...)
-	}
-	t.Skipf("missing prerequisite: "+format, args...)
+	testenv.Missing(t, format, args...)
 }
 
 // requireProgram returns the program's path or skips (fails in CI).
 func requireProgram(t *testing.T, name string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		missing(t, "%s not installed (scripts/apt-packages.txt)", name)
-	}
-	return p
+	return testenv.Program(t, name)
 }
 
 // testDisplay returns an X display for GUI tests: STEPUP_TEST_DISPLAY, or

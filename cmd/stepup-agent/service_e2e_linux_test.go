@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -9,10 +8,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/stepup-agent/stepup-agent/internal/testenv"
 
 	"github.com/stepup-agent/stepup-agent/api"
 	"github.com/stepup-agent/stepup-agent/ipc/stepup"
@@ -26,22 +26,7 @@ import (
 // NOTIFY_SOCKET and WATCHDOG_USEC a service manager would set; and
 // against a fake systemd-logind on a private system bus.
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuf = testenv.LockedBuffer
 
 // notifyListener binds a NOTIFY_SOCKET and collects its datagrams.
 func notifyListener(t *testing.T, path string) chan string {

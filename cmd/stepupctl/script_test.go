@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stepup-agent/stepup-agent/internal/testenv"
+
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/rogpeppe/go-internal/testscript"
@@ -52,12 +54,7 @@ func TestMain(m *testing.M) {
 // elsewhere when a program the test needs is missing.
 func requireProgram(t testing.TB, name string) {
 	t.Helper()
-	if _, err := exec.LookPath(name); err != nil {
-		if os.Getenv("CI") == "true" || os.Getenv("STEPUP_TEST_REQUIRE_ALL") != "" {
-			t.Fatalf("%s is required (scripts/install-deps.sh installs it): %v", name, err)
-		}
-		t.Skipf("%s not installed", name)
-	}
+	testenv.Program(t, name)
 }
 
 func TestScripts(t *testing.T) {

@@ -7,10 +7,11 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"os/exec"
 	"testing"
 	"time"
+
+	"github.com/stepup-agent/stepup-agent/internal/testenv"
 
 	"github.com/chromedp/cdproto/cdp"
 	cdpwebauthn "github.com/chromedp/cdproto/webauthn"
@@ -20,7 +21,7 @@ import (
 // requireAll reports whether a missing prerequisite must fail the test
 // (CI) rather than skip it.
 func requireAll() bool {
-	return os.Getenv("CI") == "true" || os.Getenv("STEPUP_TEST_REQUIRE_ALL") != ""
+	return testenv.Strict()
 }
 
 // requireChromium returns the path of Debian's chromium.

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stepup-agent/stepup-agent/internal/testenv"
+
 	"github.com/stepup-agent/stepup-agent/api"
 	"github.com/stepup-agent/stepup-agent/method"
 	"go.uber.org/zap"
@@ -23,15 +25,12 @@ import (
 )
 
 func requireAll() bool {
-	return os.Getenv("CI") == "true" || os.Getenv("STEPUP_TEST_REQUIRE_ALL") != ""
+	return testenv.Strict()
 }
 
 func missing(t *testing.T, format string, args ...any) {
 	t.Helper()
-	if requireAll() {
-		t.Fatalf("missing prerequisite: "+format, args...)
-	}
-	t.Skipf("missing prerequisite: "+format, args...)
+	testenv.Missing(t, format, args...)
 }
 
 func repoRoot(t *testing.T) string {

@@ -17,7 +17,6 @@
 package stepuptest
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -30,6 +29,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/stepup-agent/stepup-agent/internal/testenv"
 
 	"github.com/stepup-agent/stepup-agent/api"
 	"github.com/stepup-agent/stepup-agent/ipc/stepup"
@@ -117,15 +118,7 @@ func BuildPackage(t testing.TB, pkg string) string {
 // must be installed (scripts/apt-packages.txt).
 func RequireProgram(t testing.TB, name string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" || os.Getenv("STEPUP_TEST_REQUIRE_ALL") != "" {
-		t.Fatalf("%s is required (scripts/apt-packages.txt): %v", name, err)
-	}
-	t.Skipf("%s not installed: %v", name, err)
-	return ""
+	return testenv.Program(t, name)
 }
 
 // Start starts an agent for the test and stops it at the test's end.
@@ -347,19 +340,4 @@ func oathtool(ctx context.Context, secret string, ctr uint64) (string, error) {
 	return strings.TrimSpace(string(out)), nil
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type lockedBuffer = testenv.LockedBuffer

@@ -1,0 +1,59 @@
+// Package testenv holds what the tests of every package share: the rule
+// for a missing prerequisite (fail in CI, skip elsewhere) and small
+// helpers. It is imported by _test files only.
+package testenv
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"sync"
+	"testing"
+)
+
+// Strict reports whether a missing prerequisite must fail the test: in CI
+// (CI=true) or with STEPUP_TEST_REQUIRE_ALL set. A test that skips there
+// would hide a broken install step (scripts/install-deps.sh).
+func Strict() bool {
+	return os.Getenv("CI") == "true" || os.Getenv("STEPUP_TEST_REQUIRE_ALL") != ""
+}
+
+// Missing fails the test when Strict, and skips it otherwise, saying what
+// is missing.
+func Missing(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if Strict() {
+		t.Fatalf("missing prerequisite: "+format+" (scripts/install-deps.sh installs it)", args...)
+	}
+	t.Skipf("missing prerequisite: "+format, args...)
+}
+
+// Program returns the path of the program name, or fails or skips the
+// test (Missing) when it is not installed.
+func Program(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		Missing(t, "%s is not installed (scripts/apt-packages.txt lists its package)", name)
+	}
+	return p
+}
+
+// LockedBuffer is a bytes.Buffer safe for a process's output written
+// from one goroutine and read from another.
+type LockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *LockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *LockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
