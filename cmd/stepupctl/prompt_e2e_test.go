@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // End-to-end tests of the prompt routing (docs/prompts.md): the real

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command stepup-bench measures stepup-agent side by side with OpenSSH's
 // ssh-agent, gpg-agent and a minimal C echo server (the floor) over Unix
 // sockets, in one run, and writes docs/BENCHMARKS.md:
