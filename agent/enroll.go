@@ -21,6 +21,7 @@ type enrollment struct {
 	state   any
 	expires time.Time
 	scope   string // the scope whose token allowed it ("" for the first credential)
+	label   string // the label the client asked for
 }
 
 // linkScope is the scope whose token enrolling method m needs when a
@@ -86,7 +87,7 @@ func (a *Agent) EnrollStart(ctx context.Context, p *api.EnrollStartParams, raw j
 	if err != nil {
 		return nil, err
 	}
-	e := &enrollment{id: randomID(), method: p.Method, state: state, expires: a.now().Add(enrollTTL), scope: scope}
+	e := &enrollment{id: randomID(), method: p.Method, state: state, expires: a.now().Add(enrollTTL), scope: scope, label: p.Label}
 	a.mu.Lock()
 	a.enrollments[e.id] = e
 	a.mu.Unlock()
@@ -151,6 +152,9 @@ func (a *Agent) EnrollFinish(ctx context.Context, p *api.EnrollFinishParams) (*a
 				a.persist.del(keychain.KindCredential, id)
 			}
 		}
+	}
+	if e.label != "" {
+		cred.Label = e.label
 	}
 	a.addCred(cred, e.method)
 	res := &api.EnrollFinishResult{Method: e.method, CredentialID: cred.ID}
