@@ -35,7 +35,9 @@ var Version = "0.1.0-dev"
 
 // ExternalVerifier checks a backend's assertion for
 // requestExternalAuthElevatedToken. It returns the assertion's jti and
-// expiry; the agent refuses a jti it has seen before.
+// the time until which the jti must be remembered (no earlier than the
+// last instant the assertion is accepted, leeway included); the agent
+// refuses a jti it has seen before and forgets it at that time.
 type ExternalVerifier interface {
 	Verify(ctx context.Context, assertion string, scopes []string, cfg policy.ExternalJwt) (jti string, exp time.Time, err error)
 }

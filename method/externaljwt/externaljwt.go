@@ -139,15 +139,19 @@ func NewVerifier(o Options) *Verifier {
 	return &Verifier{opt: o, log: log, keys: newKeyCache(o, log)}
 }
 
-// Verify checks an assertion and returns its jti and expiry; it is what
-// the agent's ExternalVerifier interface asks for. The agent refuses a jti
-// it has seen.
+// Verify checks an assertion and returns its jti and the time until which
+// the jti must be remembered; it is what the agent's ExternalVerifier
+// interface asks for. The agent refuses a jti it has seen, and forgets it
+// at that time. An assertion is accepted up to Leeway after its exp, so
+// the time returned is exp plus the leeway (and a second, since go-jose
+// still accepts at exactly exp+leeway), not exp: a jti forgotten at exp
+// could be replayed during the leeway.
 func (v *Verifier) Verify(ctx context.Context, assertion string, requestedScopes []string, cfg policy.ExternalJwt) (string, time.Time, error) {
 	a, err := v.VerifyAssertion(ctx, assertion, requestedScopes, cfg)
 	if err != nil {
 		return "", time.Time{}, err
 	}
-	return a.JTI, a.Expiry, nil
+	return a.JTI, a.Expiry.Add(v.opt.Leeway + time.Second), nil
 }
 
 type claims struct {

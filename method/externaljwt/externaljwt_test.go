@@ -491,3 +491,27 @@ func TestReplayCache(t *testing.T) {
 		t.Fatalf("%d winners", wins.Load())
 	}
 }
+
+// The agent forgets a jti at the time Verify returns; the assertion must
+// not be accepted from then on, or it could be replayed in the leeway
+// after exp.
+func TestVerifyKeepsJTIThroughTheLeeway(t *testing.T) {
+	ctx := context.Background()
+	be := newBackend(t)
+	be.add("ed", jose.EdDSA)
+	path := filepath.Join(t.TempDir(), "jwks.json")
+	writeJWKS(t, path, be.jwks("ed"), time.Now().Add(-time.Hour))
+	cfg := policy.ExternalJwt{JWKS: path, Subject: "alice"}
+	issued := time.Now().Truncate(time.Second)
+	clock := issued
+	v := NewVerifier(Options{Now: func() time.Time { return clock }})
+	tok := be.sign("ed", good(issued, "leeway"))
+	_, keep, err := v.Verify(ctx, tok, []string{"wallet:sign"}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock = keep
+	if _, _, err := v.Verify(ctx, tok, []string{"wallet:sign"}, cfg); err == nil {
+		t.Fatalf("the assertion is still accepted at %v, when its jti may be forgotten (exp %v)", keep, issued.Add(2*time.Minute))
+	}
+}
