@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"sync"
+	"unicode/utf8"
 )
 
 // Peer is the identity of the process at the other end of a connection,
@@ -31,12 +33,38 @@ func (p *Peer) Exe() string {
 	return p.exe
 }
 
-// String describes the peer for logs and prompts.
+// String describes the peer for logs and prompts. The executable's path is
+// whatever its file is named, chosen by whoever put it there, so it is
+// shown quoted, with escapes, when it holds anything but printable
+// characters (a line feed could start a fake line in a prompt), and cut
+// to its last maxExeShown bytes (a 4 KiB path would push the scope out of
+// the prompt). Exe still returns the path as it is.
 func (p *Peer) String() string {
 	if exe := p.Exe(); exe != "" {
-		return fmt.Sprintf("%s (pid %d)", exe, p.PID)
+		return fmt.Sprintf("%s (pid %d)", displayPath(exe), p.PID)
 	}
 	return fmt.Sprintf("pid %d", p.PID)
+}
+
+// maxExeShown is how much of an executable's path String shows.
+const maxExeShown = 160
+
+func displayPath(path string) string {
+	cut := false
+	if len(path) > maxExeShown {
+		i := len(path) - maxExeShown
+		for i < len(path) && !utf8.RuneStart(path[i]) {
+			i++
+		}
+		path, cut = path[i:], true
+	}
+	if q := strconv.Quote(path); q[1:len(q)-1] != path {
+		path = q
+	}
+	if cut {
+		path = "…" + path
+	}
+	return path
 }
 
 type peerKey struct{}
