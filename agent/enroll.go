@@ -11,6 +11,7 @@ import (
 	"github.com/stepup-agent/stepup-agent/audit"
 	"github.com/stepup-agent/stepup-agent/keychain"
 	"github.com/stepup-agent/stepup-agent/method"
+	"go.uber.org/zap"
 )
 
 const enrollTTL = 10 * time.Minute
@@ -285,6 +286,21 @@ func (a *Agent) ExternalAuth(ctx context.Context, p *api.ExternalAuthParams) (*a
 	}
 	a.mu.Unlock()
 	jti, exp, err := a.cfg.External.Verify(ctx, p.Assertion, p.RequestedScopes, cfg)
+	if err != nil && !errors.Is(err, method.ErrVerificationFailed) {
+		// The JWK Set cannot be read or fetched, or the request ended:
+		// the backend's or the agent's trouble, not a wrong assertion,
+		// so it does not count against the method's failure limit.
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		a.log.Warn("cannot check an external assertion", zap.Error(err))
+		var ae *api.Error
+		if errors.As(err, &ae) {
+			return nil, err
+		}
+		return nil, api.Errorf(api.CodeInternal, "cannot check the external assertion: %v", err).
+			WithHint("check externalJwt.jwks in the policy; the agent's log says more")
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if err == nil && jti == "" {

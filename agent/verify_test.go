@@ -1,0 +1,71 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stepup-agent/stepup-agent/api"
+	"github.com/stepup-agent/stepup-agent/keychain"
+	"github.com/stepup-agent/stepup-agent/method"
+	"github.com/stepup-agent/stepup-agent/policy"
+)
+
+// stubVerifier stands in for the backend assertion checker: it returns
+// err, or a fresh jti.
+type stubVerifier struct {
+	err error
+	n   int
+}
+
+func (v *stubVerifier) Verify(ctx context.Context, assertion string, scopes []string, cfg policy.ExternalJwt) (string, time.Time, error) {
+	if v.err != nil {
+		return "", time.Time{}, v.err
+	}
+	v.n++
+	return fmt.Sprintf("jti-%d", v.n), time.Now().Add(time.Minute), nil
+}
+
+func newExternalAgent(t *testing.T, v ExternalVerifier) *Agent {
+	t.Helper()
+	pol := policy.Default()
+	pol.ExternalJwt = policy.ExternalJwt{JWKS: "https://backend.example/jwks.json", Subject: "alice"}
+	a, err := New(context.Background(), Config{
+		Store:    keychain.NewMemory(),
+		Policy:   func() *policy.Policy { return pol },
+		External: v,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// A JWK Set that cannot be fetched is the backend's or the agent's
+// trouble, not a wrong answer: it must not lock the method out.
+func TestExternalInfrastructureFailureIsNotCounted(t *testing.T) {
+	v := &stubVerifier{err: errors.New("cannot fetch the JWK Set https://backend.example/jwks.json: connection refused")}
+	a := newExternalAgent(t, v)
+	ctx := context.Background()
+	p := &api.ExternalAuthParams{Assertion: "x.y.z", RequestedScopes: []string{"wallet:sign"}}
+	for i := 0; i < policy.DefaultMaxFailures+1; i++ {
+		_, err := a.ExternalAuth(ctx, p)
+		if err == nil {
+			t.Fatal("accepted")
+		}
+		if errors.Is(err, api.ErrRateLimited) || errors.Is(err, api.ErrVerificationFailed) {
+			t.Fatalf("try %d: %v; want an internal error that does not count as a failure", i+1, err)
+		}
+	}
+	// A refusal still counts.
+	v.err = fmt.Errorf("%w: bad signature", method.ErrVerificationFailed)
+	if _, err := a.ExternalAuth(ctx, p); !errors.Is(err, api.ErrVerificationFailed) {
+		t.Fatalf("refused assertion: %v, want verification_failed", err)
+	}
+	v.err = nil
+	if _, err := a.ExternalAuth(ctx, p); err != nil {
+		t.Fatalf("good assertion after infrastructure failures: %v", err)
+	}
+}
