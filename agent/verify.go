@@ -44,6 +44,7 @@ type challenge struct {
 	expires time.Time
 	unlock  bool // purpose "unlock": unlocks instead of minting
 	uid     int
+	done    bool // answered: it mints (or unlocks) once. Guarded by a.mu.
 }
 
 // hasMFA reports whether an MFA credential is enrolled. Callers hold a.mu.
@@ -220,6 +221,13 @@ func (a *Agent) finish(ctx context.Context, c *challenge, response json.RawMessa
 	defer mm.Unlock()
 
 	a.mu.Lock()
+	if c.done {
+		// Two completeVerification calls raced past the lookup; the
+		// other one was answered first.
+		a.mu.Unlock()
+		return nil, api.Errorf(api.CodeVerificationFailed, "unknown or expired challengeId").
+			WithHint("start again with startVerification")
+	}
 	if err := a.checkLimit(c.method); err != nil {
 		a.mu.Unlock()
 		return nil, err
@@ -253,6 +261,7 @@ func (a *Agent) finish(ctx context.Context, c *challenge, response json.RawMessa
 		return nil, e
 	}
 	a.success(c.method)
+	c.done = true
 	if cred != nil && cred.ID != "" {
 		if _, ok := a.creds[cred.ID]; ok {
 			a.creds[cred.ID] = cred

@@ -69,3 +69,25 @@ func TestExternalInfrastructureFailureIsNotCounted(t *testing.T) {
 		t.Fatalf("good assertion after infrastructure failures: %v", err)
 	}
 }
+
+// Two completeVerification calls for one challenge may both get past the
+// lookup before the first deletes it; the second must not mint another
+// token, even with another valid code.
+func TestChallengeCompletesOnce(t *testing.T) {
+	f := newFixture(t, &scriptedPrompter{}, true)
+	ctx := context.Background()
+	ch, err := f.a.StartVerification(ctx, &api.StartVerificationParams{Method: api.TOTP, RequestedScopes: []string{"wallet:sign"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.a.mu.Lock()
+	c := f.a.challenges[ch.ChallengeID]
+	f.a.mu.Unlock()
+	// What the two racing requests each do after the lookup.
+	if _, err := f.a.finish(ctx, c, []byte(`{"code":"`+f.code(0)+`"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := f.a.finish(ctx, c, []byte(`{"code":"`+f.code(30*time.Second)+`"}`)); err == nil {
+		t.Fatalf("one challenge minted a second token (%s)", res.Method)
+	}
+}
