@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -48,14 +49,11 @@ func OpenFile(dir string) (*File, error) {
 		return nil, err
 	}
 	f := &File{dir: dir, path: filepath.Join(dir, FileName), items: map[string]map[string][]byte{}}
-	data, err := os.ReadFile(f.path)
+	data, err := readPrivate(f.path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return f, nil
 	case err != nil:
-		return nil, fmt.Errorf("keychain file: %w", err)
-	}
-	if err := checkOwnedPrivate(f.path, false); err != nil {
 		return nil, err
 	}
 	var c fileContent
@@ -73,6 +71,36 @@ func OpenFile(dir string) (*File, error) {
 	return f, nil
 }
 
+// readPrivate reads the file at path after checking it as
+// checkOwnedPrivate does. It checks the descriptor it reads, not the path
+// again, and opens without following a symbolic link and without waiting
+// for a writer (a FIFO there would otherwise block the agent's start).
+func readPrivate(path string) ([]byte, error) {
+	fd, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, fmt.Errorf("keychain file: %s is a symbolic link, not a regular file", path)
+	}
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("keychain file: %w", err)
+	}
+	defer fd.Close()
+	fi, err := fd.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("keychain file: %w", err)
+	}
+	if err := checkInfo(path, fi, false); err != nil {
+		return nil, err
+	}
+	data, err := io.ReadAll(fd)
+	if err != nil {
+		return nil, fmt.Errorf("keychain file: %w", err)
+	}
+	return data, nil
+}
+
 // checkOwnedPrivate refuses a path that is not ours, that others can
 // write, or (a file) that others can read or that is not a regular file.
 func checkOwnedPrivate(path string, isDir bool) error {
@@ -80,6 +108,10 @@ func checkOwnedPrivate(path string, isDir bool) error {
 	if err != nil {
 		return fmt.Errorf("keychain file: %w", err)
 	}
+	return checkInfo(path, fi, isDir)
+}
+
+func checkInfo(path string, fi fs.FileInfo, isDir bool) error {
 	if isDir && !fi.IsDir() {
 		return fmt.Errorf("keychain file: %s is not a directory", path)
 	}

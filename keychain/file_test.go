@@ -6,7 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func TestFileModesAndAtomicWrite(t *testing.T) {
@@ -111,5 +113,33 @@ func TestDefaultStateDir(t *testing.T) {
 	t.Setenv("HOME", "/home/u")
 	if d := DefaultStateDir(); d != "/home/u/.local/state/stepup" {
 		t.Fatalf("DefaultStateDir() = %q", d)
+	}
+}
+
+// OpenFile checks keychain.json before it reads it: a FIFO (or any other
+// special file) put there must be refused at once, not block the agent's
+// start waiting for a writer that never comes.
+func TestFileRefusesFIFOWithoutBlocking(t *testing.T) {
+	dir := t.TempDir()
+	os.Chmod(dir, 0o700)
+	if err := syscall.Mkfifo(filepath.Join(dir, FileName), 0o600); err != nil {
+		t.Skipf("mkfifo: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := OpenFile(dir)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "regular file") {
+			t.Fatalf("a FIFO in place of the file: err = %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		// Unblock the stuck open so the test binary can exit.
+		if w, err := os.OpenFile(filepath.Join(dir, FileName), os.O_WRONLY, 0); err == nil {
+			w.Close()
+		}
+		t.Fatal("OpenFile blocked on a FIFO in place of the file")
 	}
 }
