@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -149,8 +150,45 @@ func (r *resilient) ensureLoaded(ctx context.Context, kind string) {
 }
 
 func (r *resilient) Get(ctx context.Context, kind, name string) ([]byte, error) {
+	if r.persistent && !slices.Contains(Kinds, kind) {
+		if d, ok, err := r.readThrough(ctx, kind, name); ok {
+			return d, err
+		}
+	}
 	r.ensureLoaded(ctx, kind)
 	return r.mirror.Get(ctx, kind, name)
+}
+
+// readThrough reads an item of a kind outside Kinds from the backend. Such
+// kinds are set by other programs while the agent runs (the delivery
+// secrets, stored with secret-tool), so the mirror alone would keep
+// serving the value of the first read. The mirror is kept in step, for
+// when the backend stops answering. ok is false when the mirror must
+// answer instead: the backend is down or did not answer, or the agent
+// changed the item while it was down and has not written it yet.
+func (r *resilient) readThrough(ctx context.Context, kind, name string) (data []byte, ok bool, err error) {
+	if !r.available.Load() || !r.lockWrites(ctx) {
+		return nil, false, nil
+	}
+	defer r.unlockWrites()
+	if _, dirty := r.dirty[itemKey{kind, name}]; dirty {
+		return nil, false, nil
+	}
+	bctx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
+	defer cancel()
+	d, err := r.backend.Get(bctx, kind, name)
+	switch {
+	case err == nil:
+		r.mirror.Put(ctx, kind, name, d)
+		return d, true, nil
+	case errors.Is(err, ErrNotFound):
+		r.mirror.Delete(ctx, kind, name)
+		return nil, true, ErrNotFound
+	}
+	if ctx.Err() == nil {
+		r.markDown(err)
+	}
+	return nil, false, nil
 }
 
 func (r *resilient) List(ctx context.Context, kind string) ([]string, error) {

@@ -223,3 +223,48 @@ func TestOpenUnknownBackend(t *testing.T) {
 		t.Fatalf("Open(vault) = %v", err)
 	}
 }
+
+// Kinds outside Kinds are set by other programs while the agent runs (the
+// delivery secrets: secret-tool store ... kind delivery name
+// smtp-password; docs/methods.md says a changed password applies without a
+// restart). Get reads them from the backend each time, and answers from
+// the mirror while the backend is down.
+func TestResilientReadsOtherProgramsKindsThrough(t *testing.T) {
+	ctx := context.Background()
+	fb := &flaky{Memory: NewMemory()}
+	r, err := newResilient(ctx, fb, Options{ProbeInterval: time.Hour}.withDefaults(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := r.Get(ctx, "delivery", "smtp-password"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Get before the secret is stored = %v", err)
+	}
+	fb.Memory.Put(ctx, "delivery", "smtp-password", []byte("first"))
+	if got, err := r.Get(ctx, "delivery", "smtp-password"); err != nil || string(got) != "first" {
+		t.Fatalf("Get after another program stored it = %q, %v; want first", got, err)
+	}
+	fb.Memory.Put(ctx, "delivery", "smtp-password", []byte("second"))
+	if got, err := r.Get(ctx, "delivery", "smtp-password"); err != nil || string(got) != "second" {
+		t.Fatalf("Get after another program changed it = %q, %v; want second", got, err)
+	}
+	// The backend stops answering: the last value read is served.
+	fb.down.Store(true)
+	if got, err := r.Get(ctx, "delivery", "smtp-password"); err != nil || string(got) != "second" {
+		t.Fatalf("Get with the backend down = %q, %v; want the last value read", got, err)
+	}
+	if r.Available() {
+		t.Fatal("Available() after a read the backend did not answer")
+	}
+	fb.down.Store(false)
+	waitFor(t, "recovery", 5*time.Second, func() bool { return r.recover(ctx) })
+	fb.Memory.Delete(ctx, "delivery", "smtp-password")
+	if _, err := r.Get(ctx, "delivery", "smtp-password"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Get after another program deleted it = %v", err)
+	}
+	// The agent's own kinds are still served from the mirror alone.
+	fb.Memory.Put(ctx, KindToken, "jti", []byte("x"))
+	if _, err := r.Get(ctx, KindToken, "jti"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Get of an agent kind read the backend: %v", err)
+	}
+}
