@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -61,6 +62,11 @@ func (e *DialError) Unwrap() error { return e.Err }
 
 // Hint says what to do about it.
 func (e *DialError) Hint() string {
+	var we *WrongUserError
+	if errors.As(e.Err, &we) {
+		return "another user's program listens on this socket: do not use it; remove its directory (or ask an administrator to), " +
+			"or point STEPUP_AUTH_SOCK at your own agent's socket (with XDG_RUNTIME_DIR set, the default is a private directory)"
+	}
 	return `start an agent with: eval "$(stepup-agent)"  (or: systemctl --user start stepup-agent.socket), and check that STEPUP_AUTH_SOCK names its socket`
 }
 
@@ -109,9 +115,51 @@ func (c *Client) dial(ctx context.Context) (*clientConn, error) {
 	if err != nil {
 		return nil, &DialError{Socket: path, Err: err}
 	}
+	if err := checkPeer(nc); err != nil {
+		nc.Close()
+		return nil, &DialError{Socket: path, Err: err}
+	}
 	cc := &clientConn{nc: nc, wait: map[uint64]chan response{}}
 	go cc.read()
 	return cc, nil
+}
+
+// WrongUserError: the socket is served by a process of another user. The
+// default socket without XDG_RUNTIME_DIR, /tmp/stepup-UID/agent.sock, is
+// a name any local user can take first; an agent of theirs would be
+// handed the codes and passwords this client collects, so the client
+// talks only to a process of its own uid.
+type WrongUserError struct {
+	UID, Want int
+}
+
+func (e *WrongUserError) Error() string {
+	return fmt.Sprintf("the socket is served by uid %d, not by you (uid %d): refusing to talk to it", e.UID, e.Want)
+}
+
+// checkPeer refuses a socket whose server runs as another user.
+func checkPeer(nc net.Conn) error {
+	uc, ok := nc.(*net.UnixConn)
+	if !ok {
+		return nil
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var uid int
+	var known bool
+	var perr error
+	if err := raw.Control(func(fd uintptr) { uid, known, perr = peerUID(int(fd)) }); err != nil {
+		return err
+	}
+	if perr != nil {
+		return fmt.Errorf("cannot read the agent's credentials: %w", perr)
+	}
+	if want := os.Getuid(); known && uid != want {
+		return &WrongUserError{UID: uid, Want: want}
+	}
+	return nil
 }
 
 func (cc *clientConn) read() {
