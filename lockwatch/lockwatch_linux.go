@@ -99,7 +99,7 @@ func (w *watcher) run(ctx context.Context) error {
 		}
 	}
 	var owner string
-	err := w.conn.BusObject().CallWithContext(ctx, busName+".GetNameOwner", 0, login1Name).Store(&owner)
+	err := call(ctx, w.conn.BusObject(), busName+".GetNameOwner", login1Name).Store(&owner)
 	if err != nil {
 		var de dbus.Error
 		if !errors.As(err, &de) || de.Name != "org.freedesktop.DBus.Error.NameHasNoOwner" {
@@ -260,7 +260,7 @@ type sessionEntry struct {
 func (w *watcher) discover(ctx context.Context) {
 	mgr := w.conn.Object(login1Name, login1Path)
 	var list []sessionEntry
-	if err := mgr.CallWithContext(ctx, managerIface+".ListSessions", 0).Store(&list); err != nil {
+	if err := call(ctx, mgr, managerIface+".ListSessions").Store(&list); err != nil {
 		w.log.Warn("cannot list logind sessions; only sleep is followed", zap.Error(err))
 		return
 	}
@@ -271,7 +271,7 @@ func (w *watcher) discover(ctx context.Context) {
 			continue
 		}
 		var props map[string]dbus.Variant
-		if err := w.conn.Object(login1Name, e.Path).CallWithContext(ctx, propsIface+".GetAll", 0, sessionIface).Store(&props); err != nil {
+		if err := call(ctx, w.conn.Object(login1Name, e.Path), propsIface+".GetAll", sessionIface).Store(&props); err != nil {
 			w.log.Debug("cannot read a session's properties", zap.String("session", e.ID), zap.Error(err))
 			continue
 		}
@@ -306,7 +306,7 @@ func (w *watcher) discover(ctx context.Context) {
 
 func (w *watcher) sessionProp(ctx context.Context, p dbus.ObjectPath, name string) (dbus.Variant, error) {
 	var v dbus.Variant
-	err := w.conn.Object(login1Name, p).CallWithContext(ctx, propsIface+".Get", 0, sessionIface, name).Store(&v)
+	err := call(ctx, w.conn.Object(login1Name, p), propsIface+".Get", sessionIface, name).Store(&v)
 	return v, err
 }
 
@@ -334,7 +334,7 @@ func (w *watcher) takeInhibitor(ctx context.Context) {
 		return
 	}
 	var fd dbus.UnixFD
-	err := w.conn.Object(login1Name, login1Path).CallWithContext(ctx, managerIface+".Inhibit", 0,
+	err := call(ctx, w.conn.Object(login1Name, login1Path), managerIface+".Inhibit",
 		"sleep", "stepup-agent", "revoke elevated tokens before sleep", "delay").Store(&fd)
 	if err != nil {
 		w.log.Warn("cannot take a sleep delay inhibitor; the machine may sleep before the tokens are revoked", zap.Error(err))
@@ -349,4 +349,15 @@ func (w *watcher) releaseInhibitor() {
 		w.inhibit.Close()
 		w.inhibit = nil
 	}
+}
+
+// callTimeout bounds each call to logind or the bus: a frozen logind must
+// not stop the watcher from seeing the next signal.
+const callTimeout = 5 * time.Second
+
+// call makes one method call with callTimeout.
+func call(ctx context.Context, obj dbus.BusObject, method string, args ...any) *dbus.Call {
+	c, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	return obj.CallWithContext(c, method, 0, args...)
 }
