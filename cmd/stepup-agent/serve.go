@@ -242,9 +242,8 @@ loop:
 	cancel()
 	stop()
 	<-runDone
-	if fi, err := os.Lstat(o.socket); err == nil && !activated && fi.Mode()&os.ModeSocket != 0 {
-		os.Remove(o.socket)
-	}
+	// Closing the listener (in Shutdown) removed our socket; removing the
+	// path again here could take a newer agent's socket.
 	log.Info("stopped")
 	return code
 }

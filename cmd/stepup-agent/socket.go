@@ -35,7 +35,10 @@ func listen(path string) (net.Listener, error) {
 			return nil, fmt.Errorf("cannot remove the stale socket %s: %w", path, err)
 		}
 	}
-	old := syscall.Umask(0o177)
+	// 077, not 177: the umask is the process's, and a directory made by
+	// another goroutine meanwhile must stay usable. The chmod below
+	// makes the socket 0600.
+	old := syscall.Umask(0o077)
 	ln, err := net.Listen("unix", path)
 	syscall.Umask(old)
 	if err != nil {
