@@ -229,6 +229,37 @@ function toError(e: { code: number; message: string; data?: Record<string, unkno
  * does not keep the process alive); prompts use a connection of their
  * own, closed when their signal aborts, which dismisses the prompt.
  */
+/**
+ * Says why the socket at p is not to be trusted, or undefined. Node cannot
+ * read the peer's credentials (the Go client checks SO_PEERCRED), so it
+ * checks what the agent itself checks before it listens: the socket and its
+ * directory belong to this user, and nobody else can write to the
+ * directory. Otherwise another local user could have made the directory
+ * first (/tmp/stepup-UID without XDG_RUNTIME_DIR) and be listening there,
+ * collecting the codes and passwords typed for it. A missing socket is
+ * left to connect() to report.
+ */
+export function socketProblem(p: string): string | undefined {
+  if (typeof process.getuid !== 'function') return undefined;
+  const uid = process.getuid();
+  let st: fs.Stats;
+  let dir: fs.Stats;
+  try {
+    st = fs.lstatSync(p);
+    dir = fs.statSync(path.dirname(p));
+  } catch {
+    return undefined;
+  }
+  if (!st.isSocket()) return `${p} is not a socket`;
+  if (st.uid !== uid || dir.uid !== uid) {
+    return `${p} belongs to uid ${st.uid !== uid ? st.uid : dir.uid}, not to you (uid ${uid}): it is not your agent, do not use it`;
+  }
+  if ((dir.mode & 0o022) !== 0) {
+    return `others can write to ${path.dirname(p)} (mode ${(dir.mode & 0o777).toString(8)}): its socket cannot be trusted`;
+  }
+  return undefined;
+}
+
 export class StepUpClient {
   readonly socket: string;
   private readonly env: PromptEnv | undefined;
@@ -241,6 +272,8 @@ export class StepUpClient {
 
   /** Sends one request; the escape hatch for methods without a helper. */
   call<T = unknown>(method: string, params: unknown = {}, opts: CallOptions = {}): Promise<T> {
+    const problem = socketProblem(this.socket);
+    if (problem) return Promise.reject(new DialError(this.socket, new Error(problem)));
     if (!this.conn || this.conn.broken) this.conn = new Connection(this.socket);
     return this.conn.call(method, params, opts.signal) as Promise<T>;
   }
@@ -248,6 +281,8 @@ export class StepUpClient {
   /** Runs one call on a connection of its own, closed afterwards. */
   private async callOwn<T>(method: string, params: unknown, signal?: AbortSignal): Promise<T> {
     signal?.throwIfAborted();
+    const problem = socketProblem(this.socket);
+    if (problem) throw new DialError(this.socket, new Error(problem));
     const c = new Connection(this.socket);
     const onAbort = () => c.fail(signal!.reason);
     signal?.addEventListener('abort', onAbort, { once: true });

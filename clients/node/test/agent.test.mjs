@@ -205,3 +205,29 @@ test('parseChallenge', () => {
   assert.equal(parseChallenge('Basic realm="x"'), undefined);
   assert.equal(parseChallenge(null), undefined);
 });
+
+test('a socket in a directory others can write to is not trusted', async () => {
+  const { mkdtempSync, chmodSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const net = await import('node:net');
+  const dir = mkdtempSync(join(tmpdir(), 'stepup-impostor-'));
+  const sock = join(dir, 'agent.sock');
+  let connected = false;
+  const srv = net.createServer(() => { connected = true; });
+  await new Promise((resolve) => srv.listen(sock, resolve));
+  try {
+    chmodSync(dir, 0o777);
+    const c = new StepUpClient({ socket: sock });
+    await assert.rejects(c.status(), (err) => err.name === 'DialError' && /others can write to .* \(mode 777\)/.test(err.message));
+    assert.equal(await c.isStepUpRequired('wallet:export'), true);
+    assert.equal(connected, false, 'the client connected to an untrusted socket');
+    chmodSync(dir, 0o700);
+    const ok = new StepUpClient({ socket: sock });
+    await assert.rejects(ok.status({ signal: AbortSignal.timeout(200) }));
+    assert.equal(connected, true, 'a socket in a private directory was refused');
+    ok.close();
+  } finally {
+    srv.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
