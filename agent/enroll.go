@@ -125,6 +125,11 @@ func (a *Agent) EnrollFinish(ctx context.Context, p *api.EnrollFinishParams) (*a
 	cred, err := impl.EnrollFinish(ctx, e.state, p.Response)
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.enrollments[e.id] != e {
+		// Another enrollFinish for it won the race (or it expired while
+		// the method checked): one enrollment adds one credential.
+		return nil, invalidParams("unknown or expired enrollmentId; start again with enrollStart")
+	}
 	if err != nil {
 		if errors.Is(err, method.ErrVerificationFailed) {
 			a.failure(e.method)

@@ -2,8 +2,10 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -40,6 +42,9 @@ func newExternalAgent(t *testing.T, v ExternalVerifier) *Agent {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go a.Run(ctx)
 	return a
 }
 
@@ -89,5 +94,71 @@ func TestChallengeCompletesOnce(t *testing.T) {
 	}
 	if res, err := f.a.finish(ctx, c, []byte(`{"code":"`+f.code(30*time.Second)+`"}`)); err == nil {
 		t.Fatalf("one challenge minted a second token (%s)", res.Method)
+	}
+}
+
+// barrierMethod is a method whose EnrollFinish returns only once two calls
+// are in it, as two racing enrollFinish requests would be.
+type barrierMethod struct {
+	method.Method // unused methods panic
+	mu            sync.Mutex
+	n             int
+	both          chan struct{}
+}
+
+func (m *barrierMethod) Name() string { return api.Wallet }
+func (m *barrierMethod) EnrollStart(ctx context.Context, p method.EnrollParams) (any, map[string]any, error) {
+	return struct{}{}, map[string]any{}, nil
+}
+func (m *barrierMethod) EnrollFinish(ctx context.Context, state any, response json.RawMessage) (*method.Credential, error) {
+	m.mu.Lock()
+	m.n++
+	if m.n == 2 {
+		close(m.both)
+	}
+	m.mu.Unlock()
+	select {
+	case <-m.both:
+	case <-time.After(2 * time.Second):
+	}
+	return &method.Credential{Method: api.Wallet, Secret: json.RawMessage(`{}`)}, nil
+}
+
+// One enrollment adds one credential, however many enrollFinish calls
+// race for it.
+func TestEnrollmentFinishesOnce(t *testing.T) {
+	bm := &barrierMethod{both: make(chan struct{})}
+	a, err := New(context.Background(), Config{Store: keychain.NewMemory(), Methods: []method.Method{bm}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go a.Run(ctx)
+	res, err := a.EnrollStart(ctx, &api.EnrollStartParams{Method: api.Wallet}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := res["enrollmentId"].(string)
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := a.EnrollFinish(ctx, &api.EnrollFinishParams{EnrollmentID: id, Response: json.RawMessage(`{}`)})
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	ok := 0
+	for err := range errs {
+		if err == nil {
+			ok++
+		}
+	}
+	if n := len(a.ListCredentials().Credentials); n != 1 || ok != 1 {
+		t.Fatalf("%d enrollFinish calls succeeded and %d credentials were added; want 1 and 1", ok, n)
 	}
 }
