@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -371,5 +372,83 @@ func TestSessionUnlockKeepsAManualLock(t *testing.T) {
 	f.a.UnlockSession(ctx, "logind: resume")
 	if !f.a.Locked() {
 		t.Fatal("resuming lifted stepupctl lock, which needs a verification")
+	}
+}
+
+// oneShot is a method whose challenge is spent by its first answer, as
+// the wallet's sign-in message is: the answer must name the challenge.
+type oneShot struct{ starts atomic.Int32 }
+
+func (m *oneShot) Name() string            { return api.Wallet }
+func (m *oneShot) AMR() []string           { return []string{"swk"} }
+func (m *oneShot) SingleShot() bool        { return true }
+func (m *oneShot) NeedsNoCredential() bool { return true }
+func (m *oneShot) Ask(state any) method.Ask {
+	return method.Ask{Prompt: "Signature:", Description: state.(string), Field: "signature"}
+}
+func (m *oneShot) EnrollStart(context.Context, method.EnrollParams) (any, map[string]any, error) {
+	return nil, nil, errors.New("no")
+}
+func (m *oneShot) EnrollFinish(context.Context, any, json.RawMessage) (*method.Credential, error) {
+	return nil, errors.New("no")
+}
+func (m *oneShot) Start(ctx context.Context, creds []*method.Credential) (any, any, error) {
+	n := m.starts.Add(1)
+	msg := "message " + string(rune('0'+n))
+	return msg, map[string]string{"message": msg}, nil
+}
+func (m *oneShot) Complete(ctx context.Context, state any, creds []*method.Credential, resp json.RawMessage) (*method.Credential, error) {
+	var r struct{ Signature string }
+	json.Unmarshal(resp, &r)
+	if r.Signature != "signed "+state.(string) {
+		return nil, method.ErrVerificationFailed
+	}
+	return nil, nil
+}
+
+func TestSingleShotMethodGetsANewChallengeAfterAWrongAnswer(t *testing.T) {
+	m := &oneShot{}
+	var shown []string
+	p := &scriptedPrompter{answer: func(ctx context.Context, req prompt.Request) (string, error) {
+		shown = append(shown, req.Description)
+		if len(shown) == 1 {
+			return "wrong", nil
+		}
+		// Sign the message now on screen.
+		i := strings.Index(req.Description, "message ")
+		return "signed " + req.Description[i:i+9], nil
+	}}
+	a, err := New(context.Background(), Config{Prompts: func() prompt.Selector { return sel{p} }, Methods: []method.Method{m}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go a.Run(ctx)
+	res, err := a.Prompt(ctx, routeAuto, &api.PromptParams{RequestedScopes: []string{"wallet:sign"}})
+	if err != nil || res.Method != api.Wallet {
+		t.Fatalf("%+v %v", res, err)
+	}
+	if m.starts.Load() != 2 || !strings.Contains(shown[1], "message 2") {
+		t.Fatalf("%d challenges; second prompt showed %q", m.starts.Load(), shown[1])
+	}
+}
+
+func TestOpenVerificationsAreBounded(t *testing.T) {
+	p := &scriptedPrompter{answer: func(ctx context.Context, req prompt.Request) (string, error) { return "", prompt.ErrCancelled }}
+	f := newFixture(t, p, true)
+	ctx := context.Background()
+	for i := 0; i < maxOpen; i++ {
+		if _, err := f.a.StartVerification(ctx, &api.StartVerificationParams{Method: api.TOTP, RequestedScopes: []string{"wallet:sign"}}); err != nil {
+			t.Fatalf("verification %d: %v", i, err)
+		}
+	}
+	_, err := f.a.StartVerification(ctx, &api.StartVerificationParams{Method: api.TOTP, RequestedScopes: []string{"wallet:sign"}})
+	if !errors.Is(err, api.ErrRateLimited) {
+		t.Fatalf("verification %d: %v", maxOpen+1, err)
+	}
+	f.advance(challengeTTL + time.Second)
+	if _, err := f.a.StartVerification(ctx, &api.StartVerificationParams{Method: api.TOTP, RequestedScopes: []string{"wallet:sign"}}); err != nil {
+		t.Fatalf("after the others expired: %v", err)
 	}
 }

@@ -90,6 +90,10 @@ func (a *Agent) EnrollStart(ctx context.Context, p *api.EnrollStartParams, raw j
 	}
 	e := &enrollment{id: randomID(), method: p.Method, state: state, expires: a.now().Add(enrollTTL), scope: scope, label: p.Label}
 	a.mu.Lock()
+	if err := a.roomFor(len(a.enrollments), "enrollments"); err != nil {
+		a.mu.Unlock()
+		return nil, err
+	}
 	a.enrollments[e.id] = e
 	a.mu.Unlock()
 	out := map[string]any{}
@@ -326,5 +330,10 @@ func (a *Agent) ExternalAuth(ctx context.Context, p *api.ExternalAuthParams) (*a
 	a.success(api.ExternalJWT)
 	a.replay["ext:"+jti] = exp
 	a.persist.put(keychain.KindReplay, "ext:"+jti, exp)
+	if a.locked {
+		// Locked while the key set was fetched: the assertion is spent,
+		// and no token is minted.
+		return nil, lockedError()
+	}
 	return a.mint(ctx, p.RequestedScopes, api.ExternalJWT, []string{})
 }

@@ -192,6 +192,14 @@ func (a *Agent) promptOnce(ctx context.Context, rt route, p *api.PromptParams, u
 		}
 		lastErr = ae.Message
 		a.log.Info("wrong answer in prompt; asking again", zap.String("method", c.method))
+		if ss, ok := impl.(method.SingleShot); ok && ss.SingleShot() {
+			// The answer used the challenge up: ask about a new one.
+			if c, _, err = a.begin(ctx, rt, c.method, p.RequestedScopes, unlock); err != nil {
+				return nil, err
+			}
+			ask = impl.Ask(c.state)
+			desc = a.describe(ctx, c, p, ask)
+		}
 	}
 }
 

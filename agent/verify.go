@@ -334,6 +334,10 @@ func (a *Agent) StartVerification(ctx context.Context, p *api.StartVerificationP
 		return nil, err
 	}
 	a.mu.Lock()
+	if err := a.roomFor(len(a.challenges), "verifications"); err != nil {
+		a.mu.Unlock()
+		return nil, err
+	}
 	a.challenges[c.id] = c
 	a.mu.Unlock()
 	return &api.Challenge{ChallengeID: c.id, Method: c.method, ExpiresAt: c.expires.UTC(), Challenge: raw}, nil
@@ -382,7 +386,47 @@ func (a *Agent) CompleteVerification(ctx context.Context, p *api.CompleteVerific
 	return res, nil
 }
 
+// isEmptyObject reports whether raw is {} or an object of nulls
+// ({"credential": null}): nothing answered by the client itself.
 func isEmptyObject(raw json.RawMessage) bool {
 	var m map[string]json.RawMessage
-	return json.Unmarshal(raw, &m) == nil && len(m) == 0
+	if json.Unmarshal(raw, &m) != nil {
+		return false
+	}
+	for _, v := range m {
+		if string(v) != "null" {
+			return false
+		}
+	}
+	return true
+}
+
+// maxOpen bounds the custom-UI verifications and the enrollments open at
+// once: each holds state (and may have sent an email or SMS) until it
+// expires, and a client could otherwise open them without end.
+const maxOpen = 64
+
+// roomFor refuses a new open verification or enrollment past maxOpen,
+// after dropping the expired ones. Callers hold a.mu.
+func (a *Agent) roomFor(open int, what string) error {
+	if open < maxOpen {
+		return nil
+	}
+	now := a.now()
+	for id, c := range a.challenges {
+		if !c.expires.After(now) {
+			delete(a.challenges, id)
+		}
+	}
+	for id, e := range a.enrollments {
+		if !e.expires.After(now) {
+			delete(a.enrollments, id)
+		}
+	}
+	if what == "verifications" && len(a.challenges) < maxOpen || what == "enrollments" && len(a.enrollments) < maxOpen {
+		return nil
+	}
+	e := api.Errorf(api.CodeRateLimited, "%d %s are already open; finish or let some expire first", maxOpen, what)
+	e.Data.RetryAfterSeconds = 60
+	return e
 }

@@ -85,6 +85,14 @@ type Waiter interface {
 	Wait(ctx context.Context, state any) (json.RawMessage, error)
 }
 
+// SingleShot is implemented by methods whose challenge is used up by its
+// first answer, right or wrong (the wallet's sign-in message and its
+// nonce): after a wrong answer the agent starts a new challenge before it
+// asks again.
+type SingleShot interface {
+	SingleShot() bool
+}
+
 // NoCredential is implemented by methods that need no enrolled credential
 // (password: the OS account is the credential).
 type NoCredential interface {

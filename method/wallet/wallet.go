@@ -337,3 +337,9 @@ func (m *Method) check(st *challenge, resp json.RawMessage) error {
 	}
 	return nil
 }
+
+// SingleShot: a sign-in message and its nonce are used up by the first
+// answer, so the agent makes a new one before it asks again.
+func (m *Method) SingleShot() bool { return true }
+
+var _ method.SingleShot = (*Method)(nil)
