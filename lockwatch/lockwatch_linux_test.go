@@ -71,19 +71,10 @@ type env struct {
 // sessions: our graphical one (1), our ssh one (2, tty) and another
 // user's graphical one (3); then Run against it.
 func start(t *testing.T) *env {
-	requireProgram(t, "dbus-daemon")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	bus, err := fakelogind.StartBus(ctx, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { bus.Close() })
+	bus, ld := fakelogind.StartTest(ctx, t)
 	t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", bus.Address)
-	ld, err := fakelogind.Start(bus.Address)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ld.Close() })
+	var err error
 	e := &env{bus: bus, ld: ld, uid: uint32(os.Getuid()), done: make(chan error, 1)}
 	if e.sess, err = ld.AddSession("1", e.uid, "me", "wayland", "user"); err != nil {
 		t.Fatal(err)

@@ -224,24 +224,9 @@ func TestLockOnSleepAndScreenLock(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end")
 	}
-	stepuptest.RequireProgram(t, "dbus-daemon")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	busDir, err := os.MkdirTemp("", "bus")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(busDir) })
-	bus, err := fakelogind.StartBus(ctx, busDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { bus.Close() })
-	ld, err := fakelogind.Start(bus.Address)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ld.Close() })
+	bus, ld := fakelogind.StartTest(ctx, t)
 	uid := uint32(os.Getuid())
 	sess, err := ld.AddSession("2", uid, "me", "x11", "user")
 	if err != nil {
@@ -388,24 +373,9 @@ func TestLockOnSleepFollowsPolicy(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end")
 	}
-	stepuptest.RequireProgram(t, "dbus-daemon")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	busDir, err := os.MkdirTemp("", "bus")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(busDir) })
-	bus, err := fakelogind.StartBus(ctx, busDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { bus.Close() })
-	ld, err := fakelogind.Start(bus.Address)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ld.Close() })
+	bus, ld := fakelogind.StartTest(ctx, t)
 	a := stepuptest.Start(t, stepuptest.Options{Policy: "lockOnSleep: false\n", Env: []string{"DBUS_SYSTEM_BUS_ADDRESS=" + bus.Address}})
 	st, err := a.Client.Status(ctx)
 	if err != nil {
