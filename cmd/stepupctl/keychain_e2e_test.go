@@ -39,21 +39,10 @@ func TestKeychainRestart(t *testing.T) {
 				Dir:                 "testdata/keychain",
 				RequireExplicitExec: true,
 				Setup: func(e *testscript.Env) error {
-					e.Setenv("PATH", binDir+string(os.PathListSeparator)+os.Getenv("PATH"))
-					run := filepath.Join(e.WorkDir, "run")
-					if err := os.Mkdir(run, 0o700); err != nil {
+					if err := setupScriptEnv(e); err != nil {
 						return err
 					}
-					e.Setenv("XDG_RUNTIME_DIR", run)
-					e.Setenv("XDG_STATE_HOME", filepath.Join(e.WorkDir, "state"))
-					e.Setenv("XDG_CONFIG_HOME", filepath.Join(e.WorkDir, "config"))
-					e.Setenv("HOME", filepath.Join(e.WorkDir, "home"))
-					e.Setenv("SOCK", filepath.Join(run, "stepup", "agent.sock"))
-					e.Setenv("STEPUP_AUTH_SOCK", filepath.Join(run, "stepup", "agent.sock"))
 					e.Setenv("BACKEND", backend)
-					for _, v := range []string{"DISPLAY", "WAYLAND_DISPLAY", "DBUS_SESSION_BUS_ADDRESS"} {
-						e.Setenv(v, "")
-					}
 					if backend == "secretservice" {
 						addr, err := startTestKeyring(e)
 						if err != nil {

@@ -57,6 +57,28 @@ func requireProgram(t testing.TB, name string) {
 	testenv.Program(t, name)
 }
 
+// setupScriptEnv gives a script the real binaries on PATH and a private
+// world in $WORK: XDG directories, HOME, and the agent's socket in $SOCK
+// and $STEPUP_AUTH_SOCK; no display and no session bus.
+func setupScriptEnv(e *testscript.Env) error {
+	e.Setenv("PATH", binDir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	run := filepath.Join(e.WorkDir, "run")
+	if err := os.Mkdir(run, 0o700); err != nil {
+		return err
+	}
+	e.Setenv("XDG_RUNTIME_DIR", run)
+	e.Setenv("XDG_STATE_HOME", filepath.Join(e.WorkDir, "state"))
+	e.Setenv("XDG_CONFIG_HOME", filepath.Join(e.WorkDir, "config"))
+	e.Setenv("HOME", filepath.Join(e.WorkDir, "home"))
+	e.Setenv("SOCK", filepath.Join(run, "stepup", "agent.sock"))
+	e.Setenv("STEPUP_AUTH_SOCK", filepath.Join(run, "stepup", "agent.sock"))
+	e.Setenv("UID", fmt.Sprint(os.Getuid()))
+	for _, v := range []string{"DISPLAY", "WAYLAND_DISPLAY", "DBUS_SESSION_BUS_ADDRESS"} {
+		e.Setenv(v, "")
+	}
+	return nil
+}
+
 func TestScripts(t *testing.T) {
 	for _, p := range []string{"oathtool", "socat", "setpriv"} {
 		requireProgram(t, p)
@@ -64,24 +86,7 @@ func TestScripts(t *testing.T) {
 	testscript.Run(t, testscript.Params{
 		Dir:                 "testdata/script",
 		RequireExplicitExec: true,
-		Setup: func(e *testscript.Env) error {
-			e.Setenv("PATH", binDir+string(os.PathListSeparator)+os.Getenv("PATH"))
-			run := filepath.Join(e.WorkDir, "run")
-			if err := os.Mkdir(run, 0o700); err != nil {
-				return err
-			}
-			e.Setenv("XDG_RUNTIME_DIR", run)
-			e.Setenv("XDG_STATE_HOME", filepath.Join(e.WorkDir, "state"))
-			e.Setenv("XDG_CONFIG_HOME", filepath.Join(e.WorkDir, "config"))
-			e.Setenv("HOME", filepath.Join(e.WorkDir, "home"))
-			e.Setenv("SOCK", filepath.Join(run, "stepup", "agent.sock"))
-			e.Setenv("STEPUP_AUTH_SOCK", filepath.Join(run, "stepup", "agent.sock"))
-			e.Setenv("UID", fmt.Sprint(os.Getuid()))
-			for _, v := range []string{"DISPLAY", "WAYLAND_DISPLAY", "DBUS_SESSION_BUS_ADDRESS"} {
-				e.Setenv(v, "")
-			}
-			return nil
-		},
+		Setup:               setupScriptEnv,
 		Condition: func(cond string) (bool, error) {
 			switch cond {
 			case "root":
