@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -182,30 +181,7 @@ func (tm *term) cooked() bool {
 // prefix, by /proc.
 func children(t *testing.T, prefix string) []int {
 	t.Helper()
-	ents, _ := filepath.Glob("/proc/[0-9]*/stat")
-	var pids []int
-	for _, e := range ents {
-		b, err := os.ReadFile(e)
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		open, close := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-		if open < 0 || close < open {
-			continue
-		}
-		comm := s[open+1 : close]
-		f := strings.Fields(s[close+1:])
-		if len(f) < 2 {
-			continue
-		}
-		ppid, _ := strconv.Atoi(f[1])
-		if ppid == os.Getpid() && strings.HasPrefix(comm, prefix) {
-			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(e)))
-			pids = append(pids, pid)
-		}
-	}
-	return pids
+	return testenv.Children(os.Getpid(), prefix, true)
 }
 
 // waitChild waits for one child named prefix to appear and returns its pid.

@@ -22,6 +22,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stepup-agent/stepup-agent/internal/testenv"
+
 	"github.com/creack/pty"
 	xunix "golang.org/x/sys/unix"
 )
@@ -151,28 +153,7 @@ func (a *peAgent) enroll() {
 
 // pinentries lists the agent's pinentry children.
 func (a *peAgent) pinentries() []int {
-	ents, _ := filepath.Glob("/proc/[0-9]*/stat")
-	var pids []int
-	for _, e := range ents {
-		b, err := os.ReadFile(e)
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		i, j := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-		if i < 0 || j < i {
-			continue
-		}
-		f := strings.Fields(s[j+1:])
-		if len(f) < 2 || f[0] == "Z" {
-			continue
-		}
-		if ppid, _ := strconv.Atoi(f[1]); ppid == a.cmd.Process.Pid && strings.HasPrefix(s[i+1:j], "pinentry") {
-			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(e)))
-			pids = append(pids, pid)
-		}
-	}
-	return pids
+	return testenv.Children(a.cmd.Process.Pid, "pinentry", false)
 }
 
 func (a *peAgent) waitPinentry() int {

@@ -7,6 +7,9 @@ import (
 	"bytes"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -56,4 +59,32 @@ func (l *LockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// Children lists the processes whose parent is ppid and whose name starts
+// with prefix, read from /proc. Zombies (exited, not yet reaped) count
+// only when withZombies is set.
+func Children(ppid int, prefix string, withZombies bool) []int {
+	ents, _ := filepath.Glob("/proc/[0-9]*/stat")
+	var pids []int
+	for _, e := range ents {
+		b, err := os.ReadFile(e)
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		open, close := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if open < 0 || close < open {
+			continue
+		}
+		f := strings.Fields(s[close+1:])
+		if len(f) < 2 || f[0] == "Z" && !withZombies {
+			continue
+		}
+		if p, _ := strconv.Atoi(f[1]); p == ppid && strings.HasPrefix(s[open+1:close], prefix) {
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(e)))
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
