@@ -88,3 +88,23 @@ func Children(ppid int, prefix string, withZombies bool) []int {
 	}
 	return pids
 }
+
+// RepoRoot returns the repository's root: the nearest directory above the
+// test's working directory that holds go.mod.
+func RepoRoot(t testing.TB) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("cannot find the repository root (go.mod)")
+		}
+		dir = parent
+	}
+}

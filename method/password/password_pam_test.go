@@ -33,20 +33,7 @@ func missing(t *testing.T, format string, args ...any) {
 	testenv.Missing(t, format, args...)
 }
 
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	dir, _ := os.Getwd()
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		p := filepath.Dir(dir)
-		if p == dir {
-			t.Fatal("cannot find the repository root")
-		}
-		dir = p
-	}
-}
+func repoRoot(t *testing.T) string { return testenv.RepoRoot(t) }
 
 func run(t *testing.T, stdin string, name string, args ...string) {
 	t.Helper()

@@ -36,23 +36,7 @@ func missing(t *testing.T, format string, args ...any) {
 	testenv.Missing(t, format, args...)
 }
 
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("cannot find the repository root (go.mod)")
-		}
-		dir = parent
-	}
-}
+func repoRoot(t *testing.T) string { return testenv.RepoRoot(t) }
 
 // ethWallet is a wallet run by ethers v6 in node (testdata/npm/sign.mjs).
 type ethWallet struct {
