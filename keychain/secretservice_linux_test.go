@@ -17,114 +17,51 @@ import (
 
 	dbus "github.com/keybase/dbus"
 	"github.com/keybase/go-keychain/secretservice"
+	"github.com/stepup-agent/stepup-agent/internal/keyringtest"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 )
 
-// testKeyring is a private D-Bus session bus with a real gnome-keyring on
-// it, started by the test itself so that `go test` needs nothing around it
-// and the fault tests can kill and freeze the daemon without touching the
-// session's own keyring. The bus has no .service files: a killed
-// gnome-keyring stays dead until the test starts it again.
+// testKeyring is a real gnome-keyring on a private bus of its own
+// (internal/keyringtest), for one test.
 type testKeyring struct {
-	t    testing.TB
-	dir  string
-	addr string
-	bus  *exec.Cmd
-	gk   *exec.Cmd
+	*keyringtest.Keyring
+	t testing.TB
 }
 
-const busConfig = `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>session</type>
-  <listen>unix:path=%s</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-    <allow own="*"/>
-  </policy>
-</busconfig>
-`
-
-// startKeyring starts the bus and gnome-keyring, unlocked with a password
-// (which creates the login collection, the default), and points
+// startKeyring starts the bus and gnome-keyring and points
 // DBUS_SESSION_BUS_ADDRESS at the bus for the rest of the test.
 func startKeyring(t testing.TB) *testKeyring {
 	t.Helper()
 	requireProgram(t, "dbus-daemon")
 	requireProgram(t, "gnome-keyring-daemon")
-	// A short path: unix socket paths are limited to 108 bytes.
-	dir, err := os.MkdirTemp("", "kc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	for _, d := range []string{"home", "data", "run"} {
-		os.Mkdir(filepath.Join(dir, d), 0o700)
-	}
-	sock := filepath.Join(dir, "bus")
-	cfg := filepath.Join(dir, "bus.conf")
-	os.WriteFile(cfg, fmt.Appendf(nil, busConfig, sock), 0o600)
-	k := &testKeyring{t: t, dir: dir, addr: "unix:path=" + sock}
-	k.bus = exec.Command("dbus-daemon", "--config-file="+cfg, "--nofork", "--nopidfile")
-	if err := k.bus.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { k.stopGnomeKeyring(); k.bus.Process.Kill(); k.bus.Wait() })
-	waitFor(t, "the test bus", 5*time.Second, func() bool { _, err := os.Stat(sock); return err == nil })
-	t.Setenv("DBUS_SESSION_BUS_ADDRESS", k.addr)
-	k.startGnomeKeyring()
-	return k
-}
-
-func (k *testKeyring) env() []string {
-	return append(os.Environ(),
-		"DBUS_SESSION_BUS_ADDRESS="+k.addr,
-		"HOME="+filepath.Join(k.dir, "home"),
-		"XDG_DATA_HOME="+filepath.Join(k.dir, "data"),
-		"XDG_RUNTIME_DIR="+filepath.Join(k.dir, "run"),
-		"DISPLAY=", "WAYLAND_DISPLAY=")
-}
-
-// startGnomeKeyring starts (or restarts, over the same keyring files) the
-// daemon and waits until the default collection answers.
-func (k *testKeyring) startGnomeKeyring() {
-	t := k.t
-	t.Helper()
-	k.gk = exec.Command("gnome-keyring-daemon", "--foreground", "--unlock", "--components=secrets")
-	k.gk.Env = k.env()
-	k.gk.Stdin = strings.NewReader("PASS")
-	if err := k.gk.Start(); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	k, err := keyringtest.Start(func(addr string) error {
+		t.Setenv("DBUS_SESSION_BUS_ADDRESS", addr)
 		s, err := OpenSecretService(context.Background(), Options{Timeout: time.Second})
 		if err == nil {
 			s.Close()
-			return
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("gnome-keyring did not come up: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Close)
+	return &testKeyring{Keyring: k, t: t}
+}
+
+// startGnomeKeyring restarts the daemon over the same keyring files.
+func (k *testKeyring) startGnomeKeyring() {
+	k.t.Helper()
+	if err := k.StartDaemon(); err != nil {
+		k.t.Fatal(err)
 	}
 }
 
-func (k *testKeyring) stopGnomeKeyring() {
-	if k.gk == nil {
-		return
-	}
-	k.gk.Process.Signal(syscall.SIGCONT)
-	k.gk.Process.Kill()
-	k.gk.Wait()
-	k.gk = nil
-}
+func (k *testKeyring) stopGnomeKeyring() { k.Kill() }
 
 func (k *testKeyring) signal(sig syscall.Signal) {
-	if err := k.gk.Process.Signal(sig); err != nil {
+	if err := k.Signal(sig); err != nil {
 		k.t.Fatal(err)
 	}
 }
@@ -138,7 +75,7 @@ func (k *testKeyring) secretTool(args ...string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "secret-tool", args...)
-	cmd.Env = k.env()
+	cmd.Env = k.Env()
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil && !(args[0] == "lookup" && errb.Len() == 0) {
@@ -223,7 +160,7 @@ func TestSecretServiceVisibleToSecretTool(t *testing.T) {
 	}
 	// And the other way round: an item stored by secret-tool is read back.
 	cmd := exec.Command("secret-tool", "store", "--label=x", "service", ServiceAttr, "kind", KindLimit, "name", "totp")
-	cmd.Env = k.env()
+	cmd.Env = k.Env()
 	cmd.Stdin = strings.NewReader("from-secret-tool")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("secret-tool store: %v: %s", err, out)

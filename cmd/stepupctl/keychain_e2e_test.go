@@ -9,13 +9,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
+	"github.com/stepup-agent/stepup-agent/internal/keyringtest"
 	"github.com/stepup-agent/stepup-agent/keychain"
 )
 
@@ -73,111 +73,30 @@ func TestKeychainRestart(t *testing.T) {
 	}
 }
 
-const testBusConfig = `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>session</type>
-  <listen>unix:path=%s</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-    <allow own="*"/>
-  </policy>
-</busconfig>
-`
-
 // startTestKeyring starts a private session bus (no .service files) and a
-// gnome-keyring unlocked with a password on it, stopped when the script
-// ends, and returns the bus address.
+// gnome-keyring unlocked with a password on it (internal/keyringtest),
+// stopped when the script ends, and returns the bus address.
 func startTestKeyring(e *testscript.Env) (string, error) {
-	dir, err := os.MkdirTemp("", "kc") // short: socket paths are limited
-	if err != nil {
-		return "", err
-	}
-	e.Defer(func() { os.RemoveAll(dir) })
-	for _, d := range []string{"home", "data", "run"} {
-		os.Mkdir(filepath.Join(dir, d), 0o700)
-	}
-	sock := filepath.Join(dir, "bus")
-	cfg := filepath.Join(dir, "bus.conf")
-	if err := os.WriteFile(cfg, fmt.Appendf(nil, testBusConfig, sock), 0o600); err != nil {
-		return "", err
-	}
-	bus := exec.Command("dbus-daemon", "--config-file="+cfg, "--nofork", "--nopidfile")
-	if err := bus.Start(); err != nil {
-		return "", err
-	}
-	e.Defer(func() { bus.Process.Kill(); bus.Wait() })
-	addr := "unix:path=" + sock
-	for i := 0; ; i++ {
-		if _, err := os.Stat(sock); err == nil {
-			break
-		}
-		if i == 100 {
-			return "", fmt.Errorf("the test bus did not start")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	k := &testKeyring{dir: dir, addr: addr}
-	if err := k.start(); err != nil {
-		return "", err
-	}
-	keyrings.Store(e.WorkDir, k)
-	e.Defer(func() { k.kill(); keyrings.Delete(e.WorkDir) })
-	// Wait until the default collection answers.
-	old := os.Getenv("DBUS_SESSION_BUS_ADDRESS")
-	defer os.Setenv("DBUS_SESSION_BUS_ADDRESS", old)
-	os.Setenv("DBUS_SESSION_BUS_ADDRESS", addr)
-	for i := 0; ; i++ {
+	k, err := keyringtest.Start(func(addr string) error {
+		// The backend finds the bus through the environment.
+		old := os.Getenv("DBUS_SESSION_BUS_ADDRESS")
+		defer os.Setenv("DBUS_SESSION_BUS_ADDRESS", old)
+		os.Setenv("DBUS_SESSION_BUS_ADDRESS", addr)
 		s, err := keychain.OpenSecretService(context.Background(), keychain.Options{Timeout: time.Second})
 		if err == nil {
 			s.Close()
-			return addr, nil
 		}
-		if i == 100 {
-			return "", fmt.Errorf("gnome-keyring did not come up: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// testKeyring is a script's gnome-keyring, which the keyring command
-// kills, restarts, freezes and thaws.
-type testKeyring struct {
-	dir, addr string
-	mu        sync.Mutex
-	gk        *exec.Cmd
-}
-
-var keyrings sync.Map // $WORK -> *testKeyring
-
-func (k *testKeyring) start() error {
-	gk := exec.Command("gnome-keyring-daemon", "--foreground", "--unlock", "--components=secrets")
-	gk.Env = append(os.Environ(), "DBUS_SESSION_BUS_ADDRESS="+k.addr,
-		"HOME="+filepath.Join(k.dir, "home"), "XDG_DATA_HOME="+filepath.Join(k.dir, "data"),
-		"XDG_RUNTIME_DIR="+filepath.Join(k.dir, "run"), "DISPLAY=", "WAYLAND_DISPLAY=")
-	gk.Stdin = strings.NewReader("PASS")
-	if err := gk.Start(); err != nil {
 		return err
+	})
+	if err != nil {
+		return "", err
 	}
-	k.mu.Lock()
-	k.gk = gk
-	k.mu.Unlock()
-	return nil
+	keyrings.Store(e.WorkDir, k)
+	e.Defer(func() { k.Close(); keyrings.Delete(e.WorkDir) })
+	return k.Addr, nil
 }
 
-func (k *testKeyring) kill() {
-	k.mu.Lock()
-	gk := k.gk
-	k.gk = nil
-	k.mu.Unlock()
-	if gk != nil {
-		gk.Process.Signal(syscall.SIGCONT)
-		gk.Process.Kill()
-		gk.Wait()
-	}
-}
+var keyrings sync.Map // $WORK -> *keyringtest.Keyring
 
 // keyring kill | start | stop | cont: kill -9 the script's gnome-keyring,
 // start it again (over the same keyring file, unlocked), freeze it with
@@ -187,20 +106,14 @@ func cmdKeyring(ts *testscript.TestScript, neg bool, args []string) {
 	if !ok || len(args) != 1 {
 		ts.Fatalf("usage: keyring kill|start|stop|cont (secretservice scripts only)")
 	}
-	k := v.(*testKeyring)
+	k := v.(*keyringtest.Keyring)
 	switch args[0] {
 	case "kill":
-		k.kill()
+		k.Kill()
 	case "start":
-		ts.Check(k.start())
+		ts.Check(k.StartDaemon())
 	case "stop", "cont":
-		k.mu.Lock()
-		gk := k.gk
-		k.mu.Unlock()
-		if gk == nil {
-			ts.Fatalf("gnome-keyring is not running")
-		}
-		ts.Check(gk.Process.Signal(map[string]syscall.Signal{"stop": syscall.SIGSTOP, "cont": syscall.SIGCONT}[args[0]]))
+		ts.Check(k.Signal(map[string]syscall.Signal{"stop": syscall.SIGSTOP, "cont": syscall.SIGCONT}[args[0]]))
 	default:
 		ts.Fatalf("unknown keyring command %q", args[0])
 	}
