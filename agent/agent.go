@@ -367,16 +367,7 @@ func (a *Agent) sweep() {
 			a.persist.del(keychain.KindReplay, k)
 		}
 	}
-	for id, c := range a.challenges {
-		if !c.expires.After(now) {
-			delete(a.challenges, id)
-		}
-	}
-	for id, e := range a.enrollments {
-		if !e.expires.After(now) {
-			delete(a.enrollments, id)
-		}
-	}
+	a.dropExpiredOpen(now)
 	for k, ts := range a.cancels {
 		if len(ts) == 0 || now.Sub(ts[len(ts)-1]) > cancelWindow {
 			delete(a.cancels, k)

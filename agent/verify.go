@@ -412,7 +412,18 @@ func (a *Agent) roomFor(open int, what string) error {
 	if open < maxOpen {
 		return nil
 	}
-	now := a.now()
+	a.dropExpiredOpen(a.now())
+	if what == "verifications" && len(a.challenges) < maxOpen || what == "enrollments" && len(a.enrollments) < maxOpen {
+		return nil
+	}
+	e := api.Errorf(api.CodeRateLimited, "%d %s are already open; finish or let some expire first", maxOpen, what)
+	e.Data.RetryAfterSeconds = 60
+	return e
+}
+
+// dropExpiredOpen forgets the verifications and enrollments that have
+// expired. Callers hold a.mu.
+func (a *Agent) dropExpiredOpen(now time.Time) {
 	for id, c := range a.challenges {
 		if !c.expires.After(now) {
 			delete(a.challenges, id)
@@ -423,10 +434,4 @@ func (a *Agent) roomFor(open int, what string) error {
 			delete(a.enrollments, id)
 		}
 	}
-	if what == "verifications" && len(a.challenges) < maxOpen || what == "enrollments" && len(a.enrollments) < maxOpen {
-		return nil
-	}
-	e := api.Errorf(api.CodeRateLimited, "%d %s are already open; finish or let some expire first", maxOpen, what)
-	e.Data.RetryAfterSeconds = 60
-	return e
 }
