@@ -23,6 +23,8 @@ export STEPUP_TEST_REQUIRE_ALL=${CI:-}   # in CI a missing prerequisite fails
 
 echo "== go vet"
 go vet ./...
+echo "== go mod tidy -diff"
+go mod tidy -diff
 if [ -f clients/node/package.json ]; then
   echo "== node --test (clients/node)"
   (cd clients/node && npm test)
