@@ -120,11 +120,12 @@ func (b *browser) navigate(ctx context.Context, url string) error {
 	return chromedp.Do(tctx, chromedp.Navigate(url))
 }
 
-// opener is the Opener the tests hand to New: it loads the page in the
-// headless tab, as xdg-open would in the user's browser.
+// opener is the Opener the tests hand to New: it loads the launcher
+// file in the headless tab, as xdg-open would in the user's browser, and
+// the launcher sends the tab on to the page.
 func (b *browser) opener(t *testing.T) Opener {
-	return func(ctx context.Context, url string) error {
-		if err := b.navigate(ctx, url); err != nil {
+	return func(ctx context.Context, path string) error {
+		if err := b.navigate(ctx, "file://"+path); err != nil {
 			t.Errorf("navigate: %v", err)
 			return err
 		}

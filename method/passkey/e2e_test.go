@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -16,13 +18,20 @@ import (
 // enrollment and step-up through the page the agent serves, with
 // enrollStart/enrollFinish and startVerification/completeVerification
 // over the agent's socket; then a tampered assertion from a custom UI is
-// refused with 4002.
+// refused with 4002. On this custom-UI path (--prompter none) the agent
+// never opens a browser itself: an xdg-open on its PATH that records its
+// calls is never run.
 func TestE2EPasskey(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end")
 	}
 	b := newBrowser(t)
-	a := stepuptest.Start(t, stepuptest.Options{})
+	bin := t.TempDir()
+	opened := filepath.Join(bin, "opened")
+	if err := os.WriteFile(filepath.Join(bin, "xdg-open"), []byte("#!/bin/sh\necho \"$@\" >> "+opened+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	a := stepuptest.Start(t, stepuptest.Options{Env: []string{"PATH=" + bin + ":" + os.Getenv("PATH")}})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	c := a.Client
@@ -108,6 +117,10 @@ func TestE2EPasskey(t *testing.T) {
 	asr = ui.get(t, b, chal.PublicKey)
 	if _, err := c.CompleteVerification(ctx, ch.ChallengeID, map[string]json.RawMessage{"credential": asr}); err != nil {
 		t.Fatalf("custom-UI assertion: %v\n%s", err, a.Log())
+	}
+
+	if b, err := os.ReadFile(opened); err == nil {
+		t.Fatalf("the agent opened a browser on the custom-UI path: xdg-open %s", b)
 	}
 
 	if strings.Contains(a.Log(), "/c/") {

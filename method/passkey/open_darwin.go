@@ -2,5 +2,5 @@ package passkey
 
 import "context"
 
-// defaultOpener asks macOS to open url with open(1).
-func defaultOpener(ctx context.Context, url string) error { return runOpener(ctx, "open", url) }
+// defaultOpener asks macOS to open the launcher file path with open(1).
+func defaultOpener(ctx context.Context, path string) error { return runOpener(ctx, "open", path) }

@@ -2,5 +2,5 @@ package passkey
 
 import "context"
 
-// defaultOpener asks the desktop to open url with xdg-open.
-func defaultOpener(ctx context.Context, url string) error { return runOpener(ctx, "xdg-open", url) }
+// defaultOpener asks the desktop to open the launcher file path with xdg-open.
+func defaultOpener(ctx context.Context, path string) error { return runOpener(ctx, "xdg-open", path) }

@@ -8,6 +8,6 @@ import (
 )
 
 // defaultOpener cannot open a browser here; the prompt shows the URL.
-func defaultOpener(ctx context.Context, url string) error {
+func defaultOpener(ctx context.Context, path string) error {
 	return errors.New("no browser opener on this platform")
 }

@@ -12,6 +12,16 @@
 // Security Policy with no external resources, and the server only answers
 // requests whose Host is localhost:PORT (no DNS rebinding).
 //
+// The page's address is a secret (whoever loads it first holds the
+// ceremony), so it never goes on a command line, where every local user
+// can read it: the browser is opened on a private launcher file that
+// redirects to it (open.go), and the prompt names that file. The first
+// load sets a cookie (HttpOnly, SameSite=Strict) that the page's POST must
+// carry, so only the browser that loaded the page can answer; on Linux
+// the server also answers only connections from the agent's own user (the
+// kernel's socket table says who owns the other end). A refused request
+// never reaches the check and never counts as a failed verification.
+//
 // A custom UI may instead run the ceremony itself with the publicKey
 // options of enrollStart / startVerification (from any http(s)://localhost
 // origin, since the RP ID is localhost) and send the WebAuthn JSON as
@@ -60,9 +70,11 @@ const (
 	MaxBody = 64 << 10
 )
 
-// Opener opens url in the user's browser. It should return once the
-// browser has been asked to open it.
-type Opener func(ctx context.Context, url string) error
+// Opener opens a launcher file in the user's browser: path is a private
+// local HTML file that sends the browser on to the page (never the page's
+// address itself, which must not appear on a command line). It should
+// return once the browser has been asked to open it.
+type Opener func(ctx context.Context, path string) error
 
 // Option configures New.
 type Option func(*Method)
@@ -132,7 +144,12 @@ func (m *Method) Ask(state any) method.Ask {
 		if c.kind == kindCreate {
 			verb = "Create your passkey"
 		}
-		a.Description = verb + " in the browser page that opened; if none did, open " + c.url
+		// Never the page's address: a prompt's text may be a command
+		// line (zenity --text), readable by every local user.
+		a.Description = verb + " in the browser page that opened."
+		if p, err := c.launcherPath(); err == nil {
+			a.Description += " If none did, open file://" + p + " in your browser."
+		}
 	}
 	return a
 }
@@ -306,26 +323,42 @@ func (m *Method) Start(ctx context.Context, creds []*method.Credential) (any, an
 	return c, map[string]any{"url": c.url, "publicKey": json.RawMessage(opts)}, nil
 }
 
-// Wait implements method.Waiter: it opens the page in the browser and
-// blocks until the page has posted the ceremony's result (or ctx ends).
-// The response it returns is {}: the result is kept with the ceremony.
+// Wait implements method.Waiter: it blocks until the page has posted the
+// ceremony's result (or ctx ends). The response it returns is {}: the
+// result is kept with the ceremony.
+//
+// It opens the page in the browser only for the agent's own prompt,
+// which hands it the requester's environment (method.WithPromptEnv): on
+// the custom-UI path (completeVerification {}) the client shows the page
+// or runs the ceremony itself, and a second browser tab on a page already
+// used would only confuse the user.
 func (m *Method) Wait(ctx context.Context, state any) (json.RawMessage, error) {
 	c, ok := state.(*ceremony)
 	if !ok {
 		return nil, errors.New("passkey: state of another method")
 	}
-	c.openOnce.Do(func() {
-		octx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		if err := m.open(octx, c.url); err != nil {
-			// The prompt's description carries the URL for the user.
-			m.log.Warn("could not open a browser; the prompt shows the page's address", zap.Error(err))
-		}
-	})
+	if _, prompting := method.PromptEnvFrom(ctx); prompting {
+		c.openOnce.Do(func() { m.openPage(ctx, c) })
+	}
 	if _, _, err := c.wait(ctx); err != nil {
 		return nil, err
 	}
 	return json.RawMessage(`{}`), nil
+}
+
+// openPage opens c's launcher in the browser.
+func (m *Method) openPage(ctx context.Context, c *ceremony) {
+	p, err := c.launcherPath()
+	if err != nil {
+		m.log.Warn("could not write the passkey page's launcher", zap.Error(err))
+		return
+	}
+	octx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := m.open(octx, p); err != nil {
+		// The prompt's description names the launcher for the user.
+		m.log.Warn("could not open a browser; the prompt names the page's launcher file", zap.Error(err))
+	}
 }
 
 // Complete implements method.Method. response is {} (wait for the agent's

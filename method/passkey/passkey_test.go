@@ -6,8 +6,12 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/http/cookiejar"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -83,10 +87,11 @@ func verifyInPage(t *testing.T, m *Method, creds []*method.Credential) (*method.
 	if c["url"] != st.(*ceremony).url || c["publicKey"] == nil {
 		t.Fatalf("challenge %v", c)
 	}
-	if a := m.Ask(st); a.Field != "" || !strings.Contains(a.Description, st.(*ceremony).url) {
+	a := m.Ask(st)
+	if a.Field != "" || !strings.Contains(a.Description, "file://"+st.(*ceremony).launcher) || strings.Contains(a.Description, st.(*ceremony).token) {
 		t.Fatalf("ask %+v", a)
 	}
-	resp, err := m.Wait(ctx, st)
+	resp, err := m.Wait(method.WithPromptEnv(ctx, api.PromptEnv{}), st)
 	if err != nil {
 		t.Fatalf("wait: %v", err)
 	}
@@ -293,11 +298,15 @@ func TestPageServer(t *testing.T) {
 	u := res["url"].(string)
 	port := m.Port()
 	addr := "127.0.0.1:" + strconv.Itoa(port)
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+	transport := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
 		},
-	}}
+	}
+	jar, _ := cookiejar.New(nil)
+	client := &http.Client{Timeout: 5 * time.Second, Transport: transport, Jar: jar}
+	// other is another client of the same user that did not load the page.
+	other := &http.Client{Timeout: 5 * time.Second, Transport: transport}
 
 	// Only on loopback.
 	if ifaces, err := net.InterfaceAddrs(); err == nil {
@@ -343,6 +352,18 @@ func TestPageServer(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("first GET: %s", resp.Status)
 	}
+	bound := false
+	for _, h := range resp.Header.Values("Set-Cookie") {
+		if strings.Contains(h, "stepup_page=") {
+			bound = true
+			if !strings.Contains(h, "HttpOnly") || !strings.Contains(h, "SameSite=Strict") || !strings.Contains(h, "Path=/c/") {
+				t.Fatalf("binding cookie %q", h)
+			}
+		}
+	}
+	if !bound {
+		t.Fatal("the first GET set no binding cookie")
+	}
 	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") || !strings.Contains(csp, "script-src 'self'") || strings.Contains(csp, "unsafe") {
 		t.Fatalf("CSP %q", csp)
 	}
@@ -355,18 +376,26 @@ func TestPageServer(t *testing.T) {
 		t.Fatalf("second GET: %s", resp.Status)
 	}
 
-	post := func(origin, ctype, body string) int {
+	postWith := func(cl *http.Client, origin, ctype, body string) int {
 		req, _ := http.NewRequest("POST", u, strings.NewReader(body))
 		if origin != "" {
 			req.Header.Set("Origin", origin)
 		}
 		req.Header.Set("Content-Type", ctype)
-		resp, err := client.Do(req)
+		resp, err := cl.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
 		return resp.StatusCode
+	}
+	post := func(origin, ctype, body string) int { return postWith(client, origin, ctype, body) }
+	// Without the cookie of the first load: refused, and the ceremony
+	// goes on (nothing was posted, nothing counted).
+	for i := 0; i < 6; i++ {
+		if s := postWith(other, c.origin, "application/json", `{"id":"x","type":"public-key"}`); s != http.StatusForbidden {
+			t.Fatalf("POST from a client that did not load the page: %d", s)
+		}
 	}
 	if s := post("http://evil.example", "application/json", "{}"); s != http.StatusForbidden {
 		t.Fatalf("cross-origin POST: %d", s)
@@ -463,4 +492,140 @@ func TestCheckOrigin(t *testing.T) {
 	if checkOrigin("http://localhost:1", "http://localhost:2") == nil {
 		t.Error("page origin mismatch accepted")
 	}
+}
+
+// TestWaitOpensOnlyForThePrompt: on the custom-UI path (no prompt
+// environment in the context) Wait never opens a browser; for the
+// agent's prompt it opens the launcher once.
+func TestWaitOpensOnlyForThePrompt(t *testing.T) {
+	runtimeDir(t)
+	var mu sync.Mutex
+	var opened []string
+	m := New(method.Deps{}, WithOpener(func(_ context.Context, p string) error {
+		mu.Lock()
+		defer mu.Unlock()
+		opened = append(opened, p)
+		return nil
+	}))
+	defer m.Close()
+	st, _, err := m.EnrollStart(context.Background(), method.EnrollParams{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		_, _ = m.Wait(ctx, st)
+		cancel()
+	}
+	mu.Lock()
+	n := len(opened)
+	mu.Unlock()
+	if n != 0 {
+		t.Fatalf("Wait on the custom-UI path opened %v", opened)
+	}
+	for i := 0; i < 2; i++ {
+		ctx, cancel := context.WithTimeout(method.WithPromptEnv(context.Background(), api.PromptEnv{}), 50*time.Millisecond)
+		_, _ = m.Wait(ctx, st)
+		cancel()
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(opened) != 1 || opened[0] != st.(*ceremony).launcher {
+		t.Fatalf("Wait for the prompt opened %v, want the launcher once", opened)
+	}
+}
+
+// TestLauncherIsPrivate: the file the browser is opened on is the
+// user's alone, holds the page's address, and goes once the page is
+// loaded; the address is nowhere else on disk.
+func TestLauncherIsPrivate(t *testing.T) {
+	rt := runtimeDir(t)
+	m := New(method.Deps{}, WithOpener(func(context.Context, string) error { return nil }))
+	defer m.Close()
+	st, res, err := m.EnrollStart(context.Background(), method.EnrollParams{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := st.(*ceremony)
+	p, err := c.launcherPath()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if filepath.Dir(filepath.Dir(p)) != rt {
+		t.Fatalf("launcher %s not under $XDG_RUNTIME_DIR %s", p, rt)
+	}
+	fi, err := os.Stat(p)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("launcher mode: %v %v", fi.Mode(), err)
+	}
+	di, err := os.Stat(filepath.Dir(p))
+	if err != nil || di.Mode().Perm() != 0o700 {
+		t.Fatalf("launcher directory mode: %v %v", di.Mode(), err)
+	}
+	b, _ := os.ReadFile(p)
+	if !strings.Contains(string(b), res["url"].(string)) || strings.Contains(p, c.token) {
+		t.Fatalf("launcher %s:\n%s", p, b)
+	}
+	resp, err := http.Get(res["url"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET: %s", resp.Status)
+	}
+	if _, err := os.Stat(p); !os.IsNotExist(err) {
+		t.Fatalf("launcher still there after the page was loaded: %v", err)
+	}
+	_ = m.Close()
+	if _, err := os.Stat(filepath.Dir(p)); !os.IsNotExist(err) {
+		t.Fatalf("launcher directory still there after Close: %v", err)
+	}
+}
+
+// TestPeerUID: the page server finds the owner of a loopback client.
+func TestPeerUID(t *testing.T) {
+	if !peerCheckAvailable {
+		t.Skip("no peer lookup on this platform")
+	}
+	for _, network := range []string{"tcp4", "tcp6"} {
+		addr := "127.0.0.1:0"
+		if network == "tcp6" {
+			addr = "[::1]:0"
+		}
+		l, err := net.Listen(network, addr)
+		if err != nil {
+			t.Logf("%s: %v", network, err)
+			continue
+		}
+		defer l.Close()
+		go func() {
+			c, err := net.Dial(network, l.Addr().String())
+			if err == nil {
+				time.Sleep(time.Second)
+				c.Close()
+			}
+		}()
+		conn, err := l.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		uid, err := peerUID(conn.LocalAddr(), conn.RemoteAddr())
+		conn.Close()
+		if err != nil || uid != os.Geteuid() {
+			t.Fatalf("%s: peer uid %d, %v; want %d", network, uid, err, os.Geteuid())
+		}
+	}
+}
+
+// runtimeDir sets $XDG_RUNTIME_DIR to a private directory, as the
+// session's (0700) is, and returns it.
+func runtimeDir(t *testing.T) string {
+	t.Helper()
+	d := t.TempDir()
+	if err := os.Chmod(d, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("XDG_RUNTIME_DIR", d)
+	return d
 }

@@ -3,6 +3,7 @@ package passkey
 import (
 	"context"
 	"crypto/rand"
+	"crypto/subtle"
 	"embed"
 	"encoding/base64"
 	"encoding/json"
@@ -12,6 +13,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -64,10 +66,14 @@ type ceremony struct {
 	user    *wUser
 	label   string
 	served  bool
-	posted  []byte
-	used    bool
-	expired bool
-	timer   *time.Timer
+	bind    string // the cookie the page's first load set; required on its POST
+	// launcher is the private file the browser is opened on (open.go),
+	// made on first need, removed once the page is served.
+	launcher string
+	posted   []byte
+	used     bool
+	expired  bool
+	timer    *time.Timer
 }
 
 func (c *ceremony) setup(opts json.RawMessage, s webauthn.SessionData, u *wUser, label string) {
@@ -125,6 +131,32 @@ type server struct {
 	port       int
 	ceremonies map[string]*ceremony
 	idle       *time.Timer
+	launch     launchDir
+}
+
+// launcherPath returns c's launcher file, writing it on first use.
+func (c *ceremony) launcherPath() (string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.launcher != "" {
+		return c.launcher, nil
+	}
+	if c.served {
+		return "", errors.New("the page was already loaded")
+	}
+	p, err := c.srv.launch.write(c.url)
+	if err != nil {
+		return "", err
+	}
+	c.launcher = p
+	return p, nil
+}
+
+// dropLauncher removes c's launcher file. Callers hold c.mu.
+func (c *ceremony) dropLauncherLocked() {
+	if c.launcher != "" {
+		_ = os.Remove(c.launcher)
+	}
 }
 
 func randomToken() (string, error) {
@@ -181,6 +213,9 @@ func (s *server) end(c *ceremony) {
 	delete(s.ceremonies, c.token)
 	c.timer.Stop()
 	close(c.ended)
+	c.mu.Lock()
+	c.dropLauncherLocked()
+	c.mu.Unlock()
 	if len(s.ceremonies) == 0 && s.hs != nil {
 		if s.idle != nil {
 			s.idle.Stop()
@@ -222,6 +257,7 @@ func (s *server) close() error {
 		s.idle.Stop()
 	}
 	s.stopLocked()
+	s.launch.close()
 	return nil
 }
 
@@ -271,6 +307,10 @@ func (s *server) startLocked() error {
 		IdleTimeout:       30 * time.Second,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          el,
+		ConnContext: func(ctx context.Context, conn net.Conn) context.Context {
+			uid, err := peerUID(conn.LocalAddr(), conn.RemoteAddr())
+			return context.WithValue(ctx, peerKey{}, peer{uid: uid, err: err})
+		},
 	}
 	for _, l := range lns {
 		go func(hs *http.Server, l net.Listener) { _ = hs.Serve(l) }(s.hs, l)
@@ -292,8 +332,47 @@ func secureHeaders(h http.Header) {
 	h.Set("Cross-Origin-Resource-Policy", "same-origin")
 }
 
+// peer is who is at the other end of a connection to the page server.
+type peer struct {
+	uid int
+	err error
+}
+
+type peerKey struct{}
+
+// cookieName is the cookie that binds a ceremony to the browser that
+// loaded its page.
+const cookieName = "stepup_page"
+
+// fromUs reports whether the request comes from a program of the agent's
+// own user. Where the peer cannot be looked up (not Linux) every request
+// passes here and the page's secret address and cookie are the guard.
+func (s *server) fromUs(r *http.Request) bool {
+	if !peerCheckAvailable {
+		return true
+	}
+	p, ok := r.Context().Value(peerKey{}).(peer)
+	if !ok || p.err != nil {
+		if ok {
+			s.m.log.Warn("passkey page: cannot tell who connected; refused", zap.Error(p.err))
+		}
+		return false
+	}
+	if p.uid != os.Geteuid() {
+		s.m.log.Warn("passkey page: refused a request from another user", zap.Int("uid", p.uid))
+		return false
+	}
+	return true
+}
+
 func (s *server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	secureHeaders(w.Header())
+	// Another user of this computer may connect to loopback too: only
+	// the agent's own user's programs (the user's browser) are answered.
+	if !s.fromUs(r) {
+		http.Error(w, "this page belongs to another user of this computer", http.StatusForbidden)
+		return
+	}
 	s.mu.Lock()
 	port := s.port
 	s.mu.Unlock()
@@ -330,7 +409,7 @@ func (s *server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		switch r.Method {
 		case http.MethodGet:
-			s.page(w, c)
+			s.page(w, r, c)
 		case http.MethodPost:
 			s.post(w, r, c)
 		default:
@@ -347,8 +426,14 @@ type pageData struct {
 	Title   string
 }
 
-// page serves a ceremony's page, once.
-func (s *server) page(w http.ResponseWriter, c *ceremony) {
+// page serves a ceremony's page, once, and binds the ceremony to the
+// browser that loaded it with a cookie its POST must carry.
+func (s *server) page(w http.ResponseWriter, r *http.Request, c *ceremony) {
+	bind, err := randomToken()
+	if err != nil {
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
 	c.mu.Lock()
 	if !c.ready || c.served {
 		c.mu.Unlock()
@@ -356,6 +441,12 @@ func (s *server) page(w http.ResponseWriter, c *ceremony) {
 		return
 	}
 	c.served = true
+	c.bind = bind
+	c.dropLauncherLocked()
+	http.SetCookie(w, &http.Cookie{
+		Name: cookieName, Value: bind, Path: r.URL.Path,
+		MaxAge: int(s.m.ceremonyTimeout / time.Second), HttpOnly: true, SameSite: http.SameSiteStrictMode,
+	})
 	d := pageData{Mode: c.kind.String(), Options: string(c.opts), Title: "Confirm with your passkey"}
 	if c.kind == kindCreate {
 		d.Title = "Create a passkey for stepup-agent"
@@ -382,6 +473,16 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // post takes the page's WebAuthn result, once, and answers with the
 // verdict when Complete gives one in time.
 func (s *server) post(w http.ResponseWriter, r *http.Request, c *ceremony) {
+	// Only the browser that loaded the page may answer: anything else is
+	// refused here, before it can end the ceremony or count as a failure.
+	c.mu.Lock()
+	bind, served := c.bind, c.served
+	c.mu.Unlock()
+	ck, err := r.Cookie(cookieName)
+	if !served || err != nil || subtle.ConstantTimeCompare([]byte(ck.Value), []byte(bind)) != 1 {
+		http.Error(w, "this page was loaded by another browser: answer there", http.StatusForbidden)
+		return
+	}
 	if r.Header.Get("Origin") != c.origin {
 		http.Error(w, "cross-origin request refused", http.StatusForbidden)
 		return

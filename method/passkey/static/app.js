@@ -83,7 +83,7 @@
         method: "POST",
         headers: { "Content-Type": "application/json" },
         body: JSON.stringify(toJSON(cred)),
-        credentials: "omit",
+        credentials: "same-origin",
         cache: "no-store",
       });
       const res = await r.json();
