@@ -4,13 +4,19 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode"
 )
 
-// cleanText makes text safe to show in any driver: it keeps line feeds and
-// drops the other control characters (C0, DEL, C1), which a terminal would
-// obey (an ESC sequence in a client's reason could repaint the prompt or
-// the terminal), and the Unicode bidirectional overrides, which could make
-// one scope read as another.
+// cleanText makes text safe to show in any driver. It keeps line feeds
+// and turns tabs into spaces; it drops every other control character (C0,
+// DEL, C1: a terminal would obey an ESC sequence in a client's reason and
+// repaint the prompt) and every format character (Unicode category Cf:
+// the bidirectional overrides and isolates that make one scope read as
+// another, zero-width spaces and joiners that hide or split text, soft
+// hyphens, tag characters); and it turns the Unicode line and paragraph
+// separators (Zl, Zp), which GUI toolkits break lines at, into spaces, so
+// that a client cannot start a line of its own in the prompt. Invalid
+// UTF-8 becomes U+FFFD.
 func cleanText(s string) string {
 	s = strings.ToValidUTF8(s, "\uFFFD")
 	s = strings.ReplaceAll(s, "\r\n", "\n")
@@ -20,9 +26,9 @@ func cleanText(s string) string {
 		case r == '\n':
 		case r == '\t':
 			r = ' '
-		case r < 0x20, r == 0x7f, r >= 0x80 && r < 0xa0:
-			continue
-		case r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069, r == 0x200e, r == 0x200f, r == 0x061c:
+		case unicode.In(r, unicode.Zl, unicode.Zp):
+			r = ' '
+		case unicode.In(r, unicode.Cc, unicode.Cf):
 			continue
 		}
 		b.WriteRune(r)
