@@ -130,11 +130,28 @@ class Connection {
   readonly ready: Promise<void>;
 
   constructor(socket: string) {
-    this.sock = net.createConnection({ path: socket });
+    // Throws DialError when the socket is not to be trusted.
+    const pin = pinSocket(socket);
+    this.sock = net.createConnection({ path: pin.path });
     this.sock.setEncoding('utf8');
     this.ready = new Promise((resolve, reject) => {
-      this.sock.once('connect', () => resolve());
-      this.sock.once('error', (err) => reject(new DialError(socket, err)));
+      this.sock.once('connect', () => {
+        // Connected: check again that what we reached is the socket we
+        // checked, in the directory we hold open.
+        const problem = pin.recheck();
+        pin.release();
+        if (problem) {
+          const err = new DialError(socket, new Error(problem));
+          this.fail(err);
+          reject(err);
+          return;
+        }
+        resolve();
+      });
+      this.sock.once('error', (err) => {
+        pin.release();
+        reject(new DialError(socket, err));
+      });
     });
     this.ready.catch(() => {});
     this.sock.on('data', (chunk: string) => this.onData(chunk));
@@ -222,6 +239,131 @@ function toError(e: { code: number; message: string; data?: Record<string, unkno
 }
 
 /**
+ * Says why the socket at p is not to be trusted, or undefined: the
+ * checks connect() makes, without connecting. A missing socket is left to
+ * connect() to report.
+ */
+export function socketProblem(p: string): string | undefined {
+  let pin: PinnedSocket;
+  try {
+    pin = pinSocket(p);
+  } catch (err) {
+    if ((err as DialError).cause && ((err as DialError).cause as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    return ((err as DialError).cause as Error)?.message ?? String(err);
+  }
+  pin.release();
+  return undefined;
+}
+
+/** A socket path checked and held for one connect(). */
+interface PinnedSocket {
+  /** The path to connect to. */
+  path: string;
+  /** Checks again, after connecting; says what is wrong, or undefined. */
+  recheck(): string | undefined;
+  /** Closes the directory held open. */
+  release(): void;
+}
+
+/**
+ * Checks the agent's socket and holds its directory for the connect().
+ *
+ * Node cannot read a Unix socket's peer credentials (SO_PEERCRED; the Go
+ * client checks them after connecting), so the client makes sure of the
+ * place instead: the directory is opened without following a symlink
+ * (O_NOFOLLOW | O_DIRECTORY, so a symlinked directory is refused), and
+ * the open directory is checked with fstat: it is this user's, and nobody
+ * else can write to it, so nobody else can have made or replaced the
+ * socket in it. The socket in it must be a socket of this user's. On
+ * Linux the connection is then made through /proc/self/fd/N/NAME, the
+ * directory held open, so that swapping the path between the check and
+ * the connect() changes nothing. Elsewhere (macOS) it connects by the
+ * path and, once connected, checks that the path still names the same
+ * directory and socket (device and inode). Otherwise another local user
+ * who can rename the path's entry (its own symlink in /tmp) could put a
+ * fake agent there and collect the codes and passwords typed for it.
+ */
+function pinSocket(p: string): PinnedSocket {
+  if (typeof process.getuid !== 'function') return { path: p, recheck: () => undefined, release: () => {} };
+  const uid = process.getuid();
+  const dirName = path.dirname(p);
+  const base = path.basename(p);
+  const fail = (msg: string, code?: string): never => {
+    const cause: NodeJS.ErrnoException = new Error(msg);
+    if (code) cause.code = code;
+    throw new DialError(p, cause);
+  };
+  let fd: number;
+  try {
+    fd = fs.openSync(dirName, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY | fs.constants.O_NOFOLLOW);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (e.code === 'ELOOP' || e.code === 'ENOTDIR' || e.code === 'EMLINK') {
+      let what = 'not a directory';
+      try {
+        if (fs.lstatSync(dirName).isSymbolicLink()) what = 'a symbolic link';
+      } catch {
+        /* gone */
+      }
+      return fail(`${dirName} is ${what}: the agent's socket directory must be a real directory of yours`);
+    }
+    throw new DialError(p, e);
+  }
+  let ok = false;
+  try {
+    const dirProblem = (): string | undefined => {
+      const d = fs.fstatSync(fd);
+      if (!d.isDirectory()) return `${dirName} is not a directory`;
+      if (d.uid !== uid) return `${dirName} belongs to uid ${d.uid}, not to you (uid ${uid}): it is not your agent, do not use it`;
+      if ((d.mode & 0o022) !== 0) return `others can write to ${dirName} (mode ${(d.mode & 0o777).toString(8)}): its socket cannot be trusted`;
+      return undefined;
+    };
+    const viaFd = `/proc/self/fd/${fd}`;
+    const pinned = process.platform === 'linux' && fs.existsSync(viaFd);
+    const connectPath = pinned ? path.join(viaFd, base) : p;
+    const problem = dirProblem();
+    if (problem) fail(problem);
+    let st: fs.Stats;
+    try {
+      st = fs.lstatSync(connectPath);
+    } catch (err) {
+      throw new DialError(p, err);
+    }
+    if (!st.isSocket()) fail(`${p} is not a socket`);
+    if (st.uid !== uid) fail(`${p} belongs to uid ${st.uid}, not to you (uid ${uid}): it is not your agent, do not use it`);
+    const dirSt = fs.fstatSync(fd);
+    ok = true;
+    let released = false;
+    return {
+      path: connectPath,
+      recheck: () => {
+        const dp = dirProblem();
+        if (dp) return dp;
+        try {
+          const now = fs.lstatSync(connectPath);
+          if (now.dev !== st.dev || now.ino !== st.ino) return `${p} was replaced while connecting`;
+          if (!pinned) {
+            const d = fs.lstatSync(dirName);
+            if (d.dev !== dirSt.dev || d.ino !== dirSt.ino) return `${dirName} was replaced while connecting`;
+          }
+        } catch (err) {
+          return `${p} changed while connecting: ${(err as Error).message}`;
+        }
+        return undefined;
+      },
+      release: () => {
+        if (!released) {
+          released = true;
+          fs.closeSync(fd);
+        }
+      },
+    };
+  } finally {
+    if (!ok) fs.closeSync(fd);
+  }
+}
+
+/**
  * The client of stepup-agent. Its vocabulary is the step-up API of
  * Dynamic's JavaScript SDK: isStepUpRequired, promptStepUpAuth, promptMfa,
  * promptReauthenticate, resetState; plus the custom-UI and token calls.
@@ -229,37 +371,6 @@ function toError(e: { code: number; message: string; data?: Record<string, unkno
  * does not keep the process alive); prompts use a connection of their
  * own, closed when their signal aborts, which dismisses the prompt.
  */
-/**
- * Says why the socket at p is not to be trusted, or undefined. Node cannot
- * read the peer's credentials (the Go client checks SO_PEERCRED), so it
- * checks what the agent itself checks before it listens: the socket and its
- * directory belong to this user, and nobody else can write to the
- * directory. Otherwise another local user could have made the directory
- * first (/tmp/stepup-UID without XDG_RUNTIME_DIR) and be listening there,
- * collecting the codes and passwords typed for it. A missing socket is
- * left to connect() to report.
- */
-export function socketProblem(p: string): string | undefined {
-  if (typeof process.getuid !== 'function') return undefined;
-  const uid = process.getuid();
-  let st: fs.Stats;
-  let dir: fs.Stats;
-  try {
-    st = fs.lstatSync(p);
-    dir = fs.statSync(path.dirname(p));
-  } catch {
-    return undefined;
-  }
-  if (!st.isSocket()) return `${p} is not a socket`;
-  if (st.uid !== uid || dir.uid !== uid) {
-    return `${p} belongs to uid ${st.uid !== uid ? st.uid : dir.uid}, not to you (uid ${uid}): it is not your agent, do not use it`;
-  }
-  if ((dir.mode & 0o022) !== 0) {
-    return `others can write to ${path.dirname(p)} (mode ${(dir.mode & 0o777).toString(8)}): its socket cannot be trusted`;
-  }
-  return undefined;
-}
-
 export class StepUpClient {
   readonly socket: string;
   private readonly env: PromptEnv | undefined;
@@ -272,17 +383,19 @@ export class StepUpClient {
 
   /** Sends one request; the escape hatch for methods without a helper. */
   call<T = unknown>(method: string, params: unknown = {}, opts: CallOptions = {}): Promise<T> {
-    const problem = socketProblem(this.socket);
-    if (problem) return Promise.reject(new DialError(this.socket, new Error(problem)));
-    if (!this.conn || this.conn.broken) this.conn = new Connection(this.socket);
+    if (!this.conn || this.conn.broken) {
+      try {
+        this.conn = new Connection(this.socket);
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    }
     return this.conn.call(method, params, opts.signal) as Promise<T>;
   }
 
   /** Runs one call on a connection of its own, closed afterwards. */
   private async callOwn<T>(method: string, params: unknown, signal?: AbortSignal): Promise<T> {
     signal?.throwIfAborted();
-    const problem = socketProblem(this.socket);
-    if (problem) throw new DialError(this.socket, new Error(problem));
     const c = new Connection(this.socket);
     const onAbort = () => c.fail(signal!.reason);
     signal?.addEventListener('abort', onAbort, { once: true });

@@ -4,10 +4,10 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, dirname } from 'node:path';
 import {
   StepUpClient, StepUpError, StepUpFetchError, ErrorCode, createStepUpFetch, parseChallenge,
-  isCancelled, isNoPrompter, isTokenInvalid, socketPath,
+  isCancelled, isNoPrompter, isTokenInvalid, socketPath, socketProblem,
 } from '../dist/index.js';
 import { build, startAgent, startWalletd, Totp, requireProgram, repoRoot } from './helpers.mjs';
 
@@ -179,6 +179,80 @@ describe('stepup-agent-client', { skip: !ready && 'oathtool or go missing' }, ()
       assert.equal(ch.error, 'insufficient_user_authentication');
       assert.deepEqual(ch.scopes, ['wallet:export']);
     });
+  });
+
+  // The attack of issue 11: another user owns the entry $TMPDIR/stepup-UID
+  // (in a sticky, world-writable $TMPDIR, as /tmp is) and keeps swapping
+  // it between a symlink to the user's real agent directory and one to
+  // its own, where a fake agent listens. A client that checks the path
+  // and then connects by it reached the fake in 361 of 2000 calls.
+  test('another user swapping the socket directory never gets a call', async (t) => {
+    if (typeof process.getuid !== 'function' || process.getuid() !== 0) {
+      if (process.env.CI === 'true' || process.env.STEPUP_TEST_REQUIRE_ALL) throw new Error('running the attacker as another user needs root (setpriv)');
+      t.skip('running the attacker as another user needs root (setpriv)');
+      return;
+    }
+    if (!requireProgram(t, 'setpriv')) return;
+    const { mkdtempSync, chmodSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { spawn } = await import('node:child_process');
+    const { createInterface } = await import('node:readline');
+    const base = mkdtempSync(join(tmpdir(), 'stepup-swap-'));
+    chmodSync(base, 0o1777);
+    const entry = join(base, `stepup-${process.getuid()}`);
+    const swapper = join(repoRoot, 'clients', 'node', 'test', 'swapper.mjs');
+    const proc = spawn('setpriv', ['--reuid', 'nobody', '--regid', 'nogroup', '--clear-groups', '--', process.execPath, swapper, entry, dirname(agent.socket), join(base, 'attacker')], { stdio: ['ignore', 'pipe', 'inherit'], cwd: '/' });
+    const lines = createInterface({ input: proc.stdout })[Symbol.asyncIterator]();
+    assert.equal((await lines.next()).value, 'ready');
+    const saved = { ...process.env };
+    let fake = 0, real = 0, refused = 0, symlinkRefusals = 0;
+    const calls = 2000;
+    try {
+      delete process.env.STEPUP_AUTH_SOCK;
+      delete process.env.XDG_RUNTIME_DIR;
+      process.env.TMPDIR = base;
+      assert.equal(socketPath(), join(entry, 'agent.sock'));
+      for (let i = 0; i < calls; i++) {
+        const c = new StepUpClient({ env: {} });
+        try {
+          const st = await c.status();
+          if (st.version === 'fake agent') fake++;
+          else real++;
+        } catch (err) {
+          refused++;
+          if (/symbolic link/.test(err.message)) symlinkRefusals++;
+        } finally {
+          c.close();
+        }
+      }
+    } finally {
+      process.env = saved;
+      proc.kill('SIGTERM');
+    }
+    const last = await lines.next();
+    await new Promise((r) => (proc.exitCode === null ? proc.once('exit', r) : r()));
+    rmSync(base, { recursive: true, force: true });
+    const accepted = Number(/accepted (\d+)/.exec(last.value ?? '')?.[1] ?? NaN);
+    t.diagnostic(`${calls} calls: ${fake} answered by the fake agent, ${real} by the real one, ${refused} refused (${symlinkRefusals} for a symlinked directory); the fake accepted ${accepted} connections`);
+    assert.equal(fake, 0, `the fake agent answered ${fake} of ${calls} calls`);
+    assert.equal(accepted, 0, `the fake agent accepted ${accepted} connections`);
+    assert.ok(symlinkRefusals > 0, 'the attacker never had its symlink in place: the test proves nothing');
+  });
+
+  test('a symlinked socket directory is refused, even one to the real agent', async () => {
+    const { mkdtempSync, symlinkSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const base = mkdtempSync(join(tmpdir(), 'stepup-link-'));
+    try {
+      symlinkSync(dirname(agent.socket), join(base, 'stepup'));
+      const c = new StepUpClient({ socket: join(base, 'stepup', 'agent.sock') });
+      await assert.rejects(c.status(), (err) => err.name === 'DialError' && /is a symbolic link: the agent's socket directory must be a real directory of yours/.test(err.message));
+      assert.equal(await c.isStepUpRequired('wallet:export'), true);
+      assert.match(socketProblem(join(base, 'stepup', 'agent.sock')), /symbolic link/);
+      assert.equal(socketProblem(agent.socket), undefined);
+    } finally {
+      rmSync(base, { recursive: true, force: true });
+    }
   });
 
   test('docs/integrating.md: the Node recipe is examples/sign.mjs and runs', async () => {
