@@ -39,16 +39,22 @@ type launchDir struct {
 	path string
 }
 
-// privateBase is where the launcher directory goes: $XDG_RUNTIME_DIR
-// when it is a directory of the user's that nobody else can enter, else
-// the temporary directory (the launcher directory is 0700 either way).
-func privateBase() string {
+// privateBases are where the launcher directory may go, in order: the
+// agent's own runtime directory ($XDG_RUNTIME_DIR/stepup, the only one a
+// sandboxed service, such as the systemd unit's, may write to), then
+// $XDG_RUNTIME_DIR, each when it is a directory of the user's that nobody
+// else can enter; then the temporary directory. The launcher directory is
+// 0700 wherever it is.
+func privateBases() []string {
+	var out []string
 	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
-		if fi, err := os.Lstat(d); err == nil && fi.IsDir() && fi.Mode().Perm()&0o077 == 0 && ownedByUs(fi) {
-			return d
+		for _, c := range []string{filepath.Join(d, "stepup"), d} {
+			if fi, err := os.Lstat(c); err == nil && fi.IsDir() && fi.Mode().Perm()&0o077 == 0 && ownedByUs(fi) {
+				out = append(out, c)
+			}
 		}
 	}
-	return ""
+	return append(out, os.TempDir())
 }
 
 func ownedByUs(fi os.FileInfo) bool {
@@ -65,7 +71,13 @@ func (l *launchDir) dir() (string, error) {
 			return l.path, nil
 		}
 	}
-	d, err := os.MkdirTemp(privateBase(), "stepup-passkey-")
+	var d string
+	var err error
+	for _, base := range privateBases() {
+		if d, err = os.MkdirTemp(base, "stepup-passkey-"); err == nil {
+			break
+		}
+	}
 	if err != nil {
 		return "", err
 	}

@@ -554,6 +554,21 @@ func TestLauncherIsPrivate(t *testing.T) {
 	if filepath.Dir(filepath.Dir(p)) != rt {
 		t.Fatalf("launcher %s not under $XDG_RUNTIME_DIR %s", p, rt)
 	}
+	// With the agent's runtime directory there (the systemd unit's
+	// RuntimeDirectory, the only one it may write to), the launcher goes
+	// in it.
+	if err := os.Mkdir(filepath.Join(rt, "stepup"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	var l launchDir
+	lp, err := l.write("http://localhost:1/c/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.close()
+	if filepath.Dir(filepath.Dir(lp)) != filepath.Join(rt, "stepup") {
+		t.Fatalf("launcher %s not in the agent's runtime directory", lp)
+	}
 	fi, err := os.Stat(p)
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("launcher mode: %v %v", fi.Mode(), err)

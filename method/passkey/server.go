@@ -238,6 +238,8 @@ func (s *server) stopLocked() {
 	}
 	_ = s.hs.Close()
 	s.hs, s.lns, s.port = nil, nil, 0
+	// No ceremony is left: neither is a launcher.
+	s.launch.close()
 	s.m.log.Debug("passkey page server stopped")
 }
 
