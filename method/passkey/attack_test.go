@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/stepup-agent/stepup-agent/api"
 	"github.com/stepup-agent/stepup-agent/internal/testenv"
+	"github.com/stepup-agent/stepup-agent/ipc/stepup"
 	"github.com/stepup-agent/stepup-agent/ipc/stepup/stepuptest"
 	"github.com/stepup-agent/stepup-agent/method"
 )
@@ -227,3 +229,95 @@ func TestOtherUserCannotUseCeremony(t *testing.T) {
 
 // envForPrompt is the environment the agent's prompt hands the method.
 func envForPrompt() api.PromptEnv { return api.PromptEnv{Display: os.Getenv("DISPLAY")} }
+
+// xDisplay returns an X display for zenity: STEPUP_TEST_DISPLAY, or an
+// Xvfb the test starts and stops.
+func xDisplay(t *testing.T) string {
+	t.Helper()
+	if d := os.Getenv("STEPUP_TEST_DISPLAY"); d != "" {
+		return d
+	}
+	xvfb := testenv.Program(t, "Xvfb")
+	for n := 400 + os.Getpid()%200; n < 700; n++ {
+		sock := "/tmp/.X11-unix/X" + strconv.Itoa(n)
+		if _, err := os.Stat(sock); err == nil {
+			continue
+		}
+		cmd := exec.Command(xvfb, ":"+strconv.Itoa(n), "-screen", "0", "1024x768x24", "-nolisten", "tcp")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		for i := 0; i < 100; i++ {
+			if _, err := os.Stat(sock); err == nil {
+				return ":" + strconv.Itoa(n)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		t.Fatal("Xvfb did not start")
+	}
+	t.Fatal("no free X display number")
+	return ""
+}
+
+// TestE2EOtherUserPromptPath is the attack on the real agent's prompt
+// path: stepup-agent with --prompter zenity (real zenity on Xvfb) steps
+// the user up with the passkey through promptStepUpAuth; the agent shows
+// zenity (its text is on zenity's command line) and runs xdg-open. A
+// program run as nobody polls every command line meanwhile: it sees the
+// launcher's path in both, cannot read the launcher, learns no page
+// address, and the user's step-up goes through.
+func TestE2EOtherUserPromptPath(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end")
+	}
+	testenv.Program(t, "zenity")
+	display := xDisplay(t)
+	b := newBrowser(t)
+	fakeXDGOpen(t, b)
+	a := stepuptest.Start(t, stepuptest.Options{Prompter: "zenity"})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	// Enroll on the custom-UI path (the test's browser loads the address).
+	res, err := a.Client.EnrollStart(ctx, api.EnrollStartParams{Method: api.Passkey, Label: "mine"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = b.navigate(ctx, res["url"].(string)) }()
+	if _, err := a.Client.EnrollFinish(ctx, res["enrollmentId"].(string), map[string]any{}); err != nil {
+		t.Fatalf("enrollFinish: %v\n%s", err, a.Log())
+	}
+	_ = b.pageResult(t)
+
+	snoop := startSnoop(t, 20*time.Second)
+	c := &stepup.Client{Socket: a.Socket, Env: &api.PromptEnv{Display: display}}
+	defer c.Close()
+	tok, err := c.PromptStepUpAuth(ctx, stepup.PromptOptions{Scopes: []string{"wallet:export"}, Method: api.Passkey, Reason: "export"})
+	if err != nil {
+		t.Fatalf("promptStepUpAuth while another user watched: %v\n%s", err, a.Log())
+	}
+	if _, err := a.Client.VerifyToken(ctx, tok.Token, "wallet:export", false); err != nil {
+		t.Fatalf("verifyToken: %v", err)
+	}
+	evs := snoop()
+	var sawZenity, sawOpener bool
+	for _, e := range evs {
+		switch {
+		case e.Event == "saw" && strings.HasPrefix(e.Path, "--text="):
+			sawZenity = true
+			t.Logf("zenity's text, as another user reads it: %q", e.Path)
+		case e.Event == "saw":
+			sawOpener = true
+		case e.Event == "url":
+			t.Errorf("another user learned a page address: %s", e.URL)
+		case e.Event == "read" && e.Err == "":
+			t.Errorf("another user read %s", e.Path)
+		case e.Event == "get" || e.Event == "post":
+			t.Errorf("another user's %s: %+v", e.Event, e)
+		}
+	}
+	if !sawZenity || !sawOpener {
+		t.Errorf("the attacker did not see zenity's text (%v) or xdg-open's argument (%v): the test proves nothing", sawZenity, sawOpener)
+	}
+}

@@ -21,14 +21,18 @@ import (
 )
 
 type event struct {
-	Event  string `json:"event"` // url, read, get, post
+	Event  string `json:"event"` // url, saw, read, get, post
 	URL    string `json:"url,omitempty"`
 	Path   string `json:"path,omitempty"`
 	Status int    `json:"status,omitempty"`
 	Err    string `json:"err,omitempty"`
 }
 
-var pageURL = regexp.MustCompile(`http://localhost:[0-9]+/c/[A-Za-z0-9_-]+`)
+var (
+	pageURL  = regexp.MustCompile(`http://localhost:[0-9]+/c/[A-Za-z0-9_-]+`)
+	fileURL  = regexp.MustCompile(`file://(/[^\s]+)`)
+	launcher = "stepup-passkey-"
+)
 
 func main() {
 	dur := flag.Duration("for", 20*time.Second, "how long to poll")
@@ -39,6 +43,7 @@ func main() {
 	client := &http.Client{Timeout: 3 * time.Second}
 	seen := map[string]bool{}
 	tried := map[string]bool{}
+	saw := map[string]bool{}
 	use := func(u string) {
 		if seen[u] {
 			return
@@ -81,30 +86,39 @@ func main() {
 				for _, u := range pageURL.FindAllString(arg, -1) {
 					use(u)
 				}
+				if strings.Contains(arg, launcher) && !saw[arg] {
+					saw[arg] = true
+					emit(event{Event: "saw", Path: arg})
+				}
 				// A file named on a command line may hold the address.
-				p := strings.TrimPrefix(arg, "file://")
-				if !strings.HasPrefix(p, "/") || tried[p] || strings.HasPrefix(p, "/proc") {
-					continue
+				cands := []string{strings.TrimPrefix(arg, "file://")}
+				for _, m := range fileURL.FindAllStringSubmatch(arg, -1) {
+					cands = append(cands, strings.TrimRight(m[1], ".,;"))
 				}
-				fi, err := os.Stat(p)
-				if err != nil && strings.Contains(p, "stepup-passkey-") {
-					tried[p] = true
-					emit(event{Event: "read", Path: p, Err: err.Error()})
-				}
-				if err != nil || !fi.Mode().IsRegular() || fi.Size() > 1<<20 {
-					continue
-				}
-				tried[p] = true
-				data, err := os.ReadFile(p)
-				if err != nil {
-					if strings.Contains(p, "stepup-passkey-") {
+				for _, p := range cands {
+					if !strings.HasPrefix(p, "/") || tried[p] || strings.HasPrefix(p, "/proc") {
+						continue
+					}
+					fi, err := os.Stat(p)
+					if err != nil && strings.Contains(p, launcher) {
+						tried[p] = true
 						emit(event{Event: "read", Path: p, Err: err.Error()})
 					}
-					continue
-				}
-				for _, u := range pageURL.FindAllString(string(data), -1) {
-					emit(event{Event: "read", Path: p})
-					use(u)
+					if err != nil || !fi.Mode().IsRegular() || fi.Size() > 1<<20 {
+						continue
+					}
+					tried[p] = true
+					data, err := os.ReadFile(p)
+					if err != nil {
+						if strings.Contains(p, launcher) {
+							emit(event{Event: "read", Path: p, Err: err.Error()})
+						}
+						continue
+					}
+					for _, u := range pageURL.FindAllString(string(data), -1) {
+						emit(event{Event: "read", Path: p})
+						use(u)
+					}
 				}
 			}
 		}
