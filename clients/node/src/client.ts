@@ -274,7 +274,8 @@ interface PinnedSocket {
  * (O_NOFOLLOW | O_DIRECTORY, so a symlinked directory is refused), and
  * the open directory is checked with fstat: it is this user's, and nobody
  * else can write to it, so nobody else can have made or replaced the
- * socket in it. The socket in it must be a socket of this user's. On
+ * socket in it. The socket in it must be a socket of this user's that
+ * nobody else can write to (the agent makes it 0600). On
  * Linux the connection is then made through /proc/self/fd/N/NAME, the
  * directory held open, so that swapping the path between the check and
  * the connect() changes nothing. Elsewhere (macOS) it connects by the
@@ -331,6 +332,8 @@ function pinSocket(p: string): PinnedSocket {
     }
     if (!st.isSocket()) fail(`${p} is not a socket`);
     if (st.uid !== uid) fail(`${p} belongs to uid ${st.uid}, not to you (uid ${uid}): it is not your agent, do not use it`);
+    // The agent makes its socket 0600 (the systemd unit's SocketMode too).
+    if ((st.mode & 0o022) !== 0) fail(`others can write to ${p} (mode ${(st.mode & 0o777).toString(8)}): it is not how the agent makes its socket; do not use it`);
     const dirSt = fs.fstatSync(fd);
     ok = true;
     let released = false;

@@ -296,6 +296,11 @@ test('a socket in a directory others can write to is not trusted', async () => {
     assert.equal(await c.isStepUpRequired('wallet:export'), true);
     assert.equal(connected, false, 'the client connected to an untrusted socket');
     chmodSync(dir, 0o700);
+    chmodSync(sock, 0o666);
+    const open = new StepUpClient({ socket: sock });
+    await assert.rejects(open.status(), (err) => err.name === 'DialError' && /others can write to .*agent\.sock \(mode 666\)/.test(err.message));
+    assert.equal(connected, false, 'the client connected to a socket others can write to');
+    chmodSync(sock, 0o600);
     const ok = new StepUpClient({ socket: sock });
     await assert.rejects(ok.status({ signal: AbortSignal.timeout(200) }));
     assert.equal(connected, true, 'a socket in a private directory was refused');
