@@ -152,7 +152,7 @@ func (c *ceremony) launcherPath() (string, error) {
 	return p, nil
 }
 
-// dropLauncher removes c's launcher file. Callers hold c.mu.
+// dropLauncherLocked removes c's launcher file. Callers hold c.mu.
 func (c *ceremony) dropLauncherLocked() {
 	if c.launcher != "" {
 		_ = os.Remove(c.launcher)
