@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"os"
@@ -46,8 +45,9 @@ func background(o *options, args []string, stdout, stderr io.Writer) int {
 
 	done := make(chan string, 1)
 	go func() {
-		line, _ := bufio.NewReader(pr).ReadString('\n')
-		done <- strings.TrimSpace(line)
+		// "ok", or why the child could not start (maybe several lines).
+		msg, _ := io.ReadAll(io.LimitReader(pr, 64<<10))
+		done <- strings.TrimSpace(string(msg))
 	}()
 	select {
 	case msg := <-done:

@@ -130,11 +130,13 @@ func serve(o *options, stdout, stderr io.Writer) int {
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 
-	// Policy first: a broken file at start is reported and the built-in
-	// defaults stand in until it is fixed.
+	// Policy first, and fail closed (startup.go).
 	ps := &policyState{log: log, status: api.PolicyStatus{Path: o.policy}}
-	ps.cur.Store(policy.Default())
-	ps.apply(policy.Load(o.policy))
+	startP, exists, err := startPolicy(o.policy)
+	if err != nil {
+		return fail(err)
+	}
+	ps.apply(startP, exists, nil)
 
 	store, err := keychain.Open(ctx, o.keychain, keychain.Options{StateDir: audit.StateDir(), Logger: log})
 	if err != nil {

@@ -1,0 +1,45 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/stepup-agent/stepup-agent/policy"
+)
+
+// startPolicy loads the policy at start and fails closed: a file that
+// exists but does not validate (or that others could have written) stops
+// the agent before it binds anything. Only a missing file gives the
+// built-in defaults. A reload later keeps the last good policy instead
+// (policyState.apply).
+func startPolicy(path string) (p *policy.Policy, exists bool, err error) {
+	p, exists, err = policy.Load(path)
+	if err == nil {
+		return p, exists, nil
+	}
+	return nil, exists, &startPolicyError{path: path, err: err}
+}
+
+// startPolicyError is a policy that stops the start, one error a line.
+type startPolicyError struct {
+	path string
+	err  error
+}
+
+func (e *startPolicyError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "refusing to start: the policy %s does not validate:", e.path)
+	var list policy.ErrorList
+	if errors.As(e.err, &list) {
+		for _, pe := range list {
+			fmt.Fprintf(&b, "\n  %s", strings.TrimPrefix(pe.Error(), e.path+": "))
+		}
+	} else {
+		fmt.Fprintf(&b, "\n  %s", strings.TrimPrefix(e.err.Error(), e.path+": "))
+	}
+	fmt.Fprintf(&b, "\nfix the file (or move it away to start on the built-in defaults) and start the agent again")
+	return b.String()
+}
+
+func (e *startPolicyError) Unwrap() error { return e.err }
