@@ -97,6 +97,9 @@ func serve(o *options, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "stepup-agent: %v\n", err)
 		return 1
 	}
+	if err := harden(); err != nil { // before any secret is in memory
+		return fail(err)
+	}
 	logOut := stderr
 	if o.child {
 		// Started in the background (eval "$(stepup-agent)"): no
