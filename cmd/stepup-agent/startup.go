@@ -29,14 +29,14 @@ type startPolicyError struct {
 
 func (e *startPolicyError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "refusing to start: the policy %s does not validate:", e.path)
 	var list policy.ErrorList
 	if errors.As(e.err, &list) {
+		fmt.Fprintf(&b, "refusing to start: the policy %s does not validate:", e.path)
 		for _, pe := range list {
 			fmt.Fprintf(&b, "\n  %s", strings.TrimPrefix(pe.Error(), e.path+": "))
 		}
 	} else {
-		fmt.Fprintf(&b, "\n  %s", strings.TrimPrefix(e.err.Error(), e.path+": "))
+		fmt.Fprintf(&b, "refusing to start: the policy %s cannot be used:\n  %s", e.path, strings.TrimPrefix(e.err.Error(), e.path+": "))
 	}
 	fmt.Fprintf(&b, "\nfix the file (or move it away to start on the built-in defaults) and start the agent again")
 	return b.String()
