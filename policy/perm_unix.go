@@ -32,41 +32,36 @@ func checkOwner(fi fs.FileInfo) error {
 	return nil
 }
 
-// checkDirs refuses a policy whose directories let someone else replace
-// the file: every directory from the file's up to / (for the path as
-// given and, when it goes through symbolic links, for the file it
-// resolves to) must belong to this user or root and be writable by
-// nobody else, unless it is sticky (like /tmp: others cannot rename or
+// checkDirs refuses a policy whose directory lets someone else replace
+// the file, as the socket's directory is checked: the file's directory
+// (for the path as given and, when it goes through symbolic links, for
+// the file it resolves to) must belong to this user or root and be
+// writable by nobody else, unless it is sticky (others cannot rename or
 // remove what is ours in it).
 func checkDirs(path string) error {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return err
 	}
-	paths := []string{abs}
-	if real, err := filepath.EvalSymlinks(abs); err == nil && real != abs {
-		paths = append(paths, real)
+	dirs := []string{filepath.Dir(abs)}
+	if real, err := filepath.EvalSymlinks(abs); err == nil && filepath.Dir(real) != dirs[0] {
+		dirs = append(dirs, filepath.Dir(real))
 	}
 	uid := uint32(os.Getuid())
-	for _, p := range paths {
-		for dir := filepath.Dir(p); ; dir = filepath.Dir(dir) {
-			fi, err := os.Stat(dir)
-			if err != nil {
-				return err
-			}
-			st, ok := fi.Sys().(*syscall.Stat_t)
-			if !ok {
-				return nil
-			}
-			if st.Uid != uid && st.Uid != 0 {
-				return fmt.Errorf("its directory %s belongs to uid %d, not to you (uid %d) or root: refusing a policy another user can replace", dir, st.Uid, uid)
-			}
-			if perm := fi.Mode().Perm(); perm&0o022 != 0 && fi.Mode()&fs.ModeSticky == 0 {
-				return fmt.Errorf("its directory %s can be written by others (mode %04o): refusing a policy others can replace; chmod go-w %s", dir, perm, dir)
-			}
-			if dir == filepath.Dir(dir) {
-				break
-			}
+	for _, dir := range dirs {
+		fi, err := os.Stat(dir)
+		if err != nil {
+			return err
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok {
+			return nil
+		}
+		if st.Uid != uid && st.Uid != 0 {
+			return fmt.Errorf("its directory %s belongs to uid %d, not to you (uid %d) or root: refusing a policy another user can replace", dir, st.Uid, uid)
+		}
+		if perm := fi.Mode().Perm(); perm&0o022 != 0 && fi.Mode()&fs.ModeSticky == 0 {
+			return fmt.Errorf("its directory %s can be written by others (mode %04o): refusing a policy others can replace; chmod go-w %s", dir, perm, dir)
 		}
 	}
 	return nil

@@ -19,6 +19,10 @@ const readyFD = 3
 // re-executes itself), waits until it listens, and prints the shell
 // commands for eval.
 func background(o *options, args []string, stdout, stderr io.Writer) int {
+	if pid, ok := runningAgent(o.socket); ok {
+		fmt.Fprintf(stderr, "stepup-agent: %v\n", alreadyRunning(o, pid))
+		return 1
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		fmt.Fprintf(stderr, "stepup-agent: cannot find my own executable: %v\n", err)

@@ -101,6 +101,10 @@ func serve(o *options, stdout, stderr io.Writer) int {
 		return fail(err)
 	}
 	logOut := stderr
+	if pid, ok := runningAgent(o.socket); ok && o.child {
+		// Before the log file: not a line in the running agent's log.
+		return fail(alreadyRunning(o, pid))
+	}
 	if o.child {
 		// Started in the background (eval "$(stepup-agent)"): no
 		// terminal to log to, so the log goes to a file of the user's.
@@ -185,6 +189,10 @@ func serve(o *options, stdout, stderr io.Writer) int {
 	ln := inherited
 	if !activated {
 		if ln, err = listen(o.socket); err != nil {
+			if errors.Is(err, errAgentRunning) {
+				pid, _ := runningAgent(o.socket)
+				err = alreadyRunning(o, pid)
+			}
 			return fail(err)
 		}
 	}

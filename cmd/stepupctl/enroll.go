@@ -76,7 +76,7 @@ func (a *app) enrollFinish(ctx context.Context, id, code, response string) error
 	if response != "" {
 		var v any
 		if err := json.Unmarshal([]byte(response), &v); err != nil {
-			return fmt.Errorf("--response is not JSON: %v", err)
+			return usageError{fmt.Errorf("--response is not JSON: %v", err), "stepupctl enroll"}
 		}
 		resp = v
 	} else if code == "" {

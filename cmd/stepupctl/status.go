@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -39,9 +40,18 @@ func (a *app) statusCmd() *cobra.Command {
 			if s.Policy.Builtin {
 				src = "built-in defaults (no file at " + s.Policy.Path + ")"
 			}
-			fmt.Fprintf(w, "policy:      %s, loaded %s\n", src, s.Policy.LoadedAt.Local().Format(time.DateTime))
+			loaded := "never loaded"
+			if !s.Policy.LoadedAt.IsZero() {
+				loaded = "loaded " + s.Policy.LoadedAt.Local().Format(time.DateTime)
+			}
+			fmt.Fprintf(w, "policy:      %s, %s\n", src, loaded)
 			if s.Policy.Error != "" {
-				fmt.Fprintf(w, "             ERROR: %s\n             (the last good policy stays in force)\n", s.Policy.Error)
+				for _, e := range policyErrors(s.Policy.Error, s.Policy.Path) {
+					fmt.Fprintf(w, "             ERROR: %s\n", e)
+				}
+				if !s.Policy.LoadedAt.IsZero() {
+					fmt.Fprintln(w, "             (the last good policy stays in force)")
+				}
 			}
 			if s.Prompter != "" {
 				fmt.Fprintf(w, "prompter:    %s\n", s.Prompter)
@@ -63,4 +73,15 @@ func (a *app) statusCmd() *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// policyErrors splits the policy's error ("PATH: line 3: ...; line 5:
+// ...") into one error a line, without the path status names already.
+func policyErrors(msg, path string) []string {
+	msg = strings.TrimPrefix(msg, path+": ")
+	parts := strings.Split(msg, "; line ")
+	for i := 1; i < len(parts); i++ {
+		parts[i] = "line " + parts[i]
+	}
+	return parts
 }
