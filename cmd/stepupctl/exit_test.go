@@ -42,7 +42,7 @@ func TestExitFor(t *testing.T) {
 func TestCLIHints(t *testing.T) {
 	for in, want := range map[string]string{
 		"answer sooner, or raise prompt.timeout in the policy or timeoutSeconds in the request": "answer sooner, or raise prompt.timeout in the policy or pass --timeout SECONDS",
-		"start again with startVerification": "run the stepupctl command again (stepupctl prompt --stdin to answer here)",
+		"start again with startVerification":                                                    "run the stepupctl command again (stepupctl prompt --stdin to answer here)",
 	} {
 		if got := cliHint(in); got != want {
 			t.Errorf("cliHint(%q) = %q, want %q", in, got, want)
