@@ -56,12 +56,18 @@ func background(o *options, args []string, stdout, stderr io.Writer) int {
 	select {
 	case msg := <-done:
 		pr.Close()
-		if msg != "ok" {
+		first, notes, _ := strings.Cut(msg, "\n")
+		if first != "ok" {
 			if msg == "" {
 				msg = "the agent exited before it was ready"
 			}
 			fmt.Fprintf(stderr, "stepup-agent: %s\n", msg)
 			return 1
+		}
+		for _, l := range strings.Split(notes, "\n") {
+			if l != "" {
+				fmt.Fprintf(stderr, "stepup-agent: %s\n", l)
+			}
 		}
 	case <-time.After(30 * time.Second):
 		fmt.Fprintf(stderr, "stepup-agent: the agent did not become ready within 30s (pid %d)\n", pid)

@@ -153,6 +153,10 @@ func serve(o *options, stdout, stderr io.Writer) int {
 	if w, ok := store.(keychain.Warner); ok && w.Warning() != "" {
 		log.Warn(w.Warning())
 	}
+	kcLine := keychainLine(store, audit.StateDir())
+	if ready == nil {
+		fmt.Fprintf(stderr, "stepup-agent: %s\n", kcLine)
+	}
 
 	auditPath := o.auditPath
 	if auditPath == "" {
@@ -219,7 +223,7 @@ func serve(o *options, stdout, stderr io.Writer) int {
 	defer signal.Stop(sigs)
 	log.Info("listening", zap.String("socket", o.socket), zap.Int("pid", os.Getpid()), zap.String("keychain", store.Backend()))
 	if ready != nil {
-		fmt.Fprintln(ready, "ok")
+		fmt.Fprintf(ready, "ok\n%s\n", kcLine) // the parent prints the second line
 		ready.Close()
 	} else if o.foreground && !activated {
 		fmt.Fprint(stdout, envLines(o, os.Getpid()))

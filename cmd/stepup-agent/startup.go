@@ -3,8 +3,10 @@ package main
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 
+	"github.com/stepup-agent/stepup-agent/keychain"
 	"github.com/stepup-agent/stepup-agent/policy"
 )
 
@@ -43,3 +45,16 @@ func (e *startPolicyError) Error() string {
 }
 
 func (e *startPolicyError) Unwrap() error { return e.err }
+
+// keychainLine says at start which keychain backend holds the state, for
+// stderr (and, started in the background, the terminal of eval).
+func keychainLine(store keychain.Store, stateDir string) string {
+	switch b := store.Backend(); b {
+	case "file":
+		return "keychain: file, " + filepath.Join(stateDir, keychain.FileName) + " (mode 0600, not encrypted: protected by its permissions only)"
+	case "memory":
+		return "keychain: memory: tokens, credentials and the signing key are lost when the agent stops"
+	default:
+		return "keychain: " + b
+	}
+}

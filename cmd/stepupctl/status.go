@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"time"
@@ -84,4 +85,20 @@ func policyErrors(msg, path string) []string {
 		parts[i] = "line " + parts[i]
 	}
 	return parts
+}
+
+// warnIfNotPersistent warns on stderr, before an enrollment, when the
+// agent's keychain would not keep the credential across a restart.
+func (a *app) warnIfNotPersistent(ctx context.Context) {
+	s, err := a.client.Status(ctx)
+	if err != nil {
+		return // enrollStart reports the agent's state
+	}
+	switch {
+	case s.Keychain.Backend == "memory":
+		fmt.Fprintln(a.stderr, "stepupctl: warning: the agent keeps credentials in memory (--keychain memory): this credential is lost when the agent stops")
+		fmt.Fprintln(a.stderr, "hint: start the agent with --keychain auto (the system keychain, else a 0600 file) to keep it")
+	case !s.Keychain.Available:
+		fmt.Fprintf(a.stderr, "stepupctl: warning: the agent's keychain (%s) is not answering: this credential is kept in memory until it is back, and lost if the agent stops first\n", s.Keychain.Backend)
+	}
 }
