@@ -62,11 +62,17 @@ func isCobraUsage(err error) bool {
 // cliHints rewrites the agent's protocol words into this CLI's: a person
 // at a terminal sets --timeout, not timeoutSeconds.
 var cliHints = strings.NewReplacer(
+	// Longer phrases first: at one position the first match wins.
 	"timeoutSeconds in the request", "pass --timeout SECONDS",
 	"timeoutSeconds", "--timeout",
 	"start again with startVerification", "run the stepupctl command again (stepupctl prompt --stdin to answer here)",
+	"use startVerification/completeVerification", "answer here with stepupctl prompt --stdin",
+	"startVerification/completeVerification", "stepupctl prompt --stdin",
 	"startVerification", "stepupctl prompt --stdin",
+	"use promptMfa / stepupctl prompt --mfa", "use stepupctl prompt --mfa",
 	"promptStepUpAuth", "stepupctl prompt",
+	"email_otp: enrollStart needs {address}", "email_otp: stepupctl enroll email_otp needs --address",
+	"sms_otp: enrollStart needs {phone}", "sms_otp: stepupctl enroll sms_otp needs --phone",
 	"requestedScopes", "the scopes",
 	"resetState", "stepupctl reset",
 )
