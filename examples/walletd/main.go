@@ -88,6 +88,8 @@ func listen(addr string) (ln net.Listener, url string, online bool, err error) {
 			return nil, "", false, err
 		} else if fi.Mode().Perm()&0o077 != 0 {
 			return nil, "", false, fmt.Errorf("%s is open to other users (mode %04o): chmod 700 it, or choose another -listen unix:PATH", dir, fi.Mode().Perm())
+		} else if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Getuid() {
+			return nil, "", false, fmt.Errorf("%s belongs to uid %d, not to you: choose another -listen unix:PATH", dir, st.Uid)
 		}
 		os.Remove(path) // a stale socket of ours: the directory is ours alone
 		old := syscall.Umask(0o177)
