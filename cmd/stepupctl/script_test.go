@@ -31,6 +31,10 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
+	// The agent refuses a group-writable policy file or directory: under
+	// a umask of 002 (Debian's per-user groups) the scripts' files would
+	// be. The scripts make them as a umask of 022 does.
+	syscall.Umask(0o022)
 	os.Exit(func() int {
 		dir, err := os.MkdirTemp("", "stepup-bin-")
 		if err != nil {
