@@ -7,15 +7,19 @@ package examples_test
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/stepup-agent/stepup-agent/internal/testenv"
 	"github.com/stepup-agent/stepup-agent/ipc/stepup/stepuptest"
 )
 
@@ -132,9 +136,21 @@ func TestIntegratingDoc(t *testing.T) {
 	stepuptest.BuildPackage(t, stepuptest.Module+"/examples/walletd")
 	stepuptest.BuildPackage(t, stepuptest.Module+"/examples/walletctl")
 	env := append(a.Env(), "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"))
-	url := startWalletd(t, filepath.Join(bin, "walletd"), env)
-	env = append(env, "WALLETD_URL="+url)
+	// walletd on its default kind of address: a Unix socket of the user's.
+	wdir, err := os.MkdirTemp("", "walletd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(wdir) })
+	wsock := filepath.Join(wdir, "walletd.sock")
+	url := startWalletd(t, filepath.Join(bin, "walletd"), env, "unix:"+wsock)
+	env = append(env, "WALLETD_URL="+url, "WALLETD_SOCK="+wsock)
 
+	// The attacker: another uid reading every process's command line
+	// while the recipes run (issue 11 item 6). And, exhaustively, every
+	// command line the recipes exec, from strace.
+	spy := startCmdlineSpy(t)
+	strace := stepuptest.RequireProgram(t, "strace")
 	for _, b := range runs {
 		t.Run("line "+strconv.Itoa(b.line), func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -161,7 +177,9 @@ func TestIntegratingDoc(t *testing.T) {
 				}
 				stdin.WriteString(code + "\n")
 			}
-			cmd := exec.CommandContext(ctx, "bash", "-euo", "pipefail", "-c", b.body)
+			trace := filepath.Join(t.TempDir(), "execve")
+			cmd := exec.CommandContext(ctx, strace, "-f", "-qq", "-e", "trace=execve", "-s", "65536", "-o", trace,
+				"bash", "-euo", "pipefail", "-c", b.body)
 			cmd.Env = env
 			cmd.Stdin = strings.NewReader(stdin.String())
 			out, err := cmd.CombinedOutput()
@@ -179,13 +197,107 @@ func TestIntegratingDoc(t *testing.T) {
 				t.Fatalf("output does not match %s:\n%s", re, out)
 			}
 			t.Logf("%s", out)
+			execs, err := os.ReadFile(trace)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, l := range strings.Split(string(execs), "\n") {
+				if jwtRE.MatchString(l) {
+					t.Errorf("a token is on a command line, readable by every local user: %s", l)
+				}
+			}
 		})
+	}
+	// The machine may run other agents' tests meanwhile: count only
+	// tokens signed by this test's agent (their header's kid).
+	ours := agentKids(t, a)
+	var leaked []string
+	for _, tok := range spy() {
+		if ours[kidOf(tok)] {
+			leaked = append(leaked, tok)
+		}
+	}
+	if len(leaked) > 0 {
+		t.Errorf("another user read %d token(s) of this agent from /proc/*/cmdline during the recipes: %q", len(leaked), leaked)
 	}
 }
 
-func startWalletd(t *testing.T, bin string, env []string) string {
+// agentKids are the key IDs of the agent's signing keys.
+func agentKids(t *testing.T, a *stepuptest.Agent) map[string]bool {
 	t.Helper()
-	cmd := exec.Command(bin, "-listen", "127.0.0.1:0")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	raw, err := a.Client.JWKS(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var set struct {
+		Keys []struct {
+			Kid string `json:"kid"`
+		} `json:"keys"`
+	}
+	if err := json.Unmarshal(raw, &set); err != nil || len(set.Keys) == 0 {
+		t.Fatalf("jwks %s: %v", raw, err)
+	}
+	kids := map[string]bool{}
+	for _, k := range set.Keys {
+		kids[k.Kid] = true
+	}
+	return kids
+}
+
+// kidOf is the kid in a compact JWS's header ("" when unreadable).
+func kidOf(tok string) string {
+	h, _, _ := strings.Cut(tok, ".")
+	data, err := base64.RawURLEncoding.DecodeString(h)
+	if err != nil {
+		return ""
+	}
+	var hdr struct {
+		Kid string `json:"kid"`
+	}
+	json.Unmarshal(data, &hdr)
+	return hdr.Kid
+}
+
+// jwtRE matches a compact JWS (an elevated token) anywhere in a line.
+var jwtRE = regexp.MustCompile(`eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+`)
+
+// startCmdlineSpy runs, as nobody (setpriv; the tests run as root), a
+// loop that reads /proc/*/cmdline and keeps whatever looks like a token.
+// The returned func stops it and returns what it saw. Not root: the spy
+// runs as this user, which can read the same files.
+func startCmdlineSpy(t *testing.T) func() []string {
+	t.Helper()
+	loop := `while :; do cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\0' '\n' | grep -a -o -E 'eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+' ; done`
+	argv := []string{"sh", "-c", loop}
+	if os.Getuid() == 0 {
+		argv = append([]string{stepuptest.RequireProgram(t, "setpriv"), "--reuid=65534", "--regid=65534", "--clear-groups", "--"}, argv...)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	var out testenv.LockedBuffer
+	cmd.Stdout = &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	stop := func() []string {
+		if !stopped {
+			stopped = true
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			cmd.Wait()
+		}
+		return strings.Fields(out.String())
+	}
+	t.Cleanup(func() { stop() })
+	return stop
+}
+
+func startWalletd(t *testing.T, bin string, env []string, listen string) string {
+	t.Helper()
+	cmd := exec.Command(bin, "-listen", listen)
 	cmd.Env = env
 	out, err := cmd.StdoutPipe()
 	if err != nil {

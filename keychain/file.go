@@ -9,7 +9,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 )
@@ -19,22 +20,40 @@ const FileName = "keychain.json"
 
 // File is a Store for headless servers with no Secret Service: every item
 // in one JSON file, mode 0600, in a directory of mode 0700, like an ssh key
-// on disk. The file is read once when opened; each change rewrites it
-// atomically (temporary file in the same directory, fsync, rename, fsync
-// of the directory), so a crash leaves the old or the new file, never half
-// of one. It refuses a directory or file that another user owns or that
-// others can write (and a file others can read).
+// on disk, not encrypted. Each change rewrites it atomically (temporary
+// file in the same directory, fsync, rename, fsync of the directory), so a
+// crash leaves the old or the new file, never half of one. Before every
+// call it checks whether the file changed on disk since it last read or
+// wrote it (a person removing an item with jq, say) and reads it again,
+// so a change is applied to what is on disk and no edit made while the
+// agent runs is lost. One agent at a time: Open takes an exclusive lock
+// (flock) on keychain.json.lock for the store's life and a second agent
+// on the same directory gets an error naming the first. It refuses a
+// directory or file that another user owns or that others can write (and
+// a file others can read).
 type File struct {
 	dir, path string
+	lock      *os.File
 
 	mu    sync.Mutex
-	items map[string]map[string][]byte
+	items items
+	stamp fileStamp // of the file as last read or written; zero: none
+}
+
+// fileStamp tells whether the file changed: inode, size, mtime.
+type fileStamp struct {
+	dev, ino uint64
+	size     int64
+	mtime    int64
 }
 
 type fileContent struct {
-	Version int                          `json:"version"`
-	Items   map[string]map[string][]byte `json:"items"`
+	Version int   `json:"version"`
+	Items   items `json:"items"`
 }
+
+// LockName is the lock file beside FileName.
+const LockName = FileName + ".lock"
 
 // OpenFile opens (creating it if needed) the file backend in dir.
 func OpenFile(dir string) (*File, error) {
@@ -48,57 +67,116 @@ func OpenFile(dir string) (*File, error) {
 	if err := checkOwnedPrivate(dir, true); err != nil {
 		return nil, err
 	}
-	f := &File{dir: dir, path: filepath.Join(dir, FileName), items: map[string]map[string][]byte{}}
-	data, err := readPrivate(f.path)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return f, nil
-	case err != nil:
+	f := &File{dir: dir, path: filepath.Join(dir, FileName), items: items{}}
+	lock, err := lockDir(dir)
+	if err != nil {
 		return nil, err
+	}
+	f.lock = lock
+	if err := f.refresh(); err != nil {
+		lock.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// lockDir takes the store's exclusive lock, writing this process's pid
+// in the lock file so that a second agent can say whose it is.
+func lockDir(dir string) (*os.File, error) {
+	path := filepath.Join(dir, LockName)
+	lf, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("keychain file: %w", err)
+	}
+	if err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		pid, _ := io.ReadAll(io.LimitReader(lf, 32))
+		lf.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			who := "another stepup-agent"
+			if p := strings.TrimSpace(string(pid)); p != "" {
+				who += " (pid " + p + ")"
+			}
+			return nil, fmt.Errorf("keychain file %s is in use by %s: two agents must not share one store; "+
+				"stop that agent, or give this one its own state directory (XDG_STATE_HOME) or another --keychain", filepath.Join(dir, FileName), who)
+		}
+		return nil, fmt.Errorf("keychain file: cannot lock %s: %w", path, err)
+	}
+	lf.Truncate(0)
+	lf.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	return lf, nil
+}
+
+// refresh reads the file again when it changed on disk since f.stamp.
+// Callers hold f.mu (or own f alone).
+func (f *File) refresh() error {
+	fi, err := os.Lstat(f.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		f.items, f.stamp = items{}, fileStamp{}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("keychain file: %w", err)
+	}
+	if f.stamp != (fileStamp{}) && stampOf(fi) == f.stamp {
+		return nil
+	}
+	data, st, err := readPrivate(f.path)
+	if err != nil {
+		return err
 	}
 	var c fileContent
 	if err := json.Unmarshal(data, &c); err != nil {
-		return nil, fmt.Errorf("keychain file %s is not valid: %w (move it away to start afresh)", f.path, err)
+		return fmt.Errorf("keychain file %s is not valid: %w (fix it, or move it away to start afresh)", f.path, err)
 	}
 	if c.Version != 1 {
-		return nil, fmt.Errorf("keychain file %s has version %d; this agent reads version 1", f.path, c.Version)
+		return fmt.Errorf("keychain file %s has version %d; this agent reads version 1", f.path, c.Version)
 	}
+	f.items = items{}
 	for k, m := range c.Items {
 		if len(m) > 0 {
 			f.items[k] = m
 		}
 	}
-	return f, nil
+	f.stamp = st
+	return nil
+}
+
+func stampOf(fi fs.FileInfo) fileStamp {
+	st := fileStamp{size: fi.Size(), mtime: fi.ModTime().UnixNano()}
+	if s, ok := fi.Sys().(*syscall.Stat_t); ok {
+		st.dev, st.ino = uint64(s.Dev), uint64(s.Ino)
+	}
+	return st
 }
 
 // readPrivate reads the file at path after checking it as
 // checkOwnedPrivate does. It checks the descriptor it reads, not the path
 // again, and opens without following a symbolic link and without waiting
 // for a writer (a FIFO there would otherwise block the agent's start).
-func readPrivate(path string) ([]byte, error) {
+func readPrivate(path string) ([]byte, fileStamp, error) {
 	fd, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
 	if errors.Is(err, syscall.ELOOP) {
-		return nil, fmt.Errorf("keychain file: %s is a symbolic link, not a regular file", path)
+		return nil, fileStamp{}, fmt.Errorf("keychain file: %s is a symbolic link, not a regular file", path)
 	}
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, err
+			return nil, fileStamp{}, err
 		}
-		return nil, fmt.Errorf("keychain file: %w", err)
+		return nil, fileStamp{}, fmt.Errorf("keychain file: %w", err)
 	}
 	defer fd.Close()
 	fi, err := fd.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("keychain file: %w", err)
+		return nil, fileStamp{}, fmt.Errorf("keychain file: %w", err)
 	}
 	if err := checkInfo(path, fi, false); err != nil {
-		return nil, err
+		return nil, fileStamp{}, err
 	}
 	data, err := io.ReadAll(fd)
 	if err != nil {
-		return nil, fmt.Errorf("keychain file: %w", err)
+		return nil, fileStamp{}, fmt.Errorf("keychain file: %w", err)
 	}
-	return data, nil
+	return data, stampOf(fi), nil
 }
 
 // checkOwnedPrivate refuses a path that is not ours, that others can
@@ -137,42 +215,35 @@ func (f *File) Path() string { return f.path }
 func (f *File) Get(_ context.Context, kind, name string) ([]byte, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	d, ok := f.items[kind][name]
-	if !ok {
-		return nil, ErrNotFound
+	if err := f.refresh(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	return append([]byte(nil), d...), nil
+	return f.items.get(kind, name)
 }
 
 func (f *File) Put(_ context.Context, kind, name string, data []byte) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	old, had := f.items[kind][name]
-	if f.items[kind] == nil {
-		f.items[kind] = map[string][]byte{}
-	}
-	f.items[kind][name] = append([]byte{}, data...)
-	if err := f.save(); err != nil {
-		if had {
-			f.items[kind][name] = old
-		} else {
-			delete(f.items[kind], name)
-		}
-		return err
-	}
-	return nil
+	return f.change(kind, name, func() ([]byte, bool) { return f.items.put(kind, name, data) })
 }
 
 func (f *File) Delete(_ context.Context, kind, name string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	old, had := f.items[kind][name]
-	if !had {
-		return nil
+	return f.change(kind, name, func() ([]byte, bool) { return f.items.del(kind, name) })
+}
+
+// change applies one edit to the file as it is on disk now and saves it;
+// a failed save undoes the edit in memory. Callers hold f.mu.
+func (f *File) change(kind, name string, edit func() (old []byte, had bool)) error {
+	if err := f.refresh(); err != nil {
+		// Never overwrite a file we cannot read (half edited by hand):
+		// the caller keeps the change and writes it again later.
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	delete(f.items[kind], name)
+	old, had := edit()
 	if err := f.save(); err != nil {
-		f.items[kind][name] = old
+		f.items.undo(kind, name, old, had)
 		return err
 	}
 	return nil
@@ -181,12 +252,10 @@ func (f *File) Delete(_ context.Context, kind, name string) error {
 func (f *File) List(_ context.Context, kind string) ([]string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	names := make([]string, 0, len(f.items[kind]))
-	for n := range f.items[kind] {
-		names = append(names, n)
+	if err := f.refresh(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	sort.Strings(names)
-	return names, nil
+	return f.items.list(kind), nil
 }
 
 // save writes the items atomically. Callers hold f.mu.
@@ -219,10 +288,15 @@ func (f *File) save() error {
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("%w: keychain file: %w", ErrUnavailable, err)
 	}
+	fi, err := os.Stat(tmp.Name())
+	if err != nil {
+		return fmt.Errorf("%w: keychain file: %w", ErrUnavailable, err)
+	}
 	if err := os.Rename(tmp.Name(), f.path); err != nil {
 		return fmt.Errorf("%w: keychain file: %w", ErrUnavailable, err)
 	}
 	ok = true
+	f.stamp = stampOf(fi)
 	if d, err := os.Open(f.dir); err == nil {
 		d.Sync()
 		d.Close()
@@ -231,10 +305,21 @@ func (f *File) save() error {
 }
 
 func (f *File) Backend() string { return "file" }
-func (f *File) Close() error    { return nil }
+
+// Close releases the lock.
+func (f *File) Close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.lock == nil {
+		return nil
+	}
+	err := f.lock.Close()
+	f.lock = nil
+	return err
+}
 
 // Warning says the items are in a plain file.
 func (f *File) Warning() string {
 	return "keychain file: the signing key, credentials and tokens are kept in a plain file on disk, " +
-		f.path + " (mode 0600), protected only by file permissions"
+		f.path + " (mode 0600, not encrypted), protected only by file permissions"
 }

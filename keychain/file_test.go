@@ -3,8 +3,10 @@ package keychain
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -29,10 +31,10 @@ func TestFileModesAndAtomicWrite(t *testing.T) {
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("file mode = %v, %v; want 0600", fi.Mode(), err)
 	}
-	// Only the file: no temporary file left behind.
+	// Only the file and its lock: no temporary file left behind.
 	ents, _ := os.ReadDir(dir)
-	if len(ents) != 1 {
-		t.Fatalf("directory holds %d entries, want only %s", len(ents), FileName)
+	if len(ents) != 2 || ents[0].Name() != FileName || ents[1].Name() != LockName {
+		t.Fatalf("directory holds %v, want only %s and %s", ents, FileName, LockName)
 	}
 	// The format is plain JSON with base64 values.
 	var c fileContent
@@ -61,6 +63,7 @@ func TestFileRefusesUnsafePaths(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Put(ctx, KindToken, "a", []byte("x"))
+	f.Close()
 	os.Chmod(f.Path(), 0o644)
 	if _, err := OpenFile(dir); err == nil || !strings.Contains(err.Error(), "chmod 600") {
 		t.Fatalf("a world-readable file: err = %v", err)
@@ -102,6 +105,79 @@ func TestFileRefusesUnsafePaths(t *testing.T) {
 	if _, err := OpenFile(dir4); err == nil || !strings.Contains(err.Error(), "not valid") {
 		t.Fatalf("a corrupt file: err = %v", err)
 	}
+}
+
+// The file backend applies each change to the file as it is on disk: an
+// edit made by hand while the agent runs is kept, not overwritten from
+// what the agent read at start (issue 11 item 2).
+func TestFileKeepsEditsMadeWhileOpen(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "stepup")
+	f, err := OpenFile(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, n := range []string{"a", "b", "c"} {
+		if err := f.Put(ctx, KindToken, n, []byte(n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Someone removes b and adds d by hand (jq, an editor's rename).
+	var c fileContent
+	data, _ := os.ReadFile(f.Path())
+	json.Unmarshal(data, &c)
+	delete(c.Items[KindToken], "b")
+	c.Items[KindToken]["d"] = []byte("d")
+	data, _ = json.Marshal(c)
+	tmp := f.Path() + ".edit"
+	os.WriteFile(tmp, data, 0o600)
+	os.Rename(tmp, f.Path())
+
+	if err := f.Put(ctx, KindToken, "e", []byte("e")); err != nil {
+		t.Fatal(err)
+	}
+	names, _ := f.List(ctx, KindToken)
+	if got := strings.Join(names, ","); got != "a,c,d,e" {
+		t.Fatalf("after a hand edit and a Put: %s, want a,c,d,e", got)
+	}
+	data, _ = os.ReadFile(f.Path())
+	c = fileContent{}
+	json.Unmarshal(data, &c)
+	if len(c.Items[KindToken]) != 4 || c.Items[KindToken]["b"] != nil || string(c.Items[KindToken]["d"]) != "d" {
+		t.Fatalf("file after a hand edit and a Put: %s", data)
+	}
+
+	// A file left half edited is never overwritten: writes fail as
+	// unavailable (the agent keeps them in memory and retries).
+	os.WriteFile(tmp, []byte(`{"version": 1, "items": {`), 0o600)
+	os.Rename(tmp, f.Path())
+	if err := f.Put(ctx, KindToken, "f", []byte("f")); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Put over a broken file: %v, want ErrUnavailable", err)
+	}
+	if data, _ := os.ReadFile(f.Path()); string(data) != `{"version": 1, "items": {` {
+		t.Fatalf("the broken file was overwritten: %s", data)
+	}
+}
+
+// Two agents must not share one file unknowingly: the second Open fails
+// and names the first's pid; after Close the store can be opened again.
+func TestFileLockedWhileOpen(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "stepup")
+	f, err := OpenFile(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = OpenFile(dir)
+	if err == nil || !strings.Contains(err.Error(), "in use by another stepup-agent (pid "+strconv.Itoa(os.Getpid())+")") {
+		t.Fatalf("a second Open: %v", err)
+	}
+	f.Close()
+	g, err := OpenFile(dir)
+	if err != nil {
+		t.Fatalf("Open after Close: %v", err)
+	}
+	g.Close()
 }
 
 func TestDefaultStateDir(t *testing.T) {

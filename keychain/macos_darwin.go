@@ -22,12 +22,12 @@ func init() {
 	openAuto = func(ctx context.Context, opts Options) (Store, error) {
 		s, err := OpenMacOS(ctx, opts)
 		if err != nil {
-			return memoryFallback(ctx, opts, "the macOS Keychain did not answer ("+err.Error()+
+			return autoFallback(ctx, opts, "the macOS Keychain did not answer ("+err.Error()+
 				"); unlock the login keychain, or run stepup-agent with --keychain file")
 		}
 		r, err := newResilient(ctx, s, opts, "")
 		if err != nil {
-			return memoryFallback(ctx, opts, "the macOS Keychain did not answer ("+err.Error()+
+			return autoFallback(ctx, opts, "the macOS Keychain did not answer ("+err.Error()+
 				"); unlock the login keychain, or run stepup-agent with --keychain file")
 		}
 		return r, nil

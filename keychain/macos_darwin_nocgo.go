@@ -13,7 +13,7 @@ func init() {
 			"rebuild it with cgo, or use --keychain file")
 	}
 	openAuto = func(ctx context.Context, opts Options) (Store, error) {
-		return memoryFallback(ctx, opts, "this stepup-agent was built without cgo, so it cannot use the macOS Keychain; "+
+		return autoFallback(ctx, opts, "this stepup-agent was built without cgo, so it cannot use the macOS Keychain; "+
 			"rebuild it with cgo, or run it with --keychain file")
 	}
 }

@@ -2,9 +2,12 @@ package keychain
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -64,19 +67,23 @@ var Backends = []string{"auto", "secretservice", "macos", "file", "memory"}
 // from memory, writes go through to the backend, and when the backend stops
 // answering the store goes on in memory, logs once, reports Available() ==
 // false and writes through again when the backend is back. The store
-// implements Availability and Warner. "auto" picks the best backend
-// available on this machine (docs/keychain.md).
+// implements Availability and Warner.
 //
-// A backend named explicitly that does not answer when Open loads its items
-// is an error (wrapping ErrUnavailable); auto falls back to memory with a
-// warning instead.
+// "auto" picks the macOS Keychain on macOS, the Secret Service when the
+// session bus offers one, else the file backend; never memory. Its first
+// choice is remembered in StateDir/keychain (RememberName) and used by
+// every later auto start, so a desktop start and an SSH start share one
+// store; a backend named explicitly overrides it (docs/keychain.md).
+//
+// A backend named explicitly (or remembered) that does not answer when
+// Open loads its items is an error (wrapping ErrUnavailable).
 func Open(ctx context.Context, backend string, opts Options) (Store, error) {
 	opts = opts.withDefaults()
 	switch backend {
 	case "memory":
 		return newResilient(ctx, NewMemory(), opts, "")
 	case "auto", "":
-		return openAuto(ctx, opts)
+		return openRemembered(ctx, opts)
 	case "secretservice", "macos", "file":
 		st, err := openBackend(ctx, backend, opts)
 		if err != nil {
@@ -90,6 +97,74 @@ func Open(ctx context.Context, backend string, opts Options) (Store, error) {
 		return r, nil
 	}
 	return nil, fmt.Errorf("unknown keychain backend %q: use one of auto, secretservice, macos, file, memory", backend)
+}
+
+// RememberName is the file in the state directory that keeps auto's
+// first choice: one backend name and a newline.
+const RememberName = "keychain"
+
+// openRemembered is auto: the remembered backend when there is one,
+// else the platform's pick, which is then remembered.
+func openRemembered(ctx context.Context, opts Options) (Store, error) {
+	path := filepath.Join(opts.StateDir, RememberName)
+	if name, err := readRemembered(path); err != nil {
+		return nil, err
+	} else if name != "" {
+		st, err := Open(ctx, name, opts)
+		if err != nil {
+			return nil, fmt.Errorf("%w (--keychain auto uses %s: chosen at the first start and remembered in %s, "+
+				"so that every start shares one store; make it answer, or start with --keychain NAME to use another store)", err, name, path)
+		}
+		return st, nil
+	}
+	st, err := openAuto(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := remember(path, st.Backend()); err != nil {
+		opts.Logger.Warn("keychain auto: cannot remember the choice; the next start chooses again", zap.String("path", path), zap.Error(err))
+	}
+	return st, nil
+}
+
+// readRemembered returns the remembered backend, "" when none is.
+func readRemembered(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("keychain auto: %w", err)
+	}
+	name := strings.TrimSpace(string(data))
+	switch name {
+	case "secretservice", "macos", "file":
+		return name, nil
+	}
+	return "", fmt.Errorf("keychain auto: %s names %q, not secretservice, macos or file: fix or remove it, or start with --keychain NAME", path, name)
+}
+
+// remember writes the choice (0600, atomically).
+func remember(path, backend string) error {
+	if backend == "memory" {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".keychain-choice-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.WriteString(backend + "\n"); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
 }
 
 // OpenBackend opens the named persistent backend by itself, without the
@@ -121,15 +196,22 @@ var (
 		return nil, fmt.Errorf("keychain backend macos is only available on macOS: use --keychain file or memory")
 	}
 	openAuto = func(ctx context.Context, opts Options) (Store, error) {
-		return memoryFallback(ctx, opts, "no persistent keychain backend for this system; "+
-			"use --keychain file to keep them in a 0600 file")
+		return autoFallback(ctx, opts, "no system keychain on this platform")
 	}
 )
 
-// memoryFallback is auto's last resort: memory, with a warning that says
-// why and how to get persistence.
-func memoryFallback(ctx context.Context, opts Options, why string) (Store, error) {
-	w := "keychain: tokens, credentials and the signing key live in memory only and are lost on restart: " + why
-	opts.Logger.Warn(w)
-	return newResilient(ctx, NewMemory(), opts, w)
+// autoFallback is auto's last resort: the file backend, never memory,
+// with a warning that says why and what the file is.
+func autoFallback(ctx context.Context, opts Options, why string) (Store, error) {
+	st, err := OpenFile(opts.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("keychain auto: %s, and the file backend cannot be used either: %w", why, err)
+	}
+	opts.Logger.Warn("keychain auto: using the file backend: "+why, zap.String("file", st.Path()))
+	r, err := newResilient(ctx, st, opts, "")
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	return r, nil
 }

@@ -32,24 +32,24 @@ func init() {
 }
 
 // autoLinux picks the Secret Service when a session bus is set and the
-// service answers within opts.AutoTimeout, else memory with a warning.
+// service answers within opts.AutoTimeout, else the file backend.
 func autoLinux(ctx context.Context, opts Options) (Store, error) {
-	const how = "for persistence install and start gnome-keyring (or enable KeePassXC's Secret Service integration) " +
-		"in this session, or run stepup-agent with --keychain file on a headless server"
+	const how = "for the Secret Service instead, start gnome-keyring (or KeePassXC's Secret Service integration) " +
+		"in this session and start the agent with --keychain secretservice"
 	if !sessionBusSet() {
-		return memoryFallback(ctx, opts, "no D-Bus session bus (DBUS_SESSION_BUS_ADDRESS is not set); "+how)
+		return autoFallback(ctx, opts, "no D-Bus session bus (DBUS_SESSION_BUS_ADDRESS is not set); "+how)
 	}
 	aopts := opts
 	aopts.Timeout = opts.AutoTimeout
 	s, err := OpenSecretService(ctx, aopts)
 	if err != nil {
-		return memoryFallback(ctx, opts, "no Secret Service answered ("+err.Error()+"); "+how)
+		return autoFallback(ctx, opts, "no Secret Service answered ("+err.Error()+"); "+how)
 	}
 	s.timeout = opts.Timeout
 	r, err := newResilient(ctx, s, opts, "")
 	if err != nil {
 		s.Close()
-		return memoryFallback(ctx, opts, "the Secret Service did not answer ("+err.Error()+"); "+how)
+		return autoFallback(ctx, opts, "the Secret Service did not answer ("+err.Error()+"); "+how)
 	}
 	return r, nil
 }

@@ -465,22 +465,40 @@ func TestAutoFrozenSecretService(t *testing.T) {
 }
 
 func TestAutoPicksSecretService(t *testing.T) {
-	startKeyring(t)
-	st, err := Open(context.Background(), "auto", Options{})
+	k := startKeyring(t)
+	state := t.TempDir()
+	st, err := Open(context.Background(), "auto", Options{StateDir: state})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
 	if st.Backend() != "secretservice" || !st.(Availability).Available() || st.(Warner).Warning() != "" {
 		t.Fatalf("auto = %s, available %v, warning %q", st.Backend(), st.(Availability).Available(), st.(Warner).Warning())
 	}
+	st.Close()
+	if data, err := os.ReadFile(filepath.Join(state, RememberName)); err != nil || string(data) != "secretservice\n" {
+		t.Fatalf("auto's choice remembered as %q, %v", data, err)
+	}
+	// Remembered: a later auto start without the Secret Service (an SSH
+	// login) does not quietly switch to another store.
+	k.stopGnomeKeyring()
+	_, err = Open(context.Background(), "auto", Options{StateDir: state, Timeout: 500 * time.Millisecond})
+	if err == nil || !strings.Contains(err.Error(), "remembered in "+filepath.Join(state, RememberName)) {
+		t.Fatalf("auto with the remembered secretservice gone: %v", err)
+	}
+	// An explicit flag overrides the remembered choice.
+	st, err = Open(context.Background(), "file", Options{StateDir: state})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
 }
 
 func checkAutoFallsBack(t *testing.T, why string) {
 	t.Helper()
 	core, logs := observer.New(zap.InfoLevel)
 	start := time.Now()
-	st, err := Open(context.Background(), "auto", Options{Logger: zap.New(core), AutoTimeout: 500 * time.Millisecond})
+	state := t.TempDir()
+	st, err := Open(context.Background(), "auto", Options{Logger: zap.New(core), AutoTimeout: 500 * time.Millisecond, StateDir: state})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -488,20 +506,24 @@ func checkAutoFallsBack(t *testing.T, why string) {
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("auto took %s to fall back", d)
 	}
-	if st.Backend() != "memory" {
-		t.Fatalf("auto picked %s", st.Backend())
+	// Never memory: the file backend, which says it is a plain file.
+	if st.Backend() != "file" {
+		t.Fatalf("auto picked %s, want file", st.Backend())
 	}
 	w := st.(Warner).Warning()
-	for _, want := range []string{why, "memory only", "gnome-keyring", "--keychain file"} {
+	for _, want := range []string{"plain file", "not encrypted", filepath.Join(state, FileName)} {
 		if !strings.Contains(w, want) {
 			t.Errorf("auto's warning lacks %q: %q", want, w)
 		}
 	}
-	if logs.FilterMessageSnippet("memory only").Len() != 1 {
-		t.Error("auto's fallback was not logged")
+	if l := logs.FilterMessageSnippet("keychain auto: using the file backend").FilterMessageSnippet(why); l.Len() != 1 {
+		t.Errorf("auto's fallback was not logged with %q: %v", why, logs.All())
 	}
 	if !st.(Availability).Available() {
-		t.Error("memory reported unavailable")
+		t.Error("the file backend reported unavailable")
+	}
+	if data, err := os.ReadFile(filepath.Join(state, RememberName)); err != nil || string(data) != "file\n" {
+		t.Errorf("auto's choice remembered as %q, %v; want file", data, err)
 	}
 	t.Logf("auto fell back in %s: %s", time.Since(start), w)
 }

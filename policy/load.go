@@ -53,6 +53,9 @@ func readPolicy(path string) (data []byte, exists bool, err error) {
 	if err := checkOwner(fi); err != nil {
 		return nil, true, err
 	}
+	if err := checkDirs(path); err != nil {
+		return nil, true, err
+	}
 	if fi.Size() > MaxFileSize {
 		return nil, true, fmt.Errorf("the file is %d bytes; a policy file may be at most %d", fi.Size(), MaxFileSize)
 	}

@@ -287,6 +287,24 @@ func TestLoad(t *testing.T) {
 	if _, _, err := Load(path); err == nil || !strings.Contains(err.Error(), "writable by everyone") {
 		t.Fatalf("world-writable: %v", err)
 	}
+	if err := os.Chmod(path, 0o620); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := Load(path); err == nil || !strings.Contains(err.Error(), "writable by its group (mode 0620)") {
+		t.Fatalf("group-writable: %v", err)
+	}
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o770); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := Load(path); err == nil || !strings.Contains(err.Error(), "its directory "+dir+" can be written by others (mode 0770)") {
+		t.Fatalf("group-writable directory: %v", err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	if _, _, err := Load(dir); err == nil || !strings.Contains(err.Error(), "not a regular file") {
 		t.Fatalf("directory: %v", err)
 	}
@@ -310,6 +328,19 @@ func TestLoadOtherOwner(t *testing.T) {
 	}
 	if _, _, err := Load(path); err == nil || !strings.Contains(err.Error(), "owned by uid 65534") {
 		t.Fatalf("other owner: %v", err)
+	}
+	// A directory of another user's: they could replace the file.
+	dir := filepath.Join(t.TempDir(), "theirs")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path = filepath.Join(dir, "policy.yaml")
+	write(t, path, "{}\n")
+	if err := os.Chown(dir, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := Load(path); err == nil || !strings.Contains(err.Error(), "its directory "+dir+" belongs to uid 65534") {
+		t.Fatalf("other owner's directory: %v", err)
 	}
 }
 

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"os"
@@ -20,6 +19,10 @@ const readyFD = 3
 // re-executes itself), waits until it listens, and prints the shell
 // commands for eval.
 func background(o *options, args []string, stdout, stderr io.Writer) int {
+	if pid, ok := runningAgent(o.socket); ok {
+		fmt.Fprintf(stderr, "stepup-agent: %v\n", alreadyRunning(o, pid))
+		return 1
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		fmt.Fprintf(stderr, "stepup-agent: cannot find my own executable: %v\n", err)
@@ -46,18 +49,25 @@ func background(o *options, args []string, stdout, stderr io.Writer) int {
 
 	done := make(chan string, 1)
 	go func() {
-		line, _ := bufio.NewReader(pr).ReadString('\n')
-		done <- strings.TrimSpace(line)
+		// "ok", or why the child could not start (maybe several lines).
+		msg, _ := io.ReadAll(io.LimitReader(pr, 64<<10))
+		done <- strings.TrimSpace(string(msg))
 	}()
 	select {
 	case msg := <-done:
 		pr.Close()
-		if msg != "ok" {
+		first, notes, _ := strings.Cut(msg, "\n")
+		if first != "ok" {
 			if msg == "" {
 				msg = "the agent exited before it was ready"
 			}
 			fmt.Fprintf(stderr, "stepup-agent: %s\n", msg)
 			return 1
+		}
+		for _, l := range strings.Split(notes, "\n") {
+			if l != "" {
+				fmt.Fprintf(stderr, "stepup-agent: %s\n", l)
+			}
 		}
 	case <-time.After(30 * time.Second):
 		fmt.Fprintf(stderr, "stepup-agent: the agent did not become ready within 30s (pid %d)\n", pid)

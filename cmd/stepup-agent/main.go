@@ -52,14 +52,11 @@ that set STEPUP_AUTH_SOCK and STEPUP_AGENT_PID:  eval "$(stepup-agent)"
 
 `
 
-func parse(args []string, stderr io.Writer) (*options, error) {
+func parse(args []string, stdout, stderr io.Writer) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("stepup-agent", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, usage)
-		fs.PrintDefaults()
-	}
+	fs.Usage = func() {} // printed below: stdout when asked for, stderr on a mistake
 	fs.BoolVar(&o.foreground, "D", false, "run in the foreground (logs to stderr)")
 	fs.StringVar(&o.socket, "a", "", "bind the socket to `PATH` (default $XDG_RUNTIME_DIR/stepup/agent.sock)")
 	fs.BoolVar(&o.kill, "k", false, "kill the agent named by STEPUP_AGENT_PID")
@@ -73,6 +70,13 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	fs.BoolVar(&o.child, "internal-child", false, "")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			// Asked for: the usage is the output, on stdout.
+			printUsage(fs, stdout)
+		} else { // the flag package has printed the error
+			printUsage(fs, stderr)
+			err = errUsagePrinted
+		}
 		return nil, err
 	}
 	if fs.NArg() > 0 {
@@ -87,6 +91,23 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	return o, nil
 }
 
+// errUsagePrinted: the flag error and the usage are already on stderr.
+var errUsagePrinted = errors.New("usage printed")
+
+// printUsage writes the usage and the flags, leaving out internal ones
+// (those with no usage text).
+func printUsage(fs *flag.FlagSet, w io.Writer) {
+	fmt.Fprint(w, usage)
+	hidden := flag.NewFlagSet("", flag.ContinueOnError)
+	hidden.SetOutput(w)
+	fs.VisitAll(func(f *flag.Flag) {
+		if f.Usage != "" {
+			hidden.Var(f.Value, f.Name, f.Usage)
+		}
+	})
+	hidden.PrintDefaults()
+}
+
 func validPrompter(p string) bool {
 	switch p {
 	case "auto", "pinentry", "zenity", "osascript", "terminal", "none":
@@ -96,9 +117,12 @@ func validPrompter(p string) bool {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	o, err := parse(args, stderr)
+	o, err := parse(args, stdout, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
+	}
+	if errors.Is(err, errUsagePrinted) {
+		return 2
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "stepup-agent: %v\n", err)

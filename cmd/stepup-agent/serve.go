@@ -97,7 +97,14 @@ func serve(o *options, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "stepup-agent: %v\n", err)
 		return 1
 	}
+	if err := harden(); err != nil { // before any secret is in memory
+		return fail(err)
+	}
 	logOut := stderr
+	if pid, ok := runningAgent(o.socket); ok && o.child {
+		// Before the log file: not a line in the running agent's log.
+		return fail(alreadyRunning(o, pid))
+	}
 	if o.child {
 		// Started in the background (eval "$(stepup-agent)"): no
 		// terminal to log to, so the log goes to a file of the user's.
@@ -130,11 +137,13 @@ func serve(o *options, stdout, stderr io.Writer) int {
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 
-	// Policy first: a broken file at start is reported and the built-in
-	// defaults stand in until it is fixed.
+	// Policy first, and fail closed (startup.go).
 	ps := &policyState{log: log, status: api.PolicyStatus{Path: o.policy}}
-	ps.cur.Store(policy.Default())
-	ps.apply(policy.Load(o.policy))
+	startP, exists, err := startPolicy(o.policy)
+	if err != nil {
+		return fail(err)
+	}
+	ps.apply(startP, exists, nil)
 
 	store, err := keychain.Open(ctx, o.keychain, keychain.Options{StateDir: audit.StateDir(), Logger: log})
 	if err != nil {
@@ -143,6 +152,10 @@ func serve(o *options, stdout, stderr io.Writer) int {
 	defer store.Close()
 	if w, ok := store.(keychain.Warner); ok && w.Warning() != "" {
 		log.Warn(w.Warning())
+	}
+	kcLine := keychainLine(store, audit.StateDir())
+	if ready == nil {
+		fmt.Fprintf(stderr, "stepup-agent: %s\n", kcLine)
 	}
 
 	auditPath := o.auditPath
@@ -180,6 +193,10 @@ func serve(o *options, stdout, stderr io.Writer) int {
 	ln := inherited
 	if !activated {
 		if ln, err = listen(o.socket); err != nil {
+			if errors.Is(err, errAgentRunning) {
+				pid, _ := runningAgent(o.socket)
+				err = alreadyRunning(o, pid)
+			}
 			return fail(err)
 		}
 	}
@@ -206,7 +223,7 @@ func serve(o *options, stdout, stderr io.Writer) int {
 	defer signal.Stop(sigs)
 	log.Info("listening", zap.String("socket", o.socket), zap.Int("pid", os.Getpid()), zap.String("keychain", store.Backend()))
 	if ready != nil {
-		fmt.Fprintln(ready, "ok")
+		fmt.Fprintf(ready, "ok\n%s\n", kcLine) // the parent prints the second line
 		ready.Close()
 	} else if o.foreground && !activated {
 		fmt.Fprint(stdout, envLines(o, os.Getpid()))

@@ -29,7 +29,7 @@ func listen(path string) (net.Listener, error) {
 		c, err := net.DialTimeout("unix", path, time.Second)
 		if err == nil {
 			c.Close()
-			return nil, fmt.Errorf("an agent is already listening on %s; stop it (stepup-agent -k) or choose another path with -a", path)
+			return nil, errAgentRunning
 		}
 		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("cannot remove the stale socket %s: %w", path, err)
@@ -50,6 +50,10 @@ func listen(path string) (net.Listener, error) {
 	}
 	return ln, nil
 }
+
+// errAgentRunning: a live agent answers on the socket (the caller says
+// which and how to stop it: alreadyRunning).
+var errAgentRunning = errors.New("an agent is already listening")
 
 // checkDir refuses a directory that another user owns or can write to.
 func checkDir(dir string) error {

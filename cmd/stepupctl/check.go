@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strings"
 
@@ -19,6 +20,8 @@ func (a *app) checkCmd() *cobra.Command {
 			}
 			if a.json {
 				a.printJSON(r)
+			} else if r.Required && a.locked(cmd.Context()) {
+				fmt.Fprintf(a.stdout, "%s: step-up required: the agent is locked (stepupctl unlock)\n", r.Scope)
 			} else if r.Required {
 				fmt.Fprintf(a.stdout, "%s: step-up required", r.Scope)
 				if len(r.Methods) > 0 {
@@ -36,4 +39,10 @@ func (a *app) checkCmd() *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// locked reports whether the agent says it is locked.
+func (a *app) locked(ctx context.Context) bool {
+	s, err := a.client.Status(ctx)
+	return err == nil && s.Locked
 }

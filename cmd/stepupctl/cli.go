@@ -15,13 +15,6 @@ import (
 	"github.com/stepup-agent/stepup-agent/ipc/stepup"
 )
 
-// Exit codes.
-const (
-	exitOK       = 0
-	exitRequired = 1 // check: step-up is required; verify: the token is not valid
-	exitError    = 2
-)
-
 // exitCode carries a non-zero exit code that needs no message.
 type exitCode int
 
@@ -48,11 +41,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return exitOK
 	}
 	var ec exitCode
-	if errors.As(err, &ec) {
-		return int(ec)
+	if !errors.As(err, &ec) {
+		a.printError(err)
 	}
-	a.printError(err)
-	return exitError
+	return exitFor(err)
 }
 
 func (a *app) rootCmd() *cobra.Command {
@@ -69,10 +61,23 @@ A session:
   stepupctl exec --scope wallet:export -- ./export.sh   # STEPUP_TOKEN is set`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
+		Version:       version,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usageError{fmt.Errorf("unknown command %q for stepupctl", args[0]), "stepupctl"}
+			}
+			return nil
+		},
+		// No verb: the usage, on stderr, and exit 2.
+		RunE: func(cmd *cobra.Command, args []string) error {
+			fmt.Fprint(a.stderr, cmd.UsageString())
+			return exitCode(exitUsage)
+		},
 		PersistentPreRun: func(cmd *cobra.Command, args []string) {
 			a.client = &stepup.Client{Socket: a.socket}
 		},
 	}
+	root.SetVersionTemplate("stepupctl {{.Version}}\n")
 	root.PersistentFlags().BoolVar(&a.json, "json", false, "print JSON for scripts")
 	root.PersistentFlags().StringVar(&a.socket, "socket", "", "the agent's socket (default $STEPUP_AUTH_SOCK or the default path)")
 	root.AddCommand(a.checkCmd(), a.promptCmd(), a.tokenCmd(), a.verifyCmd(), a.resetCmd(), a.statusCmd(),
@@ -101,12 +106,12 @@ func (a *app) printError(err error) {
 		fmt.Fprintf(a.stderr, "stepupctl: %v\n", de)
 		fmt.Fprintf(a.stderr, "hint: %s\n", de.Hint())
 	case errors.As(err, &ae):
-		fmt.Fprintf(a.stderr, "stepupctl: %s\n", ae.Message)
+		fmt.Fprintf(a.stderr, "stepupctl: %s\n", cliHint(ae.Message))
 		if ae.Data.RetryAfterSeconds > 0 && !strings.Contains(ae.Message, "try again in") {
 			fmt.Fprintf(a.stderr, "stepupctl: retry after %ds\n", ae.Data.RetryAfterSeconds)
 		}
 		if ae.Data.Hint != "" {
-			fmt.Fprintf(a.stderr, "hint: %s\n", ae.Data.Hint)
+			fmt.Fprintf(a.stderr, "hint: %s\n", cliHint(ae.Data.Hint))
 		}
 	case errors.As(err, &ue):
 		fmt.Fprintf(a.stderr, "stepupctl: %v\n", ue.err)

@@ -42,6 +42,7 @@ For scripts, enrollment has two steps:
 				return usageError{errors.New("enroll takes a method (totp, passkey, email_otp, sms_otp, wallet) or --finish ID"), cmd.CommandPath()}
 			}
 			p.Method = args[0]
+			a.warnIfNotPersistent(ctx)
 			res, err := a.client.EnrollStart(ctx, p)
 			var ae *api.Error
 			if errors.As(err, &ae) && ae.Code == api.CodeForbidden && ae.Data.RequiredScope != "" && !startOnly {
@@ -76,7 +77,7 @@ func (a *app) enrollFinish(ctx context.Context, id, code, response string) error
 	if response != "" {
 		var v any
 		if err := json.Unmarshal([]byte(response), &v); err != nil {
-			return fmt.Errorf("--response is not JSON: %v", err)
+			return usageError{fmt.Errorf("--response is not JSON: %v", err), "stepupctl enroll"}
 		}
 		resp = v
 	} else if code == "" {

@@ -2,6 +2,8 @@ package main
 
 import (
 	"errors"
+	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -35,6 +37,11 @@ func (a *app) execCmd() *cobra.Command {
 			signal.Ignore(syscall.SIGINT, syscall.SIGQUIT)
 			defer signal.Reset(syscall.SIGINT, syscall.SIGQUIT)
 			if err := c.Run(); err != nil {
+				// As a shell does: 127 not found, 126 found but not run.
+				if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
+					fmt.Fprintf(a.stderr, "stepupctl: %s: command not found\n", args[0])
+					return exitCode(127)
+				}
 				var ee *exec.ExitError
 				if errors.As(err, &ee) {
 					if st, ok := ee.Sys().(syscall.WaitStatus); ok && st.Signaled() {
@@ -42,7 +49,8 @@ func (a *app) execCmd() *cobra.Command {
 					}
 					return exitCode(ee.ExitCode())
 				}
-				return err
+				fmt.Fprintf(a.stderr, "stepupctl: cannot run %s: %v\n", args[0], err)
+				return exitCode(126)
 			}
 			return nil
 		},

@@ -64,7 +64,7 @@ through startVerification/completeVerification.`,
 // this terminal when the agent has no way to prompt.
 func (a *app) stepUp(ctx context.Context, scopes []string, f *promptFlags) (*stepup.TokenResult, error) {
 	if f.mfa && f.reauth {
-		return nil, errors.New("--mfa and --reauth cannot be used together")
+		return nil, usageError{errors.New("--mfa and --reauth cannot be used together"), "stepupctl prompt"}
 	}
 	if f.stdin {
 		return a.stepUpHere(ctx, scopes, f, "")
@@ -199,7 +199,7 @@ func (a *app) askHere(ch api.Challenge, answers *bufio.Reader, scopes []string, 
 		line, err := answers.ReadString('\n')
 		line = strings.TrimSpace(line)
 		if line == "" && err != nil {
-			return nil, fmt.Errorf("no answer on standard input (--stdin)")
+			return nil, errNoAnswer
 		}
 		return jsonMarshal(map[string]string{field: line})
 	}

@@ -114,9 +114,13 @@ func (a *peAgent) ctl(args ...string) string {
 	defer cancel()
 	c := exec.CommandContext(ctx, filepath.Join(binDir, "stepupctl"), args...)
 	c.Env = a.env
-	out, err := c.CombinedOutput()
+	// stdout only: warnings on stderr (enroll's about a memory keychain)
+	// must not break the JSON callers parse.
+	var stderr strings.Builder
+	c.Stderr = &stderr
+	out, err := c.Output()
 	if err != nil {
-		a.t.Fatalf("stepupctl %s: %v\n%s", strings.Join(args, " "), err, out)
+		a.t.Fatalf("stepupctl %s: %v\n%s%s", strings.Join(args, " "), err, out, stderr.String())
 	}
 	return string(out)
 }

@@ -6,12 +6,14 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -29,6 +31,10 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
+	// The agent refuses a group-writable policy file or directory: under
+	// a umask of 002 (Debian's per-user groups) the scripts' files would
+	// be. The scripts make them as a umask of 022 does.
+	syscall.Umask(0o022)
 	os.Exit(func() int {
 		dir, err := os.MkdirTemp("", "stepup-bin-")
 		if err != nil {
@@ -106,6 +112,7 @@ func TestScripts(t *testing.T) {
 			"stalesock":  cmdStaleSock,
 			"totpwindow": cmdTOTPWindow,
 			"retry":      cmdRetry,
+			"rc":         cmdRC,
 		},
 	})
 }
@@ -398,5 +405,26 @@ func cmdRetry(ts *testscript.TestScript, neg bool, args []string) {
 			ts.Fatalf("retry %s: %v still %v", d, args, err)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// rc N CMD [ARGS...] runs CMD like exec and requires exit status N
+// (DESIGN.md's table); stdout and stderr are kept for the next lines.
+func cmdRC(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 2 {
+		ts.Fatalf("usage: rc N CMD [ARGS...]")
+	}
+	want, err := strconv.Atoi(args[0])
+	ts.Check(err)
+	got := 0
+	if err := ts.Exec(args[1], args[2:]...); err != nil {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			ts.Fatalf("%s: %v", args[1], err)
+		}
+		got = ee.ExitCode()
+	}
+	if got != want {
+		ts.Fatalf("%s exited %d, want %d", strings.Join(args[1:], " "), got, want)
 	}
 }

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -39,9 +41,18 @@ func (a *app) statusCmd() *cobra.Command {
 			if s.Policy.Builtin {
 				src = "built-in defaults (no file at " + s.Policy.Path + ")"
 			}
-			fmt.Fprintf(w, "policy:      %s, loaded %s\n", src, s.Policy.LoadedAt.Local().Format(time.DateTime))
+			loaded := "never loaded"
+			if !s.Policy.LoadedAt.IsZero() {
+				loaded = "loaded " + s.Policy.LoadedAt.Local().Format(time.DateTime)
+			}
+			fmt.Fprintf(w, "policy:      %s, %s\n", src, loaded)
 			if s.Policy.Error != "" {
-				fmt.Fprintf(w, "             ERROR: %s\n             (the last good policy stays in force)\n", s.Policy.Error)
+				for _, e := range policyErrors(s.Policy.Error, s.Policy.Path) {
+					fmt.Fprintf(w, "             ERROR: %s\n", e)
+				}
+				if !s.Policy.LoadedAt.IsZero() {
+					fmt.Fprintln(w, "             (the last good policy stays in force)")
+				}
 			}
 			if s.Prompter != "" {
 				fmt.Fprintf(w, "prompter:    %s\n", s.Prompter)
@@ -62,5 +73,32 @@ func (a *app) statusCmd() *cobra.Command {
 			}
 			return nil
 		},
+	}
+}
+
+// policyErrors splits the policy's error ("PATH: line 3: ...; line 5:
+// ...") into one error a line, without the path status names already.
+func policyErrors(msg, path string) []string {
+	msg = strings.TrimPrefix(msg, path+": ")
+	parts := strings.Split(msg, "; line ")
+	for i := 1; i < len(parts); i++ {
+		parts[i] = "line " + parts[i]
+	}
+	return parts
+}
+
+// warnIfNotPersistent warns on stderr, before an enrollment, when the
+// agent's keychain would not keep the credential across a restart.
+func (a *app) warnIfNotPersistent(ctx context.Context) {
+	s, err := a.client.Status(ctx)
+	if err != nil {
+		return // enrollStart reports the agent's state
+	}
+	switch {
+	case s.Keychain.Backend == "memory":
+		fmt.Fprintln(a.stderr, "stepupctl: warning: the agent keeps credentials in memory (--keychain memory): this credential is lost when the agent stops")
+		fmt.Fprintln(a.stderr, "hint: start the agent with --keychain auto (the system keychain, else a 0600 file) to keep it")
+	case !s.Keychain.Available:
+		fmt.Fprintf(a.stderr, "stepupctl: warning: the agent's keychain (%s) is not answering: this credential is kept in memory until it is back, and lost if the agent stops first\n", s.Keychain.Backend)
 	}
 }

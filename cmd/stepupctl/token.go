@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -20,7 +21,11 @@ func (a *app) tokenCmd() *cobra.Command {
 		Long: `token prints the elevated token the agent holds for SCOPE (getToken), for
 shell scripts:
 
-  curl -H "X-Elevated-Token: $(stepupctl token wallet:sign)" https://...
+  stepupctl token wallet:sign | sed 's/^/X-Elevated-Token: /' | curl -H @- https://...
+
+(curl reads the header from standard input: a token on a command line,
+as in -H "X-Elevated-Token: $(stepupctl token ...)", is readable by every
+local user.)
 
 When no token is held it steps up first (as prompt does), unless --no-prompt.`,
 		Args: exactArgs(1, "one scope"),
@@ -59,7 +64,7 @@ func (a *app) verifyCmd() *cobra.Command {
 	var scope string
 	var consume bool
 	cmd := &cobra.Command{
-		Use:   "verify TOKEN --scope SCOPE [--consume]",
+		Use:   "verify - --scope SCOPE [--consume] <TOKENFILE",
 		Short: "Check a token for a scope (exit 1 when it is not valid); --consume uses up a single-use one",
 		Args:  exactArgs(1, "one token (use - to read it from standard input)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -68,16 +73,16 @@ func (a *app) verifyCmd() *cobra.Command {
 			}
 			tok := args[0]
 			if tok == "-" {
-				var b strings.Builder
-				buf := make([]byte, 4096)
-				for {
-					n, err := a.stdin.Read(buf)
-					b.Write(buf[:n])
-					if err != nil {
-						break
-					}
+				b, err := io.ReadAll(io.LimitReader(a.stdin, 64<<10))
+				if err != nil {
+					return fmt.Errorf("reading the token from standard input: %w", err)
 				}
-				tok = strings.TrimSpace(b.String())
+				tok = strings.TrimSpace(string(b))
+				if tok == "" {
+					return usageError{errors.New("verify -: no token on standard input"), cmd.CommandPath()}
+				}
+			} else {
+				fmt.Fprintln(a.stderr, "stepupctl: warning: a token on the command line is readable by every local user (ps, /proc/PID/cmdline); pass - and give the token on standard input: stepupctl verify - --scope S <file")
 			}
 			c, err := a.client.VerifyToken(cmd.Context(), tok, scope, consume)
 			if errors.Is(err, api.ErrTokenInvalid) {

@@ -4,6 +4,7 @@
 //
 //	GET  /balance   no step-up
 //	POST /sign      wallet:sign, multi-use, verified offline against the agent's JWKS
+//	                (online when Config.OnlineSign: a service other users can reach)
 //	POST /export    wallet:export, single-use, verified online and consumed
 //
 // The key is made up at start and is not a real wallet's.
@@ -31,6 +32,10 @@ type Config struct {
 	Now func() time.Time
 	// Logger logs refusals; nil means none.
 	Logger *zap.Logger
+	// OnlineSign verifies wallet:sign online too, so that a token
+	// revoked by stepupctl reset or lock stops working at once. walletd
+	// sets it when it listens on TCP, where other local users reach it.
+	OnlineSign bool
 }
 
 // NewServer returns the service's handler.
@@ -41,8 +46,9 @@ func NewServer(c Config) http.Handler {
 	}
 	pub := key.Public().(ed25519.PublicKey)
 	// docs:begin middleware
-	// wallet:sign is multi-use: verified offline against the agent's JWKS.
-	sign := stephttp.Require("wallet:sign", stephttp.Options{Client: c.Client, Now: c.Now, Logger: c.Logger})
+	// wallet:sign is multi-use: verified offline against the agent's JWKS,
+	// or online (revocation seen at once) when other users can connect.
+	sign := stephttp.Require("wallet:sign", stephttp.Options{Client: c.Client, Online: c.OnlineSign, Now: c.Now, Logger: c.Logger})
 	// wallet:export is single-use: verified online, and consumed.
 	export := stephttp.Require("wallet:export", stephttp.Options{Client: c.Client, Online: true, Now: c.Now, Logger: c.Logger})
 	// docs:end middleware

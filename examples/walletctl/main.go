@@ -4,7 +4,7 @@
 // it learns that /export needs wallet:export from walletd's RFC 9470
 // challenge, steps up and retries. The user never handles a token.
 //
-//	walletctl [-url URL] balance
+//	walletctl [-url unix:PATH|http://ADDR] balance
 //	walletctl [-url URL] sign MESSAGE
 //	walletctl [-url URL] export
 //
@@ -22,9 +22,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 
 	"github.com/stepup-agent/stepup-agent/api"
@@ -42,7 +44,7 @@ func main() {
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("walletctl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	url := fs.String("url", "http://127.0.0.1:8420", "walletd's `URL`")
+	url := fs.String("url", defaultURL(), "walletd's `URL`: unix:PATH (walletd's default) or http://ADDR")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -66,6 +68,16 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		},
 	}}
 	// docs:end transport
+	if path, ok := strings.CutPrefix(*url, "unix:"); ok {
+		// walletd on its Unix socket: every request goes there.
+		hc.Transport.(*stephttp.Transport).Base = &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "unix", path)
+			},
+		}
+		*url = "http://walletd"
+	}
 
 	var req *http.Request
 	switch a := fs.Args(); {
@@ -99,6 +111,15 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	stdout.Write(body)
 	return 0
+}
+
+// defaultURL is walletd's default socket.
+func defaultURL() string {
+	dir := os.Getenv("XDG_RUNTIME_DIR")
+	if dir == "" {
+		dir = filepath.Join(os.TempDir(), fmt.Sprintf("walletd-%d", os.Getuid()))
+	}
+	return "unix:" + filepath.Join(dir, "walletd.sock")
 }
 
 // askCode steps up on the custom-UI path with a TOTP code read from in.

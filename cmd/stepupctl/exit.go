@@ -1,0 +1,80 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"strings"
+
+	"github.com/stepup-agent/stepup-agent/api"
+	"github.com/stepup-agent/stepup-agent/ipc/stepup"
+)
+
+// Exit codes, as DESIGN.md's table fixes them for every verb.
+const (
+	exitOK        = 0
+	exitRequired  = 1 // check: step-up is required; verify: the token is not valid
+	exitUsage     = 2 // unknown verb or flag, bad argument
+	exitCancelled = 3 // the user cancelled, or nobody answered in time
+	exitRefused   = 4 // the agent refused: any other agent error
+	exitNoAgent   = 5 // no agent to talk to, or it failed
+)
+
+// errNoAnswer: --stdin found nothing to answer with (exit 3: nobody
+// answered).
+var errNoAnswer = errors.New("no answer on standard input (--stdin)")
+
+// exitFor maps an error to its exit code.
+func exitFor(err error) int {
+	var ec exitCode
+	var ue usageError
+	var de *stepup.DialError
+	var ae *api.Error
+	switch {
+	case errors.As(err, &ec):
+		return int(ec)
+	case errors.As(err, &ue), isCobraUsage(err):
+		return exitUsage
+	case errors.As(err, &de):
+		return exitNoAgent
+	case errors.As(err, &ae):
+		switch ae.Code {
+		case api.CodeCancelled, api.CodeTimeout:
+			return exitCancelled
+		case api.CodeInternal, api.CodeParseError, api.CodeInvalidRequest:
+			return exitNoAgent
+		}
+		return exitRefused
+	case errors.Is(err, errNoAnswer), errors.Is(err, context.Canceled):
+		return exitCancelled
+	}
+	// Anything else happened between us and the agent (a connection
+	// lost mid-call, an answer we cannot read): the agent failed us.
+	return exitNoAgent
+}
+
+// isCobraUsage recognises cobra's own errors about the command line.
+func isCobraUsage(err error) bool {
+	s := err.Error()
+	return strings.HasPrefix(s, "unknown command") || strings.Contains(s, "arg(s)") ||
+		strings.HasPrefix(s, "unknown flag") || strings.HasPrefix(s, "unknown shorthand flag")
+}
+
+// cliHints rewrites the agent's protocol words into this CLI's: a person
+// at a terminal sets --timeout, not timeoutSeconds.
+var cliHints = strings.NewReplacer(
+	// Longer phrases first: at one position the first match wins.
+	"timeoutSeconds in the request", "pass --timeout SECONDS",
+	"timeoutSeconds", "--timeout",
+	"start again with startVerification", "run the stepupctl command again (stepupctl prompt --stdin to answer here)",
+	"use startVerification/completeVerification", "answer here with stepupctl prompt --stdin",
+	"startVerification/completeVerification", "stepupctl prompt --stdin",
+	"startVerification", "stepupctl prompt --stdin",
+	"use promptMfa / stepupctl prompt --mfa", "use stepupctl prompt --mfa",
+	"promptStepUpAuth", "stepupctl prompt",
+	"email_otp: enrollStart needs {address}", "email_otp: stepupctl enroll email_otp needs --address",
+	"sms_otp: enrollStart needs {phone}", "sms_otp: stepupctl enroll sms_otp needs --phone",
+	"requestedScopes", "the scopes",
+	"resetState", "stepupctl reset",
+)
+
+func cliHint(s string) string { return cliHints.Replace(s) }
