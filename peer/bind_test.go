@@ -25,8 +25,8 @@ func TestAdmitsTable(t *testing.T) {
 	remote.Remote = "ssh host"
 
 	for _, tc := range []struct {
-		name                            string
-		caller                          *Identity
+		name                           string
+		caller                         *Identity
 		process, client, session, user bool
 	}{
 		{"the minter itself", same, true, true, true, true},

@@ -109,7 +109,7 @@ type Identity struct {
 	// argument, resolved against its working directory, when that names a
 	// regular file. The process's argv can be rewritten by the process:
 	// the script names the caller, it proves nothing.
-	Script  string  `json:"script,omitempty"`
+	Script  string       `json:"script,omitempty"`
 	Session LoginSession `json:"session"`
 	// Parents is the parent chain, nearest first, up to MaxParents, ending
 	// before pid 1 (or where a parent had already gone).

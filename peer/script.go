@@ -19,12 +19,12 @@ var interpreters = map[string]interp{
 	"pypy":   {withValue: []string{"-W", "-X"}, noScript: []string{"-c", "-m", "-"}},
 	"node": {withValue: []string{"-r", "--require", "--import", "--loader", "--experimental-loader", "-C", "--conditions", "--env-file", "--title"},
 		noScript: []string{"-e", "--eval", "-p", "--print", "-i", "--interactive", "-", "--test"}},
-	"perl":   {withValue: []string{"-I", "-M", "-m", "-x"}, noScript: []string{"-e", "-E", "-"}},
-	"ruby":   {withValue: []string{"-I", "-r", "-C", "-E", "--encoding"}, noScript: []string{"-e", "-"}},
-	"php":    {withValue: []string{"-c", "-d", "-z"}, noScript: []string{"-r", "-a", "-"}},
-	"lua":    {withValue: []string{"-l"}, noScript: []string{"-e", "-i", "-"}},
-	"tclsh":  {noScript: []string{"-"}},
-	"sh":     {withValue: []string{"-o", "+o", "-O", "+O", "--rcfile", "--init-file"}, noScript: []string{"-c", "-s", "-i", "-"}},
+	"perl":    {withValue: []string{"-I", "-M", "-m", "-x"}, noScript: []string{"-e", "-E", "-"}},
+	"ruby":    {withValue: []string{"-I", "-r", "-C", "-E", "--encoding"}, noScript: []string{"-e", "-"}},
+	"php":     {withValue: []string{"-c", "-d", "-z"}, noScript: []string{"-r", "-a", "-"}},
+	"lua":     {withValue: []string{"-l"}, noScript: []string{"-e", "-i", "-"}},
+	"tclsh":   {noScript: []string{"-"}},
+	"sh":      {withValue: []string{"-o", "+o", "-O", "+O", "--rcfile", "--init-file"}, noScript: []string{"-c", "-s", "-i", "-"}},
 	"Rscript": {withValue: []string{"--default-packages"}, noScript: []string{"-e"}},
 }
 
