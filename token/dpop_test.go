@@ -100,7 +100,9 @@ func TestDPoPRefuses(t *testing.T) {
 	k := mustKey(t)
 	other := mustKey(t)
 	_, edPriv, _ := ed25519.GenerateKey(rand.Reader)
-	good := func() Proof { return Proof{JWT: proof(t, k, htm, htu, tok, t0), HTM: htm, HTU: htu, Token: tok, JKT: k.JKT()} }
+	good := func() Proof {
+		return Proof{JWT: proof(t, k, htm, htu, tok, t0), HTM: htm, HTU: htu, Token: tok, JKT: k.JKT()}
+	}
 	withJWT := func(s string) Proof { p := good(); p.JWT = s; return p }
 	edJKT := func() string {
 		j := jose.JSONWebKey{Key: edPriv.Public()}
