@@ -166,8 +166,8 @@ type Rule struct {
 	Required  bool
 	TTL       time.Duration
 	SingleUse bool
-	Methods   []string // empty: any
-	Clients   []string // empty: any
+	Methods   []string  // empty: any
+	Clients   []string  // empty: any
 	Bind      peer.Mode // never empty: peer.DefaultMode unless set
 	// ProofRequired: the scope is never minted without a cnf key.
 	ProofRequired bool
