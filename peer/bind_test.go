@@ -1,6 +1,10 @@
 package peer
 
-import "testing"
+import (
+	"encoding/json"
+	"reflect"
+	"testing"
+)
 
 func TestAdmitsTable(t *testing.T) {
 	tty1 := LoginSession{Kind: SessionTTY, ID: 34816}
@@ -146,5 +150,28 @@ func BenchmarkAdmits(b *testing.B) {
 	for b.Loop() {
 		AdmitsAll(modes, m, c)
 		Client.Admits(m, c)
+	}
+}
+
+// The agent stores a token's minter beside it; what comes back from JSON
+// admits exactly as before, and a token stored without one admits no one.
+func TestIdentityJSONRoundTrip(t *testing.T) {
+	m := &Identity{UID: 1, GID: 2, Proc: Proc{PID: 10, Start: 99}, Boot: "b", Executable: "/usr/bin/node", Script: "/h/a.mjs",
+		Session: LoginSession{Kind: SessionSID, ID: 7, Start: 3}, Parents: []Proc{{9, 5}}, Remote: "r"}
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Identity
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(*m, back) {
+		t.Fatalf("round trip:\n%+v\n%+v", m, back)
+	}
+	var none Identity
+	json.Unmarshal([]byte(`{}`), &none)
+	if none.Known() || User.Admits(&none, m) {
+		t.Error("an identity stored empty admits")
 	}
 }
