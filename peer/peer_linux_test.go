@@ -295,3 +295,81 @@ func BenchmarkIdentify(b *testing.B) {
 		}
 	}
 }
+
+// A client that connects and exits before the server identifies it is
+// refused: its pid may already name another process.
+func TestIdentifyGoneClient(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "s.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	self, _ := os.Executable()
+	cmd := exec.Command(self)
+	cmd.Env = append(os.Environ(), envConnect+"="+path)
+	// The helper connects and waits; kill and reap it before accepting.
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	cmd.Process.Kill()
+	cmd.Wait()
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	id, err := Identify(c)
+	if err == nil {
+		t.Fatalf("Identify of an exited client = %+v; want an error", id)
+	}
+}
+
+// A process of another uid is identified as that uid, and no binding
+// admits it to this user's tokens.
+func TestIdentifyAnotherUID(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run a client as another user")
+	}
+	dir, err := os.MkdirTemp("", "peer-uid-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o777)
+	path := filepath.Join(dir, "s.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	os.Chmod(path, 0o777)
+	exe := filepath.Join(dir, "client")
+	self, _ := os.Executable()
+	data, _ := os.ReadFile(self)
+	if err := os.WriteFile(exe, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), envConnect+"="+path)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	if err := cmd.Start(); err != nil {
+		testenv.Missing(t, "cannot run a process as uid 65534: %v", err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	other, err := Identify(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	me, _ := IdentifyPID(os.Getpid())
+	if other.UID != 65534 || User.Admits(me, other) || Process.Admits(me, other) {
+		t.Fatalf("another uid: %+v; want uid 65534 and no binding to admit it", other)
+	}
+}
