@@ -309,16 +309,17 @@ func TestIdentifyGoneClient(t *testing.T) {
 	self, _ := os.Executable()
 	cmd := exec.Command(self)
 	cmd.Env = append(os.Environ(), envConnect+"="+path)
-	// The helper connects and waits; kill and reap it before accepting.
+	// The helper connects and waits; kill and reap it between accept
+	// and identify.
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(500 * time.Millisecond)
+	ln.(*net.UnixListener).SetDeadline(time.Now().Add(30 * time.Second))
+	c, err := ln.Accept()
 	cmd.Process.Kill()
 	cmd.Wait()
-	c, err := ln.Accept()
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("the client did not connect: %v", err)
 	}
 	defer c.Close()
 	id, err := Identify(c)
@@ -359,9 +360,10 @@ func TestIdentifyAnotherUID(t *testing.T) {
 		testenv.Missing(t, "cannot run a process as uid 65534: %v", err)
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	ln.(*net.UnixListener).SetDeadline(time.Now().Add(30 * time.Second))
 	c, err := ln.Accept()
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("the client of uid 65534 did not connect: %v", err)
 	}
 	defer c.Close()
 	other, err := Identify(c)
