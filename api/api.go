@@ -82,6 +82,8 @@ func KnownMethod(m string) bool { return IsMFA(m) || IsReauth(m) || m == Externa
 // ScopeParams are the params of isStepUpRequired and getToken.
 type ScopeParams struct {
 	Scope string `json:"scope"`
+
+	ActionParams // binding.go
 }
 
 // StepUpRequired is the result of isStepUpRequired.
@@ -91,6 +93,8 @@ type StepUpRequired struct {
 	Methods       []string   `json:"methods"`
 	DefaultMethod string     `json:"defaultMethod,omitempty"`
 	ExpiresAt     *time.Time `json:"expiresAt,omitempty"`
+
+	CheckExtras // binding.go
 }
 
 // PromptEnv says where the requester sits, so that the prompt reaches the
@@ -116,6 +120,9 @@ type PromptParams struct {
 	Term           string `json:"term,omitempty"`
 	WaylandDisplay string `json:"waylandDisplay,omitempty"`
 	Lang           string `json:"lang,omitempty"`
+
+	ActionParams // binding.go
+	PromptExtras // binding.go
 }
 
 // Env returns the prompt environment carried by p.
@@ -130,6 +137,8 @@ type TokenResult struct {
 	ExpiresAt time.Time `json:"expiresAt"`
 	SingleUse bool      `json:"singleUse"`
 	Method    string    `json:"method"`
+
+	ResultExtras // binding.go
 }
 
 // StartVerificationParams are the params of startVerification.
@@ -140,6 +149,9 @@ type StartVerificationParams struct {
 	// the agent instead of minting a token (stepupctl unlock on a
 	// terminal). Empty means a token.
 	Purpose string `json:"purpose,omitempty"`
+
+	ActionParams              // binding.go
+	Client       *ClientClaim `json:"client,omitempty"`
 }
 
 // Challenge is the result of startVerification.
@@ -169,6 +181,8 @@ type VerifyTokenParams struct {
 	Token   string `json:"token"`
 	Scope   string `json:"scope"`
 	Consume bool   `json:"consume,omitempty"`
+
+	ProofParams // binding.go
 }
 
 // Claims are the claims of an elevated access token (docs/protocol.md,
@@ -183,6 +197,8 @@ type Claims struct {
 	AuthTime  int64    `json:"auth_time"`
 	AMR       []string `json:"amr"`
 	SingleUse bool     `json:"single_use"`
+
+	ClaimsExt // binding.go
 }
 
 // VerifyTokenResult is the result of verifyToken.
@@ -269,6 +285,8 @@ type TokenStatus struct {
 	ExpiresAt time.Time `json:"expiresAt"`
 	SingleUse bool      `json:"singleUse"`
 	Method    string    `json:"method"`
+
+	TokenBinding // binding.go
 }
 
 // Status is the result of status.

@@ -19,6 +19,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/stepup-agent/stepup-agent/api"
+	"github.com/stepup-agent/stepup-agent/peer"
 )
 
 // Limits on the work Parse does.
@@ -527,8 +528,9 @@ func (d *decoder) oneOf(v *yaml.Node, path string, allowed []string) (string, bo
 }
 
 var (
-	topKeys         = []string{"unknownScopes", "scopes", "prompt", "limits", "lockOnSleep", "delivery", "externalJwt", "builtinScopes", "allowReauthWithMfa"}
-	scopeKeys       = []string{"required", "ttl", "singleUse", "methods", "clients"}
+	topKeys         = []string{"unknownScopes", "scopes", "prompt", "limits", "lockOnSleep", "delivery", "externalJwt", "builtinScopes", "allowReauthWithMfa", "remote"}
+	scopeKeys       = []string{"required", "ttl", "singleUse", "methods", "clients", "bind", "proofOfPossession"}
+	remoteKeys      = []string{"scopes", "methods"}
 	promptKeys      = []string{"driver", "timeout"}
 	limitsKeys      = []string{"maxFailures", "window"}
 	deliveryKeys    = []string{"smtp", "sms"}
@@ -539,7 +541,16 @@ var (
 	unknownScopesValues = []string{UnknownRequire, UnknownDeny, UnknownAllow}
 	smtpTLSValues       = []string{"starttls", "tls", "none"}
 	smsFormats          = []string{"json", "twilio"}
+	popValues           = []string{PoPRequired, PoPOptional}
 )
+
+func bindValues() []string {
+	out := make([]string, len(peer.Modes))
+	for i, m := range peer.Modes {
+		out[i] = string(m)
+	}
+	return out
+}
 
 func (d *decoder) policy(root *yaml.Node, p *Policy) {
 	d.mapping(root, "", topKeys, func(key string, k, v *yaml.Node, path string) {
@@ -571,8 +582,46 @@ func (d *decoder) policy(root *yaml.Node, p *Policy) {
 			})
 		case "externalJwt":
 			p.ExternalJwt = d.externalJwt(k, v, path)
+		case "remote":
+			p.Remote = d.remote(v, path)
 		}
 	})
+}
+
+// remote parses the remote key: scopes (names or patterns) and methods.
+func (d *decoder) remote(v *yaml.Node, path string) *Remote {
+	r := &Remote{}
+	d.mapping(v, path, remoteKeys, func(key string, k, v *yaml.Node, path string) {
+		switch key {
+		case "scopes":
+			r.Scopes, _ = d.list(v, path, func(s string, n *yaml.Node, path string) bool {
+				if err := checkScopeName(s); err != nil {
+					d.errorf(n, path, "%q: %v", s, err)
+					return false
+				}
+				return true
+			})
+		case "methods":
+			r.Methods, _ = d.list(v, path, d.checkMethod)
+		}
+	})
+	return r
+}
+
+// checkMethod checks a method name of a methods list.
+func (d *decoder) checkMethod(m string, n *yaml.Node, path string) bool {
+	if api.KnownMethod(m) {
+		return true
+	}
+	known := append(append(append([]string{}, api.MFAMethods...), api.ReauthMethods...), api.ExternalJWT)
+	msg := fmt.Sprintf("unknown method %q", m)
+	if sg := suggest(m, known); sg != "" {
+		msg += fmt.Sprintf(" (did you mean %s?)", sg)
+	} else {
+		msg += " (known: " + strings.Join(known, ", ") + ")"
+	}
+	d.errorf(n, path, "%s", msg)
+	return false
 }
 
 func (d *decoder) scopes(v *yaml.Node, path string, p *Policy) {
@@ -617,6 +666,12 @@ func (d *decoder) scopes(v *yaml.Node, path string, p *Policy) {
 					}
 					return true
 				})
+			case "bind":
+				if b, ok := d.oneOf(v, path, bindValues()); ok {
+					s.Bind = peer.Mode(b)
+				}
+			case "proofOfPossession":
+				s.ProofOfPossession, _ = d.oneOf(v, path, popValues)
 			case "clients":
 				s.Clients, _ = d.list(v, path, func(c string, n *yaml.Node, path string) bool {
 					switch {

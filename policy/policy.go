@@ -11,6 +11,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/stepup-agent/stepup-agent/peer"
 )
 
 // Unknown-scope decisions.
@@ -47,6 +49,9 @@ type Policy struct {
 	// AllowReauthWithMfa lets re-authentication methods mint tokens even
 	// while an MFA credential is enrolled (the seed refuses that).
 	AllowReauthWithMfa bool `yaml:"allowReauthWithMfa" json:"allowReauthWithMfa"`
+	// Remote is what callers through the remote socket may do; nil is
+	// the default (every scope but credential:*, every method).
+	Remote *Remote `yaml:"remote" json:"remote,omitempty"`
 
 	// patterns holds the names of the `*` entries of Scopes, least
 	// specific first; set by Parse. A Policy built by hand (nil
@@ -62,6 +67,50 @@ type Scope struct {
 	SingleUse *bool    `yaml:"singleUse" json:"singleUse,omitempty"`
 	Methods   []string `yaml:"methods" json:"methods,omitempty"`
 	Clients   []string `yaml:"clients" json:"clients,omitempty"`
+	// Bind is the scope's binding (process, client, session, user);
+	// empty inherits, and in the end means client.
+	Bind peer.Mode `yaml:"bind" json:"bind,omitempty"`
+	// ProofOfPossession is required or optional (the default): required
+	// never mints the scope without a cnf key (4005).
+	ProofOfPossession string `yaml:"proofOfPossession" json:"proofOfPossession,omitempty"`
+}
+
+// Values of proofOfPossession.
+const (
+	PoPRequired = "required"
+	PoPOptional = "optional"
+)
+
+// Remote is the remote key: the scopes (names or patterns) and methods
+// callers through the remote socket may use. A nil list is the default.
+type Remote struct {
+	Scopes  []string `yaml:"scopes" json:"scopes,omitempty"`
+	Methods []string `yaml:"methods" json:"methods,omitempty"`
+}
+
+// RemoteAllowsScope reports whether a caller through the remote socket
+// may use scope: one of remote.scopes (exact or pattern), or without
+// that list any scope but credential:* (enrolling and removing
+// credentials stays local).
+func (p *Policy) RemoteAllowsScope(scope string) bool {
+	if p.Remote == nil || p.Remote.Scopes == nil {
+		return !strings.HasPrefix(scope, "credential:")
+	}
+	for _, pat := range p.Remote.Scopes {
+		if Match(pat, scope) {
+			return true
+		}
+	}
+	return false
+}
+
+// RemoteAllowsMethod reports whether a caller through the remote socket
+// may be verified by method m (default: any).
+func (p *Policy) RemoteAllowsMethod(m string) bool {
+	if p.Remote == nil || p.Remote.Methods == nil {
+		return true
+	}
+	return slices.Contains(p.Remote.Methods, m)
 }
 
 // Prompt is the prompt section.
@@ -117,8 +166,11 @@ type Rule struct {
 	Required  bool
 	TTL       time.Duration
 	SingleUse bool
-	Methods   []string // empty: any
-	Clients   []string // empty: any
+	Methods   []string  // empty: any
+	Clients   []string  // empty: any
+	Bind      peer.Mode // never empty: peer.DefaultMode unless set
+	// ProofRequired: the scope is never minted without a cnf key.
+	ProofRequired bool
 }
 
 func boolp(b bool) *bool { return &b }
@@ -128,6 +180,10 @@ func boolp(b bool) *bool { return &b }
 var (
 	builtinSingleUse = []string{"wallet:export", "wallet:delete", "wallet:restore", "credential:unlink", "user:delete"}
 	builtinMultiUse  = []string{"wallet:sign", "wallet:delegate", "credential:link", "credential:update", "user:update"}
+	// builtinPatterns are the administrative scopes, single use for five
+	// minutes like the destructive ones. Resolve lays them below the
+	// exact built-in entries.
+	builtinPatterns = []string{"business_account:*", "console:*"}
 )
 
 // builtinScopes is built once: Resolve runs on every isStepUpRequired.
@@ -141,6 +197,9 @@ func builtin() map[string]Scope {
 	}
 	for _, n := range builtinMultiUse {
 		s[n] = Scope{Required: boolp(true), SingleUse: boolp(false), TTL: Duration(DefaultMultiUseTTL)}
+	}
+	for _, n := range builtinPatterns {
+		s[n] = Scope{Required: boolp(true), SingleUse: boolp(true), TTL: Duration(DefaultSingleUseTTL)}
 	}
 	return s
 }
@@ -275,7 +334,12 @@ func (p *Policy) Resolve(scope string) Rule {
 	var buf [8]Scope
 	layers := buf[:0]
 	if p.BuiltinScopes == nil || *p.BuiltinScopes {
-		if s, ok := builtinScopes[scope]; ok {
+		for _, n := range builtinPatterns {
+			if Match(n, scope) {
+				layers = append(layers, builtinScopes[n])
+			}
+		}
+		if s, ok := builtinScopes[scope]; ok && !strings.Contains(scope, "*") {
 			layers = append(layers, s)
 		}
 	}
@@ -294,7 +358,7 @@ func (p *Policy) Resolve(scope string) Rule {
 	r := Rule{Scope: scope, Known: len(layers) > 0, Required: true}
 	if CheckScope(scope) != nil {
 		// Never hand out a token for a malformed scope.
-		return Rule{Scope: scope, Denied: true, Required: true, SingleUse: true, TTL: DefaultSingleUseTTL}
+		return Rule{Scope: scope, Denied: true, Required: true, SingleUse: true, TTL: DefaultSingleUseTTL, Bind: peer.Process}
 	}
 	var ttl time.Duration
 	singleUse := false
@@ -325,6 +389,15 @@ func (p *Policy) Resolve(scope string) Rule {
 		if l.Clients != nil {
 			r.Clients = slices.Clone(l.Clients)
 		}
+		if l.Bind != "" {
+			r.Bind = l.Bind
+		}
+		if l.ProofOfPossession != "" {
+			r.ProofRequired = l.ProofOfPossession == PoPRequired
+		}
+	}
+	if r.Bind == "" {
+		r.Bind = peer.DefaultMode
 	}
 	r.SingleUse = singleUse
 	if ttl == 0 {

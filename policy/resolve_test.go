@@ -21,7 +21,7 @@ func TestDefaults(t *testing.T) {
 		p.Limits.MaxFailures != 5 || p.Limits.Window.D() != 15*time.Minute || !p.LocksOnSleep() || p.AllowReauthWithMfa {
 		t.Errorf("Default() = %+v", p)
 	}
-	if got := Builtin(); len(got) != 10 {
+	if got := Builtin(); len(got) != 12 {
 		t.Errorf("Builtin has %d scopes", len(got))
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -69,9 +70,19 @@ func (s *Signer) KID() string { return s.kid }
 // JWKS returns the public keys as a JWK Set.
 func (s *Signer) JWKS() jose.JSONWebKeySet { return s.jwks }
 
-// Mint signs c.
+// Mint signs c. The claims are encoded once, by encoding/json, and
+// signed as they are: authorization_details stay verbatim (jwt.Signed
+// would decode and re-encode them, sorting their keys).
 func (s *Signer) Mint(c api.Claims) (string, error) {
-	return jwt.Signed(s.signer).Claims(c).Serialize()
+	payload, err := json.Marshal(c)
+	if err != nil {
+		return "", err
+	}
+	jws, err := s.signer.Sign(payload)
+	if err != nil {
+		return "", err
+	}
+	return jws.CompactSerialize()
 }
 
 // Verify checks tok's signature against the agent's key and returns its
@@ -107,6 +118,9 @@ func VerifyWithKeys(tok string, keys *jose.JSONWebKeySet, now time.Time, skew ti
 		return nil, ErrExpired
 	}
 	if time.Unix(c.IssuedAt, 0).After(now.Add(skew + time.Second)) {
+		return nil, ErrMalformed
+	}
+	if err := checkBindingClaims(&c); err != nil {
 		return nil, ErrMalformed
 	}
 	return &c, nil

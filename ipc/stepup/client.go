@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/stepup-agent/stepup-agent/api"
+	"github.com/stepup-agent/stepup-agent/peer"
 )
 
 // Errors of the protocol, for errors.Is. Every error the agent returns is
@@ -139,25 +140,15 @@ func (e *WrongUserError) Error() string {
 
 // checkPeer refuses a socket whose server runs as another user.
 func checkPeer(nc net.Conn) error {
-	uc, ok := nc.(*net.UnixConn)
-	if !ok {
+	if _, ok := nc.(*net.UnixConn); !ok {
 		return nil
 	}
-	raw, err := uc.SyscallConn()
+	cred, known, err := peer.ReadCred(nc)
 	if err != nil {
-		return err
+		return fmt.Errorf("cannot read the agent's credentials: %w", err)
 	}
-	var uid int
-	var known bool
-	var perr error
-	if err := raw.Control(func(fd uintptr) { uid, known, perr = peerUID(int(fd)) }); err != nil {
-		return err
-	}
-	if perr != nil {
-		return fmt.Errorf("cannot read the agent's credentials: %w", perr)
-	}
-	if want := os.Getuid(); known && uid != want {
-		return &WrongUserError{UID: uid, Want: want}
+	if want := os.Getuid(); known && cred.UID != want {
+		return &WrongUserError{UID: cred.UID, Want: want}
 	}
 	return nil
 }

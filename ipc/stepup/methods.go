@@ -3,6 +3,7 @@ package stepup
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 
 	"github.com/stepup-agent/stepup-agent/api"
 )
@@ -28,6 +29,114 @@ type PromptOptions struct {
 	Reason string
 	// Timeout bounds the prompt; zero means the policy's.
 	Timeout int // seconds
+	// AuthorizationDetails name the action the token is for (RFC 9396):
+	// a JSON array of objects with a string "type" and flat fields, or
+	// any value that marshals to one ([]map[string]any, a struct slice).
+	// The prompt shows them; the token carries them; verifyToken then
+	// accepts it only with equal details.
+	AuthorizationDetails any
+	// Cnf binds the token to a key (RFC 9449): see token.DPoPKey.
+	Cnf *api.Cnf
+	// Client is what this program says of itself, shown as its claim.
+	Client *api.ClientClaim
+	// CreateMfaToken is the seed's parameter: alone the agent refuses
+	// it, beside Scopes it is ignored with a warning.
+	//
+	// Deprecated: set Scopes.
+	CreateMfaToken *bool
+}
+
+// Query names the token a check or getToken asks about: a held token
+// counts only with equal details and an equal key.
+type Query struct {
+	Scope                string
+	AuthorizationDetails any
+	Cnf                  *api.Cnf
+}
+
+// Details marshals an AuthorizationDetails value for the wire (nil:
+// none).
+func Details(v any) (api.RawDetails, error) {
+	switch d := v.(type) {
+	case nil:
+		return nil, nil
+	case api.RawDetails:
+		return d, nil
+	case json.RawMessage:
+		return api.RawDetails(d), nil
+	case []byte:
+		return api.RawDetails(d), nil
+	case string:
+		return api.RawDetails(d), nil
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("authorizationDetails: %w", err)
+	}
+	if string(b) == "null" {
+		return nil, nil
+	}
+	return api.RawDetails(b), nil
+}
+
+func (q Query) params() (api.ScopeParams, error) {
+	d, err := Details(q.AuthorizationDetails)
+	if err != nil {
+		return api.ScopeParams{}, err
+	}
+	return api.ScopeParams{Scope: q.Scope, ActionParams: api.ActionParams{AuthorizationDetails: d, Cnf: q.Cnf}}, nil
+}
+
+// CheckStepUpFor is isStepUpRequired for a token with details or a key.
+func (c *Client) CheckStepUpFor(ctx context.Context, q Query) (*StepUpRequired, error) {
+	p, err := q.params()
+	if err != nil {
+		return nil, err
+	}
+	var r StepUpRequired
+	if err := c.Call(ctx, api.MethodIsStepUpRequired, p, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// GetTokenFor is getToken for a token with details or a key.
+func (c *Client) GetTokenFor(ctx context.Context, q Query) (*Token, error) {
+	p, err := q.params()
+	if err != nil {
+		return nil, err
+	}
+	var r Token
+	if err := c.Call(ctx, api.MethodGetToken, p, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// VerifyOptions are verifyToken's params beyond the token and scope.
+type VerifyOptions struct {
+	Consume bool
+	// AuthorizationDetails are the details of the action about to be
+	// taken; a token approved for other details (or none) is refused.
+	AuthorizationDetails any
+	// DPoP is the request's proof, for a key-bound token, with the
+	// method and URL the request was made for.
+	DPoP, HTM, HTU string
+}
+
+// VerifyTokenWith is verifyToken with details and a DPoP proof.
+func (c *Client) VerifyTokenWith(ctx context.Context, token, scope string, o VerifyOptions) (*Claims, error) {
+	d, err := Details(o.AuthorizationDetails)
+	if err != nil {
+		return nil, err
+	}
+	p := api.VerifyTokenParams{Token: token, Scope: scope, Consume: o.Consume,
+		ProofParams: api.ProofParams{AuthorizationDetails: d, DPoP: o.DPoP, HTM: o.HTM, HTU: o.HTU}}
+	var r api.VerifyTokenResult
+	if err := c.Call(ctx, api.MethodVerifyToken, p, &r); err != nil {
+		return nil, err
+	}
+	return &r.Claims, nil
 }
 
 // IsStepUpRequired reports whether scope needs step-up now. It fails
@@ -47,20 +156,30 @@ func (c *Client) CheckStepUp(ctx context.Context, scope string) (*StepUpRequired
 	return &r, nil
 }
 
-func (c *Client) promptParams(o PromptOptions) api.PromptParams {
+func (c *Client) promptParams(o PromptOptions) (api.PromptParams, error) {
 	env := CallerEnv()
 	if c.Env != nil {
 		env = *c.Env
 	}
+	d, err := Details(o.AuthorizationDetails)
+	if err != nil {
+		return api.PromptParams{}, err
+	}
 	return api.PromptParams{
 		RequestedScopes: o.Scopes, Method: o.Method, Reason: o.Reason, TimeoutSeconds: o.Timeout,
 		TTY: env.TTY, Term: env.Term, Display: env.Display, WaylandDisplay: env.WaylandDisplay, Lang: env.Lang,
-	}
+		ActionParams: api.ActionParams{AuthorizationDetails: d, Cnf: o.Cnf},
+		PromptExtras: api.PromptExtras{Client: o.Client, CreateMfaToken: o.CreateMfaToken},
+	}, nil
 }
 
 func (c *Client) prompt(ctx context.Context, method string, o PromptOptions) (*TokenResult, error) {
+	p, err := c.promptParams(o)
+	if err != nil {
+		return nil, err
+	}
 	var r TokenResult
-	if err := c.callOwn(ctx, method, c.promptParams(o), &r); err != nil {
+	if err := c.callOwn(ctx, method, p, &r); err != nil {
 		return nil, err
 	}
 	return &r, nil
@@ -200,5 +319,34 @@ func (c *Client) Lock(ctx context.Context) error {
 
 // Unlock verifies the user and unlocks the agent.
 func (c *Client) Unlock(ctx context.Context, o PromptOptions) error {
-	return c.callOwn(ctx, api.MethodUnlock, c.promptParams(o), nil)
+	p, err := c.promptParams(o)
+	if err != nil {
+		return err
+	}
+	return c.callOwn(ctx, api.MethodUnlock, p, nil)
+}
+
+// StartOptions are startVerification's params with binding.
+type StartOptions struct {
+	Method               string
+	Scopes               []string
+	AuthorizationDetails any
+	Cnf                  *api.Cnf
+	Client               *api.ClientClaim
+}
+
+// StartVerificationWith starts a custom-UI verification for a token with
+// details or a key.
+func (c *Client) StartVerificationWith(ctx context.Context, o StartOptions) (*Challenge, error) {
+	d, err := Details(o.AuthorizationDetails)
+	if err != nil {
+		return nil, err
+	}
+	p := api.StartVerificationParams{Method: o.Method, RequestedScopes: o.Scopes,
+		ActionParams: api.ActionParams{AuthorizationDetails: d, Cnf: o.Cnf}, Client: o.Client}
+	var r Challenge
+	if err := c.Call(ctx, api.MethodStartVerification, p, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
 }

@@ -12,6 +12,8 @@ import (
 const (
 	ErrorInsufficientUserAuthentication = "insufficient_user_authentication"
 	ErrorInvalidToken                   = "invalid_token"
+	// ErrorInvalidDPoPProof is RFC 9449's error for a missing or bad proof.
+	ErrorInvalidDPoPProof = "invalid_dpop_proof"
 )
 
 // Challenge is a Bearer challenge of a WWW-Authenticate header (RFC 6750
@@ -19,6 +21,9 @@ const (
 // up for, the acceptable authentication context classes, and how recent
 // the authentication must be.
 type Challenge struct {
+	// Scheme is "Bearer" (also when empty) or "DPoP" (RFC 9449 section
+	// 7.1: the server wants key-bound tokens and proofs).
+	Scheme      string
 	Error       string
 	Description string
 	Scopes      []string
@@ -27,7 +32,12 @@ type Challenge struct {
 	// (max_age=0 asks for an authentication made just now).
 	MaxAge    time.Duration
 	HasMaxAge bool
+	// Algs are a DPoP challenge's accepted proof algorithms.
+	Algs []string
 }
+
+// DPoP reports whether c is a DPoP challenge.
+func (c *Challenge) DPoP() bool { return c != nil && strings.EqualFold(c.Scheme, "DPoP") }
 
 // StepUpRequested reports whether c asks the client to step up (RFC 9470's
 // insufficient_user_authentication).
@@ -38,7 +48,11 @@ func (c *Challenge) StepUpRequested() bool {
 // String renders c as a WWW-Authenticate value.
 func (c *Challenge) String() string {
 	var b strings.Builder
-	b.WriteString("Bearer")
+	if c.DPoP() {
+		b.WriteString("DPoP")
+	} else {
+		b.WriteString("Bearer")
+	}
 	sep := " "
 	param := func(k, v string) {
 		b.WriteString(sep)
@@ -59,6 +73,9 @@ func (c *Challenge) String() string {
 	}
 	if len(c.ACRValues) > 0 {
 		param("acr_values", strings.Join(c.ACRValues, " "))
+	}
+	if len(c.Algs) > 0 {
+		param("algs", strings.Join(c.Algs, " "))
 	}
 	if c.HasMaxAge {
 		b.WriteString(sep)
@@ -83,16 +100,22 @@ func quoteSafe(s string) string {
 	}, s)
 }
 
-// ParseChallenge returns the Bearer challenge among the WWW-Authenticate
-// headers of h (RFC 7235 section 4.1: several headers, several challenges
-// per header), or nil when there is none.
+// ParseChallenge returns the first Bearer or DPoP challenge among the
+// WWW-Authenticate headers of h (RFC 7235 section 4.1: several headers,
+// several challenges per header), or nil when there is none. A DPoP
+// challenge has Scheme "DPoP".
 func ParseChallenge(h http.Header) *Challenge {
 	for _, v := range h.Values("Www-Authenticate") {
 		for _, ch := range parseChallenges(v) {
-			if !strings.EqualFold(ch.scheme, "Bearer") {
+			scheme := ""
+			switch {
+			case strings.EqualFold(ch.scheme, "Bearer"):
+			case strings.EqualFold(ch.scheme, "DPoP"):
+				scheme = "DPoP"
+			default:
 				continue
 			}
-			c := &Challenge{}
+			c := &Challenge{Scheme: scheme}
 			for k, v := range ch.params {
 				switch k {
 				case "error":
@@ -103,6 +126,8 @@ func ParseChallenge(h http.Header) *Challenge {
 					c.Scopes = strings.Fields(v)
 				case "acr_values":
 					c.ACRValues = strings.Fields(v)
+				case "algs":
+					c.Algs = strings.Fields(v)
 				case "max_age":
 					if n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil && n >= 0 && n < 1<<31 {
 						c.MaxAge, c.HasMaxAge = time.Duration(n)*time.Second, true

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -51,13 +52,36 @@ type Options struct {
 	Now func() time.Time
 	// Logger logs refusals (never a token); nil means none.
 	Logger *zap.Logger
+	// ACRValues, when set, are the authentication context classes
+	// (mfa, reauth, external) a token's acr must be one of; the
+	// challenge carries them as acr_values (RFC 9470).
+	ACRValues []string
+	// RequireProof refuses tokens not bound to a key (no cnf.jkt): every
+	// request then proves possession with a DPoP proof. Key-bound tokens
+	// always need their proof, whatever this says.
+	RequireProof bool
+	// HTU returns the URL a request was made to, as the client saw it,
+	// for the DPoP proof's htu; nil means the scheme from r.TLS, r.Host
+	// and r.URL.Path. Set it behind a proxy that rewrites them.
+	HTU func(*http.Request) string
+	// ReplayCacheSize bounds the DPoP proof ids remembered (0:
+	// token.DefaultReplayCacheSize); more proofs than that within a
+	// minute are refused.
+	ReplayCacheSize int
 }
+
+// DetailsFunc returns the authorization details a handler is about to
+// act on (RFC 9396), for Verifier.RequireDetails: a JSON array value
+// (api.RawDetails, a string of JSON, or anything that marshals to one),
+// or nil for none. An error refuses the request with 400.
+type DetailsFunc func(*http.Request) (any, error)
 
 // Verifier checks elevated tokens for a service.
 type Verifier struct {
 	o    Options
 	keys *keyCache
 	log  *zap.Logger
+	dpop *token.DPoPVerifier
 }
 
 // NewVerifier checks o and returns a Verifier.
@@ -79,7 +103,12 @@ func NewVerifier(o Options) (*Verifier, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	v := &Verifier{o: o, log: o.Logger}
+	for _, a := range o.ACRValues {
+		if a != api.ACRMFA && a != api.ACRReauth && a != api.ACRExternal {
+			return nil, fmt.Errorf("stephttp: ACRValues: %q is not mfa, reauth or external", a)
+		}
+	}
+	v := &Verifier{o: o, log: o.Logger, dpop: token.NewDPoPVerifier(o.ReplayCacheSize)}
 	if v.log == nil {
 		v.log = zap.NewNop()
 	}
@@ -124,9 +153,31 @@ func Require(scope string, o Options) func(http.Handler) http.Handler {
 // expired, revoked or consumed one gets 401 error="invalid_token"; an
 // agent that cannot be asked gets 503.
 func (v *Verifier) Require(scope string) func(http.Handler) http.Handler {
+	return v.RequireDetails(scope, nil)
+}
+
+// RequireDetails is Require for a handler that states the details it is
+// about to act on: details reads them from the request (a path value,
+// the query, or the body, which it must then restore for the handler),
+// and a token approved for other details, or for none, is refused with
+// the step-up challenge, as is a token with details when details
+// returns nil.
+//
+//	mux.Handle("POST /export/{address}", v.RequireDetails("wallet:export", func(r *http.Request) (any, error) {
+//		return []map[string]any{{"type": "wallet_export", "address": r.PathValue("address")}}, nil
+//	})(export))
+func (v *Verifier) RequireDetails(scope string, details DetailsFunc) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			c, rej := v.Check(r.Context(), r, scope)
+			var d any
+			if details != nil {
+				var err error
+				if d, err = details(r); err != nil {
+					http.Error(w, "cannot read the request's authorization details: "+quoteSafe(err.Error()), http.StatusBadRequest)
+					return
+				}
+			}
+			c, rej := v.CheckDetails(r.Context(), r, scope, d)
 			if rej != nil {
 				v.log.Info("elevated token refused", zap.String("scope", scope), zap.String("path", r.URL.Path),
 					zap.String("error", rej.Challenge.Error), zap.String("detail", rej.Challenge.Description))
@@ -171,6 +222,21 @@ func ClaimsFromContext(ctx context.Context) (*stepup.Claims, bool) {
 // Check verifies the token r carries for scope and returns its claims, or
 // the Rejection to answer with.
 func (v *Verifier) Check(ctx context.Context, r *http.Request, scope string) (*stepup.Claims, *Rejection) {
+	return v.CheckDetails(ctx, r, scope, nil)
+}
+
+// CheckDetails is Check for a request that acts on details (see
+// RequireDetails).
+func (v *Verifier) CheckDetails(ctx context.Context, r *http.Request, scope string, details any) (*stepup.Claims, *Rejection) {
+	raw, err := stepup.Details(details)
+	if err != nil {
+		return nil, &Rejection{Status: http.StatusInternalServerError, Challenge: Challenge{Error: "server_error", Description: "the handler's authorization details do not encode as JSON"}}
+	}
+	want, err := api.ParseDetails(raw)
+	if err != nil {
+		return nil, &Rejection{Status: http.StatusInternalServerError, Challenge: Challenge{Error: "server_error", Description: "the handler's authorization details are invalid: " + err.Error()}}
+	}
+	proof := api.ProofParams{AuthorizationDetails: want.Raw(), DPoP: r.Header.Get("DPoP"), HTM: r.Method, HTU: v.htu(r)}
 	tok := v.tokenOf(r)
 	if tok == "" {
 		return nil, v.insufficient(scope, "an elevated token for "+scope+" is required; step up and send it in "+v.o.Header)
@@ -183,24 +249,100 @@ func (v *Verifier) Check(ctx context.Context, r *http.Request, scope string) (*s
 		if pc := peekClaims(tok); pc != nil && !covers(pc, []string{scope}) {
 			return nil, v.insufficient(scope, "the elevated token is not for "+scope)
 		}
+		if pc := peekClaims(tok); pc != nil {
+			if rej := v.precheck(scope, pc, want); rej != nil {
+				return nil, rej
+			}
+		}
 		var rej *Rejection
-		if c, rej = v.online(ctx, tok, scope); rej != nil {
+		if c, rej = v.online(ctx, tok, scope, proof); rej != nil {
 			return nil, rej
 		}
 	} else {
 		var rej *Rejection
-		if c, rej = v.offline(ctx, tok, scope); rej != nil {
+		if c, rej = v.offline(ctx, tok, scope, want, proof); rej != nil {
 			return nil, rej
 		}
 	}
 	if v.o.MaxAge > 0 && v.o.Now().Sub(time.Unix(c.AuthTime, 0)) > v.o.MaxAge+v.o.Skew {
 		return nil, v.insufficient(scope, fmt.Sprintf("the user verified more than %v ago; step up again", v.o.MaxAge))
 	}
+	if len(v.o.ACRValues) > 0 && !slices.Contains(v.o.ACRValues, c.ACR) {
+		return nil, v.insufficient(scope, "the user was verified by "+orNone(c.ACR)+"; this action needs "+strings.Join(v.o.ACRValues, " or "))
+	}
 	return c, nil
 }
 
-func (v *Verifier) online(ctx context.Context, tok, scope string) (*stepup.Claims, *Rejection) {
-	c, err := v.o.Client.VerifyToken(ctx, tok, scope, true)
+func orNone(s string) string {
+	if s == "" {
+		return "an unnamed method"
+	}
+	return s
+}
+
+// precheck refuses, before the agent is asked (which would consume a
+// single-use token only when everything matches), a token whose unverified
+// claims already say it is for other details or lacks a key.
+func (v *Verifier) precheck(scope string, pc *tokenClaims, want *api.Details) *Rejection {
+	have, err := api.ParseDetails(pc.AuthorizationDetails)
+	if err == nil && !have.Equal(want) {
+		return v.insufficient(scope, detailsText(have, want))
+	}
+	if v.o.RequireProof && pc.Cnf == nil {
+		return v.needKey(scope)
+	}
+	return nil
+}
+
+func detailsText(have, want *api.Details) string {
+	switch {
+	case have == nil:
+		return token.ErrDetailsUnbound.Error()
+	case want == nil:
+		return "the elevated token was approved for specific authorization details, not for this request"
+	}
+	return token.ErrDetailsMismatch.Error() + "; step up for this action"
+}
+
+// bindingRejection turns a token.CheckRequest error into the answer.
+func (v *Verifier) bindingRejection(scope string, err error, have, want *api.Details) *Rejection {
+	switch {
+	case errors.Is(err, token.ErrDetailsMismatch), errors.Is(err, token.ErrDetailsMissing), errors.Is(err, token.ErrDetailsUnbound):
+		return v.insufficient(scope, detailsText(have, want))
+	case errors.Is(err, token.ErrProofMissing), errors.Is(err, token.ErrProofInvalid):
+		return &Rejection{Status: http.StatusUnauthorized, Challenge: Challenge{Scheme: "DPoP", Error: ErrorInvalidDPoPProof, Description: err.Error(), Algs: dpopAlgs}}
+	}
+	return v.invalid(scope, "the elevated token's binding claims are malformed")
+}
+
+var dpopAlgs = []string{"EdDSA", "ES256"}
+
+func (v *Verifier) needKey(scope string) *Rejection {
+	c := v.challenge(ErrorInsufficientUserAuthentication, scope, "this service accepts only elevated tokens bound to a key: step up with cnf and send DPoP proofs")
+	c.Scheme, c.Algs = "DPoP", dpopAlgs
+	return &Rejection{Status: http.StatusUnauthorized, Challenge: c}
+}
+
+func (v *Verifier) htu(r *http.Request) string {
+	if v.o.HTU != nil {
+		return v.o.HTU(r)
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host + r.URL.EscapedPath()
+}
+
+func (v *Verifier) online(ctx context.Context, tok, scope string, proof api.ProofParams) (*stepup.Claims, *Rejection) {
+	o := stepup.VerifyOptions{Consume: true, DPoP: proof.DPoP, HTM: proof.HTM, HTU: proof.HTU}
+	if len(proof.AuthorizationDetails) > 0 {
+		o.AuthorizationDetails = proof.AuthorizationDetails
+	}
+	if proof.DPoP == "" {
+		o.HTM, o.HTU = "", ""
+	}
+	c, err := v.o.Client.VerifyTokenWith(ctx, tok, scope, o)
 	if err != nil {
 		var ae *api.Error
 		if errors.As(err, &ae) && ae.Code == api.CodeTokenInvalid {
@@ -213,7 +355,7 @@ func (v *Verifier) online(ctx context.Context, tok, scope string) (*stepup.Claim
 	return c, nil
 }
 
-func (v *Verifier) offline(ctx context.Context, tok, scope string) (*stepup.Claims, *Rejection) {
+func (v *Verifier) offline(ctx context.Context, tok, scope string, want *api.Details, proof api.ProofParams) (*stepup.Claims, *Rejection) {
 	keys, err := v.keys.get(ctx, kidOf(tok))
 	if err != nil {
 		return nil, v.unavailable(scope, "the elevated token could not be verified: the agent's keys are unavailable")
@@ -230,12 +372,19 @@ func (v *Verifier) offline(ctx context.Context, tok, scope string) (*stepup.Clai
 	if !covers(&tokenClaims{Scope: c.Scope}, []string{scope}) {
 		return nil, v.insufficient(scope, "the elevated token is not for "+scope)
 	}
+	if v.o.RequireProof && c.Cnf == nil {
+		return nil, v.needKey(scope)
+	}
+	if err := token.CheckRequest(c, tok, proof, v.dpop, v.o.Now()); err != nil {
+		have, _ := api.ParseDetails(c.AuthorizationDetails)
+		return nil, v.bindingRejection(scope, err, have, want)
+	}
 	if c.SingleUse {
 		// A single-use token is accepted once: only the agent knows.
 		if v.o.Client == nil {
 			return nil, v.invalid(scope, "a single-use elevated token must be verified online by the agent")
 		}
-		return v.online(ctx, tok, scope)
+		return v.online(ctx, tok, scope, proof)
 	}
 	return c, nil
 }
@@ -246,13 +395,19 @@ func (v *Verifier) tokenOf(r *http.Request) string {
 		if len(val) > 7 && strings.EqualFold(val[:7], "Bearer ") {
 			return strings.TrimSpace(val[7:])
 		}
+		if len(val) > 5 && strings.EqualFold(val[:5], "DPoP ") {
+			return strings.TrimSpace(val[5:])
+		}
 		return ""
 	}
 	return val
 }
 
 func (v *Verifier) challenge(code, scope, desc string) Challenge {
-	c := Challenge{Error: code, Description: desc, Scopes: []string{scope}}
+	c := Challenge{Error: code, Description: desc, Scopes: []string{scope}, ACRValues: v.o.ACRValues}
+	if v.o.RequireProof {
+		c.Scheme, c.Algs = "DPoP", dpopAlgs
+	}
 	if v.o.MaxAge > 0 {
 		c.MaxAge, c.HasMaxAge = v.o.MaxAge, true
 	}

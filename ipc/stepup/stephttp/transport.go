@@ -8,11 +8,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/stepup-agent/stepup-agent/api"
 	"github.com/stepup-agent/stepup-agent/ipc/stepup"
+	"github.com/stepup-agent/stepup-agent/token"
 )
 
 // DefaultHeader is the request header that carries the elevated token
@@ -57,11 +60,31 @@ type Transport struct {
 	StepUp func(ctx context.Context, scopes []string) (*stepup.TokenResult, error)
 	// Reason is shown in the agent's prompt; nil means "METHOD HOST PATH".
 	Reason func(*http.Request) string
+	// Details returns the authorization details (RFC 9396) of the action
+	// a request performs, or nil: the token is asked for, stepped up and
+	// shown in the prompt with them, and the server refuses a token
+	// approved for anything else.
+	Details func(*http.Request) any
+	// DPoP binds the tokens to this process's key (made once per process,
+	// in memory, never written anywhere) and sends a DPoP proof (RFC
+	// 9449) with each request. A server's DPoP challenge turns it on for
+	// the retry even when false.
+	DPoP bool
+	// StepUpFor, when set, replaces StepUp with the whole prompt: scopes,
+	// details, key (Cnf) and the route asked for by acr_values.
+	StepUpFor func(ctx context.Context, method string, o stepup.PromptOptions) (*stepup.TokenResult, error)
 
 	once   sync.Once
 	sem    chan struct{}
 	client *stepup.Client
 }
+
+// processKey is this process's DPoP key, made on first use.
+var processKey = sync.OnceValues(token.NewDPoPKey)
+
+// ProcessKey returns this process's DPoP key: the one every Transport
+// with DPoP binds its tokens to.
+func ProcessKey() (*token.DPoPKey, error) { return processKey() }
 
 // attachedOnce remembers the single-use tokens any Transport of this
 // process attached (jti -> when to forget it), so none is sent twice.
@@ -124,14 +147,27 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	// GetBody can be sent once only.
 	replayable := req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
 
+	var details any
+	if t.Details != nil {
+		details = t.Details(req)
+	}
 	first, sent := req, ""
 	if len(scopes) > 0 {
-		tok, err := t.token(ctx, req, scopes, nil, "")
+		key, err := t.key(t.DPoP)
 		if err != nil {
 			closeBody(req)
 			return nil, err
 		}
-		first, sent = t.withToken(req, tok), tok
+		tok, err := t.token(ctx, req, scopes, nil, "", details, key)
+		if err != nil {
+			closeBody(req)
+			return nil, err
+		}
+		if first, err = t.withToken(req, tok, key); err != nil {
+			closeBody(req)
+			return nil, err
+		}
+		sent = tok
 	}
 	resp, err := t.base().RoundTrip(first)
 	if err != nil || resp.StatusCode != http.StatusUnauthorized {
@@ -148,7 +184,12 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if len(want) == 0 {
 		return resp, nil
 	}
-	tok, err := t.token(ctx, req, want, ch, sent)
+	key, err := t.key(t.DPoP || ch.DPoP())
+	if err != nil {
+		drain(resp)
+		return nil, err
+	}
+	tok, err := t.token(ctx, req, want, ch, sent, details, key)
 	if err != nil {
 		drain(resp)
 		return nil, err
@@ -163,17 +204,43 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		retry.Body = body
 	}
 	drain(resp)
-	return t.base().RoundTrip(t.withToken(retry, tok))
+	second, err := t.withToken(retry, tok, key)
+	if err != nil {
+		closeBody(retry)
+		return nil, err
+	}
+	return t.base().RoundTrip(second)
 }
 
-func (t *Transport) withToken(req *http.Request, tok string) *http.Request {
+// key returns the process key when on, else nil.
+func (t *Transport) key(on bool) (*token.DPoPKey, error) {
+	if !on {
+		return nil, nil
+	}
+	k, err := processKey()
+	if err != nil {
+		return nil, fmt.Errorf("stephttp: making the DPoP key: %w", err)
+	}
+	return k, nil
+}
+
+func (t *Transport) withToken(req *http.Request, tok string, key *token.DPoPKey) (*http.Request, error) {
 	r := req.Clone(req.Context()) // shares req.Body
+	scheme := "Bearer "
+	if key != nil {
+		proof, err := key.Proof(req.Method, req.URL.String(), tok, time.Now())
+		if err != nil {
+			return nil, fmt.Errorf("stephttp: making a DPoP proof: %w", err)
+		}
+		r.Header.Set("DPoP", proof)
+		scheme = "DPoP "
+	}
 	if strings.EqualFold(t.header(), "Authorization") {
-		r.Header.Set("Authorization", "Bearer "+tok)
+		r.Header.Set("Authorization", scheme+tok)
 	} else {
 		r.Header.Set(t.header(), tok)
 	}
-	return r
+	return r, nil
 }
 
 // token returns a token for scopes that may be attached now: the agent's
@@ -181,7 +248,7 @@ func (t *Transport) withToken(req *http.Request, tok string) *http.Request {
 // max_age and, if single-use, was never attached; otherwise a new one from
 // a step-up. refused is the token the server just answered with ch; it
 // is not attached again.
-func (t *Transport) token(ctx context.Context, req *http.Request, scopes []string, ch *Challenge, refused string) (string, error) {
+func (t *Transport) token(ctx context.Context, req *http.Request, scopes []string, ch *Challenge, refused string, details any, key *token.DPoPKey) (string, error) {
 	select {
 	case t.sem <- struct{}{}:
 	case <-ctx.Done():
@@ -189,11 +256,15 @@ func (t *Transport) token(ctx context.Context, req *http.Request, scopes []strin
 	}
 	defer func() { <-t.sem }()
 
-	held, err := t.client.GetToken(ctx, scopes[0])
+	var cnf *api.Cnf
+	if key != nil {
+		cnf = key.Cnf()
+	}
+	held, err := t.client.GetTokenFor(ctx, stepup.Query{Scope: scopes[0], AuthorizationDetails: details, Cnf: cnf})
 	switch {
 	case err == nil:
 		c := peekClaims(held.Token)
-		if c != nil && t.usable(c, scopes, ch) && (refused == "" || held.Token != refused) {
+		if c != nil && t.usable(c, scopes, ch) && c.Cnf.Same(cnf) && (refused == "" || held.Token != refused) {
 			t.markUsed(c)
 			return held.Token, nil
 		}
@@ -203,7 +274,7 @@ func (t *Transport) token(ctx context.Context, req *http.Request, scopes []strin
 		return "", &StepUpError{Scopes: scopes, Challenge: ch, Err: err}
 	}
 
-	res, err := t.stepUp(ctx, req, scopes)
+	res, err := t.stepUp(ctx, req, scopes, ch, details, cnf)
 	if err != nil {
 		return "", &StepUpError{Scopes: scopes, Challenge: ch, Err: err}
 	}
@@ -215,15 +286,51 @@ func (t *Transport) token(ctx context.Context, req *http.Request, scopes []strin
 	return res.Token, nil
 }
 
-func (t *Transport) stepUp(ctx context.Context, req *http.Request, scopes []string) (*stepup.TokenResult, error) {
-	if t.StepUp != nil {
-		return t.StepUp(ctx, scopes)
-	}
+func (t *Transport) stepUp(ctx context.Context, req *http.Request, scopes []string, ch *Challenge, details any, cnf *api.Cnf) (*stepup.TokenResult, error) {
 	reason := req.Method + " " + req.URL.Host + req.URL.Path
 	if t.Reason != nil {
 		reason = t.Reason(req)
 	}
-	return t.client.PromptStepUpAuth(ctx, stepup.PromptOptions{Scopes: scopes, Reason: reason})
+	o := stepup.PromptOptions{Scopes: scopes, Reason: reason, AuthorizationDetails: details, Cnf: cnf}
+	method := routeFor(ch)
+	switch {
+	case t.StepUpFor != nil:
+		return t.StepUpFor(ctx, method, o)
+	case t.StepUp != nil && details == nil && cnf == nil:
+		return t.StepUp(ctx, scopes)
+	case method == api.MethodPromptMfa:
+		return t.client.PromptMfa(ctx, o)
+	case method == api.MethodPromptReauthenticate:
+		return t.client.PromptReauthenticate(ctx, o)
+	}
+	return t.client.PromptStepUpAuth(ctx, o)
+}
+
+// routeFor maps a challenge's acr_values to the prompt method: only mfa
+// asks for promptMfa, only reauth for promptReauthenticate; anything
+// else (or none) lets the agent route.
+func routeFor(ch *Challenge) string {
+	if ch == nil || len(ch.ACRValues) == 0 {
+		return api.MethodPromptStepUpAuth
+	}
+	mfa, reauth := false, false
+	for _, a := range ch.ACRValues {
+		switch a {
+		case api.ACRMFA:
+			mfa = true
+		case api.ACRReauth:
+			reauth = true
+		default:
+			return api.MethodPromptStepUpAuth
+		}
+	}
+	switch {
+	case mfa && !reauth:
+		return api.MethodPromptMfa
+	case reauth && !mfa:
+		return api.MethodPromptReauthenticate
+	}
+	return api.MethodPromptStepUpAuth
 }
 
 // usable reports whether a held token may be attached for scopes.
@@ -232,6 +339,9 @@ func (t *Transport) usable(c *tokenClaims, scopes []string, ch *Challenge) bool 
 		return false
 	}
 	if ch != nil && ch.HasMaxAge && time.Since(time.Unix(c.AuthTime, 0)) > ch.MaxAge {
+		return false
+	}
+	if ch != nil && len(ch.ACRValues) > 0 && !slices.Contains(ch.ACRValues, c.ACR) {
 		return false
 	}
 	if c.SingleUse {
@@ -276,11 +386,14 @@ func covers(c *tokenClaims, scopes []string) bool {
 }
 
 type tokenClaims struct {
-	Scope     string `json:"scope"`
-	ID        string `json:"jti"`
-	Expiry    int64  `json:"exp"`
-	AuthTime  int64  `json:"auth_time"`
-	SingleUse bool   `json:"single_use"`
+	Scope                string         `json:"scope"`
+	AuthorizationDetails api.RawDetails `json:"authorization_details"`
+	Cnf                  *api.Cnf       `json:"cnf"`
+	ID                   string         `json:"jti"`
+	Expiry               int64          `json:"exp"`
+	AuthTime             int64          `json:"auth_time"`
+	SingleUse            bool           `json:"single_use"`
+	ACR                  string         `json:"acr"`
 }
 
 // peekClaims reads a token's claims without verifying it: the Transport

@@ -1,11 +1,10 @@
-package ipc
+package peer
 
 import (
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 )
@@ -16,9 +15,6 @@ import (
 // for SCOPE"), so it must stay on one line and short enough that the rest
 // of the prompt is still shown.
 func TestPeerStringEscapesExecutablePath(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("reads /proc/PID/exe")
-	}
 	sleep, err := exec.LookPath("sleep")
 	if err != nil {
 		t.Skip("no sleep program")
@@ -43,10 +39,13 @@ func TestPeerStringEscapesExecutablePath(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		p := &Peer{PID: cmd.Process.Pid}
-		s := p.String()
+		p, err := IdentifyPID(cmd.Process.Pid)
 		cmd.Process.Kill()
 		cmd.Wait()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := p.String()
 		if p.Exe() != path {
 			t.Fatalf("Exe() = %q, want the raw path %q", p.Exe(), path)
 		}
