@@ -92,7 +92,7 @@ func newFixture(t *testing.T, p prompt.Prompter, enroll bool) *fixture {
 	t.Cleanup(cancel)
 	f.a = a
 	if enroll {
-		res, err := a.EnrollStart(ctx, &api.EnrollStartParams{Method: api.TOTP}, nil)
+		res, err := a.EnrollStart(ctx, &api.EnrollStartParams{Method: api.TOTP})
 		if err != nil {
 			t.Fatal(err)
 		}

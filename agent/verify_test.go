@@ -85,9 +85,7 @@ func TestChallengeCompletesOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.a.mu.Lock()
-	c := f.a.challenges[ch.ChallengeID]
-	f.a.mu.Unlock()
+	c := f.a.challenges.get(ch.ChallengeID, f.a.now()).Val
 	// What the two racing requests each do after the lookup.
 	if _, err := f.a.finish(ctx, c, []byte(`{"code":"`+f.code(0)+`"}`)); err != nil {
 		t.Fatal(err)
@@ -135,7 +133,7 @@ func TestEnrollmentFinishesOnce(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go a.Run(ctx)
-	res, err := a.EnrollStart(ctx, &api.EnrollStartParams{Method: api.Wallet}, nil)
+	res, err := a.EnrollStart(ctx, &api.EnrollStartParams{Method: api.Wallet})
 	if err != nil {
 		t.Fatal(err)
 	}

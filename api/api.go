@@ -208,7 +208,13 @@ type EnrollStartParams struct {
 	Label   string `json:"label,omitempty"`
 	Address string `json:"address,omitempty"`
 	Phone   string `json:"phone,omitempty"`
+	// Raw is the whole params object as sent, for a method's own
+	// fields (not on the wire itself).
+	Raw json.RawMessage `json:"-"`
 }
+
+// KeepRaw keeps the params object as sent in Raw.
+func (p *EnrollStartParams) KeepRaw(raw json.RawMessage) { p.Raw = raw }
 
 // EnrollFinishParams are the params of enrollFinish.
 type EnrollFinishParams struct {
