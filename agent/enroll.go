@@ -47,7 +47,7 @@ func (a *Agent) requireToken(ctx context.Context, scope, action string, consume 
 }
 
 // EnrollStart answers enrollStart.
-func (a *Agent) EnrollStart(ctx context.Context, p *api.EnrollStartParams) (map[string]any, error) {
+func (a *Agent) EnrollStart(ctx context.Context, p *api.EnrollStartParams) (*api.EnrollStartResult, error) {
 	impl := a.methods.get(p.Method)
 	if impl == nil {
 		if !api.KnownMethod(p.Method) {
@@ -72,7 +72,7 @@ func (a *Agent) EnrollStart(ctx context.Context, p *api.EnrollStartParams) (map[
 		return nil, err
 	}
 
-	state, res, err := impl.EnrollStart(ctx, method.EnrollParams{Label: p.Label, Address: p.Address, Phone: p.Phone, Raw: p.Raw})
+	state, payload, err := impl.EnrollStart(ctx, method.EnrollParams{Label: p.Label, Address: p.Address, Phone: p.Phone, Raw: p.Raw})
 	if err != nil {
 		return nil, err
 	}
@@ -80,13 +80,7 @@ func (a *Agent) EnrollStart(ctx context.Context, p *api.EnrollStartParams) (map[
 	if err != nil {
 		return nil, err
 	}
-	out := map[string]any{}
-	for k, v := range res {
-		out[k] = v
-	}
-	out["enrollmentId"] = o.ID
-	out["method"] = p.Method
-	return out, nil
+	return api.NewEnrollStartResult(o.ID, p.Method, payload), nil
 }
 
 // EnrollFinish answers enrollFinish.

@@ -105,8 +105,8 @@ type barrierMethod struct {
 }
 
 func (m *barrierMethod) Name() string { return api.Wallet }
-func (m *barrierMethod) EnrollStart(ctx context.Context, p method.EnrollParams) (any, map[string]any, error) {
-	return struct{}{}, map[string]any{}, nil
+func (m *barrierMethod) EnrollStart(ctx context.Context, p method.EnrollParams) (any, api.EnrollPayload, error) {
+	return struct{}{}, nil, nil
 }
 func (m *barrierMethod) EnrollFinish(ctx context.Context, state any, response json.RawMessage) (*method.Credential, error) {
 	m.mu.Lock()
@@ -137,7 +137,7 @@ func TestEnrollmentFinishesOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id := res["enrollmentId"].(string)
+	id := res.EnrollmentID
 	var wg sync.WaitGroup
 	errs := make(chan error, 2)
 	for range 2 {
