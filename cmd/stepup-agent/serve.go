@@ -30,6 +30,7 @@ import (
 	"github.com/stepup-agent/stepup-agent/policy"
 	"github.com/stepup-agent/stepup-agent/prompt"
 	"github.com/stepup-agent/stepup-agent/service"
+	"github.com/stepup-agent/stepup-agent/sockpath"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
@@ -179,7 +180,7 @@ func serve(o *options, stdout, stderr io.Writer) int {
 
 	ln := inherited
 	if !activated {
-		if ln, err = listen(o.socket); err != nil {
+		if ln, err = sockpath.Listen(o.socket); err != nil {
 			return fail(err)
 		}
 	}
