@@ -2,9 +2,9 @@
 // names, parameters, results and error codes. It is the one home for them,
 // shared by the daemon (agent, ipc) and the Go client (ipc/stepup).
 //
-// The protocol is specified in ../shared/DESIGN.md ("The wire protocol") and
-// documented for users in docs/protocol.md; section names below refer to
-// docs/protocol.md.
+// The protocol is documented in docs/protocol.md (the methods, their
+// params and results, the error codes) and docs/methods.md (each
+// method's payloads); section names below refer to docs/protocol.md.
 package api
 
 import (

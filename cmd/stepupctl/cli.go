@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
 
@@ -161,5 +160,3 @@ func minArgs(n int, what string) cobra.PositionalArgs {
 		return nil
 	}
 }
-
-var _ = os.Stdin

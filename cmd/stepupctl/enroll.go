@@ -6,13 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/mdp/qrterminal/v3"
 	"github.com/spf13/cobra"
 	"github.com/stepup-agent/stepup-agent/api"
-	"golang.org/x/term"
 )
 
 func (a *app) enrollCmd() *cobra.Command {
@@ -178,6 +176,3 @@ func (a *app) enrollInteractive(ctx context.Context, m string, res *api.EnrollSt
 		return a.showEnrolled(r)
 	}
 }
-
-var _ = term.IsTerminal
-var _ = os.Stdin

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -358,8 +357,6 @@ func cmdRPC(ts *testscript.TestScript, neg bool, args []string) {
 		fmt.Fprint(ts.Stdout(), line)
 	}
 }
-
-var _ = runtime.GOOS
 
 // stalesock PATH: leave a socket file behind that nobody listens on, as
 // an agent killed with SIGKILL does.
