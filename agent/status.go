@@ -36,3 +36,6 @@ func keychainStatus(s keychain.Store) api.KeychainStatus {
 	}
 	return ks
 }
+
+// Backend names the keychain backend the agent keeps its state in.
+func (a *Agent) Backend() string { return a.cfg.Store.Backend() }
