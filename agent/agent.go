@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"os"
 	"os/user"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,46 +66,38 @@ type Config struct {
 }
 
 // Agent is the step-up agent. Create it with New.
+//
+// Its state lives in small owners, each with its own lock: the tokens
+// (tokenStore), the replayed external assertions (expirySet), the
+// credentials (credSet), the failure limits and cancel cool-downs
+// (limiter), the open verifications and enrollments (openStore), the
+// shared prompts (flightGroup). The Agent's own mutex guards only the lock
+// state and the spans that must not see it change between a check and a
+// mint.
 type Agent struct {
 	cfg     Config
 	log     *zap.Logger
 	now     func() time.Time
 	subject string
 	signer  *token.Signer
-	methods map[string]method.Method
+	methods *methodSet
 	persist *persister
 
 	rules atomic.Pointer[ruleCache]
 
+	tokens      *tokenStore
+	replay      *expirySet
+	creds       *credSet
+	limits      *limiter
+	challenges  *openStore[*challenge]
+	enrollments *openStore[*enrollment]
+	flights     *flightGroup
+	promptCh    chan struct{} // one dialog at a time
+
 	mu          sync.Mutex
-	creds       map[string]*method.Credential
-	tokens      map[string]*held              // by jti
-	byScope     map[string]*held              // the newest live token of each scope
-	scoped      map[string]map[*held]struct{} // every live token of each scope
-	consumed    map[string]time.Time
-	replay      map[string]time.Time
-	limits      map[string]*limit
-	challenges  map[string]*challenge
-	enrollments map[string]*enrollment
-	locked      bool                   // manualLock || sessionLock
-	manualLock  bool                   // stepupctl lock: lifted by a verification
-	sessionLock bool                   // screen lock, sleep: lifted by the session's unlock too
-	cancels     map[string][]time.Time // prompt-bombing guard, by client
-
-	methodMu map[string]*sync.Mutex // one Complete per method at a time
-
-	flights  map[string]*flight
-	promptCh chan struct{} // one dialog at a time
-}
-
-// held is a token the agent holds.
-type held struct {
-	JTI       string    `json:"jti"`
-	Token     string    `json:"token"`
-	Scopes    []string  `json:"scopes"`
-	ExpiresAt time.Time `json:"expiresAt"`
-	SingleUse bool      `json:"singleUse"`
-	Method    string    `json:"method"`
+	locked      bool // manualLock || sessionLock
+	manualLock  bool // stepupctl lock: lifted by a verification
+	sessionLock bool // screen lock, sleep: lifted by the session's unlock too
 }
 
 type ruleCache struct {
@@ -133,34 +126,21 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	}
 	a := &Agent{
 		cfg: cfg, log: cfg.Log, now: cfg.Now,
-		methods:     map[string]method.Method{},
-		creds:       map[string]*method.Credential{},
-		tokens:      map[string]*held{},
-		byScope:     map[string]*held{},
-		scoped:      map[string]map[*held]struct{}{},
-		consumed:    map[string]time.Time{},
-		replay:      map[string]time.Time{},
-		limits:      map[string]*limit{},
-		challenges:  map[string]*challenge{},
-		enrollments: map[string]*enrollment{},
-		cancels:     map[string][]time.Time{},
-		methodMu:    map[string]*sync.Mutex{},
-		flights:     map[string]*flight{},
+		methods:     newMethodSet(cfg.Methods),
+		persist:     newPersister(cfg.Store, cfg.Log),
+		challenges:  newOpenStore[*challenge]("verifications", challengeTTL, maxOpen),
+		enrollments: newOpenStore[*enrollment]("enrollments", enrollTTL, maxOpen),
+		flights:     newFlightGroup(),
 		promptCh:    make(chan struct{}, 1),
 	}
+	a.tokens = newTokenStore(a.persist)
+	a.replay = newExpirySet(keychain.KindReplay, a.persist)
+	a.creds = newCredSet(a.persist)
+	a.limits = newLimiter(cfg.Now, cfg.Policy, a.persist)
 	a.subject = "unknown"
 	if u, err := user.Current(); err == nil {
 		a.subject = u.Username
 	}
-	for _, m := range cfg.Methods {
-		if m == nil {
-			continue
-		}
-		a.methods[m.Name()] = m
-		a.methodMu[m.Name()] = &sync.Mutex{}
-	}
-	a.methodMu[api.ExternalJWT] = &sync.Mutex{}
-	a.persist = newPersister(cfg.Store, cfg.Log)
 	if err := a.load(ctx); err != nil {
 		return nil, err
 	}
@@ -257,27 +237,18 @@ func (a *Agent) load(ctx context.Context) error {
 			a.log.Warn("skipping a malformed credential in the keychain", zap.String("name", name))
 			return
 		}
-		a.creds[c.ID] = &c
+		a.creds.load(&c)
 	})
-	each(keychain.KindConsumed, func(name string, data []byte) {
-		var exp time.Time
-		if json.Unmarshal(data, &exp) != nil || !exp.After(now) {
-			a.persist.del(keychain.KindConsumed, name)
-			return
-		}
-		a.consumed[name] = exp
-	})
-	each(keychain.KindReplay, func(name string, data []byte) {
-		var exp time.Time
-		if json.Unmarshal(data, &exp) != nil || !exp.After(now) {
-			a.persist.del(keychain.KindReplay, name)
-			return
-		}
-		a.replay[name] = exp
-	})
+	for _, set := range []*expirySet{a.tokens.consumed, a.replay} {
+		each(set.kind, func(name string, data []byte) {
+			var exp time.Time
+			_ = json.Unmarshal(data, &exp) // malformed: zero, dropped as expired
+			set.load(name, exp, now)
+		})
+	}
 	each(keychain.KindToken, func(name string, data []byte) {
 		var h held
-		if json.Unmarshal(data, &h) != nil || !h.ExpiresAt.After(now) || a.consumed[h.JTI].After(now) {
+		if json.Unmarshal(data, &h) != nil || !h.ExpiresAt.After(now) || a.tokens.wasConsumed(h.JTI) {
 			a.persist.del(keychain.KindToken, name)
 			return
 		}
@@ -286,93 +257,37 @@ func (a *Agent) load(ctx context.Context) error {
 			a.persist.del(keychain.KindToken, name)
 			return
 		}
-		a.addHeld(&h)
+		a.tokens.load(&h)
 	})
 	each(keychain.KindLimit, func(name string, data []byte) {
 		var l limit
 		if json.Unmarshal(data, &l) != nil {
 			return
 		}
-		a.limits[name] = &l
+		a.limits.load(name, &l)
 	})
-	a.log.Info("state loaded", zap.String("keychain", st.Backend()), zap.Int("credentials", len(a.creds)),
-		zap.Int("tokens", len(a.tokens)), zap.String("kid", a.signer.KID()))
+	// The token store holds the tokens from now on: the keychain layer
+	// need not keep a second copy of each.
+	if r, ok := st.(keychain.Releaser); ok {
+		r.Release(keychain.KindToken)
+	}
+	// Loading parsed every item: give the garbage back to the system now
+	// rather than keep it resident until the scavenger gets to it.
+	debug.FreeOSMemory()
+	a.log.Info("state loaded", zap.String("keychain", st.Backend()), zap.Int("credentials", a.creds.count()),
+		zap.Int("tokens", a.tokens.count()), zap.String("kid", a.signer.KID()))
 	return nil
 }
 
-// addHeld records h under its jti and each of its scopes. Callers hold a.mu
-// (or are single-threaded, as load is).
-func (a *Agent) addHeld(h *held) {
-	a.tokens[h.JTI] = h
-	for _, s := range h.Scopes {
-		if a.scoped[s] == nil {
-			a.scoped[s] = map[*held]struct{}{}
-		}
-		a.scoped[s][h] = struct{}{}
-		if old := a.byScope[s]; old == nil || better(h, old) {
-			a.byScope[s] = h
-		}
-	}
-}
-
-// better reports whether h should be handed out before old: a multi-use
-// token before a single-use one, then the one that lives longer.
-func better(h, old *held) bool {
-	if h.SingleUse != old.SingleUse {
-		return !h.SingleUse
-	}
-	return h.ExpiresAt.After(old.ExpiresAt)
-}
-
-// dropHeld forgets h. Callers hold a.mu.
-func (a *Agent) dropHeld(h *held) {
-	delete(a.tokens, h.JTI)
-	for _, s := range h.Scopes {
-		delete(a.scoped[s], h)
-		if len(a.scoped[s]) == 0 {
-			delete(a.scoped, s)
-		}
-		if a.byScope[s] == h {
-			delete(a.byScope, s)
-			// Fall back to another live token of the scope, if any.
-			for o := range a.scoped[s] {
-				if cur := a.byScope[s]; cur == nil || better(o, cur) {
-					a.byScope[s] = o
-				}
-			}
-		}
-	}
-	a.persist.del(keychain.KindToken, h.JTI)
-}
-
-// sweep drops expired tokens, consumed IDs, challenges and enrollments.
+// sweep drops expired tokens, consumed and replayed ids, open
+// verifications and enrollments, and stale cancel counts.
 func (a *Agent) sweep() {
 	now := a.now()
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	for _, h := range a.tokens {
-		if !h.ExpiresAt.After(now) {
-			a.dropHeld(h)
-		}
-	}
-	for jti, exp := range a.consumed {
-		if !exp.After(now) {
-			delete(a.consumed, jti)
-			a.persist.del(keychain.KindConsumed, jti)
-		}
-	}
-	for k, exp := range a.replay {
-		if !exp.After(now) {
-			delete(a.replay, k)
-			a.persist.del(keychain.KindReplay, k)
-		}
-	}
-	a.dropExpiredOpen(now)
-	for k, ts := range a.cancels {
-		if len(ts) == 0 || now.Sub(ts[len(ts)-1]) > cancelWindow {
-			delete(a.cancels, k)
-		}
-	}
+	a.tokens.sweep(now)
+	a.replay.sweep(now)
+	a.challenges.sweep(now)
+	a.enrollments.sweep(now)
+	a.limits.sweep(now)
 }
 
 // randomID returns a random identifier with 128 bits of entropy.

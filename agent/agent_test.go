@@ -92,13 +92,13 @@ func newFixture(t *testing.T, p prompt.Prompter, enroll bool) *fixture {
 	t.Cleanup(cancel)
 	f.a = a
 	if enroll {
-		res, err := a.EnrollStart(ctx, &api.EnrollStartParams{Method: api.TOTP}, nil)
+		res, err := a.EnrollStart(ctx, &api.EnrollStartParams{Method: api.TOTP})
 		if err != nil {
 			t.Fatal(err)
 		}
-		f.secret = res["secret"].(string)
+		f.secret = res.Secret
 		resp, _ := json.Marshal(map[string]string{"code": f.code(-30 * time.Second)})
-		if _, err := a.EnrollFinish(ctx, &api.EnrollFinishParams{EnrollmentID: res["enrollmentId"].(string), Response: resp}); err != nil {
+		if _, err := a.EnrollFinish(ctx, &api.EnrollFinishParams{EnrollmentID: res.EnrollmentID, Response: resp}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -386,7 +386,7 @@ func (m *oneShot) NeedsNoCredential() bool { return true }
 func (m *oneShot) Ask(state any) method.Ask {
 	return method.Ask{Prompt: "Signature:", Description: state.(string), Field: "signature"}
 }
-func (m *oneShot) EnrollStart(context.Context, method.EnrollParams) (any, map[string]any, error) {
+func (m *oneShot) EnrollStart(context.Context, method.EnrollParams) (any, api.EnrollPayload, error) {
 	return nil, nil, errors.New("no")
 }
 func (m *oneShot) EnrollFinish(context.Context, any, json.RawMessage) (*method.Credential, error) {

@@ -11,13 +11,108 @@ import (
 	"github.com/stepup-agent/stepup-agent/prompt"
 )
 
+// protoMethod is one protocol method (docs/protocol.md).
+type protoMethod struct {
+	// call decodes the params and runs the method.
+	call func(a *Agent, ctx context.Context, params json.RawMessage) (any, error)
+	// inline: the method answers from memory without waiting on a
+	// person, a program or the network, so the connection's reader may
+	// serve it in order, without a goroutine. Every other method runs
+	// concurrently, where a client hanging up is seen.
+	inline bool
+	// changes: the method may change what the keychain keeps; its answer
+	// waits until those writes are done (docs/keychain.md, "Crash
+	// safety").
+	changes bool
+}
+
+// protocol is the table of protocol methods. A new protocol method is one
+// line here, its params and result types in api/, and its Agent method.
+var protocol = map[string]protoMethod{
+	api.MethodIsStepUpRequired:     {call: typed((*Agent).isStepUpRequired), inline: true},
+	api.MethodPromptStepUpAuth:     {call: typed(prompter(routeAuto)), changes: true},
+	api.MethodPromptMfa:            {call: typed(prompter(routeMFA)), changes: true},
+	api.MethodPromptReauthenticate: {call: typed(prompter(routeReauth)), changes: true},
+	api.MethodUnlock:               {call: typed((*Agent).UnlockPrompt), changes: true},
+	api.MethodStartVerification:    {call: typed((*Agent).StartVerification), changes: true},
+	api.MethodCompleteVerification: {call: typed((*Agent).CompleteVerification), changes: true},
+	api.MethodGetToken:             {call: typed((*Agent).getToken), inline: true},
+	api.MethodVerifyToken:          {call: typed((*Agent).VerifyToken), inline: true, changes: true},
+	api.MethodResetState:           {call: typed((*Agent).resetState), inline: true, changes: true},
+	api.MethodEnrollStart:          {call: typed((*Agent).EnrollStart), changes: true},
+	api.MethodEnrollFinish:         {call: typed((*Agent).EnrollFinish), changes: true},
+	api.MethodListCredentials:      {call: typed((*Agent).listCredentials), inline: true},
+	api.MethodRemoveCredential:     {call: typed((*Agent).removeCredential), inline: true, changes: true},
+	api.MethodStatus:               {call: typed((*Agent).status), inline: true},
+	api.MethodJWKS:                 {call: typed((*Agent).jwks), inline: true},
+	api.MethodRequestExternalAuth:  {call: typed((*Agent).ExternalAuth), changes: true},
+	api.MethodLock:                 {call: typed((*Agent).lockMethod), inline: true, changes: true},
+}
+
+// typed turns a handler of typed params into one of raw params: the one
+// decoder of every method's params.
+func typed[P, R any](fn func(a *Agent, ctx context.Context, p *P) (R, error)) func(*Agent, context.Context, json.RawMessage) (any, error) {
+	return func(a *Agent, ctx context.Context, params json.RawMessage) (any, error) {
+		p := new(P)
+		if err := decode(params, p); err != nil {
+			return nil, err
+		}
+		if k, ok := any(p).(interface{ KeepRaw(json.RawMessage) }); ok {
+			k.KeepRaw(params)
+		}
+		return fn(a, ctx, p)
+	}
+}
+
+func prompter(rt route) func(a *Agent, ctx context.Context, p *api.PromptParams) (*api.TokenResult, error) {
+	return func(a *Agent, ctx context.Context, p *api.PromptParams) (*api.TokenResult, error) {
+		return a.Prompt(ctx, rt, p)
+	}
+}
+
+// noParams is the params of methods that take none (anything is ignored).
+type noParams struct{}
+
+// The adapters below give the table's handlers the one shape typed wants.
+
+func (a *Agent) isStepUpRequired(ctx context.Context, p *api.ScopeParams) (*api.StepUpRequired, error) {
+	return a.IsStepUpRequired(ctx, p.Scope)
+}
+
+func (a *Agent) getToken(ctx context.Context, p *api.ScopeParams) (*api.GetTokenResult, error) {
+	return a.GetToken(ctx, p.Scope)
+}
+
+func (a *Agent) resetState(ctx context.Context, p *api.ResetParams) (*api.ResetResult, error) {
+	return a.ResetState(ctx, p.Scopes), nil
+}
+
+func (a *Agent) listCredentials(context.Context, *noParams) (*api.ListCredentialsResult, error) {
+	return a.ListCredentials(), nil
+}
+
+func (a *Agent) removeCredential(ctx context.Context, p *api.RemoveCredentialParams) (*api.RemoveCredentialResult, error) {
+	return a.RemoveCredential(ctx, p.CredentialID)
+}
+
+func (a *Agent) status(context.Context, *noParams) (*api.Status, error) { return a.Status(), nil }
+
+func (a *Agent) jwks(context.Context, *noParams) (any, error) { return a.signer.JWKS(), nil }
+
+func (a *Agent) lockMethod(ctx context.Context, _ *noParams) (api.LockResult, error) {
+	a.Lock(ctx, "stepupctl lock")
+	return api.LockResult{Locked: true}, nil
+}
+
 // Handle serves one request (ipc.Handler).
 func (a *Agent) Handle(ctx context.Context, m string, params json.RawMessage) (any, error) {
-	res, err := a.handle(ctx, m, params)
-	switch m {
-	case api.MethodIsStepUpRequired, api.MethodGetToken, api.MethodStatus, api.MethodJWKS, api.MethodListCredentials:
-		// Read-only: nothing to wait for.
-	default:
+	pm, ok := protocol[m]
+	if !ok {
+		return nil, api.Errorf(api.CodeMethodNotFound, "unknown method %q", m).
+			WithHint("docs/protocol.md lists the methods; `stepupctl --help` the CLI verbs")
+	}
+	res, err := pm.call(a, ctx, params)
+	if pm.changes {
 		// What this request changed is in the keychain before the
 		// client hears of it (docs/keychain.md, "Crash safety").
 		a.persist.barrier(persistWait)
@@ -29,103 +124,10 @@ func (a *Agent) Handle(ctx context.Context, m string, params json.RawMessage) (a
 const persistWait = 5 * time.Second
 
 // Blocking reports the methods that may wait on a person, a program or the
-// network (ipc.Handler).
+// network (ipc.Handler): every method the table does not mark inline.
 func (a *Agent) Blocking(m string) bool {
-	switch m {
-	case api.MethodPromptStepUpAuth, api.MethodPromptMfa, api.MethodPromptReauthenticate, api.MethodUnlock,
-		api.MethodStartVerification, api.MethodCompleteVerification, api.MethodEnrollStart, api.MethodEnrollFinish,
-		api.MethodRequestExternalAuth:
-		return true
-	}
-	return false
-}
-
-func (a *Agent) handle(ctx context.Context, m string, params json.RawMessage) (any, error) {
-	switch m {
-	case api.MethodIsStepUpRequired:
-		var p api.ScopeParams
-		if err := decode(params, &p); err != nil {
-			return nil, err
-		}
-		return a.IsStepUpRequired(ctx, p.Scope)
-	case api.MethodPromptStepUpAuth, api.MethodPromptMfa, api.MethodPromptReauthenticate:
-		var p api.PromptParams
-		if err := decode(params, &p); err != nil {
-			return nil, err
-		}
-		return a.Prompt(ctx, routeOf(m), &p)
-	case api.MethodUnlock:
-		var p api.PromptParams
-		if err := decode(params, &p); err != nil {
-			return nil, err
-		}
-		return a.UnlockPrompt(ctx, &p)
-	case api.MethodStartVerification:
-		var p api.StartVerificationParams
-		if err := decode(params, &p); err != nil {
-			return nil, err
-		}
-		return a.StartVerification(ctx, &p)
-	case api.MethodCompleteVerification:
-		var p api.CompleteVerificationParams
-		if err := decode(params, &p); err != nil {
-			return nil, err
-		}
-		return a.CompleteVerification(ctx, &p)
-	case api.MethodGetToken:
-		var p api.ScopeParams
-		if err := decode(params, &p); err != nil {
-			return nil, err
-		}
-		return a.GetToken(ctx, p.Scope)
-	case api.MethodVerifyToken:
-		var p api.VerifyTokenParams
-		if err := decode(params, &p); err != nil {
-			return nil, err
-		}
-		return a.VerifyToken(ctx, &p)
-	case api.MethodResetState:
-		var p api.ResetParams
-		if err := decode(params, &p); err != nil {
-			return nil, err
-		}
-		return a.ResetState(ctx, p.Scopes), nil
-	case api.MethodEnrollStart:
-		var p api.EnrollStartParams
-		if err := decode(params, &p); err != nil {
-			return nil, err
-		}
-		return a.EnrollStart(ctx, &p, params)
-	case api.MethodEnrollFinish:
-		var p api.EnrollFinishParams
-		if err := decode(params, &p); err != nil {
-			return nil, err
-		}
-		return a.EnrollFinish(ctx, &p)
-	case api.MethodListCredentials:
-		return a.ListCredentials(), nil
-	case api.MethodRemoveCredential:
-		var p api.RemoveCredentialParams
-		if err := decode(params, &p); err != nil {
-			return nil, err
-		}
-		return a.RemoveCredential(ctx, p.CredentialID)
-	case api.MethodStatus:
-		return a.Status(), nil
-	case api.MethodJWKS:
-		return a.signer.JWKS(), nil
-	case api.MethodRequestExternalAuth:
-		var p api.ExternalAuthParams
-		if err := decode(params, &p); err != nil {
-			return nil, err
-		}
-		return a.ExternalAuth(ctx, &p)
-	case api.MethodLock:
-		a.Lock(ctx, "stepupctl lock")
-		return api.LockResult{Locked: true}, nil
-	}
-	return nil, api.Errorf(api.CodeMethodNotFound, "unknown method %q", m).
-		WithHint("docs/protocol.md lists the methods; `stepupctl --help` the CLI verbs")
+	pm, ok := protocol[m]
+	return ok && !pm.inline
 }
 
 // wireError maps the errors of prompts, methods and contexts onto the

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -17,17 +16,6 @@ import (
 	"go.uber.org/zap"
 )
 
-// flight is one prompt shared by every request for the same scopes: it
-// runs until it is answered or every waiting client has gone.
-type flight struct {
-	ctx     context.Context
-	cancel  context.CancelFunc
-	waiters int
-	done    chan struct{}
-	res     *api.TokenResult
-	err     error
-}
-
 // Prompt answers promptStepUpAuth, promptMfa and promptReauthenticate:
 // it verifies the user through a native prompt and returns the token.
 // Concurrent requests for the same scopes share one prompt.
@@ -35,70 +23,36 @@ func (a *Agent) Prompt(ctx context.Context, rt route, p *api.PromptParams) (*api
 	if err := a.checkScopes(ctx, p.RequestedScopes); err != nil {
 		return nil, err
 	}
-	a.mu.Lock()
-	if a.locked {
-		a.mu.Unlock()
+	if a.Locked() {
 		return nil, lockedError()
 	}
 	if _, err := a.available(rt, p.RequestedScopes); err != nil {
-		a.mu.Unlock()
 		return nil, err
 	}
-	if err := a.checkCancels(clientKey(ctx)); err != nil {
-		a.mu.Unlock()
+	if err := a.limits.checkCancels(clientKey(ctx)); err != nil {
 		return nil, err
 	}
-	a.mu.Unlock()
 	if _, err := a.cfg.Prompts().Select(p.Env()); err != nil {
 		return nil, err // no prompt can reach this client: say so at once
 	}
-	a.mu.Lock()
 	key := fmt.Sprintf("%d|%s|%s", rt, p.Method, strings.Join(normScopes(p.RequestedScopes), " "))
-	f := a.flights[key]
-	if f == nil {
-		fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-		f = &flight{ctx: fctx, cancel: cancel, done: make(chan struct{})}
-		a.flights[key] = f
-		go func() {
-			f.res, f.err = a.promptOnce(f.ctx, rt, p, false)
-			a.mu.Lock()
-			delete(a.flights, key)
-			a.mu.Unlock()
-			cancel()
-			close(f.done)
-		}()
+	res, err := a.flights.do(ctx, key, func(ctx context.Context) (*api.TokenResult, error) {
+		return a.promptOnce(ctx, rt, p, false)
+	})
+	if err != nil && ctx.Err() == nil && errors.Is(wireError(err), api.ErrCancelled) {
+		a.limits.noteCancel(clientKey(ctx))
 	}
-	f.waiters++
-	a.mu.Unlock()
-
-	select {
-	case <-f.done:
-		if f.err != nil && errors.Is(wireError(f.err), api.ErrCancelled) && ctx.Err() == nil {
-			a.noteCancel(clientKey(ctx))
-		}
-		return f.res, f.err
-	case <-ctx.Done():
-		a.mu.Lock()
-		f.waiters--
-		if f.waiters == 0 {
-			f.cancel() // the last client hung up: dismiss the prompt
-		}
-		a.mu.Unlock()
-		return nil, ctx.Err()
-	}
+	return res, err
 }
 
 // UnlockPrompt answers unlock: it verifies the user and lifts the lock.
 // With no credential enrolled there is nothing to verify with, and
 // nothing a lock protects, so it unlocks at once.
 func (a *Agent) UnlockPrompt(ctx context.Context, p *api.PromptParams) (*api.LockResult, error) {
-	a.mu.Lock()
-	if !a.locked {
-		a.mu.Unlock()
+	if !a.Locked() {
 		return &api.LockResult{Locked: false}, nil
 	}
 	avail, _ := a.available(routeAuto, nil)
-	a.mu.Unlock()
 	if len(avail) == 0 {
 		a.Unlock(ctx, "no credential enrolled")
 		return &api.LockResult{Locked: false}, nil
@@ -147,7 +101,7 @@ func (a *Agent) promptOnce(ctx context.Context, rt route, p *api.PromptParams, u
 	if err != nil {
 		return nil, err
 	}
-	impl := a.methods[c.method]
+	impl := a.methods.get(c.method)
 	ask := impl.Ask(c.state)
 	desc := a.describe(ctx, c, p, ask)
 	lastErr := ""
@@ -281,14 +235,4 @@ func sanitize(s string) string {
 		b.WriteRune(r)
 	}
 	return b.String()
-}
-
-// sortedKeys is used in tests and status.
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

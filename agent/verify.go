@@ -8,7 +8,6 @@ import (
 
 	"github.com/stepup-agent/stepup-agent/api"
 	"github.com/stepup-agent/stepup-agent/audit"
-	"github.com/stepup-agent/stepup-agent/keychain"
 	"github.com/stepup-agent/stepup-agent/method"
 	"github.com/stepup-agent/stepup-agent/policy"
 )
@@ -37,48 +36,24 @@ const challengeTTL = 10 * time.Minute
 
 // challenge is a verification under way.
 type challenge struct {
-	id      string
-	method  string
-	scopes  []string
-	state   any
-	expires time.Time
-	unlock  bool // purpose "unlock": unlocks instead of minting
-	uid     int
-	done    bool // answered: it mints (or unlocks) once. Guarded by a.mu.
+	method string
+	scopes []string
+	state  any
+	unlock bool // purpose "unlock": unlocks instead of minting
+	uid    int
+	done   bool // answered: it mints (or unlocks) once. Guarded by a.mu.
 }
 
-// hasMFA reports whether an MFA credential is enrolled. Callers hold a.mu.
-func (a *Agent) hasMFA() bool {
-	for _, c := range a.creds {
-		if api.IsMFA(c.Method) {
-			return true
-		}
-	}
-	return false
-}
-
-// credsOf returns copies of the credentials of method m. Callers hold a.mu.
-func (a *Agent) credsOf(m string) []*method.Credential {
-	var out []*method.Credential
-	for _, c := range a.creds {
-		if c.Method == m {
-			cc := *c
-			out = append(out, &cc)
-		}
-	}
-	return out
-}
-
-// usable reports whether method m can verify the user now. Callers hold a.mu.
+// usable reports whether method m can verify the user now.
 func (a *Agent) usable(m string) bool {
-	impl := a.methods[m]
+	impl := a.methods.get(m)
 	if impl == nil {
 		return false
 	}
 	if nc, ok := impl.(method.NoCredential); ok && nc.NeedsNoCredential() {
 		return true
 	}
-	creds := a.credsOf(m)
+	creds := a.creds.of(m)
 	if cnt, ok := impl.(method.Counter); ok {
 		for _, c := range creds {
 			if cnt.Remaining(c) > 0 {
@@ -91,10 +66,9 @@ func (a *Agent) usable(m string) bool {
 }
 
 // available lists, in order of preference, the methods a request on route
-// for scopes may use now. When none is usable, err says why. Callers hold
-// a.mu.
+// for scopes may use now. When none is usable, err says why.
 func (a *Agent) available(rt route, scopes []string) ([]string, error) {
-	mfa := a.hasMFA()
+	mfa := a.creds.hasMFA()
 	var family []string
 	switch rt {
 	case routeMFA:
@@ -130,7 +104,7 @@ func (a *Agent) available(rt route, scopes []string) ([]string, error) {
 		}
 	}
 	if len(out) == 0 {
-		if len(a.creds) == 0 {
+		if a.creds.count() == 0 {
 			return out, api.Errorf(api.CodeNotEnrolled, "no verification method is enrolled").
 				WithHint("enroll an authenticator app with: stepupctl enroll totp")
 		}
@@ -170,42 +144,34 @@ func (a *Agent) begin(ctx context.Context, rt route, m string, scopes []string, 
 			return nil, nil, err
 		}
 	}
-	a.mu.Lock()
-	if a.locked && !unlock {
-		a.mu.Unlock()
+	if a.Locked() && !unlock {
 		return nil, nil, lockedError()
 	}
 	avail, err := a.available(rt, scopes)
 	if err != nil {
-		a.mu.Unlock()
 		return nil, nil, err
 	}
 	if m == "" {
 		m = avail[0]
 	} else if !contains(avail, m) {
-		a.mu.Unlock()
 		if !api.KnownMethod(m) {
 			return nil, nil, invalidParams("unknown method %q; methods are totp, passkey, recovery_code, password, email_otp, sms_otp, wallet", m)
 		}
-		if a.methods[m] == nil {
+		if a.methods.get(m) == nil {
 			return nil, nil, api.Errorf(api.CodeNotEnrolled, "method %s is not available in this agent", m)
 		}
 		return nil, nil, api.Errorf(api.CodeForbidden, "method %s may not be used here; usable now: %v", m, avail).
 			WithHint("the route (MFA or re-authentication), the policy's methods for the scope, and the enrolled credentials decide")
 	}
-	if err := a.checkLimit(m); err != nil {
-		a.mu.Unlock()
+	if err := a.limits.check(m); err != nil {
 		return nil, nil, err
 	}
-	creds := a.credsOf(m)
-	impl := a.methods[m]
-	a.mu.Unlock()
-
-	state, ch, err := impl.Start(method.WithScopes(ctx, normScopes(scopes)), creds)
+	scopes = normScopes(scopes)
+	state, ch, err := a.methods.get(m).Start(method.WithScopes(ctx, scopes), a.creds.of(m))
 	if err != nil {
 		return nil, nil, err
 	}
-	c := &challenge{id: randomID(), method: m, scopes: normScopes(scopes), state: state, expires: a.now().Add(challengeTTL), unlock: unlock}
+	c := &challenge{method: m, scopes: scopes, state: state, unlock: unlock}
 	if p := peerUID(ctx); p >= 0 {
 		c.uid = p
 	}
@@ -215,58 +181,48 @@ func (a *Agent) begin(ctx context.Context, rt route, m string, scopes []string, 
 // finish checks response for c. On success it mints the token (or
 // unlocks). A wrong answer counts against the method's limit.
 func (a *Agent) finish(ctx context.Context, c *challenge, response json.RawMessage) (*api.TokenResult, error) {
-	impl := a.methods[c.method]
-	mm := a.methodMu[c.method]
-	mm.Lock()
-	defer mm.Unlock()
+	impl := a.methods.get(c.method)
+	defer a.methods.lock(c.method)()
 
 	a.mu.Lock()
-	if c.done {
+	done, locked := c.done, a.locked
+	a.mu.Unlock()
+	if done {
 		// Two completeVerification calls raced past the lookup; the
 		// other one was answered first.
-		a.mu.Unlock()
 		return nil, api.Errorf(api.CodeVerificationFailed, "unknown or expired challengeId").
 			WithHint("start again with startVerification")
 	}
-	if err := a.checkLimit(c.method); err != nil {
-		a.mu.Unlock()
+	if err := a.limits.check(c.method); err != nil {
 		return nil, err
 	}
-	if a.locked && !c.unlock {
-		a.mu.Unlock()
+	if locked && !c.unlock {
 		return nil, lockedError()
 	}
-	creds := a.credsOf(c.method)
-	a.mu.Unlock()
 
-	cred, err := impl.Complete(ctx, c.state, creds, response)
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	cred, err := impl.Complete(ctx, c.state, a.creds.of(c.method), response)
 	if err != nil {
 		if !errors.Is(err, method.ErrVerificationFailed) {
 			return nil, err
 		}
-		left := a.failure(c.method)
+		left, retry := a.limits.failure(c.method)
 		a.audit(ctx, audit.Record{Event: "verification", Method: c.method, Scopes: c.scopes, Result: "verification_failed"})
 		e := api.Errorf(api.CodeVerificationFailed, "%s verification failed: %s", c.method, failureText(c.method))
 		if left == 0 {
 			e.Message += "; too many failures, the method is locked out"
-			if lim := a.checkLimit(c.method); lim != nil {
-				e.Data.RetryAfterSeconds = lim.(*api.Error).Data.RetryAfterSeconds
-			}
+			e.Data.RetryAfterSeconds = retry
 		} else if left <= 2 {
 			e.Message += "; " + pluralTries(left) + " left before a lockout"
 		}
 		e.Data.Method = c.method
 		return nil, e
 	}
-	a.success(c.method)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.limits.success(c.method)
 	c.done = true
 	if cred != nil && cred.ID != "" {
-		if _, ok := a.creds[cred.ID]; ok {
-			a.creds[cred.ID] = cred
-			a.persist.put(keychain.KindCredential, cred.ID, cred)
-		}
+		a.creds.update(cred)
 	}
 	a.audit(ctx, audit.Record{Event: "verification", Method: c.method, Scopes: c.scopes, Result: "ok"})
 	if c.unlock {
@@ -333,36 +289,28 @@ func (a *Agent) StartVerification(ctx context.Context, p *api.StartVerificationP
 	if err != nil {
 		return nil, err
 	}
-	a.mu.Lock()
-	if err := a.roomFor(len(a.challenges), "verifications"); err != nil {
-		a.mu.Unlock()
+	o, err := a.challenges.add(c, a.now())
+	if err != nil {
 		return nil, err
 	}
-	a.challenges[c.id] = c
-	a.mu.Unlock()
-	return &api.Challenge{ChallengeID: c.id, Method: c.method, ExpiresAt: c.expires.UTC(), Challenge: raw}, nil
+	return &api.Challenge{ChallengeID: o.ID, Method: c.method, ExpiresAt: o.Expires.UTC(), Challenge: raw}, nil
 }
 
 // CompleteVerification answers completeVerification.
 func (a *Agent) CompleteVerification(ctx context.Context, p *api.CompleteVerificationParams) (any, error) {
-	a.mu.Lock()
-	c := a.challenges[p.ChallengeID]
-	if c != nil && !c.expires.After(a.now()) {
-		delete(a.challenges, p.ChallengeID)
-		c = nil
-	}
-	a.mu.Unlock()
-	if c == nil {
+	o := a.challenges.get(p.ChallengeID, a.now())
+	if o == nil {
 		return nil, api.Errorf(api.CodeVerificationFailed, "unknown or expired challengeId").
 			WithHint("start again with startVerification")
 	}
+	c := o.Val
 	if uid := peerUID(ctx); uid >= 0 && uid != c.uid {
 		return nil, api.Errorf(api.CodeForbidden, "this challenge belongs to another client")
 	}
 	if len(p.Response) == 0 {
 		p.Response = json.RawMessage("{}")
 	}
-	if w, ok := a.methods[c.method].(method.Waiter); ok && isEmptyObject(p.Response) {
+	if w, ok := a.methods.get(c.method).(method.Waiter); ok && isEmptyObject(p.Response) {
 		// Done in the agent's own page: wait for it there, outside the
 		// method's lock, then check what it posted.
 		resp, err := w.Wait(ctx, c.state)
@@ -373,9 +321,7 @@ func (a *Agent) CompleteVerification(ctx context.Context, p *api.CompleteVerific
 	}
 	res, err := a.finish(ctx, c, p.Response)
 	if err == nil || errors.Is(err, api.ErrRateLimited) {
-		a.mu.Lock()
-		delete(a.challenges, c.id)
-		a.mu.Unlock()
+		a.challenges.take(o)
 	}
 	if err != nil {
 		return nil, err
@@ -399,39 +345,4 @@ func isEmptyObject(raw json.RawMessage) bool {
 		}
 	}
 	return true
-}
-
-// maxOpen bounds the custom-UI verifications and the enrollments open at
-// once: each holds state (and may have sent an email or SMS) until it
-// expires, and a client could otherwise open them without end.
-const maxOpen = 64
-
-// roomFor refuses a new open verification or enrollment past maxOpen,
-// after dropping the expired ones. Callers hold a.mu.
-func (a *Agent) roomFor(open int, what string) error {
-	if open < maxOpen {
-		return nil
-	}
-	a.dropExpiredOpen(a.now())
-	if what == "verifications" && len(a.challenges) < maxOpen || what == "enrollments" && len(a.enrollments) < maxOpen {
-		return nil
-	}
-	e := api.Errorf(api.CodeRateLimited, "%d %s are already open; finish or let some expire first", maxOpen, what)
-	e.Data.RetryAfterSeconds = 60
-	return e
-}
-
-// dropExpiredOpen forgets the verifications and enrollments that have
-// expired. Callers hold a.mu.
-func (a *Agent) dropExpiredOpen(now time.Time) {
-	for id, c := range a.challenges {
-		if !c.expires.After(now) {
-			delete(a.challenges, id)
-		}
-	}
-	for id, e := range a.enrollments {
-		if !e.expires.After(now) {
-			delete(a.enrollments, id)
-		}
-	}
 }

@@ -85,9 +85,7 @@ func TestChallengeCompletesOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.a.mu.Lock()
-	c := f.a.challenges[ch.ChallengeID]
-	f.a.mu.Unlock()
+	c := f.a.challenges.get(ch.ChallengeID, f.a.now()).Val
 	// What the two racing requests each do after the lookup.
 	if _, err := f.a.finish(ctx, c, []byte(`{"code":"`+f.code(0)+`"}`)); err != nil {
 		t.Fatal(err)
@@ -107,8 +105,8 @@ type barrierMethod struct {
 }
 
 func (m *barrierMethod) Name() string { return api.Wallet }
-func (m *barrierMethod) EnrollStart(ctx context.Context, p method.EnrollParams) (any, map[string]any, error) {
-	return struct{}{}, map[string]any{}, nil
+func (m *barrierMethod) EnrollStart(ctx context.Context, p method.EnrollParams) (any, api.EnrollPayload, error) {
+	return struct{}{}, nil, nil
 }
 func (m *barrierMethod) EnrollFinish(ctx context.Context, state any, response json.RawMessage) (*method.Credential, error) {
 	m.mu.Lock()
@@ -135,11 +133,11 @@ func TestEnrollmentFinishesOnce(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go a.Run(ctx)
-	res, err := a.EnrollStart(ctx, &api.EnrollStartParams{Method: api.Wallet}, nil)
+	res, err := a.EnrollStart(ctx, &api.EnrollStartParams{Method: api.Wallet})
 	if err != nil {
 		t.Fatal(err)
 	}
-	id := res["enrollmentId"].(string)
+	id := res.EnrollmentID
 	var wg sync.WaitGroup
 	errs := make(chan error, 2)
 	for range 2 {

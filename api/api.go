@@ -2,9 +2,9 @@
 // names, parameters, results and error codes. It is the one home for them,
 // shared by the daemon (agent, ipc) and the Go client (ipc/stepup).
 //
-// The protocol is specified in ../shared/DESIGN.md ("The wire protocol") and
-// documented for users in docs/protocol.md; section names below refer to
-// docs/protocol.md.
+// The protocol is documented in docs/protocol.md (the methods, their
+// params and results, the error codes) and docs/methods.md (each
+// method's payloads); section names below refer to docs/protocol.md.
 package api
 
 import (
@@ -224,7 +224,13 @@ type EnrollStartParams struct {
 	Label   string `json:"label,omitempty"`
 	Address string `json:"address,omitempty"`
 	Phone   string `json:"phone,omitempty"`
+	// Raw is the whole params object as sent, for a method's own
+	// fields (not on the wire itself).
+	Raw json.RawMessage `json:"-"`
 }
+
+// KeepRaw keeps the params object as sent in Raw.
+func (p *EnrollStartParams) KeepRaw(raw json.RawMessage) { p.Raw = raw }
 
 // EnrollFinishParams are the params of enrollFinish.
 type EnrollFinishParams struct {

@@ -39,8 +39,9 @@ type resilient struct {
 
 	mirror *Memory
 
-	loadMu sync.Mutex
-	loaded map[string]bool
+	loadMu   sync.Mutex
+	loaded   map[string]bool
+	released map[string]bool // kinds the caller holds itself (Release)
 
 	// wmu serialises writes to the backend and the flush of the dirty set,
 	// so the backend sees changes in the order the mirror did.
@@ -68,6 +69,7 @@ func newResilient(ctx context.Context, backend Store, opts Options, fallback str
 		opts:     opts,
 		fallback: fallback,
 		loaded:   map[string]bool{},
+		released: map[string]bool{},
 		wmu:      make(chan struct{}, 1),
 		dirty:    map[itemKey]struct{}{},
 		kick:     make(chan struct{}, 1),
@@ -150,6 +152,15 @@ func (r *resilient) ensureLoaded(ctx context.Context, kind string) {
 }
 
 func (r *resilient) Get(ctx context.Context, kind, name string) ([]byte, error) {
+	if r.isReleased(kind) {
+		// A change not yet written is in the mirror; else the backend.
+		if d, err := r.mirror.Get(ctx, kind, name); err == nil || !r.available.Load() {
+			return d, err
+		}
+		bctx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
+		defer cancel()
+		return r.backend.Get(bctx, kind, name)
+	}
 	if r.persistent && !slices.Contains(Kinds, kind) {
 		if d, ok, err := r.readThrough(ctx, kind, name); ok {
 			return d, err
@@ -192,8 +203,57 @@ func (r *resilient) readThrough(ctx context.Context, kind, name string) (data []
 }
 
 func (r *resilient) List(ctx context.Context, kind string) ([]string, error) {
+	if r.isReleased(kind) && r.available.Load() {
+		bctx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
+		defer cancel()
+		names, err := r.backend.List(bctx, kind)
+		if err == nil {
+			pending, _ := r.mirror.List(ctx, kind)
+			names = append(names, pending...)
+			slices.Sort(names)
+			return slices.Compact(names), nil
+		}
+	}
 	r.ensureLoaded(ctx, kind)
 	return r.mirror.List(ctx, kind)
+}
+
+// Releaser is implemented by the stores Open returns: after Release(kind)
+// the store keeps in memory none of kind's items, only the changes the
+// backend has not taken yet. The agent releases the kinds it holds itself
+// once it has read them at start (its tokens), so that the resilient
+// layer does not keep a second copy of each.
+type Releaser interface {
+	Release(kind string)
+}
+
+// Release stops mirroring kind (see Releaser).
+func (r *resilient) Release(kind string) {
+	if !r.persistent {
+		return // memory is the backend: the one copy
+	}
+	r.loadMu.Lock()
+	r.released[kind] = true
+	r.loadMu.Unlock()
+	if !r.lockWrites(context.Background()) {
+		return
+	}
+	defer r.unlockWrites()
+	names, _ := r.mirror.List(context.Background(), kind)
+	for _, n := range names {
+		if _, dirty := r.dirty[itemKey{kind, n}]; !dirty {
+			r.mirror.Delete(context.Background(), kind, n)
+		}
+	}
+}
+
+func (r *resilient) isReleased(kind string) bool {
+	if !r.persistent {
+		return false
+	}
+	r.loadMu.Lock()
+	defer r.loadMu.Unlock()
+	return r.released[kind]
 }
 
 func (r *resilient) Put(ctx context.Context, kind, name string, data []byte) error {
@@ -215,13 +275,24 @@ func (r *resilient) write(ctx context.Context, kind, name string, data []byte, p
 		return fmt.Errorf("keychain: waiting for an earlier write: %w", ctx.Err())
 	}
 	defer r.unlockWrites()
-	if put {
-		r.mirror.Put(ctx, kind, name, data)
-	} else {
-		r.mirror.Delete(ctx, kind, name)
-	}
+	released := r.isReleased(kind)
 	k := itemKey{kind, name}
+	// mirror keeps the change for the dirty set to write later, and
+	// for reads while it is not written.
+	mirror := func() {
+		if put {
+			r.mirror.Put(ctx, kind, name, data)
+		} else {
+			r.mirror.Delete(ctx, kind, name)
+		}
+	}
+	if !released {
+		mirror()
+	}
 	if !r.available.Load() {
+		if released {
+			mirror()
+		}
 		r.dirty[k] = struct{}{}
 		r.kickProbe()
 		return nil
@@ -237,8 +308,17 @@ func (r *resilient) write(ctx context.Context, kind, name string, data []byte, p
 		err = r.backend.Delete(bctx, kind, name)
 	}
 	if err != nil {
+		if released {
+			mirror()
+		}
 		r.dirty[k] = struct{}{}
+		// markDown logs the outage, once; the change waits in the
+		// dirty set, so the write has not failed for the caller.
 		r.markDown(err)
+		return nil
+	}
+	if released {
+		r.mirror.Delete(ctx, kind, name) // written: no longer pending
 	}
 	return nil
 }
@@ -335,6 +415,9 @@ func (r *resilient) recover(ctx context.Context) bool {
 			return false
 		}
 		delete(r.dirty, k)
+		if r.isReleased(k.kind) {
+			r.mirror.Delete(ctx, k.kind, k.name) // written: the caller holds it
+		}
 		n++
 	}
 	r.available.Store(true)

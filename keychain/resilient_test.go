@@ -268,3 +268,47 @@ func TestResilientReadsOtherProgramsKindsThrough(t *testing.T) {
 		t.Fatalf("Get of an agent kind read the backend: %v", err)
 	}
 }
+
+// A released kind is held by the caller: the store keeps no copy of its
+// items, only the changes the backend has not taken yet.
+func TestResilientReleasedKindIsNotMirrored(t *testing.T) {
+	ctx := context.Background()
+	fb := &flaky{Memory: NewMemory()}
+	fb.Memory.Put(ctx, KindToken, "old", []byte("t"))
+	r, err := newResilient(ctx, fb, Options{Timeout: 200 * time.Millisecond, ProbeInterval: 50 * time.Millisecond}.withDefaults(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	r.Release(KindToken)
+	if names, _ := r.mirror.List(ctx, KindToken); len(names) != 0 {
+		t.Fatalf("mirror still holds %v", names)
+	}
+	if got, err := r.Get(ctx, KindToken, "old"); err != nil || string(got) != "t" {
+		t.Fatalf("Get of a released item = %q, %v", got, err)
+	}
+	r.Put(ctx, KindToken, "new", []byte("n"))
+	if names, _ := r.mirror.List(ctx, KindToken); len(names) != 0 {
+		t.Fatalf("a written item stays mirrored: %v", names)
+	}
+	fb.down.Store(true)
+	r.Put(ctx, KindToken, "pending", []byte("p"))
+	r.Delete(ctx, KindToken, "old")
+	if got, _ := r.Get(ctx, KindToken, "pending"); string(got) != "p" {
+		t.Fatal("a change not yet written is not readable")
+	}
+	fb.down.Store(false)
+	waitFor(t, "recovery", 3*time.Second, r.Available)
+	if got, _ := fb.Memory.Get(ctx, KindToken, "pending"); string(got) != "p" {
+		t.Fatal("a change made while down was not written")
+	}
+	if _, err := fb.Memory.Get(ctx, KindToken, "old"); !errors.Is(err, ErrNotFound) {
+		t.Fatal("a delete made while down was not written")
+	}
+	if names, _ := r.mirror.List(ctx, KindToken); len(names) != 0 {
+		t.Fatalf("written changes stay mirrored: %v", names)
+	}
+	if names, _ := r.List(ctx, KindToken); strings.Join(names, ",") != "new,pending" {
+		t.Fatalf("List = %v", names)
+	}
+}

@@ -58,9 +58,10 @@ type Method interface {
 	AMR() []string
 
 	// EnrollStart begins enrolling a credential. state is kept by the
-	// agent and handed back to EnrollFinish; result is merged into
-	// enrollStart's result next to enrollmentId.
-	EnrollStart(ctx context.Context, p EnrollParams) (state any, result map[string]any, err error)
+	// agent and handed back to EnrollFinish; payload (one of api's
+	// *Enrollment types, or nil) goes into enrollStart's result next to
+	// enrollmentId.
+	EnrollStart(ctx context.Context, p EnrollParams) (state any, payload api.EnrollPayload, err error)
 	// EnrollFinish checks the response and returns the new credential
 	// (ID, CreatedAt and Method are filled in by the agent when empty).
 	EnrollFinish(ctx context.Context, state any, response json.RawMessage) (*Credential, error)

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/coreos/go-systemd/v22/activation"
+	"github.com/stepup-agent/stepup-agent/sockpath"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 )
@@ -15,7 +16,7 @@ import (
 // activation (sd_listen_fds(3): LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES),
 // and true. It takes the descriptor named FDName ("agent"), or the only
 // one when a single descriptor comes without that name. The socket must be
-// a listening Unix stream socket whose path passes CheckSocketPath;
+// a listening Unix stream socket whose path passes sockpath.CheckInherited;
 // otherwise Listener returns an error that says what to fix, and the agent
 // should exit rather than serve a socket others can reach.
 //
@@ -72,7 +73,7 @@ func Listener(log *zap.Logger) (net.Listener, bool, error) {
 	if a, ok := ln.Addr().(*net.UnixAddr); ok {
 		path = a.Name
 	}
-	if err := CheckSocketPath(path); err != nil {
+	if err := sockpath.CheckInherited(path); err != nil {
 		ln.Close()
 		return nil, true, err
 	}

@@ -5,17 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/stepup-agent/stepup-agent/agent"
-	"github.com/stepup-agent/stepup-agent/api"
 	"github.com/stepup-agent/stepup-agent/audit"
 	"github.com/stepup-agent/stepup-agent/ipc"
 	"github.com/stepup-agent/stepup-agent/keychain"
@@ -30,50 +27,10 @@ import (
 	"github.com/stepup-agent/stepup-agent/policy"
 	"github.com/stepup-agent/stepup-agent/prompt"
 	"github.com/stepup-agent/stepup-agent/service"
+	"github.com/stepup-agent/stepup-agent/sockpath"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
-
-// policyState is the policy in force and what status says of it.
-type policyState struct {
-	mu      sync.Mutex
-	cur     atomic.Pointer[policy.Policy]
-	status  api.PolicyStatus
-	log     *zap.Logger
-	onApply func(*policy.Policy)
-}
-
-// apply takes the result of a load: a good policy replaces the one in
-// force; a broken one is reported and the last good one stays.
-func (ps *policyState) apply(p *policy.Policy, exists bool, err error) {
-	ps.mu.Lock()
-	defer ps.mu.Unlock()
-	if err != nil {
-		ps.status.Error = err.Error()
-		ps.log.Error("policy not loaded; the last good policy stays in force", zap.Error(err))
-		return
-	}
-	ps.cur.Store(p)
-	ps.status.Error = ""
-	ps.status.LoadedAt = time.Now().UTC().Truncate(time.Second)
-	ps.status.Builtin = !exists
-	if exists {
-		ps.log.Info("policy loaded", zap.String("path", ps.status.Path))
-	} else {
-		ps.log.Info("no policy file; using the built-in defaults", zap.String("path", ps.status.Path))
-	}
-	if ps.onApply != nil {
-		ps.onApply(p)
-	}
-}
-
-func (ps *policyState) get() *policy.Policy { return ps.cur.Load() }
-
-func (ps *policyState) stat() api.PolicyStatus {
-	ps.mu.Lock()
-	defer ps.mu.Unlock()
-	return ps.status
-}
 
 func newLogger(stderr io.Writer, debug bool) *zap.Logger {
 	level := zapcore.InfoLevel
@@ -100,27 +57,12 @@ func serve(o *options, stdout, stderr io.Writer) int {
 	if err := harden(); err != nil { // before any secret is in memory
 		return fail(err)
 	}
-	logOut := stderr
 	if pid, ok := runningAgent(o.socket); ok && o.child {
 		// Before the log file: not a line in the running agent's log.
 		return fail(alreadyRunning(o, pid))
 	}
-	if o.child {
-		// Started in the background (eval "$(stepup-agent)"): no
-		// terminal to log to, so the log goes to a file of the user's.
-		logOut = io.Discard
-		if f, err := openLogFile(); err == nil {
-			defer f.Close()
-			logOut = f
-		}
-	}
-	log := newLogger(logOut, o.debug)
-	if !o.child {
-		if jl, ok := journalLogger(o.debug); ok {
-			log = jl // systemd started us: structured fields in the journal
-		}
-	}
-	defer log.Sync()
+	log, closeLog := startLogger(o, stderr)
+	defer closeLog()
 
 	// Socket activation: systemd's socket, checked like our own, and
 	// never removed by us.
@@ -134,66 +76,37 @@ func serve(o *options, stdout, stderr io.Writer) int {
 		}
 	}
 
-	ctx, stop := context.WithCancel(context.Background())
+	// The root context ends at SIGTERM or SIGINT; everything started
+	// below stops with it.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
 	// Policy first, and fail closed (startup.go).
-	ps := &policyState{log: log, status: api.PolicyStatus{Path: o.policy}}
-	startP, exists, err := startPolicy(o.policy)
+	pol, err := startPolicy(o.policy, log)
 	if err != nil {
 		return fail(err)
 	}
-	ps.apply(startP, exists, nil)
 
-	store, err := keychain.Open(ctx, o.keychain, keychain.Options{StateDir: audit.StateDir(), Logger: log})
+	a, closeState, err := startAgent(ctx, o, pol, log)
 	if err != nil {
-		return fail(fmt.Errorf("keychain: %w", err))
+		return fail(err)
 	}
-	defer store.Close()
-	if w, ok := store.(keychain.Warner); ok && w.Warning() != "" {
-		log.Warn(w.Warning())
-	}
-	kcLine := keychainLine(store, audit.StateDir())
+	defer closeState()
+	kcLine := keychainLine(a.Backend(), audit.StateDir())
 	if ready == nil {
 		fmt.Fprintf(stderr, "stepup-agent: %s\n", kcLine)
 	}
-
-	auditPath := o.auditPath
-	if auditPath == "" {
-		auditPath = audit.DefaultPath()
-	}
-	auditLog, err := audit.Open(auditPath)
-	if err != nil {
-		return fail(fmt.Errorf("audit log: %w", err))
-	}
-	defer auditLog.Close()
-
-	prompts := newPrompts(o.prompter, log)
-	ps.onApply = func(p *policy.Policy) { prompts.policyDriver(p.Prompt.Driver) }
-	prompts.policyDriver(ps.get().Prompt.Driver)
-
-	deps := method.Deps{Policy: ps.get, Logger: log}
-	a, err := agent.New(ctx, agent.Config{
-		Store:        store,
-		Policy:       ps.get,
-		PolicyStatus: ps.stat,
-		Prompts:      prompts.get,
-		Methods:      methods(deps, store, log),
-		External:     externalVerifier(deps),
-		Audit:        auditLog,
-		Log:          log,
-		Socket:       o.socket,
-	})
-	if err != nil {
-		return fail(err)
-	}
+	// The housekeeping (and its last keychain writes) outlives the
+	// signal until the server has let its requests finish.
+	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRun()
 	runDone := make(chan struct{})
-	go func() { a.Run(ctx); close(runDone) }()
+	go func() { a.Run(runCtx); close(runDone) }()
 
 	ln := inherited
 	if !activated {
-		if ln, err = listen(o.socket); err != nil {
-			if errors.Is(err, errAgentRunning) {
+		if ln, err = sockpath.Listen(o.socket); err != nil {
+			if errors.Is(err, sockpath.ErrAgentRunning) {
 				pid, _ := runningAgent(o.socket)
 				err = alreadyRunning(o, pid)
 			}
@@ -207,21 +120,11 @@ func serve(o *options, stdout, stderr io.Writer) int {
 	notifier := service.NewNotifier(log)
 	notifier.Check = watchdogCheck(a, notifier)
 	lw := &lockWatcher{ctx: ctx, log: log, h: lockHandler{ctx: ctx, a: a, n: notifier}}
-	onApply := ps.onApply
-	ps.onApply = func(p *policy.Policy) { onApply(p); lw.set(p.LocksOnSleep()) }
-	lw.set(ps.get().LocksOnSleep())
+	pol.OnApply(func(p *policy.Policy) { lw.set(p.LocksOnSleep()) })
 	defer lw.stop()
+	go reloadPolicy(ctx, o.policy, pol, log)
 
-	go func() {
-		if err := policy.Watch(ctx, o.policy, log, ps.apply); err != nil && !errors.Is(err, context.Canceled) {
-			log.Warn("not watching the policy file for changes; send SIGHUP to reload", zap.Error(err))
-		}
-	}()
-
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	defer signal.Stop(sigs)
-	log.Info("listening", zap.String("socket", o.socket), zap.Int("pid", os.Getpid()), zap.String("keychain", store.Backend()))
+	log.Info("listening", zap.String("socket", o.socket), zap.Int("pid", os.Getpid()), zap.String("keychain", a.Backend()))
 	if ready != nil {
 		fmt.Fprintf(ready, "ok\n%s\n", kcLine) // the parent prints the second line
 		ready.Close()
@@ -232,23 +135,13 @@ func serve(o *options, stdout, stderr io.Writer) int {
 	go notifier.RunWatchdog(ctx)
 
 	code := 0
-loop:
-	for {
-		select {
-		case s := <-sigs:
-			if s == syscall.SIGHUP {
-				log.Info("SIGHUP: reloading the policy")
-				ps.apply(policy.Load(o.policy))
-				continue
-			}
-			log.Info("stopping", zap.String("signal", s.String()))
-			break loop
-		case err := <-serveErr:
-			if err != nil && !errors.Is(err, ipc.ErrServerClosed) {
-				log.Error("serving failed", zap.Error(err))
-				code = 1
-			}
-			break loop
+	select {
+	case <-ctx.Done():
+		log.Info("stopping: SIGTERM or SIGINT")
+	case err := <-serveErr:
+		if err != nil && !errors.Is(err, ipc.ErrServerClosed) {
+			log.Error("serving failed", zap.Error(err))
+			code = 1
 		}
 	}
 	notifier.Stopping()
@@ -257,12 +150,128 @@ loop:
 	sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	srv.Shutdown(sctx)
 	cancel()
-	stop()
+	stopRun()
 	<-runDone
 	// Closing the listener (in Shutdown) removed our socket; removing the
 	// path again here could take a newer agent's socket.
 	log.Info("stopped")
 	return code
+}
+
+// startLogger makes the agent's logger: the terminal, the journal when
+// systemd started the agent, or the user's log file in the background.
+func startLogger(o *options, stderr io.Writer) (*zap.Logger, func()) {
+	logOut := stderr
+	var file *os.File
+	if o.child {
+		// Started in the background (eval "$(stepup-agent)"): no
+		// terminal to log to, so the log goes to a file of the user's.
+		logOut = io.Discard
+		if f, err := openLogFile(); err == nil {
+			file, logOut = f, f
+		}
+	}
+	log := newLogger(logOut, o.debug)
+	if !o.child {
+		if jl, ok := journalLogger(o.debug); ok {
+			log = jl // systemd started us: structured fields in the journal
+		}
+	}
+	return log, func() {
+		log.Sync()
+		if file != nil {
+			file.Close()
+		}
+	}
+}
+
+// startPolicy loads the policy at start and fails closed: a file that
+// exists but does not validate (or that others could have written) stops
+// the agent before it binds anything. Only a missing file gives the
+// built-in defaults. A reload later keeps the last good policy instead
+// (policy.Holder.Apply).
+func startPolicy(path string, log *zap.Logger) (*policy.Holder, error) {
+	p, exists, err := policy.Load(path)
+	if err != nil {
+		return nil, &startPolicyError{path: path, err: err}
+	}
+	pol := policy.NewHolder(path, log, nil)
+	pol.Apply(p, exists, nil)
+	return pol, nil
+}
+
+// reloadPolicy applies the policy file again when it changes and on
+// SIGHUP, until ctx ends.
+func reloadPolicy(ctx context.Context, path string, pol *policy.Holder, log *zap.Logger) {
+	go func() {
+		if err := policy.Watch(ctx, path, log, pol.Apply); err != nil && !errors.Is(err, context.Canceled) {
+			log.Warn("not watching the policy file for changes; send SIGHUP to reload", zap.Error(err))
+		}
+	}()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			log.Info("SIGHUP: reloading the policy")
+			pol.Apply(policy.Load(path))
+		}
+	}
+}
+
+// startAgent opens the keychain and the audit log and makes the agent;
+// closeState closes what it opened.
+func startAgent(ctx context.Context, o *options, pol *policy.Holder, log *zap.Logger) (a *agent.Agent, closeState func(), err error) {
+	var closers []func() error
+	closeState = func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}
+	defer func() {
+		if err != nil {
+			closeState()
+		}
+	}()
+	store, err := keychain.Open(ctx, o.keychain, keychain.Options{StateDir: audit.StateDir(), Logger: log})
+	if err != nil {
+		return nil, nil, fmt.Errorf("keychain: %w", err)
+	}
+	closers = append(closers, store.Close)
+	if w, ok := store.(keychain.Warner); ok && w.Warning() != "" {
+		log.Warn(w.Warning())
+	}
+	auditPath := o.auditPath
+	if auditPath == "" {
+		auditPath = audit.DefaultPath()
+	}
+	auditLog, err := audit.Open(auditPath)
+	if err != nil {
+		return nil, nil, fmt.Errorf("audit log: %w", err)
+	}
+	closers = append(closers, auditLog.Close)
+
+	prompts := newPrompts(o.prompter, log)
+	pol.OnApply(func(p *policy.Policy) { prompts.policyDriver(p.Prompt.Driver) })
+	deps := method.Deps{Policy: pol.Get, Logger: log}
+	a, err = agent.New(ctx, agent.Config{
+		Store:        store,
+		Policy:       pol.Get,
+		PolicyStatus: pol.Status,
+		Prompts:      prompts.get,
+		Methods:      methods(deps, store, log),
+		External:     externalVerifier(deps),
+		Audit:        auditLog,
+		Log:          log,
+		Socket:       o.socket,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return a, closeState, nil
 }
 
 // prompts picks the prompt selector: --prompter wins over the policy's
@@ -303,8 +312,6 @@ func (p *prompts) get() prompt.Selector {
 	defer p.mu.Unlock()
 	return p.sel
 }
-
-var _ net.Listener = (*net.UnixListener)(nil)
 
 // methods are the verification methods this build offers.
 func methods(deps method.Deps, store keychain.Store, log *zap.Logger) []method.Method {

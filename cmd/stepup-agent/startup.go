@@ -10,19 +10,6 @@ import (
 	"github.com/stepup-agent/stepup-agent/policy"
 )
 
-// startPolicy loads the policy at start and fails closed: a file that
-// exists but does not validate (or that others could have written) stops
-// the agent before it binds anything. Only a missing file gives the
-// built-in defaults. A reload later keeps the last good policy instead
-// (policyState.apply).
-func startPolicy(path string) (p *policy.Policy, exists bool, err error) {
-	p, exists, err = policy.Load(path)
-	if err == nil {
-		return p, exists, nil
-	}
-	return nil, exists, &startPolicyError{path: path, err: err}
-}
-
 // startPolicyError is a policy that stops the start, one error a line.
 type startPolicyError struct {
 	path string
@@ -48,8 +35,8 @@ func (e *startPolicyError) Unwrap() error { return e.err }
 
 // keychainLine says at start which keychain backend holds the state, for
 // stderr (and, started in the background, the terminal of eval).
-func keychainLine(store keychain.Store, stateDir string) string {
-	switch b := store.Backend(); b {
+func keychainLine(backend, stateDir string) string {
+	switch b := backend; b {
 	case "file":
 		return "keychain: file, " + filepath.Join(stateDir, keychain.FileName) + " (mode 0600, not encrypted: protected by its permissions only)"
 	case "memory":

@@ -6,13 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/mdp/qrterminal/v3"
 	"github.com/spf13/cobra"
 	"github.com/stepup-agent/stepup-agent/api"
-	"golang.org/x/term"
 )
 
 func (a *app) enrollCmd() *cobra.Command {
@@ -106,18 +104,16 @@ func (a *app) showEnrolled(res *api.EnrollFinishResult) error {
 
 // enrollInteractive shows what the method needs and asks for the answer
 // on the terminal.
-func (a *app) enrollInteractive(ctx context.Context, m string, res map[string]any) error {
-	id, _ := res["enrollmentId"].(string)
+func (a *app) enrollInteractive(ctx context.Context, m string, res *api.EnrollStartResult) error {
+	id := res.EnrollmentID
 	if m == api.RecoveryCode {
 		// Regenerating: the new codes replace the old ones once confirmed.
 		r, err := a.client.EnrollFinish(ctx, id, map[string]any{})
 		if err != nil {
 			return err
 		}
-		if codes, ok := res["recoveryCodes"].([]any); ok && len(r.RecoveryCodes) == 0 {
-			for _, c := range codes {
-				r.RecoveryCodes = append(r.RecoveryCodes, fmt.Sprint(c))
-			}
+		if res.RecoveryEnrollment != nil && len(r.RecoveryCodes) == 0 {
+			r.RecoveryCodes = res.RecoveryCodes
 		}
 		return a.showEnrolled(r)
 	}
@@ -132,19 +128,29 @@ func (a *app) enrollInteractive(ctx context.Context, m string, res map[string]an
 	field, label := "code", "Code from the app: "
 	switch m {
 	case api.TOTP:
-		uri, _ := res["otpauthUri"].(string)
+		var totp api.TOTPEnrollment
+		if res.TOTPEnrollment != nil {
+			totp = *res.TOTPEnrollment
+		}
+		uri := totp.OtpauthURI
 		fmt.Fprintln(tty, "Scan this QR code with your authenticator app:")
 		qrterminal.GenerateWithConfig(uri, qrterminal.Config{Level: qrterminal.L, Writer: tty, HalfBlocks: true,
 			BlackChar: qrterminal.BLACK_BLACK, WhiteChar: qrterminal.WHITE_WHITE, BlackWhiteChar: qrterminal.BLACK_WHITE, WhiteBlackChar: qrterminal.WHITE_BLACK, QuietZone: 1})
-		fmt.Fprintf(tty, "or enter this secret by hand: %s\n", res["secret"])
+		fmt.Fprintf(tty, "or enter this secret by hand: %s\n", totp.Secret)
 	case api.EmailOTP, api.SMSOTP:
-		fmt.Fprintf(tty, "A code was sent to %v.\n", res["destination"])
+		if res.OTPChallenge != nil {
+			fmt.Fprintf(tty, "A code was sent to %s.\n", res.Destination)
+		}
 		label = "Code: "
 	case api.Wallet:
-		fmt.Fprintf(tty, "Sign this message with the wallet (personal_sign):\n\n%v\n\n", res["message"])
+		if res.WalletChallenge != nil {
+			fmt.Fprintf(tty, "Sign this message with the wallet (personal_sign):\n\n%s\n\n", res.Message)
+		}
 		field, label = "signature", "Signature (0x…): "
 	case api.Passkey:
-		fmt.Fprintf(tty, "Open %v in your browser and create the passkey; then press Enter.\n", res["url"])
+		if res.PasskeyCeremony != nil {
+			fmt.Fprintf(tty, "Open %s in your browser and create the passkey; then press Enter.\n", res.URL)
+		}
 		in.ReadString('\n')
 		r, err := a.client.EnrollFinish(ctx, id, map[string]any{})
 		if err != nil {
@@ -171,6 +177,3 @@ func (a *app) enrollInteractive(ctx context.Context, m string, res map[string]an
 		return a.showEnrolled(r)
 	}
 }
-
-var _ = term.IsTerminal
-var _ = os.Stdin

@@ -161,10 +161,10 @@ func (a *app) stepUpHere(ctx context.Context, scopes []string, f *promptFlags, p
 			return nil, err
 		}
 		var res stepup.TokenResult
-		var raw map[string]any
+		var unlocked api.LockResult
 		var out any = &res
 		if purpose != "" {
-			out = &raw
+			out = &unlocked // an unlock answers {"locked": false}
 		}
 		err = a.client.Call(ctx, api.MethodCompleteVerification, api.CompleteVerificationParams{ChallengeID: ch.ChallengeID, Response: resp}, out)
 		if err == nil {
@@ -182,7 +182,13 @@ func (a *app) stepUpHere(ctx context.Context, scopes []string, f *promptFlags, p
 // askHere reads one answer for challenge ch and returns the response JSON.
 func (a *app) askHere(ch api.Challenge, answers *bufio.Reader, scopes []string, purpose string) ([]byte, error) {
 	field, label := "code", "Code: "
-	var info map[string]any
+	// The challenge's payload, typed (api/payloads.go); the
+	// members a method does not send stay empty.
+	var info struct {
+		api.OTPChallenge
+		api.WalletChallenge
+		api.PasskeyCeremony
+	}
 	_ = jsonUnmarshal(ch.Challenge, &info)
 	switch ch.Method {
 	case api.Password:
@@ -220,11 +226,11 @@ func (a *app) askHere(ch api.Challenge, answers *bufio.Reader, scopes []string, 
 	case api.RecoveryCode:
 		fmt.Fprintln(tty, "Enter one of your recovery codes (each works once).")
 	case api.EmailOTP, api.SMSOTP:
-		fmt.Fprintf(tty, "A code was sent to %v.\n", info["destination"])
+		fmt.Fprintf(tty, "A code was sent to %s.\n", info.Destination)
 	case api.Wallet:
-		fmt.Fprintf(tty, "Sign this message with your wallet (personal_sign):\n\n%v\n\n", info["message"])
+		fmt.Fprintf(tty, "Sign this message with your wallet (personal_sign):\n\n%s\n\n", info.Message)
 	case api.Passkey:
-		fmt.Fprintf(tty, "Open %v in your browser and use your passkey; then press Enter.\n", info["url"])
+		fmt.Fprintf(tty, "Open %s in your browser and use your passkey; then press Enter.\n", info.URL)
 		bufio.NewReader(tty).ReadString('\n')
 		return []byte("{}"), nil
 	}

@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -365,8 +364,6 @@ func cmdRPC(ts *testscript.TestScript, neg bool, args []string) {
 		fmt.Fprint(ts.Stdout(), line)
 	}
 }
-
-var _ = runtime.GOOS
 
 // stalesock PATH: leave a socket file behind that nobody listens on, as
 // an agent killed with SIGKILL does.

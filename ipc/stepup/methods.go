@@ -253,8 +253,8 @@ func (c *Client) VerifyToken(ctx context.Context, token, scope string, consume b
 
 // EnrollStart begins enrolling a credential; params carries the method's
 // fields (address, phone, label).
-func (c *Client) EnrollStart(ctx context.Context, params api.EnrollStartParams) (map[string]any, error) {
-	var r map[string]any
+func (c *Client) EnrollStart(ctx context.Context, params api.EnrollStartParams) (*api.EnrollStartResult, error) {
+	var r *api.EnrollStartResult
 	if err := c.Call(ctx, api.MethodEnrollStart, params, &r); err != nil {
 		return nil, err
 	}

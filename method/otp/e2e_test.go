@@ -47,7 +47,7 @@ func TestE2EEmailOTP(t *testing.T) {
 	if err != nil {
 		t.Fatalf("enrollStart: %v", err)
 	}
-	if res["destination"] != "a***@example.com" {
+	if res.Destination != "a***@example.com" {
 		t.Fatalf("enrollStart result %v", res)
 	}
 	m := waitMail(t, s)
@@ -55,7 +55,7 @@ func TestE2EEmailOTP(t *testing.T) {
 		t.Fatal("the agent sent the code without STARTTLS")
 	}
 	code, _, _ := codeFromMail(t, m.Data)
-	fin, err := c.EnrollFinish(ctx, res["enrollmentId"].(string), map[string]string{"code": code})
+	fin, err := c.EnrollFinish(ctx, res.EnrollmentID, map[string]string{"code": code})
 	if err != nil {
 		t.Fatalf("enrollFinish: %v", err)
 	}
@@ -134,7 +134,7 @@ func TestE2ESMSOTP(t *testing.T) {
 	if err != nil {
 		t.Fatalf("enrollStart: %v", err)
 	}
-	if res["destination"] != "+1******4567" {
+	if res.Destination != "+1******4567" {
 		t.Fatalf("enrollStart result %v", res)
 	}
 	codeOf := func() string {
@@ -150,10 +150,10 @@ func TestE2ESMSOTP(t *testing.T) {
 		return m[1]
 	}
 	code := codeOf()
-	if _, err := c.EnrollFinish(ctx, res["enrollmentId"].(string), map[string]string{"code": wrong(code)}); !errors.Is(err, api.ErrVerificationFailed) {
+	if _, err := c.EnrollFinish(ctx, res.EnrollmentID, map[string]string{"code": wrong(code)}); !errors.Is(err, api.ErrVerificationFailed) {
 		t.Fatalf("wrong enrollment code: %v", err)
 	}
-	if _, err := c.EnrollFinish(ctx, res["enrollmentId"].(string), map[string]string{"code": code}); err != nil {
+	if _, err := c.EnrollFinish(ctx, res.EnrollmentID, map[string]string{"code": code}); err != nil {
 		t.Fatalf("enrollFinish: %v", err)
 	}
 

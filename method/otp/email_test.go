@@ -34,8 +34,8 @@ func enrollEmail(t *testing.T, m *Method, s *smtpServer, address string) *method
 	if err != nil {
 		t.Fatalf("enrollStart: %v", err)
 	}
-	if d, _ := res["destination"].(string); !strings.EqualFold(d, Mask(address)) {
-		t.Fatalf("destination %v", res["destination"])
+	if d := res.(*api.OTPChallenge).Destination; !strings.EqualFold(d, Mask(address)) {
+		t.Fatalf("destination %v", res.(*api.OTPChallenge).Destination)
 	}
 	msg := waitMail(t, s)
 	code, _, _ := codeFromMail(t, msg.Data)
@@ -65,7 +65,7 @@ func TestEmailStartTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ch.(map[string]any)["destination"] != "A***@example.com" {
+	if ch.(*api.OTPChallenge).Destination != "A***@example.com" {
 		t.Fatalf("challenge %v", ch)
 	}
 	ask := m.Ask(st)

@@ -225,7 +225,7 @@ func Mask(dest string) string {
 
 // EnrollStart implements method.Method: it sends a code to the address or
 // phone in p; the result is {destination} (masked).
-func (m *Method) EnrollStart(ctx context.Context, p method.EnrollParams) (any, map[string]any, error) {
+func (m *Method) EnrollStart(ctx context.Context, p method.EnrollParams) (any, api.EnrollPayload, error) {
 	dest, err := m.normalize(p)
 	if err != nil {
 		return nil, nil, err
@@ -234,7 +234,7 @@ func (m *Method) EnrollStart(ctx context.Context, p method.EnrollParams) (any, m
 	if err != nil {
 		return nil, nil, err
 	}
-	return st, map[string]any{"destination": st.masked}, nil
+	return st, &api.OTPChallenge{Destination: st.masked}, nil
 }
 
 // codeResponse is the response of enrollFinish and completeVerification.
@@ -291,7 +291,7 @@ func (m *Method) Start(ctx context.Context, creds []*method.Credential) (any, an
 		if err != nil {
 			return nil, nil, err
 		}
-		return st, map[string]any{"destination": st.masked}, nil
+		return st, &api.OTPChallenge{Destination: st.masked}, nil
 	}
 	return nil, nil, api.Errorf(api.CodeNotEnrolled, "%s: no destination enrolled", m.name).
 		WithHint("enroll one with `stepupctl enroll %s`", m.name)

@@ -75,8 +75,8 @@ func TestSMSJSON(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res["destination"] != "+1******4567" {
-		t.Fatalf("destination %v", res["destination"])
+	if res.(*api.OTPChallenge).Destination != "+1******4567" {
+		t.Fatalf("destination %v", res.(*api.OTPChallenge).Destination)
 	}
 	r := h.wait(t)
 	if r.ctype != "application/json" || r.auth != "Bearer hook-token" {
@@ -109,7 +109,7 @@ func TestSMSJSON(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ch.(map[string]any)["destination"] != "+1******4567" {
+	if ch.(*api.OTPChallenge).Destination != "+1******4567" {
 		t.Fatal(ch)
 	}
 	if a := m.Ask(st); a.Description != "A code was sent to +1******4567" || a.Field != "code" {

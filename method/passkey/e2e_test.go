@@ -40,8 +40,8 @@ func TestE2EPasskey(t *testing.T) {
 	if err != nil {
 		t.Fatalf("enrollStart: %v", err)
 	}
-	u, _ := res["url"].(string)
-	if !strings.HasPrefix(u, "http://localhost:") || res["publicKey"] == nil {
+	u := res.URL
+	if !strings.HasPrefix(u, "http://localhost:") || res.PublicKey == nil {
 		t.Fatalf("enrollStart result %v", res)
 	}
 	go func() {
@@ -49,7 +49,7 @@ func TestE2EPasskey(t *testing.T) {
 			t.Errorf("navigate: %v", err)
 		}
 	}()
-	fin, err := c.EnrollFinish(ctx, res["enrollmentId"].(string), map[string]any{})
+	fin, err := c.EnrollFinish(ctx, res.EnrollmentID, map[string]any{})
 	if err != nil {
 		t.Fatalf("enrollFinish: %v\n%s", err, a.Log())
 	}

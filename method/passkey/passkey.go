@@ -193,7 +193,7 @@ func rp(origins ...string) (*webauthn.WebAuthn, error) {
 }
 
 // EnrollStart implements method.Method: the result is {url, publicKey}.
-func (m *Method) EnrollStart(ctx context.Context, p method.EnrollParams) (any, map[string]any, error) {
+func (m *Method) EnrollStart(ctx context.Context, p method.EnrollParams) (any, api.EnrollPayload, error) {
 	c, err := m.srv.newCeremony(kindCreate)
 	if err != nil {
 		return nil, nil, err
@@ -227,7 +227,7 @@ func (m *Method) EnrollStart(ctx context.Context, p method.EnrollParams) (any, m
 	}
 	c.setup(opts, *session, u, label)
 	m.log.Info("passkey enrollment started", zap.String("origin", c.origin))
-	return c, map[string]any{"url": c.url, "publicKey": json.RawMessage(opts)}, nil
+	return c, &api.PasskeyCeremony{URL: c.url, PublicKey: json.RawMessage(opts)}, nil
 }
 
 // EnrollFinish implements method.Method. response is {} (wait for the
@@ -320,7 +320,7 @@ func (m *Method) Start(ctx context.Context, creds []*method.Credential) (any, an
 	}
 	c.setup(opts, *session, nil, "")
 	m.log.Info("passkey verification started", zap.String("origin", c.origin), zap.Int("credentials", len(descs)))
-	return c, map[string]any{"url": c.url, "publicKey": json.RawMessage(opts)}, nil
+	return c, &api.PasskeyCeremony{URL: c.url, PublicKey: json.RawMessage(opts)}, nil
 }
 
 // Wait implements method.Waiter: it blocks until the page has posted the

@@ -36,12 +36,12 @@ func enroll(t *testing.T, m *Method, b *browser) *method.Credential {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u, _ := res["url"].(string)
+	u := res.(*api.PasskeyCeremony).URL
 	if !strings.HasPrefix(u, "http://localhost:") || !strings.Contains(u, "/c/") {
 		t.Fatalf("url %q", u)
 	}
 	var pk map[string]any
-	if err := json.Unmarshal(res["publicKey"].(json.RawMessage), &pk); err != nil {
+	if err := json.Unmarshal(res.(*api.PasskeyCeremony).PublicKey, &pk); err != nil {
 		t.Fatal(err)
 	}
 	sel := pk["authenticatorSelection"].(map[string]any)
@@ -83,8 +83,8 @@ func verifyInPage(t *testing.T, m *Method, creds []*method.Credential) (*method.
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := ch.(map[string]any)
-	if c["url"] != st.(*ceremony).url || c["publicKey"] == nil {
+	c := ch.(*api.PasskeyCeremony)
+	if c.URL != st.(*ceremony).url || c.PublicKey == nil {
 		t.Fatalf("challenge %v", c)
 	}
 	a := m.Ask(st)
@@ -176,7 +176,7 @@ func TestPasskeyChromium(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		a := ui.get(t, b, ch.(map[string]any)["publicKey"].(json.RawMessage))
+		a := ui.get(t, b, ch.(*api.PasskeyCeremony).PublicKey)
 		if _, err := m.Complete(ctx, st, creds, credResp(tamperSignature(t, a))); !errors.Is(err, method.ErrVerificationFailed) {
 			t.Fatalf("tampered signature: %v", err)
 		}
@@ -193,7 +193,7 @@ func TestPasskeyChromium(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		good = ui.get(t, b, ch.(map[string]any)["publicKey"].(json.RawMessage))
+		good = ui.get(t, b, ch.(*api.PasskeyCeremony).PublicKey)
 		got, err := m.Complete(ctx, st, creds, credResp(good))
 		if err != nil {
 			t.Fatalf("custom UI assertion: %v", err)
@@ -295,7 +295,7 @@ func TestPageServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := st.(*ceremony)
-	u := res["url"].(string)
+	u := res.(*api.PasskeyCeremony).URL
 	port := m.Port()
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	transport := &http.Transport{

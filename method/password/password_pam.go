@@ -97,7 +97,7 @@ func (m *Method) NeedsNoCredential() bool {
 }
 
 // EnrollStart refuses: there is nothing to enroll.
-func (m *Method) EnrollStart(ctx context.Context, p method.EnrollParams) (any, map[string]any, error) {
+func (m *Method) EnrollStart(ctx context.Context, p method.EnrollParams) (any, api.EnrollPayload, error) {
 	return nil, nil, api.Errorf(api.CodeInvalidParams, "the password method needs no enrollment")
 }
 

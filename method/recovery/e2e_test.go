@@ -92,11 +92,11 @@ func TestE2ERecoveryCodes(t *testing.T) {
 	if err != nil {
 		t.Fatalf("regenerate: %v\n%s", err, a.Log())
 	}
-	raw, _ := res["recoveryCodes"].([]any)
+	raw := res.RecoveryCodes
 	if len(raw) != Count {
 		t.Fatalf("enrollStart result %v", res)
 	}
-	if _, err := a.Client.EnrollFinish(ctx, res["enrollmentId"].(string), map[string]any{}); err != nil {
+	if _, err := a.Client.EnrollFinish(ctx, res.EnrollmentID, map[string]any{}); err != nil {
 		t.Fatal(err)
 	}
 	if got := remaining(t, a); got != Count {
@@ -105,11 +105,11 @@ func TestE2ERecoveryCodes(t *testing.T) {
 	if err := useCode(ctx, a, "wallet:export", codes[5]); !errors.Is(err, api.ErrVerificationFailed) {
 		t.Fatalf("an old code after regenerating: %v", err)
 	}
-	if err := useCode(ctx, a, "wallet:export", raw[0].(string)); err != nil {
+	if err := useCode(ctx, a, "wallet:export", raw[0]); err != nil {
 		t.Fatalf("a new code: %v", err)
 	}
 
-	for _, c := range append(codes, raw[0].(string)) {
+	for _, c := range append(codes, raw[0]) {
 		if strings.Contains(a.Log(), c) || strings.Contains(a.Log(), strings.ReplaceAll(c, "-", "")[:8]) {
 			t.Fatal("a recovery code is in the agent's log")
 		}

@@ -137,7 +137,7 @@ type enrollState struct{ cred *method.Credential }
 // (recoveryCodes), and EnrollFinish (any response, {} will do) returns the
 // credential that replaces the old set. The agent requires a
 // credential:update token for it.
-func (m *Method) EnrollStart(ctx context.Context, p method.EnrollParams) (any, map[string]any, error) {
+func (m *Method) EnrollStart(ctx context.Context, p method.EnrollParams) (any, api.EnrollPayload, error) {
 	cred, codes, err := m.Generate(ctx)
 	if err != nil {
 		return nil, nil, err
@@ -146,7 +146,7 @@ func (m *Method) EnrollStart(ctx context.Context, p method.EnrollParams) (any, m
 		cred.Label = p.Label
 	}
 	m.log.Info("recovery codes generated", zap.Int("count", len(codes)))
-	return &enrollState{cred: cred}, map[string]any{"recoveryCodes": codes}, nil
+	return &enrollState{cred: cred}, &api.RecoveryEnrollment{RecoveryCodes: codes}, nil
 }
 
 // EnrollFinish returns the credential made by EnrollStart.

@@ -132,7 +132,7 @@ func TestEnrollRegenerates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	codes, _ := res["recoveryCodes"].([]string)
+	codes := res.(*api.RecoveryEnrollment).RecoveryCodes
 	if len(codes) != Count {
 		t.Fatalf("result %v", res)
 	}

@@ -75,7 +75,7 @@ func account() string {
 }
 
 // EnrollStart makes a new secret; the result carries it and its otpauth URI.
-func (m *Method) EnrollStart(ctx context.Context, p method.EnrollParams) (any, map[string]any, error) {
+func (m *Method) EnrollStart(ctx context.Context, p method.EnrollParams) (any, api.EnrollPayload, error) {
 	acct := account()
 	if p.Label != "" {
 		acct = p.Label
@@ -84,7 +84,7 @@ func (m *Method) EnrollStart(ctx context.Context, p method.EnrollParams) (any, m
 	if err != nil {
 		return nil, nil, err
 	}
-	return &enrollState{key: key.Secret()}, map[string]any{"secret": key.Secret(), "otpauthUri": key.URL()}, nil
+	return &enrollState{key: key.Secret()}, &api.TOTPEnrollment{Secret: key.Secret(), OtpauthURI: key.URL()}, nil
 }
 
 // EnrollFinish confirms the secret with a code from the app.

@@ -34,18 +34,18 @@ func TestE2EWallet(t *testing.T) {
 	if err != nil {
 		t.Fatalf("enrollStart: %v\n%s", err, a.Log())
 	}
-	msg, _ := res["message"].(string)
+	msg := res.Message
 	if !strings.Contains(msg, w.Addr) || !strings.HasPrefix(msg, "localhost wants you to sign in with your Ethereum account:\n") {
 		t.Fatalf("enrollment message:\n%s", msg)
 	}
-	if _, err := c.EnrollFinish(ctx, res["enrollmentId"].(string), map[string]string{"signature": other.sign(msg)}); !errors.Is(err, api.ErrVerificationFailed) {
+	if _, err := c.EnrollFinish(ctx, res.EnrollmentID, map[string]string{"signature": other.sign(msg)}); !errors.Is(err, api.ErrVerificationFailed) {
 		t.Fatalf("enrollment signed by another key: %v", err)
 	}
 	res, err = c.EnrollStart(ctx, api.EnrollStartParams{Method: api.Wallet, Address: w.Addr})
 	if err != nil {
 		t.Fatal(err)
 	}
-	fin, err := c.EnrollFinish(ctx, res["enrollmentId"].(string), map[string]string{"signature": w.sign(res["message"].(string))})
+	fin, err := c.EnrollFinish(ctx, res.EnrollmentID, map[string]string{"signature": w.sign(res.Message)})
 	if err != nil {
 		t.Fatalf("enrollFinish: %v\n%s", err, a.Log())
 	}

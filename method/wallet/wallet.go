@@ -193,7 +193,7 @@ func Nonce() (string, error) {
 
 // EnrollStart checks the address (EIP-55, see ParseAddress) and returns
 // the message to sign with it: {message}.
-func (m *Method) EnrollStart(ctx context.Context, p method.EnrollParams) (any, map[string]any, error) {
+func (m *Method) EnrollStart(ctx context.Context, p method.EnrollParams) (any, api.EnrollPayload, error) {
 	addr := p.Address
 	if addr == "" && len(p.Raw) > 0 {
 		var raw struct {
@@ -219,7 +219,7 @@ func (m *Method) EnrollStart(ctx context.Context, p method.EnrollParams) (any, m
 	if label == "" {
 		label = a[:6] + "…" + a[len(a)-4:]
 	}
-	return &enrollState{challenge: st, label: label}, map[string]any{"message": msg, "address": a}, nil
+	return &enrollState{challenge: st, label: label}, &api.WalletChallenge{Message: msg, Address: a}, nil
 }
 
 type enrollState struct {
@@ -277,7 +277,7 @@ func (m *Method) Start(ctx context.Context, creds []*method.Credential) (any, an
 			return nil, nil, err
 		}
 		st := &challenge{address: a, credID: c.ID, message: msg, expires: exp}
-		return st, map[string]any{"message": msg, "address": a}, nil
+		return st, &api.WalletChallenge{Message: msg, Address: a}, nil
 	}
 	return nil, nil, api.Errorf(api.CodeNotEnrolled, "no wallet address is enrolled").
 		WithHint("enroll one with `stepupctl enroll wallet --address 0x...`")

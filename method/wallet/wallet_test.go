@@ -132,7 +132,7 @@ func enroll(t *testing.T, m *Method, w *ethWallet, addr string) *method.Credenti
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg := res["message"].(string)
+	msg := res.(*api.WalletChallenge).Message
 	cred, err := m.EnrollFinish(ctx, st, sigResp(w.sign(msg)))
 	if err != nil {
 		t.Fatalf("enrollment refused: %v", err)
@@ -147,7 +147,7 @@ func start(t *testing.T, m *Method, creds []*method.Credential) (any, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return st, ch.(map[string]any)["message"].(string)
+	return st, ch.(*api.WalletChallenge).Message
 }
 
 func mustFail(t *testing.T, what string, err error) {
@@ -325,10 +325,10 @@ func TestEnrollRefusesAnotherSigner(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = m.EnrollFinish(ctx, st, sigResp(other.sign(res["message"].(string))))
+	_, err = m.EnrollFinish(ctx, st, sigResp(other.sign(res.(*api.WalletChallenge).Message)))
 	mustFail(t, "enrollment signed by another key", err)
 	// and the enrollment message is single-use too
-	_, err = m.EnrollFinish(ctx, st, sigResp(w.sign(res["message"].(string))))
+	_, err = m.EnrollFinish(ctx, st, sigResp(w.sign(res.(*api.WalletChallenge).Message)))
 	mustFail(t, "enrollment retried", err)
 }
 
@@ -412,7 +412,7 @@ func TestStartAsksTheOldestAddress(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := ch.(map[string]any)["address"]; got != "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed" {
+		if got := ch.(*api.WalletChallenge).Address; got != "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed" {
 			t.Fatalf("asked for %v", got)
 		}
 	}

@@ -232,12 +232,11 @@ func (a *Agent) EnrollTOTP(t testing.TB, n int) {
 		if err != nil {
 			t.Fatalf("enrollStart totp: %v", err)
 		}
-		id, _ := res["enrollmentId"].(string)
-		secret, _ := res["secret"].(string)
-		if id == "" || secret == "" {
+		id := res.EnrollmentID
+		if id == "" || res.TOTPEnrollment == nil || res.Secret == "" {
 			t.Fatalf("enrollStart totp: no enrollmentId or secret in the result")
 		}
-		c := &totpCred{secret: secret}
+		c := &totpCred{secret: res.Secret}
 		code, err := a.codeFor(ctx, c)
 		if err != nil {
 			t.Fatal(err)

@@ -1,0 +1,254 @@
+package agent
+
+import (
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/stepup-agent/stepup-agent/api"
+	"github.com/stepup-agent/stepup-agent/keychain"
+)
+
+// held is a token the agent holds. Its JSON form is what the keychain
+// keeps (kind token, named by jti).
+type held struct {
+	JTI       string    `json:"jti"`
+	Token     string    `json:"token"`
+	Scopes    []string  `json:"scopes"`
+	ExpiresAt time.Time `json:"expiresAt"`
+	SingleUse bool      `json:"singleUse"`
+	Method    string    `json:"method"`
+}
+
+// better reports whether h should be handed out before old: a multi-use
+// token before a single-use one, then the one that lives longer.
+func better(h, old *held) bool {
+	if h.SingleUse != old.SingleUse {
+		return !h.SingleUse
+	}
+	return h.ExpiresAt.After(old.ExpiresAt)
+}
+
+// tokenStore owns the tokens the agent holds: by jti, by scope, and the
+// ids of single-use tokens already consumed (so that verifyToken can say
+// "already used" rather than "revoked"). Every change is queued for the
+// keychain.
+type tokenStore struct {
+	persist  *persister
+	consumed *expirySet
+
+	mu      sync.Mutex
+	byJTI   map[string]*held
+	byScope map[string][]*held // every live token of each scope, unordered
+}
+
+func newTokenStore(p *persister) *tokenStore {
+	return &tokenStore{
+		persist:  p,
+		consumed: newExpirySet(keychain.KindConsumed, p),
+		byJTI:    map[string]*held{},
+		byScope:  map[string][]*held{},
+	}
+}
+
+// load holds h as read from the keychain (nothing is written).
+func (s *tokenStore) load(h *held) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.index(h)
+}
+
+// add holds a newly minted token and queues its write.
+func (s *tokenStore) add(h *held) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.index(h)
+	s.persist.put(keychain.KindToken, h.JTI, h)
+}
+
+func (s *tokenStore) index(h *held) {
+	s.byJTI[h.JTI] = h
+	for _, sc := range h.Scopes {
+		s.byScope[sc] = append(s.byScope[sc], h)
+	}
+}
+
+// best returns the token to hand out for scope (nil: none is live).
+func (s *tokenStore) best(scope string, now time.Time) *held {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return bestOf(s.byScope[scope], now)
+}
+
+func bestOf(hs []*held, now time.Time) *held {
+	var b *held
+	for _, h := range hs {
+		if h.ExpiresAt.After(now) && (b == nil || better(h, b)) {
+			b = h
+		}
+	}
+	return b
+}
+
+// get returns the token with jti, or nil.
+func (s *tokenStore) get(jti string) *held {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.byJTI[jti]
+}
+
+// drop forgets h and queues the delete. It reports whether h was held.
+func (s *tokenStore) drop(h *held) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.dropLocked(h)
+}
+
+func (s *tokenStore) dropLocked(h *held) bool {
+	if s.byJTI[h.JTI] != h {
+		return false
+	}
+	delete(s.byJTI, h.JTI)
+	for _, sc := range h.Scopes {
+		hs := slices.DeleteFunc(s.byScope[sc], func(o *held) bool { return o == h })
+		if len(hs) == 0 {
+			delete(s.byScope, sc)
+		} else {
+			s.byScope[sc] = hs
+		}
+	}
+	s.persist.del(keychain.KindToken, h.JTI)
+	return true
+}
+
+// consume drops a single-use token and remembers its jti until it would
+// have expired. It reports false when h was no longer held (another
+// request consumed or revoked it first).
+func (s *tokenStore) consume(h *held) bool {
+	if !s.drop(h) {
+		return false
+	}
+	s.consumed.add(h.JTI, h.ExpiresAt)
+	return true
+}
+
+// wasConsumed reports whether jti is a consumed single-use token.
+func (s *tokenStore) wasConsumed(jti string) bool { return s.consumed.has(jti) }
+
+// revoke drops the tokens that carry any of scopes (every token when
+// scopes is empty) and returns how many.
+func (s *tokenStore) revoke(scopes []string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, h := range s.byJTI {
+		hit := len(scopes) == 0
+		for _, sc := range scopes {
+			hit = hit || slices.Contains(h.Scopes, sc)
+		}
+		if hit && s.dropLocked(h) {
+			n++
+		}
+	}
+	return n
+}
+
+// sweep drops the expired tokens and consumed ids.
+func (s *tokenStore) sweep(now time.Time) {
+	s.consumed.sweep(now)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, h := range s.byJTI {
+		if !h.ExpiresAt.After(now) {
+			s.dropLocked(h)
+		}
+	}
+}
+
+// count is the number of tokens held (expired ones until the next sweep).
+func (s *tokenStore) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.byJTI)
+}
+
+// status lists, per scope, the token that would be handed out.
+func (s *tokenStore) status(now time.Time) []api.TokenStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := []api.TokenStatus{}
+	for sc, hs := range s.byScope {
+		if h := bestOf(hs, now); h != nil {
+			out = append(out, api.TokenStatus{Scope: sc, ExpiresAt: h.ExpiresAt.UTC(), SingleUse: h.SingleUse, Method: h.Method})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Scope < out[j].Scope })
+	return out
+}
+
+// expirySet is a set of ids each remembered until a time, kept in the
+// keychain under one kind: consumed single-use tokens, replayed external
+// assertions.
+type expirySet struct {
+	kind    string
+	persist *persister
+
+	mu  sync.Mutex
+	ids map[string]time.Time
+}
+
+func newExpirySet(kind string, p *persister) *expirySet {
+	return &expirySet{kind: kind, persist: p, ids: map[string]time.Time{}}
+}
+
+// load remembers id as read from the keychain; an expired or malformed
+// entry is deleted there instead.
+func (e *expirySet) load(id string, exp time.Time, now time.Time) {
+	if !exp.After(now) {
+		e.persist.del(e.kind, id)
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.ids[id] = exp
+}
+
+// add remembers id until exp and queues the write.
+func (e *expirySet) add(id string, exp time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.ids[id] = exp
+	e.persist.put(e.kind, id, exp)
+}
+
+// addNew is add that refuses an id already remembered.
+func (e *expirySet) addNew(id string, exp time.Time) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, seen := e.ids[id]; seen {
+		return false
+	}
+	e.ids[id] = exp
+	e.persist.put(e.kind, id, exp)
+	return true
+}
+
+func (e *expirySet) has(id string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	_, ok := e.ids[id]
+	return ok
+}
+
+// sweep forgets the ids whose time has come.
+func (e *expirySet) sweep(now time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for id, exp := range e.ids {
+		if !exp.After(now) {
+			delete(e.ids, id)
+			e.persist.del(e.kind, id)
+		}
+	}
+}
