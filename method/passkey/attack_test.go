@@ -156,7 +156,7 @@ func TestOtherUserCannotUseCeremony(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	enrollURL := res["url"].(string)
+	enrollURL := res.(*api.PasskeyCeremony).URL
 	leak := exec.Command("sh", "-c", "sleep 4", "user-browser", enrollURL)
 	if err := leak.Start(); err != nil {
 		t.Fatal(err)
@@ -284,8 +284,8 @@ func TestE2EOtherUserPromptPath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { _ = b.navigate(ctx, res["url"].(string)) }()
-	if _, err := a.Client.EnrollFinish(ctx, res["enrollmentId"].(string), map[string]any{}); err != nil {
+	go func() { _ = b.navigate(ctx, res.URL) }()
+	if _, err := a.Client.EnrollFinish(ctx, res.EnrollmentID, map[string]any{}); err != nil {
 		t.Fatalf("enrollFinish: %v\n%s", err, a.Log())
 	}
 	_ = b.pageResult(t)

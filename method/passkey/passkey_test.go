@@ -578,10 +578,10 @@ func TestLauncherIsPrivate(t *testing.T) {
 		t.Fatalf("launcher directory mode: %v %v", di.Mode(), err)
 	}
 	b, _ := os.ReadFile(p)
-	if !strings.Contains(string(b), res["url"].(string)) || strings.Contains(p, c.token) {
+	if !strings.Contains(string(b), res.(*api.PasskeyCeremony).URL) || strings.Contains(p, c.token) {
 		t.Fatalf("launcher %s:\n%s", p, b)
 	}
-	resp, err := http.Get(res["url"].(string))
+	resp, err := http.Get(res.(*api.PasskeyCeremony).URL)
 	if err != nil {
 		t.Fatal(err)
 	}
