@@ -280,6 +280,14 @@ func TestUnavailable(t *testing.T) {
 		os.Chmod(m.cfg.Helper, 0o644)
 		check(t, m, "not executable")
 	})
+	t.Run("no_new_privs", func(t *testing.T) {
+		m := fakeHelper(t, "echo ok")
+		m.nnp = func() bool { return true }
+		check(t, m, "no_new_privs")
+		if !strings.Contains(m.Unavailable().(*api.Error).Data.Hint, "docs/systemd.md") {
+			t.Fatal("the hint does not point at docs/systemd.md")
+		}
+	})
 	t.Run("service file missing", func(t *testing.T) {
 		m := fakeHelper(t, "echo ok")
 		m.cfg.Service = "stepup-agent-no-such-service"

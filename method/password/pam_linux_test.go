@@ -340,3 +340,66 @@ func TestHelperRefuses(t *testing.T) {
 		t.Fatalf("setuid helper run by nobody: exit %d, %q", code, out)
 	}
 }
+
+// TestNoNewPrivsRefusesEveryPassword pins what docs/systemd.md says: on
+// Debian, under no_new_privs (systemd's NoNewPrivileges=), pam_unix's
+// setgid unix_chkpwd cannot read /etc/shadow and the right password is
+// refused like a wrong one. That is why the method reports itself
+// unavailable there, which the second half checks with the real prctl.
+func TestNoNewPrivsRefusesEveryPassword(t *testing.T) {
+	name, password := testUser(t)
+	setpriv := testenv.Program(t, "setpriv")
+	helper := realHelper(t)
+	req := "stepup-pam-helper 1 " + strconv.Itoa(len(password)) + "\n" + password
+	for _, c := range []struct {
+		nnp  bool
+		want string
+	}{{false, "ok\n"}, {true, "wrong\n"}} {
+		args := []string{"--reuid=" + name, "--regid=" + name, "--clear-groups"}
+		if c.nnp {
+			args = append(args, "--no-new-privs")
+		}
+		args = append(args, helper, "--service", testService)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		cmd := exec.CommandContext(ctx, setpriv, args...)
+		// stdin stays open until the answer: a closed stdin is a hang-up.
+		pr, pwr, _ := os.Pipe()
+		cmd.Stdin = pr
+		pwr.WriteString(req)
+		out, _ := cmd.Output()
+		pwr.Close()
+		pr.Close()
+		cancel()
+		if string(out) != c.want {
+			t.Fatalf("no_new_privs %v: the right password got %q, want %q", c.nnp, out, c.want)
+		}
+	}
+
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe := copyExe(t, self, sharedBin(t))
+	cmd := exec.Command(setpriv, "--reuid="+name, "--regid="+name, "--clear-groups", "--no-new-privs", exe, "-test.run=^TestNoNewPrivsProbe$", "-test.v")
+	cmd.Env = []string{"STEPUP_PW_NNP_CHILD=1", "PATH=/usr/bin:/bin"}
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS: TestNoNewPrivsProbe") {
+		t.Fatalf("probe under no_new_privs: %v\n%s", err, out)
+	}
+}
+
+// TestNoNewPrivsProbe is TestNoNewPrivsRefusesEveryPassword's child, run
+// unprivileged under no_new_privs; it does nothing on its own.
+func TestNoNewPrivsProbe(t *testing.T) {
+	if os.Getenv("STEPUP_PW_NNP_CHILD") == "" {
+		t.Skip("the child half of TestNoNewPrivsRefusesEveryPassword")
+	}
+	// A helper and a service file that exist: only no_new_privs is amiss.
+	m := newMethod(method.Deps{}, Config{Helper: "/usr/bin/true", Service: "common-auth"})
+	if !noNewPrivs() {
+		t.Fatal("noNewPrivs() is false under setpriv --no-new-privs")
+	}
+	if err := m.Unavailable(); err == nil || !strings.Contains(err.Error(), "no_new_privs") {
+		t.Fatalf("under no_new_privs: %v", err)
+	}
+}

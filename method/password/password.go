@@ -83,6 +83,7 @@ type Method struct {
 	cred    *syscall.Credential
 	started func(pid int)
 	exe     func() (string, error)
+	nnp     func() bool
 
 	// Availability, checked at most every recheck: isStepUpRequired asks
 	// for it on every call, and a stat per request showed in the
@@ -117,7 +118,7 @@ func newMethod(d method.Deps, cfg Config) *Method {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	m := &Method{cfg: cfg, log: log.Named(api.Password), exe: os.Executable}
+	m := &Method{cfg: cfg, log: log.Named(api.Password), exe: os.Executable, nnp: noNewPrivs}
 	if u, err := user.Current(); err == nil {
 		m.user = u.Username
 	}
@@ -177,6 +178,14 @@ func (m *Method) probe() (string, *api.Error) {
 	}
 	if _, err := serviceFile(m.cfg.Service, m.cfg.ConfDirs); err != nil {
 		return "", err
+	}
+	// The helper inherits no_new_privs: pam_unix's setgid unix_chkpwd
+	// then cannot read /etc/shadow, and every password, right or wrong,
+	// would be refused and counted as a failure (checked on Debian 12;
+	// method/password's TestNoNewPrivsRefusesEveryPassword).
+	if m.nnp() {
+		return "", api.Errorf(api.CodeNotEnrolled, "password checks cannot work here: the agent runs with no_new_privs (systemd's NoNewPrivileges= or a sandboxing option), so pam_unix's setgid helper unix_chkpwd cannot read /etc/shadow and every password would be refused").
+			WithHint("relax the service with a drop-in (docs/systemd.md, \"Hardening, and what it costs\"), or use totp or a passkey")
 	}
 	return helper, nil
 }
