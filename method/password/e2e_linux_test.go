@@ -212,7 +212,7 @@ func TestE2EPasswordClient(t *testing.T) {
 	}
 	fmt.Fprintf(conn, `{"jsonrpc":"2.0","id":2,"method":"completeVerification","params":{"challengeId":%q,"response":{"password":"wrong-and-abandoned"}}}`+"\n", start.Result.ChallengeID)
 	helpers := func() []int { return testenv.Children(agentPid, "stepup-pam-help", false) }
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	for len(helpers()) == 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("the agent started no helper for the check")
@@ -222,7 +222,7 @@ func TestE2EPasswordClient(t *testing.T) {
 	conn.Close()
 	hungUp := time.Now()
 	for len(helpers()) > 0 {
-		if time.Since(hungUp) > 3*time.Second {
+		if time.Since(hungUp) > 10*time.Second {
 			t.Fatalf("helper %v still runs after the client hung up", helpers())
 		}
 		time.Sleep(5 * time.Millisecond)
@@ -314,6 +314,8 @@ func TestE2EWithoutHelper(t *testing.T) {
 	}
 	if _, err := c.StartVerification(ctx, api.Password, []string{"wallet:export"}); err == nil {
 		t.Fatal("a password verification started without the helper")
+	} else {
+		t.Logf("startVerification password without the helper: %v", err)
 	}
 	log := agentLog.String()
 	if !strings.Contains(log, "password method unavailable") || !strings.Contains(log, filepath.Join(dir, HelperName)) || !strings.Contains(log, "libpam0g-dev") {

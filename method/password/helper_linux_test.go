@@ -152,7 +152,7 @@ func readPids(t *testing.T, pidFile string) []int {
 
 func requireGone(t *testing.T, pids []int) {
 	t.Helper()
-	deadline := time.Now().Add(3 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for _, pid := range pids {
 		for alive(pid) {
 			if time.Now().After(deadline) {

@@ -247,7 +247,7 @@ func TestPasswordThroughPAM(t *testing.T) {
 // requireGroupGone waits until no process of process group pgid runs.
 func requireGroupGone(t *testing.T, pgid int) {
 	t.Helper()
-	deadline := time.Now().Add(3 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for {
 		left := groupMembers(pgid)
 		if len(left) == 0 {

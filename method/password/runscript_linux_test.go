@@ -107,7 +107,7 @@ func TestRunAgentWithGoAlone(t *testing.T) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for !strings.Contains(out.String(), "password method unavailable") && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
