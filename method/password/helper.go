@@ -74,7 +74,9 @@ func (m *Method) check(ctx context.Context, helper, password string) error {
 		return api.Errorf(api.CodeInternal, "PAM did not answer within %v; the check was stopped", m.cfg.Timeout).
 			WithHint("a module in /etc/pam.d/%s hangs (a network directory, a device); see the agent's log", m.cfg.Service)
 	}
-	if werr != nil && rerr != nil {
+	// A helper that answered nothing and refused the request: say so;
+	// one that answered, however badly, is judged by its answer.
+	if werr != nil && rerr != nil && stdout.String() == "" {
 		return m.failed("%s did not take the request (%v; %v)", helper, werr, exitText(err))
 	}
 	if rerr != nil {

@@ -69,7 +69,7 @@ func TestHelperAnswers(t *testing.T) {
 		{"garbage", "echo 'yes, sure'", isInternal("not part of the protocol")},
 		{"silent", "head -n 1 >/dev/null; exit 0", isInternal("without an answer")},
 		{"crash", "kill -SEGV $$", isInternal("segmentation fault")},
-		{"not runnable", "exec /nonexistent/interpreter", isInternal("without an answer")},
+		{"not runnable", "exec /nonexistent/interpreter", isInternal("exit status 127")},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			m := fakeHelper(t, c.script)
