@@ -1,13 +1,16 @@
 #!/bin/sh
-# Installs stepup-agent and stepupctl and sets the agent up as a user
-# service: systemd user units on Linux (docs/systemd.md), a launchd agent on
-# macOS (docs/launchd.md). Safe to run again.
+# Installs stepup-agent and stepupctl (and stepup-pam-helper, for the
+# password method, when it can be built or is in --from DIR) and sets the
+# agent up as a user service: systemd user units on Linux
+# (docs/systemd.md), a launchd agent on macOS (docs/launchd.md). Safe to
+# run again.
 #
 #   packaging/install.sh [--bin-dir DIR] [--from DIR] [--system] [--no-enable]
 #   packaging/install.sh --uninstall [--bin-dir DIR] [--system]
 #
 #   --from DIR     take the binaries from DIR (default: build them with go
-#                  from this checkout)
+#                  from this checkout; the helper only where libpam's
+#                  headers are, Debian: libpam0g-dev)
 #   --bin-dir DIR  install the binaries there (default: ~/.local/bin, or
 #                  /usr/local/bin with --system)
 #   --system       Linux, as root: binaries to /usr/local/bin, the units to
@@ -63,7 +66,7 @@ if [ $uninstall = 1 ]; then
 		if [ $system = 1 ]; then rm -f "$gendir/60-stepup-agent"; else rm -f "$envdir/60-stepup-agent.conf"; fi
 		[ $system = 1 ] || systemctl --user daemon-reload 2>/dev/null || true
 	fi
-	rm -f "$bindir/stepup-agent" "$bindir/stepupctl"
+	rm -f "$bindir/stepup-agent" "$bindir/stepupctl" "$bindir/stepup-pam-helper"
 	say "removed stepup-agent (your policy, audit log and keychain items are kept)"
 	exit 0
 fi
@@ -74,8 +77,20 @@ if [ -z "$from" ]; then
 	from=$(mktemp -d)
 	trap 'rm -rf "$from"' EXIT
 	say "building stepup-agent and stepupctl"
-	(cd "$here/.." && go build -trimpath -o "$from/" ./cmd/stepup-agent &&
+	# Static on Linux (no cgo: PAM runs in the helper); macOS keeps cgo
+	# for its Keychain.
+	agentcgo=0
+	[ "$os" != Darwin ] || agentcgo=1
+	(cd "$here/.." && CGO_ENABLED=$agentcgo go build -trimpath -o "$from/" ./cmd/stepup-agent &&
 		CGO_ENABLED=0 go build -trimpath -o "$from/" ./cmd/stepupctl)
+	# The password method's helper is the one cgo program; it needs a C
+	# compiler and libpam's headers.
+	if (cd "$here/.." && CGO_ENABLED=1 go build -trimpath -o "$from/" ./cmd/stepup-pam-helper) 2>"$from/helper.log"; then
+		say "built stepup-pam-helper (the password method)"
+	else
+		say "stepup-pam-helper not built (needs a C compiler and libpam's headers; Debian: sudo apt-get install gcc libpam0g-dev), so the password method is unavailable:"
+		sed -n '1,3s/^/    /p' "$from/helper.log" >&2
+	fi
 fi
 for b in stepup-agent stepupctl; do
 	[ -x "$from/$b" ] || { say "$from/$b is missing or not executable"; exit 1; }
@@ -86,6 +101,19 @@ for b in stepup-agent stepupctl; do
 	mv -f "$bindir/$b.new" "$bindir/$b"
 done
 say "installed $bindir/stepup-agent and $bindir/stepupctl"
+# Next to the agent, where it looks for it; never setuid (the helper
+# refuses to run so). The agent hands it passwords, so nobody else may
+# write it or its directory.
+if [ -x "$from/stepup-pam-helper" ]; then
+	install -m 0755 "$from/stepup-pam-helper" "$bindir/stepup-pam-helper.new"
+	mv -f "$bindir/stepup-pam-helper.new" "$bindir/stepup-pam-helper"
+	say "installed $bindir/stepup-pam-helper"
+	for d in /etc/pam.d /usr/lib/pam.d; do [ ! -f "$d/stepup-agent" ] || pamok=1; done
+	[ -n "${pamok:-}" ] || say "the password method also needs the PAM service file: sudo install -m 644 $here/pam/stepup-agent /etc/pam.d/stepup-agent"
+	[ "$os" = Darwin ] || say "note: under the shipped systemd unit (NoNewPrivileges=) password checks are unavailable; docs/systemd.md, \"Hardening, and what it costs\", says why and how to relax it"
+else
+	rm -f "$bindir/stepup-pam-helper"
+fi
 
 # The agent's state directory (audit log, file keychain), the user's alone.
 [ $system = 1 ] || mkdir -p -m 0700 "${XDG_STATE_HOME:-$HOME/.local/state}/stepup"

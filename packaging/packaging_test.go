@@ -169,6 +169,10 @@ func TestInstallScript(t *testing.T) {
 	}
 	home := t.TempDir()
 	bin := fakeBinaries(t)
+	// The password method's helper, installed next to the agent.
+	if err := os.WriteFile(filepath.Join(bin, "stepup-pam-helper"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + home}
 	for i := 0; i < 2; i++ { // safe to run again
 		out, err := run(t, env, "sh", "install.sh", "--from", bin, "--no-enable")
@@ -187,6 +191,7 @@ func TestInstallScript(t *testing.T) {
 	for p, mode := range map[string]os.FileMode{
 		".local/bin/stepup-agent":                    0o755,
 		".local/bin/stepupctl":                       0o755,
+		".local/bin/stepup-pam-helper":               0o755,
 		".config/systemd/user/stepup-agent.socket":   0o644,
 		".config/systemd/user/stepup-agent.service":  0o644,
 		".config/environment.d/60-stepup-agent.conf": 0o644,
@@ -208,7 +213,7 @@ func TestInstallScript(t *testing.T) {
 	if err != nil {
 		t.Fatalf("install.sh --uninstall: %v\n%s", err, out)
 	}
-	for _, p := range []string{".local/bin/stepup-agent", ".config/systemd/user/stepup-agent.service", ".config/environment.d/60-stepup-agent.conf"} {
+	for _, p := range []string{".local/bin/stepup-agent", ".local/bin/stepup-pam-helper", ".config/systemd/user/stepup-agent.service", ".config/environment.d/60-stepup-agent.conf"} {
 		if _, err := os.Stat(filepath.Join(home, p)); err == nil {
 			t.Errorf("--uninstall left %s", p)
 		}

@@ -38,6 +38,7 @@ type options struct {
 	keychain   string
 	prompter   string
 	debug      bool
+	pamHelper  string
 	version    bool
 	child      bool // internal: the background child of a plain start
 }
@@ -45,6 +46,7 @@ type options struct {
 const usage = `usage: stepup-agent [-c | -s] [-D] [-a SOCKET] [--policy FILE] [--audit FILE]
                     [--keychain auto|secretservice|macos|file|memory]
                     [--prompter auto|pinentry|zenity|osascript|terminal|none]
+                    [--pam-helper PATH]
        stepup-agent [-c | -s] -k
 
 With no -D the agent starts in the background and prints the shell commands
@@ -67,6 +69,7 @@ func parse(args []string, stdout, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.keychain, "keychain", "auto", "where tokens, keys and credentials are kept: "+strings.Join(keychain.Backends, "|"))
 	fs.StringVar(&o.prompter, "prompter", "", "prompt driver: auto|pinentry|zenity|osascript|terminal|none (default: the policy's prompt.driver, auto)")
 	fs.BoolVar(&o.debug, "debug", false, "log at debug level")
+	fs.StringVar(&o.pamHelper, "pam-helper", "", "the password method's `PATH` to stepup-pam-helper (default: next to stepup-agent, or ../libexec/stepup-agent/)")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	fs.BoolVar(&o.child, "internal-child", false, "")
 	if err := fs.Parse(args); err != nil {
@@ -84,6 +87,13 @@ func parse(args []string, stdout, stderr io.Writer) (*options, error) {
 	}
 	if o.csh && o.sh {
 		return nil, errors.New("-c and -s cannot be used together")
+	}
+	if o.pamHelper != "" {
+		abs, err := filepath.Abs(o.pamHelper)
+		if err != nil {
+			return nil, fmt.Errorf("--pam-helper: %v", err)
+		}
+		o.pamHelper = abs
 	}
 	if o.prompter != "" && !validPrompter(o.prompter) {
 		return nil, fmt.Errorf("unknown --prompter %q: use auto, pinentry, zenity, osascript, terminal or none", o.prompter)

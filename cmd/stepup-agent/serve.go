@@ -262,7 +262,7 @@ func startAgent(ctx context.Context, o *options, pol *policy.Holder, log *zap.Lo
 		Policy:       pol.Get,
 		PolicyStatus: pol.Status,
 		Prompts:      prompts.get,
-		Methods:      methods(deps, store, log),
+		Methods:      methods(deps, store, log, o.pamHelper),
 		External:     externalVerifier(deps),
 		Audit:        auditLog,
 		Log:          log,
@@ -314,7 +314,7 @@ func (p *prompts) get() prompt.Selector {
 }
 
 // methods are the verification methods this build offers.
-func methods(deps method.Deps, store keychain.Store, log *zap.Logger) []method.Method {
+func methods(deps method.Deps, store keychain.Store, log *zap.Logger, pamHelper string) []method.Method {
 	ms := []method.Method{totp.New()}
 	ms = append(ms,
 		passkey.New(deps),
@@ -324,12 +324,13 @@ func methods(deps method.Deps, store keychain.Store, log *zap.Logger) []method.M
 		wallet.New(deps, wallet.Config{}),
 	)
 	// STEPUP_PAM_SERVICE names another PAM service than stepup-agent.
-	if pw := password.New(deps, password.Config{Service: os.Getenv("STEPUP_PAM_SERVICE")}); pw != nil {
-		ms = append(ms, pw)
-	} else {
-		log.Info("password method left out", zap.String("why", password.Unavailable))
+	// The method logs whether it is available (the helper, the service
+	// file) when it is first asked, here at start.
+	pw := password.New(deps, password.Config{Service: os.Getenv("STEPUP_PAM_SERVICE"), Helper: pamHelper})
+	if u, ok := pw.(interface{ Unavailable() error }); ok {
+		u.Unavailable()
 	}
-	return ms
+	return append(ms, pw)
 }
 
 // externalVerifier checks backend assertions against the policy's JWK Set.

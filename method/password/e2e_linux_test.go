@@ -1,12 +1,13 @@
-//go:build cgo
-
 package password
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -21,7 +22,6 @@ import (
 
 	"github.com/stepup-agent/stepup-agent/api"
 	"github.com/stepup-agent/stepup-agent/ipc/stepup"
-	"github.com/stepup-agent/stepup-agent/ipc/stepup/stepuptest"
 )
 
 // copyExe copies an executable into dir (mode 0755), so another user can
@@ -47,7 +47,8 @@ func copyExe(t *testing.T, src, dir string) string {
 	return dst
 }
 
-// TestE2EPassword runs the real agent as a throw-away user (so PAM takes
+// TestE2EPassword runs the real agent, built without cgo, with the real
+// helper installed beside it, as a throw-away user (so PAM takes
 // the unprivileged path, through unix_chkpwd, as it does for every real
 // user) and a client as the same user (the agent serves its own uid
 // only): isStepUpRequired offers password; a wrong password gets 4002 and
@@ -71,7 +72,10 @@ func TestE2EPassword(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(bin) })
 	os.Chmod(bin, 0o755)
-	agentExe := copyExe(t, stepuptest.Build(t, "stepup-agent"), bin)
+	// The daemon as README builds it, without cgo, and the helper next
+	// to it, where the agent looks for it.
+	agentExe := copyExe(t, staticAgent(t), bin)
+	copyExe(t, realHelper(t), bin)
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -136,7 +140,7 @@ func TestE2EPassword(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	client := exec.CommandContext(ctx, clientExe, "-test.run=^TestE2EPasswordClient$", "-test.v")
-	client.Env = append(env, "STEPUP_PW_CLIENT="+sock, "STEPUP_PW_RIGHT="+password)
+	client.Env = append(env, "STEPUP_PW_CLIENT="+sock, "STEPUP_PW_RIGHT="+password, "STEPUP_PW_AGENT="+strconv.Itoa(agent.Process.Pid))
 	client.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	out, err := client.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "--- PASS: TestE2EPasswordClient") {
@@ -186,5 +190,135 @@ func TestE2EPasswordClient(t *testing.T) {
 	claims, err := c.VerifyToken(ctx, tok.Token, "wallet:export", true)
 	if err != nil || !strings.Contains(strings.Join(claims.AMR, " "), "pwd") {
 		t.Fatalf("verifyToken %+v: %v", claims, err)
+	}
+
+	// A client that hangs up while PAM sleeps on a wrong password: the
+	// agent kills the helper; no helper process is left.
+	agentPid, _ := strconv.Atoi(os.Getenv("STEPUP_PW_AGENT"))
+	conn, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(conn)
+	fmt.Fprintf(conn, `{"jsonrpc":"2.0","id":1,"method":"startVerification","params":{"method":"password","requestedScopes":["wallet:export"]}}`+"\n")
+	line, err := r.ReadString('\n')
+	var start struct {
+		Result struct {
+			ChallengeID string `json:"challengeId"`
+		} `json:"result"`
+	}
+	if err != nil || json.Unmarshal([]byte(line), &start) != nil || start.Result.ChallengeID == "" {
+		t.Fatalf("startVerification: %q %v", line, err)
+	}
+	fmt.Fprintf(conn, `{"jsonrpc":"2.0","id":2,"method":"completeVerification","params":{"challengeId":%q,"response":{"password":"wrong-and-abandoned"}}}`+"\n", start.Result.ChallengeID)
+	helpers := func() []int { return testenv.Children(agentPid, "stepup-pam-help", false) }
+	deadline := time.Now().Add(20 * time.Second)
+	for len(helpers()) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the agent started no helper for the check")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	conn.Close()
+	hungUp := time.Now()
+	for len(helpers()) > 0 {
+		if time.Since(hungUp) > 10*time.Second {
+			t.Fatalf("helper %v still runs after the client hung up", helpers())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Logf("the helper was gone %v after the hang-up", time.Since(hungUp))
+	// The agent is still up and answers.
+	if _, err := c.CheckStepUp(ctx, "wallet:export"); err != nil {
+		t.Fatalf("after the hang-up: %v", err)
+	}
+}
+
+// staticAgent builds stepup-agent the way README's run command does,
+// without cgo, once per test binary.
+func staticAgent(t *testing.T) string {
+	t.Helper()
+	helperMu.Lock()
+	defer helperMu.Unlock()
+	if staticAgentPath != "" {
+		return staticAgentPath
+	}
+	dir, err := os.MkdirTemp(sharedBin(t), "static")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755)
+	p, err := goBuild(t, "./cmd/stepup-agent", dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	staticAgentPath = p
+	return p
+}
+
+var staticAgentPath string
+
+// TestDaemonIsStatic: built with CGO_ENABLED=0 the daemon is a static
+// binary (no dynamic loader, no libc, no libpam), as `file` and `ldd` say.
+func TestDaemonIsStatic(t *testing.T) {
+	exe := staticAgent(t)
+	fileProg := testenv.Program(t, "file")
+	lddProg := testenv.Program(t, "ldd")
+	out, err := exec.Command(fileProg, "-b", exe).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "statically linked") {
+		t.Fatalf("file %s: %v: %s", exe, err, out)
+	}
+	out, _ = exec.Command(lddProg, exe).CombinedOutput()
+	if !strings.Contains(string(out), "not a dynamic executable") {
+		t.Fatalf("ldd %s: %s", exe, out)
+	}
+}
+
+// TestE2EWithoutHelper: the daemon alone (README's run command on a
+// machine without libpam0g-dev) starts, does not offer password, and its
+// log says why and what to install.
+func TestE2EWithoutHelper(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end")
+	}
+	dir := t.TempDir()
+	agentExe := copyExe(t, staticAgent(t), dir)
+	sock := filepath.Join(dir, "agent.sock")
+	agentLog := &lockedBuffer{}
+	agent := exec.Command(agentExe, "-D", "-a", sock, "--keychain", "memory", "--prompter", "none",
+		"--policy", filepath.Join(dir, "policy.yaml"), "--audit", filepath.Join(dir, "audit.jsonl"))
+	agent.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + dir, "XDG_RUNTIME_DIR=" + dir,
+		"XDG_STATE_HOME=" + filepath.Join(dir, "state"), "XDG_CONFIG_HOME=" + filepath.Join(dir, "config")}
+	agent.Stderr, agent.Stdout = agentLog, agentLog
+	if err := agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { agent.Process.Kill(); agent.Wait() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := &stepup.Client{Socket: sock, Env: &api.PromptEnv{}}
+	defer c.Close()
+	var req *stepup.StepUpRequired
+	var err error
+	for req == nil {
+		if req, err = c.CheckStepUp(ctx, "wallet:export"); err != nil {
+			req = nil
+			if ctx.Err() != nil {
+				t.Fatalf("no agent: %v\n%s", err, agentLog.String())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	if strings.Contains(fmt.Sprint(req.Methods), api.Password) {
+		t.Fatalf("password offered without its helper: %+v", req)
+	}
+	if _, err := c.StartVerification(ctx, api.Password, []string{"wallet:export"}); err == nil {
+		t.Fatal("a password verification started without the helper")
+	} else {
+		t.Logf("startVerification password without the helper: %v", err)
+	}
+	log := agentLog.String()
+	if !strings.Contains(log, "password method unavailable") || !strings.Contains(log, filepath.Join(dir, HelperName)) || !strings.Contains(log, "libpam0g-dev") {
+		t.Fatalf("the agent's log does not say why password is unavailable:\n%s", log)
 	}
 }

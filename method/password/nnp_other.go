@@ -1,0 +1,6 @@
+//go:build !linux
+
+package password
+
+// noNewPrivs is Linux's; elsewhere it is false.
+func noNewPrivs() bool { return false }
