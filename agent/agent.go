@@ -235,6 +235,9 @@ func (a *Agent) load(ctx context.Context) error {
 	if a.signer, err = token.NewSigner(priv); err != nil {
 		return err
 	}
+	if err := a.cfg.Audit.SetKey(priv, a.signer.KID()); err != nil {
+		return err
+	}
 
 	each := func(kind string, fn func(name string, data []byte)) {
 		names, err := st.List(ctx, kind)

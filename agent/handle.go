@@ -15,7 +15,7 @@ import (
 func (a *Agent) Handle(ctx context.Context, m string, params json.RawMessage) (any, error) {
 	res, err := a.handle(ctx, m, params)
 	switch m {
-	case api.MethodIsStepUpRequired, api.MethodGetToken, api.MethodStatus, api.MethodJWKS, api.MethodListCredentials:
+	case api.MethodIsStepUpRequired, api.MethodGetToken, api.MethodStatus, api.MethodJWKS, api.MethodListCredentials, api.MethodAuditHead:
 		// Read-only: nothing to wait for.
 	default:
 		// What this request changed is in the keychain before the
@@ -114,6 +114,8 @@ func (a *Agent) handle(ctx context.Context, m string, params json.RawMessage) (a
 		return a.Status(), nil
 	case api.MethodJWKS:
 		return a.signer.JWKS(), nil
+	case api.MethodAuditHead:
+		return a.AuditHead(), nil
 	case api.MethodRequestExternalAuth:
 		var p api.ExternalAuthParams
 		if err := decode(params, &p); err != nil {

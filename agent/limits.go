@@ -1,9 +1,11 @@
 package agent
 
 import (
+	"context"
 	"time"
 
 	"github.com/stepup-agent/stepup-agent/api"
+	"github.com/stepup-agent/stepup-agent/audit"
 	"github.com/stepup-agent/stepup-agent/keychain"
 )
 
@@ -23,6 +25,11 @@ func (a *Agent) checkLimit(m string) error {
 		return nil
 	}
 	now := a.now()
+	if !l.LockedUntil.IsZero() && !now.Before(l.LockedUntil) {
+		a.audit(context.Background(), audit.Record{Event: audit.EventLockoutEnd, Method: m, Result: "ok", Detail: "locked out until " + l.LockedUntil.UTC().Format(time.RFC3339)})
+		l.LockedUntil = time.Time{}
+		a.persist.put(keychain.KindLimit, m, l)
+	}
 	if now.Before(l.LockedUntil) {
 		secs := int(l.LockedUntil.Sub(now).Seconds() + 0.999)
 		e := api.Errorf(api.CodeRateLimited, "too many failed %s attempts; try again in %ds", m, secs).

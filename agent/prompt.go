@@ -38,6 +38,7 @@ func (a *Agent) Prompt(ctx context.Context, rt route, p *api.PromptParams) (*api
 	a.mu.Lock()
 	if a.locked {
 		a.mu.Unlock()
+		a.audit(ctx, audit.Record{Event: audit.EventRefused, Method: p.Method, Scopes: p.RequestedScopes, Result: "locked"})
 		return nil, lockedError()
 	}
 	if _, err := a.available(rt, p.RequestedScopes); err != nil {
@@ -46,10 +47,12 @@ func (a *Agent) Prompt(ctx context.Context, rt route, p *api.PromptParams) (*api
 	}
 	if err := a.checkCancels(clientKey(ctx)); err != nil {
 		a.mu.Unlock()
+		a.audit(ctx, audit.Record{Event: audit.EventRefused, Method: p.Method, Scopes: p.RequestedScopes, Result: "rate_limited", Detail: "cooldown after cancelled prompts"})
 		return nil, err
 	}
 	a.mu.Unlock()
 	if _, err := a.cfg.Prompts().Select(p.Env()); err != nil {
+		a.audit(ctx, audit.Record{Event: audit.EventRefused, Method: p.Method, Scopes: p.RequestedScopes, Result: resultOf(wireError(err))})
 		return nil, err // no prompt can reach this client: say so at once
 	}
 	a.mu.Lock()

@@ -277,6 +277,7 @@ func (a *Agent) Status() *api.Status {
 		st.Policy = a.cfg.PolicyStatus()
 	}
 	st.Prompter = a.cfg.Prompts().Name()
+	st.Audit = a.auditStatus()
 	now := a.now()
 	a.mu.Lock()
 	for s, h := range a.byScope {

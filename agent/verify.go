@@ -173,6 +173,7 @@ func (a *Agent) begin(ctx context.Context, rt route, m string, scopes []string, 
 	a.mu.Lock()
 	if a.locked && !unlock {
 		a.mu.Unlock()
+		a.audit(ctx, audit.Record{Event: audit.EventRefused, Method: m, Scopes: scopes, Result: "locked"})
 		return nil, nil, lockedError()
 	}
 	avail, err := a.available(rt, scopes)
@@ -195,6 +196,7 @@ func (a *Agent) begin(ctx context.Context, rt route, m string, scopes []string, 
 	}
 	if err := a.checkLimit(m); err != nil {
 		a.mu.Unlock()
+		a.audit(ctx, audit.Record{Event: audit.EventRefused, Method: m, Scopes: scopes, Result: "rate_limited", Detail: "locked out"})
 		return nil, nil, err
 	}
 	creds := a.credsOf(m)
@@ -254,6 +256,7 @@ func (a *Agent) finish(ctx context.Context, c *challenge, response json.RawMessa
 			if lim := a.checkLimit(c.method); lim != nil {
 				e.Data.RetryAfterSeconds = lim.(*api.Error).Data.RetryAfterSeconds
 			}
+			a.audit(ctx, audit.Record{Event: audit.EventLockout, Method: c.method, RetryAfter: e.Data.RetryAfterSeconds, Result: "rate_limited"})
 		} else if left <= 2 {
 			e.Message += "; " + pluralTries(left) + " left before a lockout"
 		}

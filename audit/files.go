@@ -182,3 +182,32 @@ func readLines(name string) ([]line, error) {
 	err = eachLine(rc, func(l line) bool { out = append(out, l); return true })
 	return out, err
 }
+
+// ReadRecords calls fn with every line of a log file (a .gz one too) and
+// the record it holds (nil when the line is not a record).
+func ReadRecords(name string, fn func(raw []byte, r *Record) error) error {
+	rc, err := open(name)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	var ferr error
+	err = eachLine(rc, func(l line) bool {
+		var r *Record
+		if !l.torn {
+			var rec Record
+			if json.Unmarshal(l.raw, &rec) == nil {
+				r = &rec
+			}
+		}
+		ferr = fn(l.raw, r)
+		return ferr == nil
+	})
+	if ferr != nil {
+		return ferr
+	}
+	return err
+}
+
+// FirstSeq is the seq of a file's first record.
+func FirstSeq(name string) (int64, error) { return firstSeq(name) }

@@ -41,6 +41,7 @@ type policyState struct {
 	status  api.PolicyStatus
 	log     *zap.Logger
 	onApply func(*policy.Policy)
+	audit   *audit.Log // nil until it is open
 }
 
 // apply takes the result of a load: a good policy replaces the one in
@@ -51,8 +52,10 @@ func (ps *policyState) apply(p *policy.Policy, exists bool, err error) {
 	if err != nil {
 		ps.status.Error = err.Error()
 		ps.log.Error("policy not loaded; the last good policy stays in force", zap.Error(err))
+		ps.audit.Write(audit.Record{Event: audit.EventPolicyLoad, UID: os.Getuid(), Detail: ps.status.Path + ": " + err.Error(), Result: "invalid"})
 		return
 	}
+	ps.audit.Write(audit.Record{Event: audit.EventPolicyLoad, UID: os.Getuid(), Detail: ps.status.Path, Result: "ok"})
 	ps.cur.Store(p)
 	ps.status.Error = ""
 	ps.status.LoadedAt = time.Now().UTC().Truncate(time.Second)
@@ -65,6 +68,19 @@ func (ps *policyState) apply(p *policy.Policy, exists bool, err error) {
 	if ps.onApply != nil {
 		ps.onApply(p)
 	}
+}
+
+// setAudit starts recording loads in the audit log, beginning with the
+// load at start (done before the log could be opened).
+func (ps *policyState) setAudit(l *audit.Log) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	ps.audit = l
+	r := audit.Record{Event: audit.EventPolicyLoad, UID: os.Getuid(), Detail: ps.status.Path, Result: "ok"}
+	if ps.status.Error != "" {
+		r.Detail, r.Result = ps.status.Path+": "+ps.status.Error, "invalid"
+	}
+	l.Write(r)
 }
 
 func (ps *policyState) get() *policy.Policy { return ps.cur.Load() }
@@ -149,11 +165,12 @@ func serve(o *options, stdout, stderr io.Writer) int {
 	if auditPath == "" {
 		auditPath = audit.DefaultPath()
 	}
-	auditLog, err := audit.Open(auditPath)
+	auditLog, err := audit.OpenLog(ctx, audit.Options{Path: auditPath, Store: store, Log: log})
 	if err != nil {
 		return fail(fmt.Errorf("audit log: %w", err))
 	}
-	defer auditLog.Close()
+	defer auditLog.Close() // the shutdown checkpoint
+	ps.setAudit(auditLog)
 
 	prompts := newPrompts(o.prompter, log)
 	ps.onApply = func(p *policy.Policy) { prompts.policyDriver(p.Prompt.Driver) }

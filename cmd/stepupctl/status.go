@@ -43,6 +43,12 @@ func (a *app) statusCmd() *cobra.Command {
 			if s.Policy.Error != "" {
 				fmt.Fprintf(w, "             ERROR: %s\n             (the last good policy stays in force)\n", s.Policy.Error)
 			}
+			if s.Audit != nil {
+				fmt.Fprintf(w, "audit log:   %s, seq %d\n", s.Audit.File, s.Audit.Seq)
+				if s.Audit.Break != "" {
+					fmt.Fprintf(w, "             BREAK: %s\n             (stepupctl audit verify names the first bad seq)\n", s.Audit.Break)
+				}
+			}
 			if s.Prompter != "" {
 				fmt.Fprintf(w, "prompter:    %s\n", s.Prompter)
 			}
