@@ -13,5 +13,5 @@ func (a *Agent) auditStatus() *api.AuditStatus {
 	if a.cfg.Audit == nil {
 		return nil
 	}
-	return &api.AuditStatus{File: a.cfg.Audit.Path(), Seq: a.cfg.Audit.Head().Seq, Break: a.cfg.Audit.Break()}
+	return &api.AuditStatus{File: a.cfg.Audit.Path(), Seq: a.cfg.Audit.Head().Seq, Break: a.cfg.Audit.Break(), Warning: a.cfg.Audit.Warning()}
 }

@@ -22,4 +22,7 @@ type AuditStatus struct {
 	// reach or chain from its head (a chain_break record starts the new
 	// file).
 	Break string `json:"break,omitempty"`
+	// Warning says the log could not be checked against its head at
+	// start (the keychain did not answer).
+	Warning string `json:"warning,omitempty"`
 }

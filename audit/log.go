@@ -67,18 +67,27 @@ type Options struct {
 type Log struct {
 	o Options
 
-	mu      sync.Mutex
-	f       *os.File
-	size    int64
-	seq     int64
-	hash    string
-	since   int // records since the last checkpoint
-	signer  jose.Signer
-	brk     string // the chain break found at start, for status
-	closed  bool
-	stop    chan struct{}
-	done    chan struct{}
-	headErr error
+	mu     sync.Mutex
+	f      *os.File
+	size   int64
+	seq    int64
+	hash   string
+	since  int // records since the last checkpoint
+	signer jose.Signer
+	brk    string // the chain break found at start, for status
+	warn   string // the head could not be read at start
+	closed bool
+	stop   chan struct{}
+	done   chan struct{}
+
+	// The head moves in the keychain from its own goroutine, always to
+	// a record already synced: a slow or frozen keychain never holds up
+	// a write, and a crash leaves the head behind the file, never ahead.
+	headMu   sync.Mutex
+	pending  Head
+	headKick chan struct{}
+	headDone chan struct{}
+	headErr  error
 }
 
 // Open opens the log at path without a head store (tests, tools).
@@ -105,11 +114,13 @@ func OpenLog(ctx context.Context, o Options) (*Log, error) {
 	if err := os.MkdirAll(filepath.Dir(o.Path), 0o700); err != nil {
 		return nil, err
 	}
-	l := &Log{o: o, stop: make(chan struct{}), done: make(chan struct{})}
+	l := &Log{o: o, stop: make(chan struct{}), done: make(chan struct{}),
+		headKick: make(chan struct{}, 1), headDone: make(chan struct{})}
 	if err := l.start(ctx); err != nil {
 		return nil, err
 	}
 	go l.timer()
+	go l.headWriter()
 	return l, nil
 }
 
@@ -122,8 +133,14 @@ func (e errBreak) Error() string { return e.reason }
 // the file for appending.
 func (l *Log) start(ctx context.Context) error {
 	head, haveHead, err := l.readHead(ctx)
+	if err == nil && !haveHead {
+		if av, ok := l.o.Store.(keychain.Availability); ok && !av.Available() {
+			err = errors.New("the keychain is not available")
+		}
+	}
 	if err != nil {
-		l.o.Log.Warn("cannot read the audit log's head from the keychain; the log is continued unchecked", zap.Error(err))
+		l.warn = "the audit log's head could not be read from the keychain (" + err.Error() + "): the log was continued without checking that it reaches the head"
+		l.o.Log.Warn(l.warn)
 	}
 	lines, err := readLines(l.o.Path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -146,11 +163,19 @@ func (l *Log) start(ctx context.Context) error {
 		lines, torn = nil, nil
 	}
 	last, firstSeq, cerr := chainOf(lines)
-	if cerr == nil && len(lines) == 0 {
-		// Nothing in the current file: the chain ends in the newest
-		// rotated file.
-		last, cerr = l.lastRotated()
-		firstSeq = last.Seq + 1
+	if cerr == nil {
+		// The current file goes on from the newest rotated one (or
+		// begins the log), unless it begins after a chain break.
+		var before Head
+		if before, cerr = l.lastRotated(); cerr == nil {
+			switch {
+			case len(lines) == 0:
+				last, firstSeq = before, before.Seq+1
+			case lines[0].rec.Event == EventChainBreak:
+			case lines[0].rec.Seq != before.Seq+1 || lines[0].rec.Prev != before.Hash:
+				cerr = errBreak{fmt.Sprintf("the first record, seq %d, does not chain from seq %d before it", firstSeq, before.Seq)}
+			}
+		}
 	}
 	if cerr == nil && haveHead {
 		cerr = l.reaches(lines, firstSeq, last, head)
@@ -169,8 +194,9 @@ func (l *Log) start(ctx context.Context) error {
 	}
 	l.seq, l.hash = last.Seq, last.Hash
 	if last.Seq > head.Seq || !haveHead {
-		l.putHead(ctx) // adopt records a crash left after the head
+		l.putHead(ctx, last) // adopt records a crash left after the head
 	}
+	l.pending = last
 	return nil
 }
 
@@ -202,6 +228,9 @@ func chainOf(lines []line) (last Head, first int64, err error) {
 // reaches checks that the log holds the head's record, or chains on
 // right after it.
 func (l *Log) reaches(lines []line, firstSeq int64, last, head Head) error {
+	if last == head {
+		return nil
+	}
 	if last.Seq < head.Seq {
 		return errBreak{fmt.Sprintf("the log ends at seq %d, before the head seq %d (a cut tail or an older copy)", last.Seq, head.Seq)}
 	}
@@ -360,12 +389,12 @@ func (l *Log) readHead(ctx context.Context) (Head, bool, error) {
 	return h, true, nil
 }
 
-// putHead moves the head in the keychain to the last record written.
-func (l *Log) putHead(ctx context.Context) {
-	if l.o.Store == nil {
+// putHead moves the head in the keychain to h, a record on disk.
+func (l *Log) putHead(ctx context.Context, h Head) {
+	if l.o.Store == nil || h.Seq == 0 {
 		return
 	}
-	b, _ := json.Marshal(Head{Seq: l.seq, Hash: l.hash})
+	b, _ := json.Marshal(h)
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	err := l.o.Store.Put(ctx, KindAudit, headName, b)
@@ -445,8 +474,33 @@ func (l *Log) write(r Record) error {
 	} else {
 		l.since++
 	}
-	l.putHead(context.Background())
+	l.headMu.Lock()
+	l.pending = Head{Seq: l.seq, Hash: l.hash}
+	l.headMu.Unlock()
+	select {
+	case l.headKick <- struct{}{}:
+	default:
+	}
 	return nil
+}
+
+// headWriter moves the head to the newest record synced, until Close.
+func (l *Log) headWriter() {
+	defer close(l.headDone)
+	var written Head
+	for {
+		_, more := <-l.headKick
+		l.headMu.Lock()
+		h := l.pending
+		l.headMu.Unlock()
+		if h != written && h.Seq > 0 {
+			l.putHead(context.Background(), h)
+			written = h
+		}
+		if !more {
+			return
+		}
+	}
 }
 
 // checkpoint appends a signed checkpoint; l.mu is held.
@@ -630,6 +684,17 @@ func (l *Log) Break() string {
 	return l.brk
 }
 
+// Warning says when the log could not be checked against its head at
+// start (the keychain did not answer), or "".
+func (l *Log) Warning() string {
+	if l == nil {
+		return ""
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.warn
+}
+
 // Close writes a checkpoint (when records came since the last one and a
 // key is set) and closes the file.
 func (l *Log) Close() error {
@@ -652,6 +717,8 @@ func (l *Log) Close() error {
 	l.mu.Unlock()
 	close(l.stop)
 	<-l.done
+	close(l.headKick) // the writer stores the last head, then ends
+	<-l.headDone
 	return err
 }
 

@@ -165,7 +165,10 @@ func serve(o *options, stdout, stderr io.Writer) int {
 	if auditPath == "" {
 		auditPath = audit.DefaultPath()
 	}
-	auditLog, err := audit.OpenLog(ctx, audit.Options{Path: auditPath, Store: store, Log: log})
+	auditLog, err := audit.OpenLog(ctx, audit.Options{Path: auditPath, Store: store, Log: log, Rotation: func() audit.Rotation {
+		a := ps.get().Audit
+		return audit.Rotation{MaxSize: a.MaxSize, Keep: a.Keep, Compress: a.Compress == nil || *a.Compress}
+	}})
 	if err != nil {
 		return fail(fmt.Errorf("audit log: %w", err))
 	}

@@ -48,6 +48,9 @@ func (a *app) statusCmd() *cobra.Command {
 				if s.Audit.Break != "" {
 					fmt.Fprintf(w, "             BREAK: %s\n             (stepupctl audit verify names the first bad seq)\n", s.Audit.Break)
 				}
+				if s.Audit.Warning != "" {
+					fmt.Fprintf(w, "             warning: %s\n", s.Audit.Warning)
+				}
 			}
 			if s.Prompter != "" {
 				fmt.Fprintf(w, "prompter:    %s\n", s.Prompter)
