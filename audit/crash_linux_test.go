@@ -172,17 +172,27 @@ func (c *crashRun) waitReady(ready <-chan string) (brk, warn string, ok bool) {
 	return "", "", false
 }
 
+// head reads the head as the next start will. The Secret Service
+// session sometimes cannot decrypt a secret (the store then says it is
+// unavailable): a new session is tried.
 func (c *crashRun) head() Head {
-	store, err := keychain.Open(context.Background(), c.backend, keychain.Options{StateDir: c.dir})
-	if err != nil {
-		c.t.Fatal(err)
+	var why string
+	for try := 0; try < 5; try++ {
+		store, err := keychain.Open(context.Background(), c.backend, keychain.Options{StateDir: c.dir})
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		h, ok, err := (&Log{o: Options{Store: store}}).readHead(context.Background())
+		if w, isW := store.(keychain.Warner); isW {
+			why = w.Warning()
+		}
+		store.Close()
+		if err == nil && ok {
+			return h
+		}
 	}
-	defer store.Close()
-	h, ok, err := (&Log{o: Options{Store: store}}).readHead(context.Background())
-	if err != nil || !ok {
-		c.t.Fatalf("no head: %v", err)
-	}
-	return h
+	c.t.Fatalf("no head in the keychain: %s", why)
+	return Head{}
 }
 
 func crashLoop(t *testing.T, backend string, kills int, tamper bool, env []string) {
