@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"testing"
 
 	"github.com/rogpeppe/go-internal/testscript"
 	"github.com/stepup-agent/stepup-agent/audit"
@@ -65,4 +66,24 @@ func checkAuditRecord(raw []byte) error {
 		}
 	}
 	return nil
+}
+
+func TestAuditRecordCheck(t *testing.T) {
+	bad := []string{
+		`{"seq":1,"event":"verify","detail":"eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0"}`,
+		`{"seq":1,"event":"enroll","detail":"JBSWY3DPEHPK3PXPJBSWY3DP"}`,
+		`{"seq":1,"event":"verification","detail":"code 123456"}`,
+		`{"seq":1,"event":"enroll","secret":"x"}`,
+		`{"seq":1,"event":"stepup","jws":"eyJhbGciOiJFZERTQSJ9.eyJ0b2tlbiI6IngifQ.c2ln"}`,
+	}
+	for _, b := range bad {
+		if checkAuditRecord([]byte(b)) == nil {
+			t.Errorf("not caught: %s", b)
+		}
+	}
+	ok := `{"seq":12,"prev":"` + audit.Zero + `","time":"2026-12-02T05:10:31.123456789Z","event":"checkpoint","pid":123456,"uid":1000,` +
+		`"jws":"eyJhbGciOiJFZERTQSJ9.` + base64.RawURLEncoding.EncodeToString([]byte(`{"seq":12,"prev":"00"}`)) + `.c2ln"}`
+	if err := checkAuditRecord([]byte(ok)); err != nil {
+		t.Error(err)
+	}
 }
