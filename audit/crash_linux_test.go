@@ -242,9 +242,11 @@ func crashLoop(t *testing.T, backend string, kills int, tamper bool, env []strin
 		time.Sleep(time.Duration(rng.IntN(80000)) * time.Microsecond)
 		c.kill(cmd)
 		if tamper && rng.IntN(3) == 0 {
-			if older != nil && rng.IntN(4) == 0 && lastSeqOf(older) < c.head().Seq {
-				// Only a copy older than the head: one that merely lacks
-				// records the head never reached looks like a crash.
+			if h := c.head(); older != nil && rng.IntN(4) == 0 && lastSeqOf(older) > 0 && lastSeqOf(older) < h.Seq && headInFile(path, h) {
+				// Only a copy older than the head, over a file that holds
+				// the head's record: a copy that merely lacks records the
+				// head never reached looks like a crash, and so does an
+				// empty file put back right after a rotation.
 				os.WriteFile(path, older, 0o600)
 				pending = fmt.Sprintf("older copy (to seq %d, head %d)", lastSeqOf(older), c.head().Seq)
 			} else {
@@ -340,4 +342,13 @@ func lastSeqOf(b []byte) int64 {
 		return true
 	})
 	return seq
+}
+
+// headInFile reports whether the file holds the head's record.
+func headInFile(path string, h Head) bool {
+	ls, err := readLines(path)
+	if err != nil || len(ls) == 0 || ls[0].rec == nil {
+		return false
+	}
+	return ls[0].rec.Seq <= h.Seq
 }
