@@ -137,6 +137,9 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	a.replay = newExpirySet(keychain.KindReplay, a.persist)
 	a.creds = newCredSet(a.persist)
 	a.limits = newLimiter(cfg.Now, cfg.Policy, a.persist)
+	a.limits.lockoutEnded = func(m string, until time.Time) {
+		a.audit(context.Background(), audit.Record{Event: audit.EventLockoutEnd, Method: m, Result: "ok", Detail: "locked out until " + until.UTC().Format(time.RFC3339)})
+	}
 	a.subject = "unknown"
 	if u, err := user.Current(); err == nil {
 		a.subject = u.Username
@@ -213,6 +216,9 @@ func (a *Agent) load(ctx context.Context) error {
 		}
 	}
 	if a.signer, err = token.NewSigner(priv); err != nil {
+		return err
+	}
+	if err := a.cfg.Audit.SetKey(priv, a.signer.KID()); err != nil {
 		return err
 	}
 

@@ -47,6 +47,7 @@ var protocol = map[string]protoMethod{
 	api.MethodJWKS:                 {call: typed((*Agent).jwks), inline: true},
 	api.MethodRequestExternalAuth:  {call: typed((*Agent).ExternalAuth), changes: true},
 	api.MethodLock:                 {call: typed((*Agent).lockMethod), inline: true, changes: true},
+	api.MethodAuditHead:            {call: typed((*Agent).auditHead), inline: true},
 }
 
 // typed turns a handler of typed params into one of raw params: the one
@@ -96,6 +97,10 @@ func (a *Agent) removeCredential(ctx context.Context, p *api.RemoveCredentialPar
 }
 
 func (a *Agent) status(context.Context, *noParams) (*api.Status, error) { return a.Status(), nil }
+
+func (a *Agent) auditHead(context.Context, *noParams) (*api.AuditHead, error) {
+	return a.AuditHead(), nil
+}
 
 func (a *Agent) jwks(context.Context, *noParams) (any, error) { return a.signer.JWKS(), nil }
 

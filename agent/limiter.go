@@ -35,6 +35,10 @@ type limiter struct {
 	mu      sync.Mutex
 	limits  map[string]*limit
 	cancels map[string][]time.Time
+
+	// lockoutEnded, when set, hears of a lockout that has run out (for
+	// the audit log); called without l.mu.
+	lockoutEnded func(m string, until time.Time)
 }
 
 func newLimiter(now func() time.Time, pol func() *policy.Policy, p *persister) *limiter {
@@ -51,8 +55,17 @@ func (l *limiter) load(m string, lim *limit) {
 // check returns a rate_limited error while m is locked out.
 func (l *limiter) check(m string) error {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	if e := l.checkLocked(m); e != nil {
+	var ended time.Time
+	if lim := l.limits[m]; lim != nil && !lim.LockedUntil.IsZero() && !l.now().Before(lim.LockedUntil) {
+		ended, lim.LockedUntil = lim.LockedUntil, time.Time{}
+		l.persist.put(keychain.KindLimit, m, lim)
+	}
+	e := l.checkLocked(m)
+	l.mu.Unlock()
+	if !ended.IsZero() && l.lockoutEnded != nil {
+		l.lockoutEnded(m, ended)
+	}
+	if e != nil {
 		return e
 	}
 	return nil

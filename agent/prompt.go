@@ -24,15 +24,18 @@ func (a *Agent) Prompt(ctx context.Context, rt route, p *api.PromptParams) (*api
 		return nil, err
 	}
 	if a.Locked() {
+		a.audit(ctx, audit.Record{Event: audit.EventRefused, Method: p.Method, Scopes: p.RequestedScopes, Result: "locked"})
 		return nil, lockedError()
 	}
 	if _, err := a.available(rt, p.RequestedScopes); err != nil {
 		return nil, err
 	}
 	if err := a.limits.checkCancels(clientKey(ctx)); err != nil {
+		a.audit(ctx, audit.Record{Event: audit.EventRefused, Method: p.Method, Scopes: p.RequestedScopes, Result: "rate_limited", Detail: "cooldown after cancelled prompts"})
 		return nil, err
 	}
 	if _, err := a.cfg.Prompts().Select(p.Env()); err != nil {
+		a.audit(ctx, audit.Record{Event: audit.EventRefused, Method: p.Method, Scopes: p.RequestedScopes, Result: resultOf(wireError(err))})
 		return nil, err // no prompt can reach this client: say so at once
 	}
 	key := fmt.Sprintf("%d|%s|%s", rt, p.Method, strings.Join(normScopes(p.RequestedScopes), " "))

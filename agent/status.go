@@ -18,6 +18,7 @@ func (a *Agent) Status() *api.Status {
 	st.Tokens = a.tokens.status(a.now())
 	st.Credentials = a.creds.count()
 	st.Locked = a.Locked()
+	st.Audit = a.auditStatus()
 	return st
 }
 

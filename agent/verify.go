@@ -145,6 +145,7 @@ func (a *Agent) begin(ctx context.Context, rt route, m string, scopes []string, 
 		}
 	}
 	if a.Locked() && !unlock {
+		a.audit(ctx, audit.Record{Event: audit.EventRefused, Method: m, Scopes: scopes, Result: "locked"})
 		return nil, nil, lockedError()
 	}
 	avail, err := a.available(rt, scopes)
@@ -164,6 +165,7 @@ func (a *Agent) begin(ctx context.Context, rt route, m string, scopes []string, 
 			WithHint("the route (MFA or re-authentication), the policy's methods for the scope, and the enrolled credentials decide")
 	}
 	if err := a.limits.check(m); err != nil {
+		a.audit(ctx, audit.Record{Event: audit.EventRefused, Method: m, Scopes: scopes, Result: "rate_limited", Detail: "locked out"})
 		return nil, nil, err
 	}
 	scopes = normScopes(scopes)
@@ -211,6 +213,7 @@ func (a *Agent) finish(ctx context.Context, c *challenge, response json.RawMessa
 		if left == 0 {
 			e.Message += "; too many failures, the method is locked out"
 			e.Data.RetryAfterSeconds = retry
+			a.audit(ctx, audit.Record{Event: audit.EventLockout, Method: c.method, RetryAfter: retry, Result: "rate_limited"})
 		} else if left <= 2 {
 			e.Message += "; " + pluralTries(left) + " left before a lockout"
 		}

@@ -306,6 +306,7 @@ type Status struct {
 	Locked      bool           `json:"locked"`
 	Prompter    string         `json:"prompter,omitempty"`
 	Socket      string         `json:"socket,omitempty"`
+	Audit       *AuditStatus   `json:"audit,omitempty"`
 }
 
 // ExternalAuthParams are the params of requestExternalAuthElevatedToken.

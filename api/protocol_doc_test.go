@@ -12,7 +12,7 @@ var allMethods = []string{
 	MethodIsStepUpRequired, MethodPromptStepUpAuth, MethodPromptMfa, MethodPromptReauthenticate,
 	MethodStartVerification, MethodCompleteVerification, MethodGetToken, MethodVerifyToken,
 	MethodResetState, MethodEnrollStart, MethodEnrollFinish, MethodListCredentials,
-	MethodRemoveCredential, MethodStatus, MethodJWKS, MethodRequestExternalAuth, MethodLock, MethodUnlock,
+	MethodRemoveCredential, MethodStatus, MethodJWKS, MethodRequestExternalAuth, MethodLock, MethodUnlock, MethodAuditHead,
 }
 
 // TestProtocolDoc keeps docs/protocol.md honest: every method is

@@ -52,7 +52,7 @@ func TestDocExample(t *testing.T) {
 		t.Errorf("ci:build %+v", r)
 	}
 	// Every key of every section appears in the doc.
-	for _, keys := range [][]string{topKeys, scopeKeys, promptKeys, limitsKeys, deliveryKeys, smtpKeys, smsKeys, externalJwtKeys, remoteKeys} {
+	for _, keys := range [][]string{topKeys, scopeKeys, promptKeys, limitsKeys, deliveryKeys, smtpKeys, smsKeys, externalJwtKeys, remoteKeys, auditKeys} {
 		for _, k := range keys {
 			if !strings.Contains(string(doc), "`"+k+"`") && !strings.Contains(string(doc), "."+k+"`") {
 				t.Errorf("docs/policy.md does not document `%s`", k)

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +21,8 @@ type Holder struct {
 	mu      sync.Mutex
 	status  api.PolicyStatus
 	onApply []func(*Policy)
+	onLoad  []func(path string, err error)
+	loaded  bool // a load was applied (status.Error is its error)
 }
 
 // NewHolder returns a holder of the built-in defaults for the policy file
@@ -39,6 +42,10 @@ func NewHolder(path string, log *zap.Logger, now func() time.Time) *Holder {
 func (h *Holder) Apply(p *Policy, exists bool, err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.loaded = true
+	for _, fn := range h.onLoad {
+		fn(h.status.Path, err)
+	}
 	if err != nil {
 		h.status.Error = err.Error()
 		h.log.Error("policy not loaded; the last good policy stays in force", zap.Error(err))
@@ -65,6 +72,22 @@ func (h *Holder) OnApply(fn func(*Policy)) {
 	defer h.mu.Unlock()
 	h.onApply = append(h.onApply, fn)
 	fn(h.cur.Load())
+}
+
+// OnLoad calls fn with the result of every load applied from now on, and
+// at once with the last one applied before (for the audit log, which
+// opens after the load at start).
+func (h *Holder) OnLoad(fn func(path string, err error)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.onLoad = append(h.onLoad, fn)
+	if h.loaded {
+		var err error
+		if h.status.Error != "" {
+			err = errors.New(h.status.Error)
+		}
+		fn(h.status.Path, err)
+	}
 }
 
 // Get returns the policy in force.

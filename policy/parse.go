@@ -528,11 +528,12 @@ func (d *decoder) oneOf(v *yaml.Node, path string, allowed []string) (string, bo
 }
 
 var (
-	topKeys         = []string{"unknownScopes", "scopes", "prompt", "limits", "lockOnSleep", "delivery", "externalJwt", "builtinScopes", "allowReauthWithMfa", "remote"}
+	topKeys         = []string{"unknownScopes", "scopes", "prompt", "limits", "lockOnSleep", "delivery", "externalJwt", "builtinScopes", "allowReauthWithMfa", "remote", "audit"}
 	scopeKeys       = []string{"required", "ttl", "singleUse", "methods", "clients", "bind", "proofOfPossession"}
 	remoteKeys      = []string{"scopes", "methods"}
 	promptKeys      = []string{"driver", "timeout"}
 	limitsKeys      = []string{"maxFailures", "window"}
+	auditKeys       = []string{"maxSize", "keep", "compress"}
 	deliveryKeys    = []string{"smtp", "sms"}
 	smtpKeys        = []string{"host", "port", "tls", "from", "username"}
 	smsKeys         = []string{"webhook", "format", "from"}
@@ -584,6 +585,8 @@ func (d *decoder) policy(root *yaml.Node, p *Policy) {
 			p.ExternalJwt = d.externalJwt(k, v, path)
 		case "remote":
 			p.Remote = d.remote(v, path)
+		case "audit":
+			d.audit(v, path, &p.Audit)
 		}
 	})
 }
@@ -740,6 +743,49 @@ func (d *decoder) limits(v *yaml.Node, path string, l *Limits) {
 			}
 		}
 	})
+}
+
+func (d *decoder) audit(v *yaml.Node, path string, a *Audit) {
+	d.mapping(v, path, auditKeys, func(key string, k, v *yaml.Node, path string) {
+		switch key {
+		case "maxSize":
+			s, ok := d.str(v, path)
+			if !ok {
+				return
+			}
+			n, err := parseSize(s)
+			if err != nil || n < 4096 {
+				d.errorf(v, path, "%q: a size of at least 4KiB, in bytes or with KiB, MiB or GiB (8MiB)", s)
+				return
+			}
+			a.MaxSize = n
+		case "keep":
+			if n, ok := d.integer(v, path); ok {
+				if n < 0 {
+					d.errorf(v, path, "%d: the number of rotated files to keep (0 keeps all)", n)
+					return
+				}
+				a.Keep = n
+			}
+		case "compress":
+			a.Compress, _ = d.boolean(v, path)
+		}
+	})
+}
+
+// parseSize reads 8388608, 512KiB, 8MiB, 1GiB.
+func parseSize(s string) (int64, error) {
+	mult := int64(1)
+	for suf, m := range map[string]int64{"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30} {
+		if t, ok := strings.CutSuffix(s, suf); ok {
+			s, mult = strings.TrimSpace(t), m
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 || n > (1<<40)/mult {
+		return 0, fmt.Errorf("bad size")
+	}
+	return n * mult, nil
 }
 
 func (d *decoder) smtp(keyNode, v *yaml.Node, path string) *SMTP {

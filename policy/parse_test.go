@@ -85,6 +85,11 @@ func TestParseValid(t *testing.T) {
 				t.Errorf("%+v", p)
 			}
 		}},
+		{"audit", "audit: {maxSize: 512KiB, keep: 3, compress: false}", func(t *testing.T, p *Policy) {
+			if p.Audit.MaxSize != 512<<10 || p.Audit.Keep != 3 || *p.Audit.Compress {
+				t.Errorf("%+v", p.Audit)
+			}
+		}},
 		{"limits bounds", "limits: {maxFailures: 1, window: 1ns}\nprompt: {timeout: 10m}\nscopes: {a: {ttl: 24h}}", nil},
 	}
 	for _, tt := range tests {
@@ -123,7 +128,7 @@ func TestParseErrors(t *testing.T) {
 		{"negative ttl", "scopes:\n  a: {ttl: -1m}\n", []string{`line 2: scopes.a.ttl: -1m0s: a token's life must be more than 0`}},
 		{"long ttl", "scopes:\n\n  a: {ttl: 25h}\n", []string{`line 3: scopes.a.ttl: 25h0m0s: a token's life may be at most 24h`}},
 		{"unknown top key", "unknownScope: deny\n", []string{`line 1: unknownScope: unknown key (did you mean unknownScopes?)`}},
-		{"unknown key no suggestion", "\nfrobnicate: 1\n", []string{`line 2: frobnicate: unknown key (known: unknownScopes, scopes, prompt, limits, lockOnSleep, delivery, externalJwt, builtinScopes, allowReauthWithMfa, remote)`}},
+		{"unknown key no suggestion", "\nfrobnicate: 1\n", []string{`line 2: frobnicate: unknown key (known: unknownScopes, scopes, prompt, limits, lockOnSleep, delivery, externalJwt, builtinScopes, allowReauthWithMfa, remote, audit)`}},
 		{"case typo", "lockonsleep: true\n", []string{`line 1: lockonsleep: unknown key (did you mean lockOnSleep?)`}},
 		{"unknown scope key", "scopes:\n  \"wallet:*\":\n    singleuse: true\n    tll: 2m\n", []string{
 			`line 3: scopes."wallet:*".singleuse: unknown key (did you mean singleUse?)`,

@@ -40,6 +40,7 @@ type Policy struct {
 	LockOnSleep   *bool            `yaml:"lockOnSleep" json:"lockOnSleep"`
 	Delivery      Delivery         `yaml:"delivery" json:"delivery"`
 	ExternalJwt   ExternalJwt      `yaml:"externalJwt" json:"externalJwt"`
+	Audit         Audit            `yaml:"audit" json:"audit"`
 
 	// Extensions.
 
@@ -124,6 +125,15 @@ type Prompt struct {
 type Limits struct {
 	MaxFailures int      `yaml:"maxFailures" json:"maxFailures"`
 	Window      Duration `yaml:"window" json:"window"`
+}
+
+// Audit is the audit section: the log rotates when its file reaches
+// MaxSize bytes (default 8 MiB); Keep rotated files are kept (0: all);
+// Compress (default true) gzips them (docs/audit.md).
+type Audit struct {
+	MaxSize  int64 `yaml:"maxSize" json:"maxSize,omitempty"`
+	Keep     int   `yaml:"keep" json:"keep,omitempty"`
+	Compress *bool `yaml:"compress" json:"compress,omitempty"`
 }
 
 // Delivery configures email_otp and sms_otp.

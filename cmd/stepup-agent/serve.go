@@ -248,11 +248,22 @@ func startAgent(ctx context.Context, o *options, pol *policy.Holder, log *zap.Lo
 	if auditPath == "" {
 		auditPath = audit.DefaultPath()
 	}
-	auditLog, err := audit.Open(auditPath)
+	auditLog, err := audit.OpenLog(ctx, audit.Options{Path: auditPath, Store: store, Log: log, Rotation: func() audit.Rotation {
+		a := pol.Get().Audit
+		return audit.Rotation{MaxSize: a.MaxSize, Keep: a.Keep, Compress: a.Compress == nil || *a.Compress}
+	}})
 	if err != nil {
 		return nil, nil, fmt.Errorf("audit log: %w", err)
 	}
-	closers = append(closers, auditLog.Close)
+	closers = append(closers, auditLog.Close) // the shutdown checkpoint
+	// Every policy load, the one at start included, ok or invalid.
+	pol.OnLoad(func(path string, err error) {
+		r := audit.Record{Event: audit.EventPolicyLoad, UID: os.Getuid(), Detail: path, Result: "ok"}
+		if err != nil {
+			r.Detail, r.Result = path+": "+err.Error(), "invalid"
+		}
+		auditLog.Write(r)
+	})
 
 	prompts := newPrompts(o.prompter, log)
 	pol.OnApply(func(p *policy.Policy) { prompts.policyDriver(p.Prompt.Driver) })

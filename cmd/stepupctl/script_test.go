@@ -81,6 +81,7 @@ func setupScriptEnv(e *testscript.Env) error {
 	for _, v := range []string{"DISPLAY", "WAYLAND_DISPLAY", "DBUS_SESSION_BUS_ADDRESS"} {
 		e.Setenv(v, "")
 	}
+	e.Defer(func() { checkAuditLogs(e.T(), e.WorkDir) })
 	return nil
 }
 

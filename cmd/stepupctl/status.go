@@ -54,6 +54,15 @@ func (a *app) statusCmd() *cobra.Command {
 					fmt.Fprintln(w, "             (the last good policy stays in force)")
 				}
 			}
+			if s.Audit != nil {
+				fmt.Fprintf(w, "audit log:   %s, seq %d\n", s.Audit.File, s.Audit.Seq)
+				if s.Audit.Break != "" {
+					fmt.Fprintf(w, "             BREAK: %s\n             (stepupctl audit verify names the first bad seq)\n", s.Audit.Break)
+				}
+				if s.Audit.Warning != "" {
+					fmt.Fprintf(w, "             warning: %s\n", s.Audit.Warning)
+				}
+			}
 			if s.Prompter != "" {
 				fmt.Fprintf(w, "prompter:    %s\n", s.Prompter)
 			}
