@@ -29,6 +29,7 @@ const Source = "stepup-agent"
 // stepupctl-check.1, ...) into dir.
 func Cobra(root *cobra.Command, dir string) error {
 	root.DisableAutoGenTag = true
+	root.InitDefaultCompletionCmd() // cobra adds it at Execute; the pages list it too
 	epoch := time.Unix(0, 0).UTC()
 	header := &doc.GenManHeader{Title: "STEPUPCTL", Section: "1", Source: Source, Manual: "User Commands", Date: &epoch}
 	if err := doc.GenManTree(root, header, dir); err != nil {
