@@ -29,6 +29,8 @@ if [ -f clients/node/package.json ]; then
   echo "== node --test (clients/node)"
   (cd clients/node && npm test)
 fi
+echo "== python3 -m unittest (clients/python)"
+python3 -m unittest discover -s clients/python/tests -v
 # The Go suite last, under the race detector (fuzz targets run their seed
 # corpora as tests). gotestsum (the Go module proxy serves it) prints each
 # package and closes with the count of tests run, skipped and failed.
