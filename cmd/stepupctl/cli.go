@@ -80,7 +80,8 @@ A session:
 	root.PersistentFlags().BoolVar(&a.json, "json", false, "print JSON for scripts")
 	root.PersistentFlags().StringVar(&a.socket, "socket", "", "the agent's socket (default $STEPUP_AUTH_SOCK or the default path)")
 	root.AddCommand(a.checkCmd(), a.promptCmd(), a.tokenCmd(), a.verifyCmd(), a.resetCmd(), a.statusCmd(),
-		a.jwksCmd(), a.enrollCmd(), a.credentialsCmd(), a.execCmd(), a.lockCmd(), a.unlockCmd(), a.auditCmd())
+		a.jwksCmd(), a.enrollCmd(), a.credentialsCmd(), a.execCmd(), a.lockCmd(), a.unlockCmd(), a.auditCmd(), a.doctorCmd())
+	a.wireCompletion(root)
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return usageError{fmt.Errorf("%v", err), cmd.CommandPath()}
 	})

@@ -78,6 +78,7 @@ func setupScriptEnv(e *testscript.Env) error {
 	e.Setenv("SOCK", filepath.Join(run, "stepup", "agent.sock"))
 	e.Setenv("STEPUP_AUTH_SOCK", filepath.Join(run, "stepup", "agent.sock"))
 	e.Setenv("UID", fmt.Sprint(os.Getuid()))
+	e.Setenv("BIN", binDir) // the binaries alone, for a PATH without other programs
 	for _, v := range []string{"DISPLAY", "WAYLAND_DISPLAY", "DBUS_SESSION_BUS_ADDRESS"} {
 		e.Setenv(v, "")
 	}

@@ -1,19 +1,3 @@
-// Package stepup is the Go client of stepup-agent. Its vocabulary is the
-// step-up API of Dynamic's SDKs: IsStepUpRequired, PromptStepUpAuth,
-// PromptMfa, PromptReauthenticate, ResetState; plus the custom-UI
-// (StartVerification, CompleteVerification) and token calls. The protocol
-// is docs/protocol.md.
-//
-// A zero Client works: it finds the agent at $STEPUP_AUTH_SOCK or the
-// default path, connects on first use, and sends the caller's terminal and
-// display with every prompt so that the prompt appears where the user is.
-//
-//	var c stepup.Client
-//	if c.IsStepUpRequired(ctx, "wallet:export") {
-//		if _, err := c.PromptStepUpAuth(ctx, stepup.PromptOptions{Scopes: []string{"wallet:export"}}); err != nil {
-//			return err // errors.Is(err, stepup.ErrCancelled) when the user said no
-//		}
-//	}
 package stepup
 
 import (
