@@ -31,14 +31,14 @@ if [ -f clients/node/package.json ]; then
 fi
 echo "== python3 -m unittest (clients/python)"
 python3 -m unittest discover -s clients/python/tests -v
-# The Go suite next, under the race detector (fuzz targets run their seed
+# The Debian package alone, before the Go suite: while it is installed its
+# PAM file changes what every agent on the machine offers. Built, installed
+# with dpkg -i, checked and purged (needs root).
+echo "== the Debian package (packaging/deb)"
+STEPUP_TEST_DEB=1 go test -count=1 -run '^TestDebianPackage$' ./packaging
+# The Go suite last, under the race detector (fuzz targets run their seed
 # corpora as tests). gotestsum (the Go module proxy serves it) prints each
 # package and closes with the count of tests run, skipped and failed.
 echo "== go test -race"
 go run gotest.tools/gotestsum@v1.13.0 --format pkgname-and-test-fails \
   --jsonfile "${STEPUP_TEST_JSON:-/dev/null}" -- -race -count=1 -timeout 30m ./... "$@"
-# The Debian package last and alone: while it is installed its PAM file
-# changes what every agent on the machine offers. Built, installed with
-# dpkg -i, checked and purged (needs root).
-echo "== the Debian package (packaging/deb)"
-STEPUP_TEST_DEB=1 go test -count=1 -run '^TestDebianPackage$' ./packaging
