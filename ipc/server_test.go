@@ -51,7 +51,7 @@ func startServer(t *testing.T, h Handler) (string, *Server) {
 }
 
 // startServerWith starts a server on h after set has adjusted it.
-func startServerWith(t *testing.T, h Handler, set func(*Server)) (string, *Server) {
+func startServerWith(t testing.TB, h Handler, set func(*Server)) (string, *Server) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "s.sock")
 	ln, err := net.Listen("unix", path)
