@@ -43,6 +43,7 @@ type loadConfig struct {
 	slow            int
 	slowEvery       time.Duration
 	baseline        bool
+	rounds          int
 	idle, idleProcs int
 	keychain        string
 	sample          time.Duration
@@ -85,7 +86,8 @@ func loadMain(args []string) error {
 	fs.StringVar(&c.mix, "mix", "isStepUpRequired=40,getToken=20,verifyToken=15,verifyConsume=10,status=5,free=10", "methods and weights")
 	fs.IntVar(&c.slow, "slow", 0, "slowloris connections (a byte every -slow-every, never a full line)")
 	fs.DurationVar(&c.slowEvery, "slow-every", 2*time.Second, "interval of the slowloris bytes")
-	fs.BoolVar(&c.baseline, "baseline", false, "with -slow: run the load once without the slow connections first, and compare")
+	fs.BoolVar(&c.baseline, "baseline", false, "with -slow: alternate runs without and with the slow connections (-rounds of each), and compare their p99")
+	fs.IntVar(&c.rounds, "rounds", 3, "with -baseline: rounds of each")
 	fs.IntVar(&c.idle, "idle", 0, "idle connections opened (by -idle-procs child processes) while the load runs")
 	fs.IntVar(&c.idleProcs, "idle-procs", 1, "processes the idle connections come from")
 	fs.StringVar(&c.keychain, "keychain", "memory", "the started agent's --keychain")
@@ -129,14 +131,36 @@ func loadMain(args []string) error {
 	}
 	fmt.Printf("# stepup-bench load: %d connections, %d requests, pipeline %d, mix %s\n", c.conns, c.n, c.pipeline, c.mix)
 	if c.baseline && c.slow > 0 {
-		fmt.Println("## without the slow connections")
-		base := runLoad(&c, setup, 0)
-		fmt.Println("## with the slow connections")
-		with := runLoad(&c, setup, c.slow)
-		fmt.Printf("p99 ratio (with/without): %.2f\n", float64(with)/float64(base))
-		return nil
+		var base, with []float64
+		for r := 0; r < c.rounds; r++ {
+			fmt.Printf("## round %d without the slow connections\n", r+1)
+			base = append(base, float64(runLoad(&c, setup, 0)))
+			fmt.Printf("## round %d with the slow connections\n", r+1)
+			with = append(with, float64(runLoad(&c, setup, c.slow)))
+		}
+		mb, mw := medianF(base), medianF(with)
+		fmt.Printf("median p99 over %d alternating rounds: without %v, with %v; ratio %.2f\n", c.rounds, time.Duration(mb).Round(time.Microsecond), time.Duration(mw).Round(time.Microsecond), mw/mb)
+		return problems.err()
 	}
 	runLoad(&c, setup, c.slow)
+	return problems.err()
+}
+
+// problems counts what makes a load run fail: wrong answers, and errors
+// the mix does not expect (it expects none).
+type problemCount struct {
+	mu sync.Mutex
+	n  int
+}
+
+var problems problemCount
+
+func (p *problemCount) err() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.n > 0 {
+		return fmt.Errorf("%d wrong answers or errors", p.n)
+	}
 	return nil
 }
 
@@ -406,6 +430,12 @@ func runLoad(c *loadConfig, s *setupState, slow int) time.Duration {
 	close(stop)
 	bg.Wait()
 	slices.Sort(st.lat)
+	problems.mu.Lock()
+	problems.n += int(st.wrong.Load())
+	for _, v := range st.byCode {
+		problems.n += v
+	}
+	problems.mu.Unlock()
 	q := func(p float64) time.Duration {
 		if len(st.lat) == 0 {
 			return 0
@@ -610,10 +640,12 @@ func sampleServer(pid int, every time.Duration, stop <-chan struct{}, bg *sync.W
 			m, _ := rssOf(pid)
 			ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 			maxRSS, maxFD = max(maxRSS, m.rss), max(maxFD, len(ents))
-			series = append(series, fmt.Sprintf("%.0f/%d", float64(m.rss)/(1<<20), len(ents)))
+			if i%10 == 0 {
+				series = append(series, fmt.Sprintf("%.0f/%d", float64(m.rss)/(1<<20), len(ents)))
+			}
 			select {
 			case <-stop:
-				out <- fmt.Sprintf("server RSS MiB/open fds every %v: %s\nserver max RSS %s, max open fds %d", every, strings.Join(series, " "), mib(maxRSS), maxFD)
+				out <- fmt.Sprintf("server RSS MiB/open fds every %v: %s\nserver max RSS %s, max open fds %d", 10*every, strings.Join(series, " "), mib(maxRSS), maxFD)
 				return
 			case <-t.C:
 			}
@@ -633,41 +665,52 @@ func startSlow(sock string, n int, every time.Duration, stop <-chan struct{}, bg
 	var closedLine, closedOther, open atomic.Int64
 	var longest atomic.Int64
 	var wg sync.WaitGroup
+	// Each of the n slots keeps one slow connection open for the whole
+	// measure: when the agent closes one, the slot dials again.
+	slot := func() bool {
+		c, err := net.Dial("unix", sock)
+		if err != nil {
+			closedOther.Add(1)
+			select {
+			case <-stop:
+				return false
+			case <-time.After(every):
+				return true
+			}
+		}
+		defer c.Close()
+		start := time.Now()
+		got := make(chan string, 1)
+		go func() {
+			line, _ := bufio.NewReader(c).ReadString('\n')
+			got <- line
+		}()
+		msg := `{"jsonrpc":"2.0","id":1,"method":"status","params":{` + strings.Repeat(" ", 1<<16)
+		for j := 0; ; j++ {
+			select {
+			case line := <-got:
+				if strings.Contains(line, "no complete request line") {
+					closedLine.Add(1)
+				} else {
+					closedOther.Add(1)
+				}
+				d := int64(time.Since(start))
+				for o := longest.Load(); d > o && !longest.CompareAndSwap(o, d); o = longest.Load() {
+				}
+				return true
+			case <-stop:
+				open.Add(1)
+				return false
+			case <-time.After(every):
+				c.Write([]byte{msg[j%len(msg)]})
+			}
+		}
+	}
 	for i := 0; i < n; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, err := net.Dial("unix", sock)
-			if err != nil {
-				closedOther.Add(1)
-				return
-			}
-			defer c.Close()
-			start := time.Now()
-			got := make(chan string, 1)
-			go func() {
-				line, _ := bufio.NewReader(c).ReadString('\n')
-				got <- line
-			}()
-			msg := `{"jsonrpc":"2.0","id":1,"method":"status","params":{` + strings.Repeat(" ", 1<<16)
-			for j := 0; ; j++ {
-				select {
-				case line := <-got:
-					if strings.Contains(line, "no complete request line") {
-						closedLine.Add(1)
-					} else {
-						closedOther.Add(1)
-					}
-					d := int64(time.Since(start))
-					for o := longest.Load(); d > o && !longest.CompareAndSwap(o, d); o = longest.Load() {
-					}
-					return
-				case <-stop:
-					open.Add(1)
-					return
-				case <-time.After(every):
-					c.Write([]byte{msg[j%len(msg)]})
-				}
+			for slot() {
 			}
 		}()
 	}
@@ -675,7 +718,7 @@ func startSlow(sock string, n int, every time.Duration, stop <-chan struct{}, bg
 	go func() {
 		defer bg.Done()
 		wg.Wait()
-		out <- fmt.Sprintf("slowloris: %d connections; closed by the line deadline with its error line: %d (the last after %v); closed otherwise: %d; still open at the end: %d",
+		out <- fmt.Sprintf("slowloris: %d kept open throughout; closed by the line deadline with its error line: %d (the longest after %v); closed otherwise: %d; open at the end: %d",
 			n, closedLine.Load(), time.Duration(longest.Load()).Round(100*time.Millisecond), closedOther.Load(), open.Load())
 	}()
 	return out

@@ -55,11 +55,8 @@ func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
 func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
 func main() {
-	if len(os.Args) > 1 && (os.Args[1] == "load" || os.Args[1] == "load-idle") {
-		f := loadMain
-		if os.Args[1] == "load-idle" {
-			f = loadIdleMain
-		}
+	if sub := map[string]func([]string) error{"load": loadMain, "load-idle": loadIdleMain, "chaos": chaosMain}; len(os.Args) > 1 && sub[os.Args[1]] != nil {
+		f := sub[os.Args[1]]
 		if err := f(os.Args[2:]); err != nil {
 			fmt.Fprintf(os.Stderr, "stepup-bench %s: %v\n", os.Args[1], err)
 			os.Exit(1)

@@ -1,0 +1,331 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"flag"
+	"fmt"
+	mrand "math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+)
+
+// The chaos subcommand (docs/RELIABILITY.md, "Chaos"):
+//
+//	go run ./bench/cmd/stepup-bench chaos -kills 500 -keychain file
+//
+// It starts an agent of this tree on a persistent state directory, runs
+// mints (a backend's external_jwt assertion, so that no person is
+// needed), consumes and resets against it from several connections, kills
+// it with SIGKILL at a random moment, starts it again, and checks, as an
+// independent client, what every answer received before the kill
+// promised: a token minted and not consumed is still valid, a token
+// consumed is not valid again, a reset token is not valid again, an
+// assertion's jti is not accepted twice, and the agent starts on its
+// keychain (not corrupt). Hook: -check-cmd runs after each restart (the
+// audit chain check) and counts as a violation when it fails.
+
+type chaosConfig struct {
+	kills     int
+	keychain  string
+	maxDelay  time.Duration
+	workers   int
+	checkCmd  string
+	agentArgs multiFlag
+	duration  time.Duration
+}
+
+type chaosToken struct {
+	token string
+	jti   string // the assertion's
+}
+
+type ledger struct {
+	mu        sync.Mutex
+	valid     map[string]bool // minted, answered, not consumed or reset (as far as answers tell)
+	consumed  map[string]bool // a consume answered valid
+	reset     map[string]bool // covered by a resetState answered before the kill
+	assertion []string        // assertions whose mint was answered
+	pending   map[string]bool // a consume or reset sent but not answered: state unknown
+	resets    int             // resets in flight
+	resetGen  int             // resets answered
+}
+
+func chaosMain(args []string) error {
+	var c chaosConfig
+	fs := flag.NewFlagSet("chaos", flag.ExitOnError)
+	fs.IntVar(&c.kills, "kills", 100, "kill -9 the agent this many times")
+	fs.StringVar(&c.keychain, "keychain", "file", "the agent's --keychain (file, secretservice)")
+	fs.DurationVar(&c.maxDelay, "max-delay", 400*time.Millisecond, "kill at a random moment up to this long after the burst starts")
+	fs.IntVar(&c.workers, "workers", 4, "connections issuing requests during a burst")
+	fs.StringVar(&c.checkCmd, "check-cmd", "", "a shell command run after each restart (e.g. the audit chain check; $STATE is the state directory, $AUDIT the audit log); failing counts as a violation")
+	fs.DurationVar(&c.duration, "duration", time.Hour, "stop after this even if kills remain")
+	fs.Var(&c.agentArgs, "agent-arg", "an extra argument for the agent (repeatable)")
+	fs.Parse(args)
+	ctx := context.Background()
+
+	dir, err := socketDir()
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	root, err := moduleRoot()
+	if err != nil {
+		return err
+	}
+	bin := filepath.Join(dir, "bin")
+	if err := runCmd(ctx, root, 5*time.Minute, "go", "build", "-o", bin+"/", "./cmd/stepup-agent"); err != nil {
+		return err
+	}
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	jwks, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: pub, KeyID: "chaos", Algorithm: "EdDSA", Use: "sig"}}})
+	jwksPath := filepath.Join(dir, "jwks.json")
+	os.WriteFile(jwksPath, jwks, 0o600)
+	pol := filepath.Join(dir, "config", "stepup", "policy.yaml")
+	os.MkdirAll(filepath.Dir(pol), 0o700)
+	os.WriteFile(pol, []byte(fmt.Sprintf("externalJwt: {jwks: %q, subject: chaos, issuer: chaos-backend, audience: stepup-agent}\nscopes:\n  chaos:single: {ttl: 60m, singleUse: true, methods: [external_jwt]}\n  chaos:multi: {ttl: 60m, singleUse: false, methods: [external_jwt]}\n", jwksPath)), 0o600)
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.EdDSA, Key: priv}, (&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", "chaos"))
+	if err != nil {
+		return err
+	}
+	var seq int64
+	var seqMu sync.Mutex
+	assertion := func(scope string) (string, string) {
+		seqMu.Lock()
+		seq++
+		jti := fmt.Sprintf("chaos-%d-%d", time.Now().UnixNano(), seq)
+		seqMu.Unlock()
+		now := time.Now()
+		s, _ := jwt.Signed(signer).Claims(map[string]any{"sub": "chaos", "iss": "chaos-backend", "aud": "stepup-agent", "jti": jti,
+			"iat": now.Unix(), "exp": now.Add(5 * time.Minute).Unix(), "scope": scope}).Serialize()
+		return s, jti
+	}
+	env := benchEnv(dir)
+	sock := filepath.Join(dir, "chaos.sock")
+	audit := filepath.Join(dir, "audit.jsonl")
+	start := func() (*exec.Cmd, error) {
+		os.Remove(sock)
+		argv := append([]string{"-D", "-a", sock, "--keychain", c.keychain, "--prompter", "none", "--audit", audit}, c.agentArgs...)
+		cmd := exec.Command(filepath.Join(bin, "stepup-agent"), argv...)
+		cmd.Env = env
+		lf, _ := os.OpenFile(filepath.Join(dir, "agent.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		cmd.Stdout, cmd.Stderr = lf, lf
+		if err := cmd.Start(); err != nil {
+			return nil, err
+		}
+		wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		if err := waitDial(wctx, sock); err != nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+			return nil, fmt.Errorf("the agent did not start again (keychain corrupt?): %w; log %s", err, filepath.Join(dir, "agent.log"))
+		}
+		return cmd, nil
+	}
+	led := &ledger{valid: map[string]bool{}, consumed: map[string]bool{}, reset: map[string]bool{}, pending: map[string]bool{}}
+	var violations []string
+	violate := func(format string, a ...any) {
+		m := fmt.Sprintf(format, a...)
+		violations = append(violations, m)
+		fmt.Fprintln(os.Stderr, "VIOLATION:", m)
+	}
+	var tokensChecked, consumedChecked, resetChecked, replayChecked int
+	deadline := time.Now().Add(c.duration)
+	kills := 0
+	var startFails int
+	for kills < c.kills && time.Now().Before(deadline) {
+		cmd, err := start()
+		if err != nil {
+			violate("%v", err)
+			startFails++
+			if startFails > 3 {
+				break
+			}
+			continue
+		}
+		// Check what the last run's answers promised.
+		chk, err := dialRPC(sock)
+		if err != nil {
+			violate("dial after restart: %v", err)
+		} else {
+			led.mu.Lock()
+			for tok, ok := range led.valid {
+				if !ok || led.pending[tok] {
+					continue
+				}
+				tokensChecked++
+				var v struct{ Valid bool }
+				if err := chk.call("verifyToken", map[string]any{"token": tok, "scope": "chaos:single"}, &v); err != nil || !v.Valid {
+					violate("a token minted and answered before kill %d is not valid after the restart: %v", kills, err)
+				}
+			}
+			for tok := range led.consumed {
+				consumedChecked++
+				if err := chk.call("verifyToken", map[string]any{"token": tok, "scope": "chaos:single", "consume": true}, nil); err == nil {
+					violate("a consumed token is valid again after kill %d", kills)
+				}
+			}
+			for tok := range led.reset {
+				resetChecked++
+				if err := chk.call("verifyToken", map[string]any{"token": tok, "scope": "chaos:single"}, nil); err == nil {
+					violate("a reset token is valid again after kill %d", kills)
+				}
+			}
+			for _, a := range led.assertion {
+				replayChecked++
+				if err := chk.call("requestExternalAuthElevatedToken", map[string]any{"assertion": a, "requestedScopes": []string{"chaos:single"}}, nil); err == nil {
+					violate("an assertion was accepted twice across kill %d", kills)
+				}
+			}
+			// The checks above consume nothing that was valid (verify
+			// without consume) except tokens already consumed; start
+			// the next round with a clean ledger of this run's promises.
+			led.valid, led.consumed, led.reset, led.assertion, led.pending = map[string]bool{}, map[string]bool{}, map[string]bool{}, nil, map[string]bool{}
+			led.mu.Unlock()
+			chk.c.Close()
+		}
+		if c.checkCmd != "" {
+			hc := exec.Command("sh", "-c", c.checkCmd)
+			hc.Env = append(os.Environ(), "STATE="+dir, "AUDIT="+audit)
+			if out, err := hc.CombinedOutput(); err != nil {
+				violate("check-cmd after kill %d: %v: %s", kills, err, strings.TrimSpace(string(out)))
+			}
+		}
+		// A burst of mints, consumes and resets, killed at a random moment.
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for w := 0; w < c.workers; w++ {
+			wg.Add(1)
+			go func(w int) {
+				defer wg.Done()
+				chaosWorker(sock, w, led, assertion, stop)
+			}(w)
+		}
+		time.Sleep(time.Duration(mrand.Int64N(int64(c.maxDelay))))
+		cmd.Process.Signal(syscall.SIGKILL)
+		cmd.Wait()
+		close(stop)
+		wg.Wait()
+		kills++
+		if kills%50 == 0 {
+			fmt.Fprintf(os.Stderr, "chaos: %d kills, %d violations\n", kills, len(violations))
+		}
+	}
+	fmt.Printf("chaos (%s keychain): %d kills; checked after restarts: %d tokens still valid, %d consumed tokens refused, %d reset tokens refused, %d assertions refused on replay; violations: %d\n",
+		c.keychain, kills, tokensChecked, consumedChecked, resetChecked, replayChecked, len(violations))
+	for i, v := range violations {
+		if i == 10 {
+			fmt.Printf("  ... %d more\n", len(violations)-10)
+			break
+		}
+		fmt.Println("  " + v)
+	}
+	if len(violations) > 0 {
+		return fmt.Errorf("%d violations", len(violations))
+	}
+	return nil
+}
+
+// chaosWorker mints single-use tokens, consumes some, resets some, and
+// records in led only what an answer received says.
+func chaosWorker(sock string, w int, led *ledger, assertion func(string) (string, string), stop <-chan struct{}) {
+	r, err := dialRPC(sock)
+	if err != nil {
+		return
+	}
+	defer r.c.Close()
+	go func() { <-stop; r.c.Close() }()
+	rng := mrand.New(mrand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
+	var mine []string
+	for {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		switch x := rng.IntN(10); {
+		case x < 6 || len(mine) == 0: // mint
+			a, _ := assertion("chaos:single")
+			var tr struct{ Token string }
+			led.mu.Lock()
+			gen0, busy0 := led.resetGen, led.resets > 0
+			led.mu.Unlock()
+			if err := r.call("requestExternalAuthElevatedToken", map[string]any{"assertion": a, "requestedScopes": []string{"chaos:single"}}, &tr); err != nil {
+				if isConnErr(err) {
+					return
+				}
+				continue
+			}
+			led.mu.Lock()
+			led.valid[tr.Token] = true
+			if busy0 || led.resets > 0 || led.resetGen != gen0 {
+				// A reset ran while this mint did: whether it revoked
+				// the token depends on an order no answer tells.
+				led.pending[tr.Token] = true
+			}
+			led.assertion = append(led.assertion, a)
+			led.mu.Unlock()
+			mine = append(mine, tr.Token)
+		case x < 9: // consume
+			tok := mine[len(mine)-1]
+			mine = mine[:len(mine)-1]
+			led.mu.Lock()
+			led.pending[tok] = true
+			led.mu.Unlock()
+			var v struct{ Valid bool }
+			err := r.call("verifyToken", map[string]any{"token": tok, "scope": "chaos:single", "consume": true}, &v)
+			if err != nil && isConnErr(err) {
+				return
+			}
+			led.mu.Lock()
+			delete(led.pending, tok)
+			delete(led.valid, tok)
+			if err == nil && v.Valid {
+				led.consumed[tok] = true
+			}
+			led.mu.Unlock()
+		default: // reset one token's scope: every token of chaos:single goes
+			led.mu.Lock()
+			var all []string
+			for t := range led.valid {
+				all = append(all, t)
+				led.pending[t] = true
+			}
+			led.resets++
+			led.mu.Unlock()
+			err := r.call("resetState", map[string]any{"scopes": []string{"chaos:single"}}, nil)
+			if err != nil && isConnErr(err) {
+				return
+			}
+			led.mu.Lock()
+			led.resets--
+			led.resetGen++
+			for _, t := range all {
+				delete(led.pending, t)
+				if err == nil {
+					delete(led.valid, t)
+					led.reset[t] = true
+				}
+			}
+			led.mu.Unlock()
+			mine = nil
+		}
+	}
+}
+
+func isConnErr(err error) bool {
+	s := err.Error()
+	return !strings.Contains(s, ": 4") && !strings.Contains(s, ": -32")
+}
