@@ -9,7 +9,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -735,6 +734,7 @@ func startIdle(sock string, n, procs int, stop <-chan struct{}, bg *sync.WaitGro
 	exe, _ := os.Executable()
 	type res struct{ Open, Refused, Other int }
 	results := make(chan res, procs)
+	var latest sync.Map // process index -> its last counts
 	var cmds []*exec.Cmd
 	for p := 0; p < procs; p++ {
 		cmd := exec.Command(exe, "load-idle", sock, fmt.Sprint(n/procs))
@@ -746,75 +746,76 @@ func startIdle(sock string, n, procs int, stop <-chan struct{}, bg *sync.WaitGro
 		}
 		cmds = append(cmds, cmd)
 		go func() {
-			var r res
-			if err := json.NewDecoder(stdout).Decode(&r); err != nil {
-				r.Other = n / procs
+			var last res
+			dec := json.NewDecoder(stdout)
+			for {
+				var r res
+				if err := dec.Decode(&r); err != nil {
+					break
+				}
+				latest.Store(int64(p), r)
+				last = r
 			}
-			results <- r
+			results <- last
 		}()
 	}
 	bg.Add(1)
 	go func() {
 		defer bg.Done()
+		<-stop
 		var sum res
-		for range procs {
-			r := <-results
+		latest.Range(func(_, v any) bool {
+			r := v.(res)
 			sum.Open += r.Open
 			sum.Refused += r.Refused
 			sum.Other += r.Other
-		}
-		<-stop
+			return true
+		})
 		for _, cmd := range cmds {
 			cmd.Process.Kill()
 			cmd.Wait()
 		}
-		out <- fmt.Sprintf("idle: %d connections from %d processes: %d held open, %d refused with the 4003 error line, %d failed otherwise", n, procs, sum.Open, sum.Refused, sum.Other)
+		out <- fmt.Sprintf("idle: %d connections from %d processes: at the end %d held open, %d refused with the 4003 error line, %d failed otherwise", n, procs, sum.Open, sum.Refused, sum.Other)
 	}()
 	return out
 }
 
-// loadIdleMain is the child of startIdle: it opens n connections, sorts
-// them into held and refused, prints the counts as JSON, and holds the
-// open ones until killed.
+// loadIdleMain is the child of startIdle: it opens n connections and
+// holds them; a connection counts as refused once the agent's 4003 line
+// arrives (however late: a connection still in the listen queue looks
+// open until the agent accepts and refuses it). It prints the counts as
+// JSON every second until killed.
 func loadIdleMain(args []string) error {
 	sock := args[0]
 	var n int
 	fmt.Sscan(args[1], &n)
 	var open, refused, other atomic.Int64
-	var held []net.Conn
-	var mu sync.Mutex
-	var wg sync.WaitGroup
 	sem := make(chan struct{}, 256)
+	go func() {
+		for {
+			time.Sleep(time.Second)
+			json.NewEncoder(os.Stdout).Encode(map[string]int64{"Open": open.Load(), "Refused": refused.Load(), "Other": other.Load()})
+		}
+	}()
 	for i := 0; i < n; i++ {
 		sem <- struct{}{}
-		wg.Add(1)
 		go func() {
-			defer func() { <-sem; wg.Done() }()
 			c, err := net.Dial("unix", sock)
+			<-sem
 			if err != nil {
 				other.Add(1)
 				return
 			}
-			c.SetReadDeadline(time.Now().Add(2 * time.Second))
+			open.Add(1)
 			line, err := bufio.NewReader(c).ReadString('\n')
-			switch {
-			case err == nil && strings.Contains(line, `"code":4003`):
+			open.Add(-1)
+			if err == nil && strings.Contains(line, `"code":4003`) {
 				refused.Add(1)
-				c.Close()
-			case errors.Is(err, os.ErrDeadlineExceeded):
-				c.SetReadDeadline(time.Time{})
-				open.Add(1)
-				mu.Lock()
-				held = append(held, c)
-				mu.Unlock()
-			default:
+			} else {
 				other.Add(1)
-				c.Close()
 			}
+			c.Close()
 		}()
 	}
-	wg.Wait()
-	json.NewEncoder(os.Stdout).Encode(map[string]int64{"Open": open.Load(), "Refused": refused.Load(), "Other": other.Load()})
-	io.Copy(io.Discard, os.Stdin) // until killed
 	select {}
 }
