@@ -48,6 +48,8 @@ type loadConfig struct {
 	sample          time.Duration
 	stepups         bool
 	agentArgs       multiFlag
+	rewrites        int
+	policyPath      string
 }
 
 type loadStats struct {
@@ -92,6 +94,7 @@ func loadMain(args []string) error {
 	fs.StringVar(&c.keychain, "keychain", "memory", "the started agent's --keychain")
 	fs.DurationVar(&c.sample, "sample", time.Second, "interval of the RSS and descriptor samples")
 	fs.BoolVar(&c.stepups, "stepups", true, "custom-UI TOTP step-ups (one per 30 s code) with a single-use token consumed and checked")
+	fs.IntVar(&c.rewrites, "rewrite-policy", 0, "rewrite the started agent's policy file this many times during the load (half by rename, half in place); the policy stays equivalent, so no request may fail")
 	fs.Var(&c.agentArgs, "agent-arg", "an extra argument for the started agent (repeatable)")
 	fs.Parse(args)
 	ctx := context.Background()
@@ -113,7 +116,8 @@ func loadMain(args []string) error {
 		env := benchEnv(dir)
 		pol := filepath.Join(dir, "config", "stepup", "policy.yaml")
 		os.MkdirAll(filepath.Dir(pol), 0o700)
-		os.WriteFile(pol, []byte("scopes:\n  load:multi: {ttl: 60m, singleUse: false}\n  load:single: {ttl: 60m, singleUse: true}\n  load:free: {required: false}\n"), 0o600)
+		os.WriteFile(pol, []byte(loadPolicy(0)), 0o600)
+		c.policyPath = pol
 		c.sock = filepath.Join(dir, "load.sock")
 		argv := append([]string{filepath.Join(bin, "stepup-agent"), "-D", "-a", c.sock, "--keychain", c.keychain, "--prompter", "none",
 			"--audit", filepath.Join(dir, "audit.jsonl")}, c.agentArgs...)
@@ -412,6 +416,11 @@ func runLoad(c *loadConfig, s *setupState, slow int) time.Duration {
 		bg.Add(1)
 		go func() { defer bg.Done(); stepDone <- stepUpLoop(c.sock, s, stop) }()
 	}
+	rewriteDone := make(chan string, 1)
+	if c.rewrites > 0 && c.policyPath != "" {
+		bg.Add(1)
+		go func() { defer bg.Done(); rewriteDone <- rewritePolicy(c.policyPath, c.rewrites, stop) }()
+	}
 	deadline := time.Now().Add(c.duration)
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -461,6 +470,9 @@ func runLoad(c *loadConfig, s *setupState, slow int) time.Duration {
 	}
 	if c.stepups {
 		fmt.Println(<-stepDone)
+	}
+	if c.rewrites > 0 && c.policyPath != "" {
+		fmt.Println(<-rewriteDone)
 	}
 	fmt.Println(<-samples)
 	return q(0.99)
@@ -818,4 +830,34 @@ func loadIdleMain(args []string) error {
 		}()
 	}
 	select {}
+}
+
+// loadPolicy is the load's policy; i changes only a comment.
+func loadPolicy(i int) string {
+	return fmt.Sprintf("# rewrite %d\nscopes:\n  load:multi: {ttl: 60m, singleUse: false}\n  load:single: {ttl: 60m, singleUse: true}\n  load:free: {required: false}\n", i)
+}
+
+// rewritePolicy rewrites path n times, spread over the run: odd times by
+// writing a temporary file and renaming it over path (what editors do),
+// even times in place (truncate and write, what a shell's > does, which
+// the agent may read half-written).
+func rewritePolicy(path string, n int, stop <-chan struct{}) string {
+	done := 0
+	for i := 1; i <= n; i++ {
+		select {
+		case <-stop:
+			return fmt.Sprintf("policy file rewritten %d of %d times before the load ended", done, n)
+		case <-time.After(20 * time.Millisecond):
+		}
+		body := []byte(loadPolicy(i))
+		if i%2 == 1 {
+			tmp := path + ".tmp"
+			if os.WriteFile(tmp, body, 0o600) == nil && os.Rename(tmp, path) == nil {
+				done++
+			}
+		} else if os.WriteFile(path, body, 0o600) == nil {
+			done++
+		}
+	}
+	return fmt.Sprintf("policy file rewritten %d times (half by rename, half in place) during the load", done)
 }
