@@ -45,6 +45,8 @@ type chaosConfig struct {
 	checkCmd  string
 	agentArgs multiFlag
 	duration  time.Duration
+	freezePID int
+	deadline  time.Duration
 }
 
 type chaosToken struct {
@@ -73,8 +75,14 @@ func chaosMain(args []string) error {
 	fs.StringVar(&c.checkCmd, "check-cmd", "", "a shell command run after each restart (e.g. the audit chain check; $STATE is the state directory, $AUDIT the audit log); failing counts as a violation")
 	fs.DurationVar(&c.duration, "duration", time.Hour, "stop after this even if kills remain")
 	fs.Var(&c.agentArgs, "agent-arg", "an extra argument for the agent (repeatable)")
+	fs.IntVar(&c.freezePID, "freeze-pid", 0, "SIGSTOP this `PID` (the Secret Service's gnome-keyring-daemon) for a random 0-6 s in each burst, then SIGCONT; every request must still be answered within -deadline")
+	fs.DurationVar(&c.deadline, "deadline", 5*time.Second, "with -freeze-pid: the longest a request may wait (the keychain's 2 s call timeout, twice, and a margin)")
 	fs.Parse(args)
 	ctx := context.Background()
+	slowest.limit = c.deadline
+	if c.freezePID == 0 {
+		slowest.limit = 0
+	}
 
 	dir, err := socketDir()
 	if err != nil {
@@ -213,6 +221,11 @@ func chaosMain(args []string) error {
 				chaosWorker(sock, w, led, assertion, stop)
 			}(w)
 		}
+		if c.freezePID > 0 {
+			syscall.Kill(c.freezePID, syscall.SIGSTOP)
+			time.Sleep(time.Duration(mrand.Int64N(int64(6 * time.Second))))
+			syscall.Kill(c.freezePID, syscall.SIGCONT)
+		}
 		time.Sleep(time.Duration(mrand.Int64N(int64(c.maxDelay))))
 		cmd.Process.Signal(syscall.SIGKILL)
 		cmd.Wait()
@@ -222,6 +235,14 @@ func chaosMain(args []string) error {
 		if kills%50 == 0 {
 			fmt.Fprintf(os.Stderr, "chaos: %d kills, %d violations\n", kills, len(violations))
 		}
+	}
+	if c.freezePID > 0 {
+		slowest.mu.Lock()
+		fmt.Printf("keychain frozen (SIGSTOP) 0-6 s in every burst: the slowest answer took %v (deadline %v); answers later than the deadline: %d\n", slowest.max.Round(time.Millisecond), c.deadline, slowest.late)
+		if slowest.late > 0 {
+			violations = append(violations, fmt.Sprintf("%d answers later than %v while the keychain was frozen", slowest.late, c.deadline))
+		}
+		slowest.mu.Unlock()
 	}
 	fmt.Printf("chaos (%s keychain): %d kills; checked after restarts: %d tokens still valid, %d consumed tokens refused, %d reset tokens refused, %d assertions refused on replay; violations: %d\n",
 		c.keychain, kills, tokensChecked, consumedChecked, resetChecked, replayChecked, len(violations))
@@ -262,7 +283,9 @@ func chaosWorker(sock string, w int, led *ledger, assertion func(string) (string
 			led.mu.Lock()
 			gen0, busy0 := led.resetGen, led.resets > 0
 			led.mu.Unlock()
-			if err := r.call("requestExternalAuthElevatedToken", map[string]any{"assertion": a, "requestedScopes": []string{"chaos:single"}}, &tr); err != nil {
+			if err := timed(func() error {
+				return r.call("requestExternalAuthElevatedToken", map[string]any{"assertion": a, "requestedScopes": []string{"chaos:single"}}, &tr)
+			}); err != nil {
 				if isConnErr(err) {
 					return
 				}
@@ -285,7 +308,9 @@ func chaosWorker(sock string, w int, led *ledger, assertion func(string) (string
 			led.pending[tok] = true
 			led.mu.Unlock()
 			var v struct{ Valid bool }
-			err := r.call("verifyToken", map[string]any{"token": tok, "scope": "chaos:single", "consume": true}, &v)
+			err := timed(func() error {
+				return r.call("verifyToken", map[string]any{"token": tok, "scope": "chaos:single", "consume": true}, &v)
+			})
 			if err != nil && isConnErr(err) {
 				return
 			}
@@ -305,7 +330,7 @@ func chaosWorker(sock string, w int, led *ledger, assertion func(string) (string
 			}
 			led.resets++
 			led.mu.Unlock()
-			err := r.call("resetState", map[string]any{"scopes": []string{"chaos:single"}}, nil)
+			err := timed(func() error { return r.call("resetState", map[string]any{"scopes": []string{"chaos:single"}}, nil) })
 			if err != nil && isConnErr(err) {
 				return
 			}
@@ -323,6 +348,30 @@ func chaosWorker(sock string, w int, led *ledger, assertion func(string) (string
 			mine = nil
 		}
 	}
+}
+
+// slowest records the longest wait for an answer during bursts.
+var slowest struct {
+	mu    sync.Mutex
+	max   time.Duration
+	late  int
+	limit time.Duration
+}
+
+func timed(f func() error) error {
+	t := time.Now()
+	err := f()
+	if err != nil && isConnErr(err) {
+		return err // the kill, not the agent's answer
+	}
+	d := time.Since(t)
+	slowest.mu.Lock()
+	slowest.max = max(slowest.max, d)
+	if slowest.limit > 0 && d > slowest.limit {
+		slowest.late++
+	}
+	slowest.mu.Unlock()
+	return err
 }
 
 func isConnErr(err error) bool {
