@@ -744,7 +744,10 @@ func startIdle(sock string, n, procs int, stop <-chan struct{}, bg *sync.WaitGro
 		return out
 	}
 	exe, _ := os.Executable()
-	type res struct{ Open, Refused, Other int }
+	type res struct {
+		Open, Refused, Other, DialErr int
+		FirstErr                      string
+	}
 	results := make(chan res, procs)
 	var latest sync.Map // process index -> its last counts
 	var cmds []*exec.Cmd
@@ -781,13 +784,17 @@ func startIdle(sock string, n, procs int, stop <-chan struct{}, bg *sync.WaitGro
 			sum.Open += r.Open
 			sum.Refused += r.Refused
 			sum.Other += r.Other
+			sum.DialErr += r.DialErr
+			if sum.FirstErr == "" {
+				sum.FirstErr = r.FirstErr
+			}
 			return true
 		})
 		for _, cmd := range cmds {
 			cmd.Process.Kill()
 			cmd.Wait()
 		}
-		out <- fmt.Sprintf("idle: %d connections from %d processes: at the end %d held open, %d refused with the 4003 error line, %d failed otherwise", n, procs, sum.Open, sum.Refused, sum.Other)
+		out <- fmt.Sprintf("idle: %d connections from %d processes: at the end %d held open, %d refused with the 4003 error line, %d could not connect, %d ended otherwise (first: %s)", n, procs, sum.Open, sum.Refused, sum.DialErr, sum.Other, sum.FirstErr)
 	}()
 	return out
 }
@@ -801,12 +808,14 @@ func loadIdleMain(args []string) error {
 	sock := args[0]
 	var n int
 	fmt.Sscan(args[1], &n)
-	var open, refused, other atomic.Int64
+	var open, refused, other, dialErr atomic.Int64
+	var firstErr atomic.Value
 	sem := make(chan struct{}, 256)
 	go func() {
 		for {
 			time.Sleep(time.Second)
-			json.NewEncoder(os.Stdout).Encode(map[string]int64{"Open": open.Load(), "Refused": refused.Load(), "Other": other.Load()})
+			e, _ := firstErr.Load().(string)
+			json.NewEncoder(os.Stdout).Encode(map[string]any{"Open": open.Load(), "Refused": refused.Load(), "Other": other.Load(), "DialErr": dialErr.Load(), "FirstErr": e})
 		}
 	}()
 	for i := 0; i < n; i++ {
@@ -815,7 +824,8 @@ func loadIdleMain(args []string) error {
 			c, err := net.Dial("unix", sock)
 			<-sem
 			if err != nil {
-				other.Add(1)
+				dialErr.Add(1)
+				firstErr.CompareAndSwap(nil, "dial: "+err.Error())
 				return
 			}
 			open.Add(1)
@@ -825,6 +835,7 @@ func loadIdleMain(args []string) error {
 				refused.Add(1)
 			} else {
 				other.Add(1)
+				firstErr.CompareAndSwap(nil, fmt.Sprintf("read: %q %v", line, err))
 			}
 			c.Close()
 		}()
