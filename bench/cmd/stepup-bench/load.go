@@ -49,6 +49,7 @@ type loadConfig struct {
 	stepups         bool
 	agentArgs       multiFlag
 	rewrites        int
+	rewriteMode     string
 	policyPath      string
 }
 
@@ -95,6 +96,7 @@ func loadMain(args []string) error {
 	fs.DurationVar(&c.sample, "sample", time.Second, "interval of the RSS and descriptor samples")
 	fs.BoolVar(&c.stepups, "stepups", true, "custom-UI TOTP step-ups (one per 30 s code) with a single-use token consumed and checked")
 	fs.IntVar(&c.rewrites, "rewrite-policy", 0, "rewrite the started agent's policy file this many times during the load (half by rename, half in place); the policy stays equivalent, so no request may fail")
+	fs.StringVar(&c.rewriteMode, "rewrite-mode", "both", "how -rewrite-policy writes: rename, inplace or both (alternating)")
 	fs.Var(&c.agentArgs, "agent-arg", "an extra argument for the started agent (repeatable)")
 	fs.Parse(args)
 	ctx := context.Background()
@@ -419,7 +421,7 @@ func runLoad(c *loadConfig, s *setupState, slow int) time.Duration {
 	rewriteDone := make(chan string, 1)
 	if c.rewrites > 0 && c.policyPath != "" {
 		bg.Add(1)
-		go func() { defer bg.Done(); rewriteDone <- rewritePolicy(c.policyPath, c.rewrites, stop) }()
+		go func() { defer bg.Done(); rewriteDone <- rewritePolicy(c.policyPath, c.rewrites, c.rewriteMode, stop) }()
 	}
 	deadline := time.Now().Add(c.duration)
 	var next atomic.Int64
@@ -852,7 +854,7 @@ func loadPolicy(i int) string {
 // writing a temporary file and renaming it over path (what editors do),
 // even times in place (truncate and write, what a shell's > does, which
 // the agent may read half-written).
-func rewritePolicy(path string, n int, stop <-chan struct{}) string {
+func rewritePolicy(path string, n int, mode string, stop <-chan struct{}) string {
 	done := 0
 	for i := 1; i <= n; i++ {
 		select {
@@ -861,7 +863,7 @@ func rewritePolicy(path string, n int, stop <-chan struct{}) string {
 		case <-time.After(20 * time.Millisecond):
 		}
 		body := []byte(loadPolicy(i))
-		if i%2 == 1 {
+		if mode == "rename" || mode == "both" && i%2 == 1 {
 			tmp := path + ".tmp"
 			if os.WriteFile(tmp, body, 0o600) == nil && os.Rename(tmp, path) == nil {
 				done++
@@ -870,5 +872,5 @@ func rewritePolicy(path string, n int, stop <-chan struct{}) string {
 			done++
 		}
 	}
-	return fmt.Sprintf("policy file rewritten %d times (half by rename, half in place) during the load", done)
+	return fmt.Sprintf("policy file rewritten %d times (%s) during the load", done, map[string]string{"both": "half by rename, half in place", "rename": "by rename", "inplace": "in place"}[mode])
 }
