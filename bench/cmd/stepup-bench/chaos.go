@@ -47,6 +47,7 @@ type chaosConfig struct {
 	duration  time.Duration
 	freezePID int
 	deadline  time.Duration
+	fullFS    string
 }
 
 type chaosToken struct {
@@ -75,6 +76,7 @@ func chaosMain(args []string) error {
 	fs.StringVar(&c.checkCmd, "check-cmd", "", "a shell command run after each restart (e.g. the audit chain check; $STATE is the state directory, $AUDIT the audit log); failing counts as a violation")
 	fs.DurationVar(&c.duration, "duration", time.Hour, "stop after this even if kills remain")
 	fs.Var(&c.agentArgs, "agent-arg", "an extra argument for the agent (repeatable)")
+	fs.StringVar(&c.fullFS, "fullfs", "", "instead of the kill loop: put the state directory on a tmpfs of `SIZE` (e.g. 512k; needs root), fill it, mint into it, free it, mint again, restart, and check (file keychain)")
 	fs.IntVar(&c.freezePID, "freeze-pid", 0, "SIGSTOP this `PID` (the Secret Service's gnome-keyring-daemon) for a random 0-6 s in each burst, then SIGCONT; every request must still be answered within -deadline")
 	fs.DurationVar(&c.deadline, "deadline", 5*time.Second, "with -freeze-pid: the longest a request may wait (the keychain's 2 s call timeout, twice, and a margin)")
 	fs.Parse(args)
@@ -141,6 +143,9 @@ func chaosMain(args []string) error {
 			return nil, fmt.Errorf("the agent did not start again (keychain corrupt?): %w; log %s", err, filepath.Join(dir, "agent.log"))
 		}
 		return cmd, nil
+	}
+	if c.fullFS != "" {
+		return fullFS(c, dir, env, start, sock, assertion)
 	}
 	led := &ledger{valid: map[string]bool{}, consumed: map[string]bool{}, reset: map[string]bool{}, pending: map[string]bool{}}
 	var violations []string
@@ -408,4 +413,103 @@ func timed(f func() error) error {
 func isConnErr(err error) bool {
 	s := err.Error()
 	return !strings.Contains(s, ": 4") && !strings.Contains(s, ": -32")
+}
+
+// fullFS runs the file backend on a full filesystem: every mint either
+// answers a token that survives a restart or a clear error; keychain.json
+// is never half-written; minting works again once space returns.
+func fullFS(c chaosConfig, dir string, env []string, start func() (*exec.Cmd, error), sock string, assertion func(string) (string, string)) error {
+	state := filepath.Join(dir, "state")
+	os.MkdirAll(state, 0o700)
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+c.fullFS+",mode=0700", "tmpfs", state).CombinedOutput(); err != nil {
+		return fmt.Errorf("mount tmpfs: %v: %s", err, out)
+	}
+	defer exec.Command("umount", "-l", state).Run()
+	cmd, err := start()
+	if err != nil {
+		return err
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	r, err := dialRPC(sock)
+	if err != nil {
+		return err
+	}
+	minted := map[string]string{} // token -> phase
+	phase := "before"
+	mint := func(n int) (ok int, errs map[string]int) {
+		errs = map[string]int{}
+		for i := 0; i < n; i++ {
+			a, _ := assertion("chaos:multi")
+			var tr struct{ Token string }
+			if err := r.call("requestExternalAuthElevatedToken", map[string]any{"assertion": a, "requestedScopes": []string{"chaos:multi"}}, &tr); err != nil {
+				errs[err.Error()]++
+				continue
+			}
+			minted[tr.Token] = phase
+			ok++
+		}
+		return ok, errs
+	}
+	ok0, _ := mint(20)
+	// Fill the filesystem.
+	filler := filepath.Join(state, "filler")
+	f, _ := os.Create(filler)
+	buf := make([]byte, 4096)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			break
+		}
+	}
+	f.Close()
+	phase = "full"
+	okFull, errsFull := mint(200)
+	var violations []string
+	kc := filepath.Join(state, "stepup", "keychain.json")
+	if b, err := os.ReadFile(kc); err != nil || !json.Valid(b) {
+		violations = append(violations, fmt.Sprintf("keychain.json unreadable or half-written on the full filesystem: %v", err))
+	}
+	for m := range errsFull {
+		if strings.Contains(m, "-32603") {
+			violations = append(violations, "an internal error instead of a clear one: "+m)
+		}
+	}
+	os.Remove(filler)
+	phase = "after"
+	okAfter, errsAfter := mint(20)
+	if okAfter == 0 {
+		violations = append(violations, fmt.Sprintf("no mint once space returned: %v", errsAfter))
+	}
+	r.c.Close()
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	cmd, err = start()
+	if err != nil {
+		return fmt.Errorf("restart after the full filesystem: %w", err)
+	}
+	chk, err := dialRPC(sock)
+	if err != nil {
+		return err
+	}
+	lost := 0
+	lostBy := map[string]int{}
+	for tok, ph := range minted {
+		var v struct{ Valid bool }
+		if err := chk.call("verifyToken", map[string]any{"token": tok, "scope": "chaos:multi"}, &v); err != nil || !v.Valid {
+			lost++
+			lostBy[ph]++
+		}
+	}
+	chk.c.Close()
+	if lost > 0 {
+		violations = append(violations, fmt.Sprintf("%d tokens answered before the restart are not valid after it (by when they were minted: %v)", lost, lostBy))
+	}
+	fmt.Printf("full filesystem (tmpfs %s, file keychain): %d minted before filling; while full: %d minted, refused: %v; after freeing: %d of 20 minted; after a kill -9 and restart: %d of %d answered tokens valid; keychain.json whole; violations: %d\n",
+		c.fullFS, ok0, okFull, errsFull, okAfter, len(minted)-lost, len(minted), len(violations))
+	for _, v := range violations {
+		fmt.Println("  " + v)
+	}
+	if len(violations) > 0 {
+		return fmt.Errorf("%d violations", len(violations))
+	}
+	return nil
 }
