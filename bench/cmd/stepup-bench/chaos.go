@@ -140,7 +140,7 @@ func chaosMain(args []string) error {
 		if err := waitDial(wctx, sock); err != nil {
 			cmd.Process.Kill()
 			cmd.Wait()
-			return nil, fmt.Errorf("the agent did not start again (keychain corrupt?): %w; log %s", err, filepath.Join(dir, "agent.log"))
+			return nil, fmt.Errorf("the agent did not start again (keychain corrupt?): %w; its log ends: %s", err, logTail(filepath.Join(dir, "agent.log"), 600))
 		}
 		return cmd, nil
 	}
@@ -512,4 +512,13 @@ func fullFS(c chaosConfig, dir string, env []string, start func() (*exec.Cmd, er
 		return fmt.Errorf("%d violations", len(violations))
 	}
 	return nil
+}
+
+// logTail returns the last n bytes of the file at path, on one line.
+func logTail(path string, n int) string {
+	b, _ := os.ReadFile(path)
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return strings.ReplaceAll(strings.TrimSpace(string(b)), "\n", " | ")
 }
