@@ -13,12 +13,7 @@ import (
 // are still wanted. Linux reports POLLHUP on a Unix stream socket only when
 // both directions are shut down.
 func waitHangUp(c net.Conn, done <-chan struct{}) {
-	uc, ok := c.(*net.UnixConn)
-	if !ok {
-		return
-	}
-	raw, err := uc.SyscallConn()
-	if err != nil {
+	if _, ok := c.(*net.UnixConn); !ok {
 		return
 	}
 	for {
@@ -27,13 +22,7 @@ func waitHangUp(c net.Conn, done <-chan struct{}) {
 			return
 		default:
 		}
-		hung := false
-		cerr := raw.Control(func(fd uintptr) {
-			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
-			n, err := unix.Poll(fds, 0)
-			hung = err == nil && n > 0 && fds[0].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0
-		})
-		if cerr != nil || hung {
+		if hungUp(c) {
 			return
 		}
 		select {
@@ -42,4 +31,24 @@ func waitHangUp(c net.Conn, done <-chan struct{}) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// hungUp reports whether the peer has closed its end entirely (or the
+// connection cannot be polled any more).
+func hungUp(c net.Conn) bool {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return false
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return true
+	}
+	hung := false
+	cerr := raw.Control(func(fd uintptr) {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
+		n, err := unix.Poll(fds, 0)
+		hung = err == nil && n > 0 && fds[0].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0
+	})
+	return cerr != nil || hung
 }

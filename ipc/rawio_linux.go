@@ -20,23 +20,26 @@ import (
 // (syscall.RawConn), so deadlines, Close and Shutdown work as with
 // net.Conn's own Read and Write.
 type rawIO struct {
-	nc net.Conn
-	rc syscall.RawConn
+	nc         net.Conn
+	rc         syscall.RawConn
+	beforeWait func()        // runs before a read waits (the line deadline)
+	timeout    time.Duration // a write fails after this without progress
 }
 
-// newRawIO returns the reader and writer of nc's requests and answers;
-// raw reports whether they are rawIO (whose Write bounds its own waits).
-func newRawIO(nc net.Conn) (r io.Reader, w io.Writer, raw bool) {
+// newRawIO returns the reader and writer of nc's requests and answers.
+// beforeWait runs before a read waits for the client; a write fails after
+// timeout without progress.
+func newRawIO(nc net.Conn, beforeWait func(), timeout time.Duration) (r io.Reader, w io.Writer) {
 	uc, ok := nc.(*net.UnixConn)
 	if !ok {
-		return nc, nc, false
+		return &hookReader{nc: nc, before: beforeWait}, &progressWriter{nc: nc, timeout: timeout}
 	}
 	rc, err := uc.SyscallConn()
 	if err != nil {
-		return nc, nc, false
+		return &hookReader{nc: nc, before: beforeWait}, &progressWriter{nc: nc, timeout: timeout}
 	}
-	x := &rawIO{nc: nc, rc: rc}
-	return x, x, true
+	x := &rawIO{nc: nc, rc: rc, beforeWait: beforeWait, timeout: timeout}
+	return x, x
 }
 
 func (x *rawIO) Read(b []byte) (int, error) {
@@ -45,19 +48,30 @@ func (x *rawIO) Read(b []byte) (int, error) {
 	}
 	var n int
 	var errno syscall.Errno
-	err := x.rc.Read(func(fd uintptr) bool {
-		for {
-			m, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
-			switch e {
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-				return false // wait in the netpoller
+	read := func(wait bool) error {
+		return x.rc.Read(func(fd uintptr) bool {
+			for {
+				m, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+				switch e {
+				case syscall.EINTR:
+					continue
+				case syscall.EAGAIN:
+					if !wait {
+						n, errno = -1, 0
+						return true
+					}
+					return false // wait in the netpoller
+				}
+				n, errno = int(m), e
+				return true
 			}
-			n, errno = int(m), e
-			return true
-		}
-	})
+		})
+	}
+	err := read(false)
+	if err == nil && n < 0 { // nothing there: arm the deadline, then wait
+		x.beforeWait()
+		err = read(true)
+	}
 	switch {
 	case err != nil:
 		return 0, err
@@ -70,8 +84,9 @@ func (x *rawIO) Read(b []byte) (int, error) {
 }
 
 // Write writes all of b. A client that does not read its answers gets
-// writeTimeout to make room before the write fails; the deadline is set
-// only while waiting, never on the common path.
+// x.timeout to make room, renewed whenever it makes some, before the
+// write fails; the deadline is set only while waiting, never on the
+// common path.
 func (x *rawIO) Write(b []byte) (int, error) {
 	total := 0
 	try := func(wait bool) error {
@@ -103,8 +118,14 @@ func (x *rawIO) Write(b []byte) (int, error) {
 	if err := try(false); err != nil || total == len(b) {
 		return total, err
 	}
-	x.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
-	err := try(true)
-	x.nc.SetWriteDeadline(time.Time{})
-	return total, err
+	for {
+		before := total
+		x.nc.SetWriteDeadline(time.Now().Add(x.timeout))
+		err := try(true)
+		if err != nil && total > before && isTimeout(err) {
+			continue // the client is reading, slowly: wait on
+		}
+		x.nc.SetWriteDeadline(time.Time{})
+		return total, err
+	}
 }

@@ -5,8 +5,12 @@ package ipc
 import (
 	"io"
 	"net"
+	"time"
 )
 
-// newRawIO returns nc itself: raw system calls are a Linux optimization
-// (rawio_linux.go).
-func newRawIO(nc net.Conn) (r io.Reader, w io.Writer, raw bool) { return nc, nc, false }
+// newRawIO returns portable wrappers of nc: raw system calls are a Linux
+// optimization (rawio_linux.go). before runs ahead of every read; a
+// write fails after timeout without progress.
+func newRawIO(nc net.Conn, before func(), timeout time.Duration) (r io.Reader, w io.Writer) {
+	return &hookReader{nc: nc, before: before}, &progressWriter{nc: nc, timeout: timeout}
+}

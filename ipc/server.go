@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/stepup-agent/stepup-agent/api"
@@ -43,8 +44,26 @@ type Server struct {
 	// UID is the only peer uid accepted; -1 means os.Getuid().
 	UID int
 
+	// Limits (docs/protocol.md, "Limits"); zero means the default.
+	//
+	// WriteTimeout is how long an answer waits for a client that reads
+	// nothing; the client then gets one error line and the connection
+	// ends. LineTimeout is how long a request line may take to arrive
+	// once its first byte has. MaxConns and MaxConnsPerPeer cap the open
+	// connections, in all and per peer process; a connection past a cap
+	// gets one error line and is closed. MaxInflight caps the requests
+	// of one connection that run concurrently (the blocking methods);
+	// past it the server stops reading that connection until one ends.
+	WriteTimeout    time.Duration
+	LineTimeout     time.Duration
+	MaxConns        int
+	MaxConnsPerPeer int
+	MaxInflight     int
+
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
+	perPeer  map[int]int
+	reserve  *os.File // a descriptor given up to refuse a client at EMFILE
 	lns      map[net.Listener]struct{}
 	closing  bool
 	base     context.Context
@@ -56,13 +75,39 @@ type Server struct {
 func (s *Server) init() {
 	s.initOnce.Do(func() {
 		s.conns = map[*conn]struct{}{}
+		s.perPeer = map[int]int{}
 		s.lns = map[net.Listener]struct{}{}
+		s.reserve, _ = os.Open(os.DevNull)
+		if s.WriteTimeout <= 0 {
+			s.WriteTimeout = DefaultWriteTimeout
+		}
+		if s.LineTimeout <= 0 {
+			s.LineTimeout = DefaultLineTimeout
+		}
+		if s.MaxConns <= 0 {
+			s.MaxConns = DefaultMaxConns
+		}
+		if s.MaxConnsPerPeer <= 0 {
+			s.MaxConnsPerPeer = DefaultMaxConnsPerPeer
+		}
+		if s.MaxInflight <= 0 {
+			s.MaxInflight = DefaultMaxInflight
+		}
 		s.base, s.cancel = context.WithCancel(context.Background())
 		if s.Log == nil {
 			s.Log = zap.NewNop()
 		}
 	})
 }
+
+// The default limits (docs/protocol.md, "Limits").
+const (
+	DefaultWriteTimeout    = 10 * time.Second
+	DefaultLineTimeout     = 10 * time.Second
+	DefaultMaxConns        = 4096
+	DefaultMaxConnsPerPeer = 1024
+	DefaultMaxInflight     = 16
+)
 
 // ErrServerClosed is returned by Serve after Shutdown.
 var ErrServerClosed = errors.New("ipc: server closed")
@@ -91,8 +136,11 @@ func (s *Server) Serve(ln net.Listener) error {
 			if closing {
 				return ErrServerClosed
 			}
+			if isFDExhausted(err) && s.refuseOneAtEMFILE(ln) {
+				continue
+			}
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscallEMFILE) {
+			if errors.As(err, &ne) && ne.Timeout() || isFDExhausted(err) {
 				delay = min(max(delay*2, 5*time.Millisecond), time.Second)
 				s.Log.Warn("accept failed; retrying", zap.Error(err), zap.Duration("delay", delay))
 				time.Sleep(delay)
@@ -114,8 +162,70 @@ func (s *Server) Serve(ln net.Listener) error {
 			go refuse(c, msg)
 			continue
 		}
+		if msg := s.admit(peer); msg != nil {
+			go refuse(c, msg)
+			continue
+		}
 		s.startConn(c, peer)
 	}
+}
+
+// admit counts a connection of peer against the caps, or returns the
+// error line refusing it.
+func (s *Server) admit(peer *Peer) []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var e *api.Error
+	switch {
+	case len(s.conns) >= s.MaxConns:
+		e = api.Errorf(api.CodeRateLimited, "too many connections: the agent has %d open, its limit; this connection is closed", s.MaxConns).
+			WithHint("retry in a moment; a connection carries any number of requests, so reuse one instead of opening many")
+	case s.perPeer[peer.PID] >= s.MaxConnsPerPeer:
+		e = api.Errorf(api.CodeRateLimited, "too many connections from this process (pid %d): %d open, the limit per process; this connection is closed", peer.PID, s.MaxConnsPerPeer).
+			WithHint("close connections you no longer use, or reuse one: a connection carries any number of requests")
+	default:
+		s.perPeer[peer.PID]++
+		return nil
+	}
+	e.Data.RetryAfterSeconds = 1
+	s.Log.Warn("refusing connection over the cap", zap.Int("peerPid", peer.PID), zap.String("why", e.Message))
+	return errorLine(nil, e)
+}
+
+// refuseOneAtEMFILE answers one waiting client when the process has run
+// out of descriptors: it gives up the reserve descriptor, accepts, writes
+// the error line, closes, and takes the reserve back. Without it the
+// clients would wait in the listen queue with no answer. It reports
+// whether it could.
+func (s *Server) refuseOneAtEMFILE(ln net.Listener) bool {
+	s.mu.Lock()
+	r := s.reserve
+	s.reserve = nil
+	s.mu.Unlock()
+	if r == nil {
+		return false
+	}
+	r.Close()
+	c, err := ln.Accept()
+	if err == nil {
+		e := api.Errorf(api.CodeRateLimited, "the agent has run out of file descriptors; this connection is closed").
+			WithHint("retry in a moment; if it persists, raise the agent's descriptor limit (ulimit -n) or close idle connections")
+		e.Data.RetryAfterSeconds = 1
+		c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+		c.Write(errorLine(nil, e))
+		c.Close()
+	}
+	nr, rerr := os.Open(os.DevNull)
+	s.mu.Lock()
+	if rerr == nil {
+		s.reserve = nr
+	}
+	s.mu.Unlock()
+	if err != nil {
+		s.Log.Warn("out of file descriptors; refusing clients until some close", zap.Error(err))
+		time.Sleep(10 * time.Millisecond)
+	}
+	return true
 }
 
 // refuse answers a connection it will not serve with one error line, then
@@ -133,12 +243,15 @@ func refuse(c net.Conn, msg []byte) {
 
 func (s *Server) startConn(nc net.Conn, peer *Peer) {
 	ctx, cancel := context.WithCancel(WithPeer(s.base, peer))
-	c := &conn{srv: s, nc: nc, peer: peer, ctx: ctx, cancel: cancel}
-	var w io.Writer
-	c.r, w, c.rawWrites = newRawIO(nc)
-	c.w = bufio.NewWriterSize(w, 4096)
+	c := &conn{srv: s, nc: nc, peer: peer, ctx: ctx, cancel: cancel,
+		stopCh: make(chan struct{}), sem: make(chan struct{}, s.MaxInflight)}
+	r, w := newRawIO(nc, c.armRead, s.WriteTimeout)
+	c.br = bufio.NewReaderSize(r, 4096)
+	c.tail = &tailWriter{w: w}
+	c.w = bufio.NewWriterSize(c.tail, 4096)
 	s.mu.Lock()
 	if s.closing {
+		s.release(peer)
 		s.mu.Unlock()
 		nc.Close()
 		cancel()
@@ -161,7 +274,7 @@ func (s *Server) Shutdown(ctx context.Context) {
 		ln.Close()
 	}
 	for c := range s.conns {
-		c.nc.SetReadDeadline(time.Now())
+		c.stop()
 	}
 	s.mu.Unlock()
 	done := make(chan struct{})
@@ -182,13 +295,102 @@ type conn struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	r         io.Reader // nc, or rawIO over it
-	rawWrites bool      // w writes through rawIO
+	// Read by serve's goroutine only (armRead runs inside its reads).
+	br           *bufio.Reader
+	long         []byte    // a line longer than br's buffer, gathered
+	partialSince time.Time // when the server first waited amid a line
+	curDeadline  time.Time // the read deadline set by armRead
 
-	wmu sync.Mutex
-	w   *bufio.Writer
+	dmu         sync.Mutex // guards readStopped and the read deadline
+	readStopped bool       // Shutdown or a stall ended reading
+	stopOnce    sync.Once
+	stopCh      chan struct{} // closed by Shutdown
 
+	sem      chan struct{} // one per blocking request in flight
 	inflight sync.WaitGroup
+
+	stalled atomic.Bool // the client stopped reading: answers are dropped
+	wmu     sync.Mutex
+	werr    error // the first write error; later answers are dropped
+	w       *bufio.Writer
+	tail    *tailWriter
+}
+
+// tailWriter remembers whether the last byte it wrote ended a line, so
+// that a closing error line never runs on from a half-written answer.
+type tailWriter struct {
+	w       io.Writer
+	midLine bool
+}
+
+func (t *tailWriter) Write(b []byte) (int, error) {
+	n, err := t.w.Write(b)
+	if n > 0 {
+		t.midLine = b[n-1] != '\n'
+	}
+	return n, err
+}
+
+// stop ends reading for Shutdown.
+func (c *conn) stop() {
+	c.stopReading(time.Now())
+	c.stopOnce.Do(func() { close(c.stopCh) })
+}
+
+// stopReading makes the reads of the connection end at t, for good.
+func (c *conn) stopReading(t time.Time) {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	c.readStopped = true
+	c.nc.SetReadDeadline(t)
+}
+
+// armRead runs before a read waits for the client: amid a line, the rest
+// must come within LineTimeout of the first wait for it (a client
+// dribbling a line byte by byte is closed); between lines, the wait is
+// unbounded.
+func (c *conn) armRead() {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	if c.readStopped {
+		return
+	}
+	var d time.Time
+	if c.br.Buffered() > 0 || len(c.long) > 0 {
+		if c.partialSince.IsZero() {
+			c.partialSince = time.Now()
+		}
+		d = c.partialSince.Add(c.srv.LineTimeout)
+	}
+	if !d.Equal(c.curDeadline) {
+		c.nc.SetReadDeadline(d)
+		c.curDeadline = d
+	}
+}
+
+// lineDone clears the line deadline once a line is complete.
+func (c *conn) lineDone() {
+	c.partialSince = time.Time{}
+	if c.curDeadline.IsZero() {
+		return
+	}
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	if !c.readStopped {
+		c.nc.SetReadDeadline(time.Time{})
+		c.curDeadline = time.Time{}
+	}
+}
+
+// lineTimedOut reports whether a read that failed with a deadline hit
+// the line deadline (rather than Shutdown's or a stall's).
+func (c *conn) lineTimedOut(err error) bool {
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		return false
+	}
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	return !c.readStopped
 }
 
 // request is a JSON-RPC 2.0 request object.
@@ -206,32 +408,42 @@ func (c *conn) serve() {
 		delete(c.srv.conns, c)
 		c.srv.mu.Unlock()
 	}()
-	r := bufio.NewReaderSize(c.r, 4096)
-	var long []byte
+	defer func() {
+		c.srv.mu.Lock()
+		c.srv.release(c.peer)
+		c.srv.mu.Unlock()
+	}()
+	r := c.br
 	for {
 		line, err := r.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) {
 			// A line longer than the buffer: gather it, up to the limit.
-			if len(long)+len(line) > MaxLine+1 {
+			if len(c.long)+len(line) > MaxLine+1 {
 				c.tooLong()
 				break
 			}
-			long = append(long, line...)
+			c.long = append(c.long, line...)
 			continue
 		}
-		if long != nil {
-			long = append(long, line...)
-			line = long
+		if c.long != nil {
+			c.long = append(c.long, line...)
+			line = c.long
 		}
 		if err != nil && (err != io.EOF || len(line) == 0) {
+			if c.lineTimedOut(err) {
+				c.lineTimeout()
+			}
 			break
 		}
 		if n := len(bytes.TrimSuffix(line, []byte("\n"))); n > MaxLine {
 			c.tooLong()
 			break
 		}
-		c.handleLine(line)
-		long = nil
+		c.lineDone()
+		if !c.stalled.Load() { // a stalled client's requests are read and dropped
+			c.handleLine(line)
+		}
+		c.long = nil
 		if err != nil { // a last line without newline, then EOF
 			break
 		}
@@ -260,6 +472,19 @@ func (c *conn) serve() {
 	c.cancel()
 	c.flush()
 	c.nc.Close()
+}
+
+// release uncounts a connection of peer; s.mu is held.
+func (s *Server) release(peer *Peer) {
+	if s.perPeer[peer.PID]--; s.perPeer[peer.PID] <= 0 {
+		delete(s.perPeer, peer.PID)
+	}
+}
+
+func (c *conn) lineTimeout() {
+	c.write(errorLine(nil, api.Errorf(api.CodeInvalidRequest, "no complete request line within %s; the connection is closed", c.srv.LineTimeout).
+		WithHint("send each request as one line ending in \\n, written at once")))
+	c.flush()
 }
 
 func (c *conn) tooLong() {
@@ -301,11 +526,14 @@ func (c *conn) handleLine(line []byte) {
 	params := req.Params
 	notify := len(id) == 0
 	if c.srv.Handler.Blocking(method) {
+		if !c.acquire() {
+			return
+		}
 		c.inflight.Add(1)
 		idCopy := append(json.RawMessage(nil), id...)
 		paramsCopy := append(json.RawMessage(nil), params...)
 		go func() {
-			defer c.inflight.Done()
+			defer func() { <-c.sem; c.inflight.Done() }()
 			res, err := c.srv.Handler.Handle(c.ctx, method, paramsCopy)
 			if !notify {
 				c.write(c.answer(idCopy, method, res, err))
@@ -317,6 +545,33 @@ func (c *conn) handleLine(line []byte) {
 	res, err := c.srv.Handler.Handle(c.ctx, method, params)
 	if !notify {
 		c.write(c.answer(id, method, res, err))
+	}
+}
+
+// acquire takes a slot for a blocking request, waiting (and so not
+// reading the connection) while MaxInflight of them run. It gives up when
+// the client hangs up or the server stops.
+func (c *conn) acquire() bool {
+	select {
+	case c.sem <- struct{}{}:
+		return true
+	default:
+	}
+	c.flush() // answers already made go out while this waits
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case c.sem <- struct{}{}:
+			return true
+		case <-c.stopCh:
+			return false
+		case <-t.C:
+			if hungUp(c.nc) {
+				c.cancel()
+				return false
+			}
+		}
 	}
 }
 
@@ -371,20 +626,63 @@ func errorLine(id json.RawMessage, e *api.Error) []byte {
 }
 
 func (c *conn) write(b []byte) {
+	if c.stalled.Load() {
+		return
+	}
 	c.wmu.Lock()
-	c.w.Write(b)
-	c.wmu.Unlock()
+	defer c.wmu.Unlock()
+	if c.werr == nil {
+		if _, err := c.w.Write(b); err != nil {
+			c.writeFailed(err)
+		}
+	}
 }
-
-// writeTimeout bounds how long an answer waits for a client that does
-// not read.
-const writeTimeout = 10 * time.Second
 
 func (c *conn) flush() {
 	c.wmu.Lock()
-	if !c.rawWrites { // rawIO sets the deadline itself, only when it waits
-		c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	defer c.wmu.Unlock()
+	if c.werr == nil {
+		if err := c.w.Flush(); err != nil {
+			c.writeFailed(err)
+		}
 	}
-	c.w.Flush()
-	c.wmu.Unlock()
+}
+
+// writeFailed handles the first write error; c.wmu is held. From then on
+// answers are dropped and requests read but not served (an answer nobody
+// gets must not consume a token). A client that stopped reading (the
+// write timed out) gets one error line once it reads again; any other
+// error means it is gone.
+func (c *conn) writeFailed(err error) {
+	c.werr = err
+	c.stalled.Store(true)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		c.srv.Log.Warn("client does not read its answers; closing the connection", zap.Int("peerPid", c.peer.PID), zap.Duration("after", c.srv.WriteTimeout))
+		go c.closeStalled()
+		return
+	}
+	c.stopReading(time.Now())
+}
+
+// stallGrace is how long a stalled client has to read its error line.
+const stallGrace = 10 * time.Second
+
+// closeStalled writes the error line that ends a stalled connection, then
+// stops reading it. Meanwhile serve reads and drops the client's
+// requests, so that a client blocked writing them gets to read.
+func (c *conn) closeStalled() {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	msg := errorLine(nil, api.Errorf(api.CodeInvalidRequest, "answers were not read for %s; the agent dropped the answers it still held and closes the connection", c.srv.WriteTimeout).
+		WithHint("read answers while sending requests (pipelining is fine), or send fewer requests before reading"))
+	if c.tail.midLine {
+		msg = append([]byte("\n"), msg...)
+	}
+	// The client gets stallGrace, renewed while it reads, to read what is
+	// queued and this line.
+	(&progressWriter{nc: c.nc, timeout: stallGrace}).Write(msg)
+	if uc, ok := c.nc.(*net.UnixConn); ok {
+		uc.CloseWrite()
+	}
+	c.stopReading(time.Now().Add(time.Second))
 }

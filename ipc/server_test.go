@@ -47,12 +47,21 @@ func (h *testHandler) Handle(ctx context.Context, m string, params json.RawMessa
 
 func startServer(t *testing.T, h Handler) (string, *Server) {
 	t.Helper()
+	return startServerWith(t, h, nil)
+}
+
+// startServerWith starts a server on h after set has adjusted it.
+func startServerWith(t testing.TB, h Handler, set func(*Server)) (string, *Server) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "s.sock")
 	ln, err := net.Listen("unix", path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := &Server{Handler: h, UID: -1}
+	if set != nil {
+		set(srv)
+	}
 	go srv.Serve(ln)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)

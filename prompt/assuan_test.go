@@ -1,7 +1,6 @@
 package prompt
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"io"
@@ -179,28 +178,3 @@ func TestAssuanLongLine(t *testing.T) {
 	}
 }
 
-// FuzzParseResponse: the decoder never panics, never returns more than it
-// was given, and decodes what assuanEscape encodes.
-func FuzzParseResponse(f *testing.F) {
-	for _, s := range []string{"OK", "D 12%0A", "ERR 83886179 Operation cancelled <Pinentry>", "S ERROR tty.? 83886142 ", "INQUIRE X", "# c", "D %", "D %%%", "ERR 1 %zz"} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, line []byte) {
-		r, err := parseResponse(line)
-		if err != nil {
-			return
-		}
-		if len(r.data) > len(line) || len(r.text) > 3*len(line)+3 {
-			t.Fatalf("grew: %q -> %+v", line, r)
-		}
-		if r.kind == respData {
-			d, err := parseResponse([]byte("D " + assuanEscape(string(r.data))))
-			if err != nil || !bytes.Equal(d.data, r.data) {
-				t.Fatalf("re-encoding %q: %q, %v", r.data, d.data, err)
-			}
-		}
-		// The same bytes through a connection give the same answer.
-		c := newAssuanConn(io.Discard, bufio.NewReader(bytes.NewReader(append(append([]byte{}, line...), '\n'))))
-		c.transact("") //nolint:errcheck
-	})
-}

@@ -6,6 +6,11 @@
 //
 //	go run ./bench/cmd/stepup-bench -o docs/BENCHMARKS.md
 //
+// and load tests the agent under many connections, slow and idle clients
+// (load.go, docs/RELIABILITY.md):
+//
+//	go run ./bench/cmd/stepup-bench load -conns 1000 -n 1000000 -pipeline 16
+//
 // It builds stepup-agent and stepupctl from this tree and bench/echo.c
 // with gcc, starts every server in a temporary directory with its own
 // XDG directories and GNUPGHOME, and stops them (by pid) when done. It
@@ -50,6 +55,14 @@ func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
 func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
 func main() {
+	if sub := map[string]func([]string) error{"load": loadMain, "load-idle": loadIdleMain, "chaos": chaosMain}; len(os.Args) > 1 && sub[os.Args[1]] != nil {
+		f := sub[os.Args[1]]
+		if err := f(os.Args[2:]); err != nil {
+			fmt.Fprintf(os.Stderr, "stepup-bench %s: %v\n", os.Args[1], err)
+			os.Exit(1)
+		}
+		return
+	}
 	var c config
 	quick := flag.Bool("quick", false, "a short run, to try the harness (figures are rough)")
 	flag.StringVar(&c.out, "o", "", "write the report to `FILE` (default: stdout); sections \"## Keychain\" and \"## Notes\" already in FILE are kept")

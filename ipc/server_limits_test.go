@@ -1,0 +1,287 @@
+package ipc
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stepup-agent/stepup-agent/internal/testenv"
+)
+
+func dial(t *testing.T, path string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// echoOK sends one echo request on c and checks its answer.
+func echoOK(t *testing.T, c net.Conn, r *bufio.Reader, id string) {
+	t.Helper()
+	fmt.Fprintf(c, `{"jsonrpc":"2.0","id":%q,"method":"echo","params":1}`+"\n", id)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	line, err := r.ReadString('\n')
+	if err != nil || line != fmt.Sprintf(`{"jsonrpc":"2.0","id":%q,"result":1}`+"\n", id) {
+		t.Fatalf("echo %s: %q, %v", id, line, err)
+	}
+}
+
+// readRefusal reads the one line a refused connection gets, then EOF.
+func readRefusal(t *testing.T, c net.Conn) map[string]any {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	r := bufio.NewReader(c)
+	line, err := r.ReadString('\n')
+	if err != nil {
+		t.Fatalf("refused connection: no error line: %q, %v", line, err)
+	}
+	var m struct {
+		ID    any            `json:"id"`
+		Error map[string]any `json:"error"`
+	}
+	if err := json.Unmarshal([]byte(line), &m); err != nil || m.Error == nil {
+		t.Fatalf("refusal %q is not an error line: %v", line, err)
+	}
+	if _, err := r.ReadString('\n'); err == nil {
+		t.Fatal("a refused connection stays open")
+	}
+	return m.Error
+}
+
+// Slowloris: connections that dribble a line a byte at a time, never
+// ending it, are closed by the line deadline with an error line, while a
+// normal client is served throughout.
+func TestSlowLineClosedByDeadline(t *testing.T) {
+	path, _ := startServerWith(t, &testHandler{}, func(s *Server) { s.LineTimeout = 700 * time.Millisecond })
+	var slow []net.Conn
+	for i := 0; i < 20; i++ {
+		slow = append(slow, dial(t, path))
+	}
+	normal := dial(t, path)
+	nr := bufio.NewReader(normal)
+	closed := make(chan string, len(slow))
+	for _, c := range slow {
+		go func(c net.Conn) {
+			r := bufio.NewReader(c)
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			line, _ := r.ReadString('\n')
+			_, err := r.ReadString('\n')
+			if err == nil {
+				line = "still open: " + line
+			}
+			closed <- line
+		}(c)
+	}
+	start := time.Now()
+	stop := make(chan struct{})
+	go func() {
+		msg := `{"jsonrpc":"2.0","id":1,"method":"echo","params":"` + strings.Repeat("x", 100)
+		for i := 0; ; i++ {
+			for _, c := range slow {
+				c.Write([]byte{msg[i%len(msg)]})
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
+	defer close(stop)
+	for i := 0; i < 10; i++ {
+		echoOK(t, normal, nr, fmt.Sprint("n", i))
+		time.Sleep(50 * time.Millisecond)
+	}
+	for range slow {
+		line := <-closed
+		if !strings.Contains(line, `"code":-32600`) || !strings.Contains(line, "no complete request line") {
+			t.Fatalf("a slow connection ended with %q", line)
+		}
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("slow connections closed after %v", d)
+	}
+	// A client that writes whole lines, slowly, is never cut.
+	for i := 0; i < 3; i++ {
+		time.Sleep(400 * time.Millisecond)
+		echoOK(t, normal, nr, fmt.Sprint("late", i))
+	}
+}
+
+// A line that arrives in pieces within the deadline is served, and the
+// deadline of one line does not carry over to the next.
+func TestLineInPiecesServed(t *testing.T) {
+	path, _ := startServerWith(t, &testHandler{}, func(s *Server) { s.LineTimeout = 500 * time.Millisecond })
+	c := dial(t, path)
+	r := bufio.NewReader(c)
+	for i := 0; i < 4; i++ {
+		req := fmt.Sprintf(`{"jsonrpc":"2.0","id":"p%d","method":"echo","params":1}`+"\n", i)
+		c.Write([]byte(req[:10]))
+		time.Sleep(300 * time.Millisecond)
+		c.Write([]byte(req[10:]))
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		line, err := r.ReadString('\n')
+		if err != nil || !strings.Contains(line, fmt.Sprintf(`"p%d"`, i)) {
+			t.Fatalf("line %d: %q, %v", i, line, err)
+		}
+	}
+}
+
+// Past the per-process cap a connection gets a 4003 error line and is
+// closed; the connections already open, and other processes, are served.
+func TestPerPeerConnectionCap(t *testing.T) {
+	path, _ := startServerWith(t, &testHandler{}, func(s *Server) { s.MaxConnsPerPeer = 3 })
+	var open []net.Conn
+	for i := 0; i < 3; i++ {
+		c := dial(t, path)
+		echoOK(t, c, bufio.NewReader(c), fmt.Sprint("c", i)) // accepted
+		open = append(open, c)
+	}
+	e := readRefusal(t, dial(t, path))
+	data, _ := e["data"].(map[string]any)
+	if e["code"] != float64(4003) || data["reason"] != "rate_limited" || data["hint"] == nil || data["retryAfterSeconds"] != float64(1) ||
+		!strings.Contains(e["message"].(string), "too many connections from this process") {
+		t.Fatalf("refusal = %v", e)
+	}
+	// Another process is served.
+	socat := testenv.Program(t, "socat")
+	cmd := exec.Command(socat, "-t", "2", "-", "UNIX-CONNECT:"+path)
+	cmd.Stdin = strings.NewReader(`{"jsonrpc":"2.0","id":"other","method":"echo","params":1}` + "\n")
+	out, err := cmd.Output()
+	if err != nil || !strings.Contains(string(out), `"id":"other","result":1`) {
+		t.Fatalf("another process: %q, %v", out, err)
+	}
+	for i, c := range open {
+		echoOK(t, c, bufio.NewReader(c), fmt.Sprint("again", i))
+	}
+	// Closing one makes room.
+	open[0].Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c := dial(t, path)
+		fmt.Fprintf(c, `{"jsonrpc":"2.0","id":"room","method":"echo","params":1}`+"\n")
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		if strings.Contains(line, `"result"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no room after a close: %q", line)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Past the global cap every process is refused with the error line.
+func TestGlobalConnectionCap(t *testing.T) {
+	path, _ := startServerWith(t, &testHandler{}, func(s *Server) { s.MaxConns = 4 })
+	for i := 0; i < 4; i++ {
+		c := dial(t, path)
+		echoOK(t, c, bufio.NewReader(c), fmt.Sprint("c", i))
+	}
+	e := readRefusal(t, dial(t, path))
+	if e["code"] != float64(4003) || !strings.Contains(e["message"].(string), "the agent has 4 open") {
+		t.Fatalf("refusal = %v", e)
+	}
+}
+
+// Out of descriptors (a low ulimit -n): a client gets an error line
+// instead of waiting in the listen queue, and the server serves again once
+// descriptors are free. The server runs in a process of its own (this
+// test binary again) with RLIMIT_NOFILE at 32.
+func TestEMFILERefusedThenRecovered(t *testing.T) {
+	if os.Getenv("STEPUP_IPC_EMFILE_SERVER") != "" {
+		return
+	}
+	path := filepath.Join(t.TempDir(), "s.sock")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestEMFILEServerHelper$")
+	cmd.Env = append(os.Environ(), "STEPUP_IPC_EMFILE_SERVER="+path)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	for i := 0; ; i++ {
+		if _, err := os.Stat(path); err == nil {
+			break
+		}
+		if i == 100 {
+			t.Fatal("helper server did not start")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	var conns []net.Conn
+	var refusal string
+	for i := 0; i < 64 && refusal == ""; i++ {
+		c := dial(t, path)
+		fmt.Fprintf(c, `{"jsonrpc":"2.0","id":1,"method":"echo","params":1}`+"\n")
+		c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		line, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil {
+			t.Fatalf("connection %d: no answer at all: %v", i, err)
+		}
+		if strings.Contains(line, "file descriptors") {
+			refusal = line
+			c.Close()
+			continue
+		}
+		conns = append(conns, c)
+	}
+	if !strings.Contains(refusal, `"code":4003`) || !strings.Contains(refusal, `"hint"`) {
+		t.Fatalf("after %d connections, refusal = %q", len(conns), refusal)
+	}
+	t.Logf("%d connections served, then: %s", len(conns), refusal)
+	// Still refusing, with the line, not hanging.
+	readRefusal(t, dial(t, path))
+	for _, c := range conns[:4] {
+		c.Close()
+	}
+	// A client that retries as told is served once the agent has closed
+	// its ends of them.
+	for i := 0; ; i++ {
+		c := dial(t, path)
+		fmt.Fprintf(c, `{"jsonrpc":"2.0","id":"after","method":"echo","params":1}`+"\n")
+		c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		line, err := bufio.NewReader(c).ReadString('\n')
+		if err == nil && strings.Contains(line, `"result"`) {
+			t.Logf("served again after %d retries", i)
+			break
+		}
+		if i == 30 {
+			t.Fatalf("not served again after closing connections: %q, %v", line, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, c := range conns[4:] {
+		echoOK(t, c, bufio.NewReader(c), "still")
+	}
+}
+
+// TestEMFILEServerHelper is the server of TestEMFILERefusedThenRecovered.
+func TestEMFILEServerHelper(t *testing.T) {
+	path := os.Getenv("STEPUP_IPC_EMFILE_SERVER")
+	if path == "" {
+		t.Skip("helper process only")
+	}
+	lim := syscall.Rlimit{Cur: 32, Max: 32}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &Server{Handler: &testHandler{}, UID: -1}
+	srv.Serve(ln)
+}
