@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -30,6 +31,22 @@ func Load(path string) (p *Policy, exists bool, err error) {
 		return nil, true, fmt.Errorf("%s: %w", path, err)
 	}
 	return p, true, nil
+}
+
+// ErrEmptyReload: on reload, an empty policy file is taken for a write
+// still under way (an editor or a script that truncates, then writes), not
+// for a wish to go back to the built-in defaults, which could loosen what
+// is in force.
+var ErrEmptyReload = errors.New("the policy file is empty (a write still under way?), so the last good policy stays in force; write the keys you want, or remove the file to go back to the built-in defaults")
+
+// Reload is Load for a file that changed while the agent runs: the same,
+// except that an empty file is an error (ErrEmptyReload).
+func Reload(path string) (p *Policy, exists bool, err error) {
+	data, exists, err := readPolicy(path)
+	if err == nil && exists && len(bytes.TrimSpace(data)) == 0 {
+		return nil, true, fmt.Errorf("%s: %w", path, ErrEmptyReload)
+	}
+	return Load(path)
 }
 
 // readPolicy reads the file at path with the checks Load documents.

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"fmt"
@@ -245,6 +246,10 @@ func (w *watcher) snapshot() state {
 		return s
 	}
 	s.sum = sha256.Sum256(data)
+	if len(bytes.TrimSpace(data)) == 0 {
+		s.err = fmt.Errorf("%s: %w", w.name, ErrEmptyReload)
+		return s
+	}
 	s.policy, err = Parse(data)
 	if err != nil {
 		s.err = fmt.Errorf("%s: %w", w.name, err)

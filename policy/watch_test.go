@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -358,5 +359,29 @@ func TestLoadFIFO(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Load hangs on a FIFO")
+	}
+}
+
+// A file truncated for an in-place rewrite is, for a moment, empty: that
+// is not the built-in defaults (which could loosen the policy in force)
+// but an error that keeps the last good policy, by the watcher and by
+// Reload (SIGHUP).
+func TestWatchEmptyFileKeepsLastGood(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "policy.yaml")
+	write(t, path, "unknownScopes: deny\nscopes: {a: {ttl: 1m}}\n")
+	ch := startWatch(t, path)
+	write(t, path, "")
+	c := next(t, ch)
+	if !errors.Is(c.err, ErrEmptyReload) || c.p != nil {
+		t.Fatalf("empty file: policy %v, err %v; want ErrEmptyReload", c.p, c.err)
+	}
+	if _, _, err := Reload(path); !errors.Is(err, ErrEmptyReload) {
+		t.Fatalf("Reload of an empty file: %v", err)
+	}
+	write(t, path, "scopes: {a: {ttl: 3m}}\n")
+	wantTTL(t, next(t, ch), 3*time.Minute)
+	if p, _, err := Reload(path); err != nil || p.Resolve("a").TTL != 3*time.Minute {
+		t.Fatalf("Reload: %v %v", p, err)
 	}
 }

@@ -217,7 +217,7 @@ func reloadPolicy(ctx context.Context, path string, pol *policy.Holder, log *zap
 			return
 		case <-hup:
 			log.Info("SIGHUP: reloading the policy")
-			pol.Apply(policy.Load(path))
+			pol.Apply(policy.Reload(path))
 		}
 	}
 }
