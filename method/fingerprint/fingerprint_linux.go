@@ -43,6 +43,7 @@ type Method struct {
 	mu      sync.Mutex
 	checked time.Time
 	avail   error // nil: a reader is there and fingers are enrolled
+	probing bool
 }
 
 // New returns the fingerprint method.
@@ -72,25 +73,47 @@ type enrollState struct{ fingers []string }
 
 // availTTL is how long an availability answer is reused: isStepUpRequired
 // lists the method only where a reader is present and fingers are
-// enrolled, and must not wait on the system bus each time.
+// enrolled, and must never wait on the system bus.
 const availTTL = 10 * time.Second
+
+// errNotChecked is the answer before the first probe has finished.
+var errNotChecked = errors.New("the fingerprint reader has not been checked yet")
 
 // Available reports whether a verification can run now: fprintd is
 // there, it has a reader, this user has fingers enrolled, and polkit lets
-// this process use it. The answer is cached for a few seconds.
-func (m *Method) Available(ctx context.Context) error {
+// this process use it. It never blocks: it returns the last answer and,
+// when that is older than a few seconds, asks fprintd again in the
+// background (the first call answers errNotChecked).
+func (m *Method) Available() error {
 	m.mu.Lock()
-	if !m.checked.IsZero() && m.cfg.Now().Sub(m.checked) < availTTL {
-		err := m.avail
-		m.mu.Unlock()
-		return err
+	defer m.mu.Unlock()
+	if (m.checked.IsZero() || m.cfg.Now().Sub(m.checked) >= availTTL) && !m.probing {
+		m.probing = true
+		go m.refresh()
 	}
-	m.mu.Unlock()
+	if m.checked.IsZero() {
+		return errNotChecked
+	}
+	return m.avail
+}
+
+// Probe asks fprintd now and returns the answer Available gives from then
+// on (for enrollment, status and tests).
+func (m *Method) Probe(ctx context.Context) error {
 	err := m.probe(ctx)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.checked, m.avail = m.cfg.Now(), err
 	return err
+}
+
+func (m *Method) refresh() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := m.probe(ctx)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.checked, m.avail, m.probing = m.cfg.Now(), err, false
 }
 
 func (m *Method) probe(ctx context.Context) error {

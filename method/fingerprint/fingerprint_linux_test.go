@@ -212,7 +212,7 @@ func TestPermissionDenied(t *testing.T) {
 	// Availability says so too, so that routing falls back to the other
 	// factors.
 	m2 := fingerprint.New(fingerprint.Config{})
-	if err := m2.Available(ctx); err == nil || !strings.Contains(hint(err), "polkit") {
+	if err := m2.Probe(ctx); err == nil || !strings.Contains(hint(err), "polkit") {
 		t.Fatalf("Available under PermissionDenied: %v", err)
 	}
 }
@@ -313,13 +313,31 @@ func TestNotAvailable(t *testing.T) {
 	}
 	f.SetNoDevice(true)
 	m2 := fingerprint.New(fingerprint.Config{})
-	if err := m2.Available(ctx); err == nil || !strings.Contains(err.Error(), "no fingerprint reader") {
+	if err := m2.Probe(ctx); err == nil || !strings.Contains(err.Error(), "no fingerprint reader") {
 		t.Fatalf("no reader: %v", err)
 	}
 	f.Close()
 	m3 := fingerprint.New(fingerprint.Config{})
-	if err := m3.Available(ctx); err == nil || !strings.Contains(err.Error(), "fprintd is not running") {
+	if err := m3.Probe(ctx); err == nil || !strings.Contains(err.Error(), "fprintd is not running") {
 		t.Fatalf("no fprintd: %v", err)
+	}
+}
+
+// Available never waits on the bus: the first call answers at once and
+// asks fprintd in the background; later calls see the answer.
+func TestAvailableNeverBlocks(t *testing.T) {
+	ctx := ctxT(t)
+	fakefprintd.StartTest(ctx, t, "right-index-finger")
+	m := fingerprint.New(fingerprint.Config{})
+	if err := m.Available(); err == nil {
+		t.Fatal("available before any check")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for m.Available() != nil && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := m.Available(); err != nil {
+		t.Fatalf("a reader with a finger enrolled: %v", err)
 	}
 }
 
