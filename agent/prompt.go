@@ -97,7 +97,12 @@ func (a *Agent) promptOnce(ctx context.Context, rt route, p *api.PromptParams, u
 		return nil, ctx.Err()
 	}
 
-	c, _, err := a.begin(ctx, rt, p.Method, p.RequestedScopes, unlock)
+	// Several factors at once, or the preferred one (agent/combined.go).
+	f := a.promptFactors(rt, p, unlock)
+	if f != nil && f.combined() {
+		return a.promptCombined(ctx, pr, deadline, rt, p, unlock, f)
+	}
+	c, err := a.beginPreferred(ctx, rt, p, unlock, f)
 	if err != nil {
 		return nil, err
 	}

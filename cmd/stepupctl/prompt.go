@@ -27,7 +27,7 @@ type promptFlags struct {
 func (f *promptFlags) add(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&f.mfa, "mfa", false, "verify with an MFA method only (promptMfa)")
 	cmd.Flags().BoolVar(&f.reauth, "reauth", false, "verify with a re-authentication method only (promptReauthenticate)")
-	cmd.Flags().StringVar(&f.method, "method", "", "the verification method (totp, passkey, recovery_code, password, email_otp, sms_otp, wallet)")
+	cmd.Flags().StringVar(&f.method, "method", "", "the verification method (totp, passkey, recovery_code, fingerprint, password, email_otp, sms_otp, wallet)")
 	cmd.Flags().StringVar(&f.reason, "reason", "", "why, shown in the prompt")
 	cmd.Flags().IntVar(&f.timeout, "timeout", 0, "seconds to wait for the answer (default: the policy's prompt.timeout)")
 	cmd.Flags().BoolVar(&f.stdin, "stdin", false, "read the answer (code, password, signature) from standard input instead of a prompt")
@@ -110,7 +110,7 @@ func (a *app) pickMethod(ctx context.Context, scopes []string, f *promptFlags) (
 		for _, c := range creds {
 			have[c.Method] = true
 		}
-		mfa := have[api.TOTP] || have[api.Passkey] || have[api.RecoveryCode]
+		mfa := have[api.TOTP] || have[api.Passkey] || have[api.RecoveryCode] || have[api.Fingerprint]
 		for _, m := range append(append([]string{}, api.MFAMethods...), api.ReauthMethods...) {
 			if have[m] && (api.IsMFA(m) || !mfa) {
 				candidates = append(candidates, m)

@@ -9,6 +9,7 @@
 package fingerprint
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -34,7 +35,22 @@ type Config struct {
 	MaxTries int
 	// Now is the clock for the availability cache; nil means time.Now.
 	Now func() time.Time
+	// Tune, when set, is asked at each verification for the policy's
+	// timeout and tries (fingerprint.timeout, fingerprint.maxTries);
+	// zero values keep Timeout and MaxTries.
+	Tune func() (timeout time.Duration, maxTries int)
 }
+
+var (
+	_ method.Method       = (*Method)(nil)
+	_ method.Waiter       = (*Method)(nil)
+	_ method.Availability = (*Method)(nil)
+	_ method.Armed        = (*Method)(nil)
+)
+
+// Armed: Start arms the reader and the verification runs by itself, so a
+// prompt may offer the fingerprint beside a typed code.
+func (m *Method) Armed() bool { return true }
 
 // Method is the fingerprint method.
 type Method struct {
@@ -160,12 +176,12 @@ func userError(err error) error {
 }
 
 // EnrollStart lists the fingers fprintd has enrolled for this user.
-func (m *Method) EnrollStart(ctx context.Context, p method.EnrollParams) (any, map[string]any, error) {
+func (m *Method) EnrollStart(ctx context.Context, p method.EnrollParams) (any, api.EnrollPayload, error) {
 	f, err := m.fingers(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
-	return &enrollState{fingers: f}, map[string]any{"fingers": f}, nil
+	return &enrollState{fingers: f}, &api.FingerprintEnrollment{Fingers: f}, nil
 }
 
 // EnrollFinish registers the fingers; the response is {}.
@@ -207,8 +223,14 @@ func (m *Method) Start(ctx context.Context, creds []*method.Credential) (any, an
 		c.Close()
 		return nil, nil, userError(err)
 	}
-	vctx, cancel := context.WithTimeout(context.Background(), m.cfg.Timeout)
-	v, err := c.Verify(vctx, dev, m.cfg.MaxTries)
+	timeout, tries := m.cfg.Timeout, m.cfg.MaxTries
+	if m.cfg.Tune != nil {
+		if t, n := m.cfg.Tune(); t > 0 || n > 0 {
+			timeout, tries = cmp.Or(t, timeout), cmp.Or(n, tries)
+		}
+	}
+	vctx, cancel := context.WithTimeout(context.Background(), timeout)
+	v, err := c.Verify(vctx, dev, tries)
 	if err != nil {
 		cancel()
 		c.Close()
@@ -306,3 +328,6 @@ func (m *Method) Ask(any) method.Ask {
 // SingleShot: a finished verification cannot be answered again; after a
 // failure the agent starts a new one.
 func (m *Method) SingleShot() bool { return true }
+
+// Unavailable says why New would return nil; on Linux it never does.
+const Unavailable = ""

@@ -36,7 +36,7 @@ func enrolled(t *testing.T, ctx context.Context, m *fingerprint.Method) *method.
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := res["fingers"]; !slices.Equal(got.([]string), []string{"right-index-finger"}) {
+	if got := res.(*api.FingerprintEnrollment).Fingers; !slices.Equal(got, []string{"right-index-finger"}) {
 		t.Fatalf("enrollStart fingers = %v", got)
 	}
 	c, err := m.EnrollFinish(ctx, st, json.RawMessage(`{}`))

@@ -22,6 +22,7 @@ type Config struct {
 	Timeout  time.Duration
 	MaxTries int
 	Now      func() time.Time
+	Tune     func() (time.Duration, int)
 }
 
 // New returns nil: there is no fprintd on this platform.

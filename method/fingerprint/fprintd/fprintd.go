@@ -67,7 +67,10 @@ type Client struct {
 // DBUS_SYSTEM_BUS_ADDRESS) and checks that fprintd is there or
 // activatable.
 func Connect(ctx context.Context) (*Client, error) {
-	conn, err := dbus.ConnectSystemBus(dbus.WithContext(ctx))
+	// Not dbus.WithContext(ctx): that closes the connection when ctx
+	// ends, and a verification must still send VerifyStop and Release
+	// after its caller hung up. ctx bounds the check below.
+	conn, err := dbus.ConnectSystemBus()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
