@@ -13,6 +13,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -234,4 +235,32 @@ func (a *peAgent) ctlAny(args ...string) string {
 	c.Env = a.env
 	out, _ := c.Output()
 	return string(out)
+}
+
+// fprintd refusing the reader (polkit's PermissionDenied, as for an agent
+// under systemd --user): the prompt offers the code alone, and the log
+// says what to configure.
+func TestFingerprintE2EPermissionDeniedFallsBack(t *testing.T) {
+	a, fp := startFingerprintAgent(t)
+	fp.RefuseClaim("PermissionDenied")
+	c := a.startOnTTY(ttyEnv, "prompt", "--json", "wallet:export")
+	c.waitFor(t, "Code:")
+	c.waitFor(t, "Enter the 6-digit code")
+	if strings.Contains(c.screen(), "fingerprint") {
+		t.Fatalf("the prompt offers the refused fingerprint:\n%s", c.screen())
+	}
+	c.master.Write([]byte(a.totp(1) + "\r"))
+	if err := c.wait(t); err != nil {
+		t.Fatalf("stepupctl: %v\n%s", err, c.screen())
+	}
+	if m, amr := tokenAMR(t, c.screen()); m != "totp" || !slices.Equal(amr, []string{"otp"}) {
+		t.Fatalf("minted by %s with amr %v", m, amr)
+	}
+	log, _ := os.ReadFile(a.log)
+	if !strings.Contains(string(log), "polkit rule") {
+		t.Fatalf("the agent's log does not say what to configure:\n%s", log)
+	}
+	if fp.Claimed() {
+		t.Fatal("the reader is claimed")
+	}
 }
