@@ -264,3 +264,40 @@ func TestFingerprintE2EPermissionDeniedFallsBack(t *testing.T) {
 		t.Fatal("the reader is claimed")
 	}
 }
+
+// A fingerprint that does not match leaves the code prompt up: the
+// verification ends after fingerprint.maxTries no-matches (3), counts one
+// failure, and the reader is armed again; a touch then wins.
+func TestFingerprintE2ENoMatchKeepsPrompt(t *testing.T) {
+	a, fp := startFingerprintAgent(t)
+	before := count(fp.Calls(), "VerifyStart")
+	claims := count(fp.Calls(), "Claim")
+	c := a.startOnTTY(ttyEnv, "prompt", "--json", "wallet:export")
+	c.waitFor(t, combinedText)
+	for i := 1; i <= 3; i++ {
+		waitCalls(t, fp, "VerifyStart", before+i)
+		if err := fp.Status("verify-no-match", true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitCalls(t, fp, "Claim", claims+2) // re-armed after the failed verification
+	waitCalls(t, fp, "VerifyStart", before+4)
+	if len(a.pinentries()) == 0 {
+		t.Fatalf("the code prompt closed after a no-match:\n%s", c.screen())
+	}
+	select {
+	case err := <-c.done:
+		t.Fatalf("stepupctl ended after a no-match: %v\n%s", err, c.screen())
+	default:
+	}
+	if err := fp.Status("verify-match", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.wait(t); err != nil {
+		t.Fatalf("stepupctl: %v\n%s", err, c.screen())
+	}
+	if m, amr := tokenAMR(t, c.screen()); m != "fingerprint" || !slices.Equal(amr, []string{"fpt"}) {
+		t.Fatalf("minted by %s with amr %v", m, amr)
+	}
+	a.waitNoPinentry()
+}
