@@ -301,3 +301,59 @@ func TestFingerprintE2ENoMatchKeepsPrompt(t *testing.T) {
 	}
 	a.waitNoPinentry()
 }
+
+// writePolicy writes the agent's policy file and waits for it to load.
+func (a *peAgent) writePolicy(t *testing.T, text string) {
+	t.Helper()
+	dir := filepath.Join(a.dir, "config", "stepup")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if b, _ := os.ReadFile(a.log); strings.Contains(string(b), "policy loaded") {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatal("the agent did not load the policy")
+}
+
+// prompt.combine: false with prompt.order [fingerprint, totp]: the prompt
+// offers the fingerprint alone; when fprintd refuses it, the next factor
+// in the order is offered instead.
+func TestFingerprintE2EOrderWithoutCombining(t *testing.T) {
+	a, fp := startFingerprintAgent(t)
+	a.writePolicy(t, "prompt:\n  combine: false\n  order: [fingerprint, totp]\n")
+	before := count(fp.Calls(), "VerifyStart")
+	c := a.startOnTTY(ttyEnv, "prompt", "--json", "wallet:export")
+	c.waitFor(t, "Touch the fingerprint reader.")
+	waitCalls(t, fp, "VerifyStart", before+1)
+	if strings.Contains(c.screen(), "Code:") {
+		t.Fatalf("the prompt asks for a code with combine: false:\n%s", c.screen())
+	}
+	if err := fp.Status("verify-match", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.wait(t); err != nil {
+		t.Fatalf("stepupctl: %v\n%s", err, c.screen())
+	}
+	if m, amr := tokenAMR(t, c.screen()); m != "fingerprint" || !slices.Equal(amr, []string{"fpt"}) {
+		t.Fatalf("minted by %s with amr %v", m, amr)
+	}
+	a.waitNoPinentry()
+
+	fp.RefuseClaim("PermissionDenied")
+	c = a.startOnTTY(ttyEnv, "prompt", "--json", "wallet:export")
+	c.waitFor(t, "Code:")
+	c.master.Write([]byte(a.totp(1) + "\r"))
+	if err := c.wait(t); err != nil {
+		t.Fatalf("stepupctl: %v\n%s", err, c.screen())
+	}
+	if m, _ := tokenAMR(t, c.screen()); m != "totp" {
+		t.Fatalf("minted by %s, want totp after the fingerprint was refused", m)
+	}
+}
