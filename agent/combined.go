@@ -103,6 +103,24 @@ func (a *Agent) beginPreferred(ctx context.Context, rt route, p *api.PromptParam
 	return nil, first
 }
 
+// notCombined is promptCombined's answer when the typed factor cannot
+// start: the prompt goes on without it.
+type notCombined struct{ err error }
+
+func (e *notCombined) Error() string { return e.err.Error() }
+func (e *notCombined) Unwrap() error { return e.err }
+
+// withoutTyped is f after its typed factor could not start.
+func (f *factors) withoutTyped() *factors {
+	out := &factors{}
+	for _, m := range f.ordered {
+		if m != f.typed {
+			out.ordered = append(out.ordered, m)
+		}
+	}
+	return out
+}
+
 // errLost is a factor's answer after another factor has won.
 var errLost = errors.New("another factor answered first")
 
@@ -116,7 +134,10 @@ var errLost = errors.New("another factor answered first")
 func (a *Agent) promptCombined(ctx context.Context, pr prompt.Prompter, deadline time.Time, rt route, p *api.PromptParams, unlock bool, f *factors) (*api.TokenResult, error) {
 	typed, _, err := a.begin(ctx, rt, f.typed, p.RequestedScopes, unlock)
 	if err != nil {
-		return nil, err
+		// The code cannot be asked for (its method locked out): the
+		// other factors are still offered, one at a time.
+		a.log.Info("the typed factor cannot start; offering the others", zap.String("method", f.typed), zap.Error(err))
+		return nil, &notCombined{err}
 	}
 
 	// Arm the others now, so that the prompt names only what runs.
@@ -207,6 +228,14 @@ func (a *Agent) promptCombined(ctx context.Context, pr prompt.Prompter, deadline
 			return result, nil
 		}
 		var ae *api.Error
+		if errors.As(err, &ae) && ae.Code == api.CodeVerificationFailed && ae.Data.RetryAfterSeconds > 0 && len(armedNames) > 0 {
+			// The code is locked out; the reader may still answer.
+			return a.awaitArmed(ctx, pctx, pr, deadline, desc, ae.Message, p.Env(), &wg, func() (bool, *api.TokenResult) {
+				mu.Lock()
+				defer mu.Unlock()
+				return won, result
+			}, err)
+		}
 		if !errors.As(err, &ae) || ae.Code != api.CodeVerificationFailed || ae.Data.RetryAfterSeconds > 0 {
 			return nil, err
 		}
@@ -218,6 +247,37 @@ func (a *Agent) promptCombined(ctx context.Context, pr prompt.Prompter, deadline
 			}
 		}
 	}
+}
+
+// awaitArmed shows a Cancel-only prompt while the armed factors run, after
+// the typed one was locked out: a win closes it, as does the last armed
+// factor stopping (the answer is then the lockout, lockErr).
+func (a *Agent) awaitArmed(ctx, pctx context.Context, pr prompt.Prompter, deadline time.Time, desc, errText string, env api.PromptEnv,
+	wg *sync.WaitGroup, winner func() (bool, *api.TokenResult), lockErr error) (*api.TokenResult, error) {
+	cctx, closePrompt := context.WithCancel(pctx)
+	defer closePrompt()
+	go func() { wg.Wait(); closePrompt() }()
+	err := pr.Confirm(cctx, prompt.Request{
+		Title:       "stepup-agent",
+		Description: desc,
+		Error:       errText,
+		OK:          "Cancel",
+		Cancel:      "Cancel",
+		Timeout:     time.Until(deadline).Round(time.Second),
+		Env:         env,
+	})
+	if w, res := winner(); w {
+		return res, nil
+	}
+	switch {
+	case ctx.Err() == context.DeadlineExceeded:
+		return nil, prompt.ErrTimeout
+	case cctx.Err() != nil && ctx.Err() == nil:
+		return nil, lockErr // every armed factor stopped
+	case err == nil:
+		return nil, prompt.ErrCancelled
+	}
+	return nil, err
 }
 
 // runArmed waits for an armed factor until it wins, ctx ends or it cannot

@@ -357,3 +357,32 @@ func TestFingerprintE2EOrderWithoutCombining(t *testing.T) {
 		t.Fatalf("minted by %s, want totp after the fingerprint was refused", m)
 	}
 }
+
+// A wrong code that locks TOTP out (limits.maxFailures: 1) does not end
+// the prompt while the reader is armed: it says so and a touch still wins.
+func TestFingerprintE2ECodeLockedOutReaderStillAnswers(t *testing.T) {
+	a, fp := startFingerprintAgent(t)
+	a.writePolicy(t, "limits:\n  maxFailures: 1\n")
+	before := count(fp.Calls(), "VerifyStart")
+	c := a.startOnTTY(ttyEnv, "prompt", "--json", "wallet:export")
+	c.waitFor(t, combinedText)
+	c.waitFor(t, "Code:")
+	waitCalls(t, fp, "VerifyStart", before+1)
+	wrong := []byte(a.totp(1))
+	wrong[0] = '0' + (wrong[0]-'0'+5)%10
+	c.master.Write(append(wrong, '\r'))
+	c.waitFor(t, "locked out")
+	if !fp.Claimed() {
+		t.Fatal("the lockout of the code disarmed the reader")
+	}
+	if err := fp.Status("verify-match", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.wait(t); err != nil {
+		t.Fatalf("stepupctl: %v\n%s", err, c.screen())
+	}
+	if m, amr := tokenAMR(t, c.screen()); m != "fingerprint" || !slices.Equal(amr, []string{"fpt"}) {
+		t.Fatalf("minted by %s with amr %v", m, amr)
+	}
+	a.waitNoPinentry()
+}
