@@ -386,3 +386,31 @@ func TestFingerprintE2ECodeLockedOutReaderStillAnswers(t *testing.T) {
 	}
 	a.waitNoPinentry()
 }
+
+// The custom-UI path (startVerification/completeVerification, as
+// stepupctl prompt --stdin uses it): challenge {} arms the reader,
+// completeVerification {} answers when fprintd reports a match.
+func TestFingerprintE2ECustomUI(t *testing.T) {
+	a, fp := startFingerprintAgent(t)
+	before := count(fp.Calls(), "VerifyStart")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := exec.CommandContext(ctx, filepath.Join(binDir, "stepupctl"), "prompt", "--json", "--stdin", "--method", "fingerprint", "wallet:export")
+	c.Env = a.env
+	var out strings.Builder
+	c.Stdout = &out
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitCalls(t, fp, "VerifyStart", before+1)
+	if err := fp.Status("verify-match", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Wait(); err != nil {
+		t.Fatalf("stepupctl: %v\n%s", err, out.String())
+	}
+	if m, amr := tokenAMR(t, out.String()); m != "fingerprint" || !slices.Equal(amr, []string{"fpt"}) {
+		t.Fatalf("minted by %s with amr %v", m, amr)
+	}
+	waitCalls(t, fp, "Release", 1)
+}

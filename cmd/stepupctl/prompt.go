@@ -195,7 +195,7 @@ func (a *app) askHere(ch api.Challenge, answers *bufio.Reader, scopes []string, 
 		field, label = "password", "Password: "
 	case api.Wallet:
 		field, label = "signature", "Signature (0x…): "
-	case api.Passkey:
+	case api.Passkey, api.Fingerprint:
 		field = ""
 	}
 	if answers != nil {
@@ -229,6 +229,10 @@ func (a *app) askHere(ch api.Challenge, answers *bufio.Reader, scopes []string, 
 		fmt.Fprintf(tty, "A code was sent to %s.\n", info.Destination)
 	case api.Wallet:
 		fmt.Fprintf(tty, "Sign this message with your wallet (personal_sign):\n\n%s\n\n", info.Message)
+	case api.Fingerprint:
+		// completeVerification with {} answers when fprintd reports a match.
+		fmt.Fprintln(tty, "Touch the fingerprint reader.")
+		return []byte("{}"), nil
 	case api.Passkey:
 		fmt.Fprintf(tty, "Open %s in your browser and use your passkey; then press Enter.\n", info.URL)
 		bufio.NewReader(tty).ReadString('\n')
