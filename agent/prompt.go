@@ -100,7 +100,17 @@ func (a *Agent) promptOnce(ctx context.Context, rt route, p *api.PromptParams, u
 		return nil, ctx.Err()
 	}
 
-	c, _, err := a.begin(ctx, rt, p.Method, p.RequestedScopes, unlock)
+	// Several factors at once, or the preferred one (agent/combined.go).
+	f := a.promptFactors(rt, p, unlock)
+	if f != nil && f.combined() {
+		res, err := a.promptCombined(ctx, pr, deadline, rt, p, unlock, f)
+		var nc *notCombined
+		if !errors.As(err, &nc) {
+			return res, err
+		}
+		f = f.withoutTyped()
+	}
+	c, err := a.beginPreferred(ctx, rt, p, unlock, f)
 	if err != nil {
 		return nil, err
 	}

@@ -50,6 +50,9 @@ func (a *Agent) usable(m string) bool {
 	if impl == nil {
 		return false
 	}
+	if av, ok := impl.(method.Availability); ok && av.Available() != nil {
+		return false // a reader unplugged, fprintd gone: not offered now
+	}
 	if nc, ok := impl.(method.NoCredential); ok && nc.NeedsNoCredential() {
 		return true
 	}
@@ -156,7 +159,7 @@ func (a *Agent) begin(ctx context.Context, rt route, m string, scopes []string, 
 		m = avail[0]
 	} else if !contains(avail, m) {
 		if !api.KnownMethod(m) {
-			return nil, nil, invalidParams("unknown method %q; methods are totp, passkey, recovery_code, password, email_otp, sms_otp, wallet", m)
+			return nil, nil, invalidParams("unknown method %q; methods are totp, passkey, recovery_code, fingerprint, password, email_otp, sms_otp, wallet", m)
 		}
 		if a.methods.get(m) == nil {
 			return nil, nil, api.Errorf(api.CodeNotEnrolled, "method %s is not available in this agent", m)

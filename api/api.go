@@ -40,6 +40,7 @@ const (
 	TOTP         = "totp"
 	Passkey      = "passkey"
 	RecoveryCode = "recovery_code"
+	Fingerprint  = "fingerprint" // through fprintd; amr "fpt"
 	// Re-authentication methods.
 	Password = "password"
 	EmailOTP = "email_otp"
@@ -52,7 +53,7 @@ const (
 // MFAMethods and ReauthMethods list the methods of each route, in the
 // order the agent prefers them as defaultMethod.
 var (
-	MFAMethods    = []string{TOTP, Passkey, RecoveryCode}
+	MFAMethods    = []string{TOTP, Passkey, RecoveryCode, Fingerprint}
 	ReauthMethods = []string{EmailOTP, SMSOTP, Wallet, Password}
 )
 

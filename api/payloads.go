@@ -43,6 +43,14 @@ type RecoveryEnrollment struct {
 	RecoveryCodes []string `json:"recoveryCodes"`
 }
 
+// FingerprintEnrollment is fingerprint's enrollStart payload: the
+// fingers fprintd has enrolled for the user (fprintd's names, e.g.
+// "right-index-finger"), which enrollFinish with {} registers. Its
+// challenge is {}: the agent runs fprintd's verification itself.
+type FingerprintEnrollment struct {
+	Fingers []string `json:"fingers"`
+}
+
 // EnrollPayload is what a method's EnrollStart returns: one of the types
 // above.
 type EnrollPayload interface {
@@ -54,6 +62,9 @@ func (p *OTPChallenge) fill(r *EnrollStartResult)       { r.OTPChallenge = p }
 func (p *WalletChallenge) fill(r *EnrollStartResult)    { r.WalletChallenge = p }
 func (p *PasskeyCeremony) fill(r *EnrollStartResult)    { r.PasskeyCeremony = p }
 func (p *RecoveryEnrollment) fill(r *EnrollStartResult) { r.RecoveryEnrollment = p }
+func (p *FingerprintEnrollment) fill(r *EnrollStartResult) {
+	r.FingerprintEnrollment = p
+}
 
 // EnrollStartResult is the result of enrollStart: the enrollment's id and
 // method, and the method's payload, its members inline.
@@ -65,6 +76,7 @@ type EnrollStartResult struct {
 	*WalletChallenge
 	*PasskeyCeremony
 	*RecoveryEnrollment
+	*FingerprintEnrollment
 }
 
 // NewEnrollStartResult puts a method's payload (nil: none) into the result.

@@ -86,6 +86,24 @@ type Waiter interface {
 	Wait(ctx context.Context, state any) (json.RawMessage, error)
 }
 
+// Availability is implemented by methods that need hardware or a service
+// that comes and goes (a fingerprint reader and fprintd): the agent lists
+// and offers the method only while Available returns nil. Available must
+// answer at once, from memory (isStepUpRequired calls it inline).
+type Availability interface {
+	Available() error
+}
+
+// Armed is implemented by waiting methods whose verification runs by
+// itself once started, on this machine, with nothing to open or type (a
+// fingerprint reader, armed by Start). A prompt may offer such a method
+// beside a typed code: both run at once and the first success wins.
+type Armed interface {
+	Method
+	Waiter
+	Armed() bool
+}
+
 // SingleShot is implemented by methods whose challenge is used up by its
 // first answer, right or wrong (the wallet's sign-in message and its
 // nonce): after a wrong answer the agent starts a new challenge before it

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -34,7 +35,7 @@ func TestDocExample(t *testing.T) {
 		t.Fatalf("the documented example does not parse: %v", err)
 	}
 	d := Default()
-	if p.UnknownScopes != d.UnknownScopes || p.Prompt != d.Prompt || p.Limits != d.Limits ||
+	if p.UnknownScopes != d.UnknownScopes || !reflect.DeepEqual(p.Prompt, d.Prompt) || p.Limits != d.Limits ||
 		p.LocksOnSleep() != d.LocksOnSleep() || p.AllowReauthWithMfa != d.AllowReauthWithMfa || !*p.BuiltinScopes {
 		t.Errorf("the example's global settings are not the defaults: %+v", p)
 	}
@@ -52,7 +53,7 @@ func TestDocExample(t *testing.T) {
 		t.Errorf("ci:build %+v", r)
 	}
 	// Every key of every section appears in the doc.
-	for _, keys := range [][]string{topKeys, scopeKeys, promptKeys, limitsKeys, deliveryKeys, smtpKeys, smsKeys, externalJwtKeys, remoteKeys, auditKeys} {
+	for _, keys := range [][]string{topKeys, scopeKeys, promptKeys, limitsKeys, deliveryKeys, smtpKeys, smsKeys, externalJwtKeys, remoteKeys, auditKeys, fingerprintKeys} {
 		for _, k := range keys {
 			if !strings.Contains(string(doc), "`"+k+"`") && !strings.Contains(string(doc), "."+k+"`") {
 				t.Errorf("docs/policy.md does not document `%s`", k)

@@ -528,10 +528,11 @@ func (d *decoder) oneOf(v *yaml.Node, path string, allowed []string) (string, bo
 }
 
 var (
-	topKeys         = []string{"unknownScopes", "scopes", "prompt", "limits", "lockOnSleep", "delivery", "externalJwt", "builtinScopes", "allowReauthWithMfa", "remote", "audit"}
+	topKeys         = []string{"unknownScopes", "scopes", "prompt", "limits", "lockOnSleep", "delivery", "externalJwt", "builtinScopes", "allowReauthWithMfa", "remote", "audit", "fingerprint"}
 	scopeKeys       = []string{"required", "ttl", "singleUse", "methods", "clients", "bind", "proofOfPossession"}
 	remoteKeys      = []string{"scopes", "methods"}
-	promptKeys      = []string{"driver", "timeout"}
+	promptKeys      = []string{"driver", "timeout", "combine", "order"}
+	fingerprintKeys = []string{"timeout", "maxTries"}
 	limitsKeys      = []string{"maxFailures", "window"}
 	auditKeys       = []string{"maxSize", "keep", "compress"}
 	deliveryKeys    = []string{"smtp", "sms"}
@@ -587,6 +588,8 @@ func (d *decoder) policy(root *yaml.Node, p *Policy) {
 			p.Remote = d.remote(v, path)
 		case "audit":
 			d.audit(v, path, &p.Audit)
+		case "fingerprint":
+			d.fingerprint(v, path, &p.Fingerprint)
 		}
 	})
 }
@@ -717,6 +720,43 @@ func (d *decoder) prompt(v *yaml.Node, path string, pr *Prompt) {
 					return
 				}
 				pr.Timeout = t
+			}
+		case "combine":
+			pr.Combine, _ = d.boolean(v, path)
+		case "order":
+			pr.Order, _ = d.list(v, path, func(m string, n *yaml.Node, path string) bool {
+				if !api.IsMFA(m) {
+					msg := fmt.Sprintf("%q is not an MFA method (order lists MFA methods: %s)", m, strings.Join(api.MFAMethods, ", "))
+					if sg := suggest(m, api.MFAMethods); sg != "" {
+						msg = fmt.Sprintf("%q is not an MFA method (did you mean %s?)", m, sg)
+					}
+					d.errorf(n, path, "%s", msg)
+					return false
+				}
+				return true
+			})
+		}
+	})
+}
+
+func (d *decoder) fingerprint(v *yaml.Node, path string, f *Fingerprint) {
+	d.mapping(v, path, fingerprintKeys, func(key string, k, v *yaml.Node, path string) {
+		switch key {
+		case "timeout":
+			if t, ok := d.duration(v, path); ok {
+				if t.D() < time.Second || t.D() > MaxPromptTimeout {
+					d.errorf(v, path, "%s: the fingerprint timeout must be between 1s and 10m", t)
+					return
+				}
+				f.Timeout = t
+			}
+		case "maxTries":
+			if n, ok := d.integer(v, path); ok {
+				if n < 1 || n > 10 {
+					d.errorf(v, path, "%d: must be from 1 to 10", n)
+					return
+				}
+				f.MaxTries = n
 			}
 		}
 	})

@@ -128,7 +128,7 @@ func TestParseErrors(t *testing.T) {
 		{"negative ttl", "scopes:\n  a: {ttl: -1m}\n", []string{`line 2: scopes.a.ttl: -1m0s: a token's life must be more than 0`}},
 		{"long ttl", "scopes:\n\n  a: {ttl: 25h}\n", []string{`line 3: scopes.a.ttl: 25h0m0s: a token's life may be at most 24h`}},
 		{"unknown top key", "unknownScope: deny\n", []string{`line 1: unknownScope: unknown key (did you mean unknownScopes?)`}},
-		{"unknown key no suggestion", "\nfrobnicate: 1\n", []string{`line 2: frobnicate: unknown key (known: unknownScopes, scopes, prompt, limits, lockOnSleep, delivery, externalJwt, builtinScopes, allowReauthWithMfa, remote, audit)`}},
+		{"unknown key no suggestion", "\nfrobnicate: 1\n", []string{`line 2: frobnicate: unknown key (known: unknownScopes, scopes, prompt, limits, lockOnSleep, delivery, externalJwt, builtinScopes, allowReauthWithMfa, remote, audit, fingerprint)`}},
 		{"case typo", "lockonsleep: true\n", []string{`line 1: lockonsleep: unknown key (did you mean lockOnSleep?)`}},
 		{"unknown scope key", "scopes:\n  \"wallet:*\":\n    singleuse: true\n    tll: 2m\n", []string{
 			`line 3: scopes."wallet:*".singleuse: unknown key (did you mean singleUse?)`,
@@ -137,7 +137,7 @@ func TestParseErrors(t *testing.T) {
 		{"unknownScopes case", "unknownScopes: Deny\n", []string{`line 1: unknownScopes: "Deny" is not one of require, deny, allow (did you mean deny?)`}},
 		{"methods", "scopes:\n  a:\n    methods:\n      - totp\n      - pasky\n      - external_jwt\n      - webauthn\n      - totp\n      - external-jwt\n", []string{
 			`line 5: scopes.a.methods[1]: unknown method "pasky" (did you mean passkey?)`,
-			`line 7: scopes.a.methods[3]: unknown method "webauthn" (known: totp, passkey, recovery_code, email_otp, sms_otp, wallet, password, external_jwt)`,
+			`line 7: scopes.a.methods[3]: unknown method "webauthn" (known: totp, passkey, recovery_code, fingerprint, email_otp, sms_otp, wallet, password, external_jwt)`,
 			`line 8: scopes.a.methods[4]: "totp" is listed twice`,
 			`line 9: scopes.a.methods[5]: unknown method "external-jwt" (did you mean external_jwt?)`}},
 		{"empty methods", "scopes:\n  a:\n    methods: []\n", []string{`line 3: scopes.a.methods: empty list: leave the key out to allow any`}},

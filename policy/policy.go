@@ -41,6 +41,7 @@ type Policy struct {
 	Delivery      Delivery         `yaml:"delivery" json:"delivery"`
 	ExternalJwt   ExternalJwt      `yaml:"externalJwt" json:"externalJwt"`
 	Audit         Audit            `yaml:"audit" json:"audit"`
+	Fingerprint   Fingerprint      `yaml:"fingerprint" json:"fingerprint"`
 
 	// Extensions.
 
@@ -118,6 +119,25 @@ func (p *Policy) RemoteAllowsMethod(m string) bool {
 type Prompt struct {
 	Driver  string   `yaml:"driver" json:"driver"`
 	Timeout Duration `yaml:"timeout" json:"timeout"`
+	// Combine (default true) offers every usable MFA factor in one
+	// prompt: a code is read while the fingerprint verification runs.
+	Combine *bool `yaml:"combine" json:"combine,omitempty"`
+	// Order is the order of preference of MFA methods (the default
+	// factor, and the order a combined prompt names them in); methods
+	// it leaves out follow in the built-in order.
+	Order []string `yaml:"order" json:"order,omitempty"`
+}
+
+// Combines reports whether prompts offer several factors at once.
+func (p Prompt) Combines() bool { return p.Combine == nil || *p.Combine }
+
+// Fingerprint is the fingerprint section: how one fprintd verification
+// runs.
+type Fingerprint struct {
+	// Timeout bounds one verification (default 30s).
+	Timeout Duration `yaml:"timeout" json:"timeout,omitempty"`
+	// MaxTries is how many no-matches end one verification (default 3).
+	MaxTries int `yaml:"maxTries" json:"maxTries,omitempty"`
 }
 
 // Limits is the limits section: after MaxFailures failures of one method

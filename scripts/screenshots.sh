@@ -8,5 +8,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p docs/img
-go test -count=1 -run 'TestGUIGetPIN|TestGUIConfirm|TestTerminalInTmux' ./prompt -update -v 2>&1 | grep -E 'saved|^(ok|FAIL|---)' || true
+go test -count=1 -run 'TestGUIGetPIN|TestGUIConfirm|TestGUICombined|TestTerminalInTmux' ./prompt -update -v 2>&1 | grep -E 'saved|^(ok|FAIL|---)' || true
 ls -l docs/img/prompt-*

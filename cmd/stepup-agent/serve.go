@@ -18,6 +18,7 @@ import (
 	"github.com/stepup-agent/stepup-agent/keychain"
 	"github.com/stepup-agent/stepup-agent/method"
 	"github.com/stepup-agent/stepup-agent/method/externaljwt"
+	"github.com/stepup-agent/stepup-agent/method/fingerprint"
 	"github.com/stepup-agent/stepup-agent/method/otp"
 	"github.com/stepup-agent/stepup-agent/method/passkey"
 	"github.com/stepup-agent/stepup-agent/method/password"
@@ -334,6 +335,20 @@ func methods(deps method.Deps, store keychain.Store, log *zap.Logger, pamHelper 
 		recovery.New(deps),
 		wallet.New(deps, wallet.Config{}),
 	)
+	// fprintd answers on the system bus; the method asks it in the
+	// background (Available never waits), starting now.
+	var fp method.Method = fingerprint.New(fingerprint.Config{Tune: func() (time.Duration, int) {
+		f := deps.Policy().Fingerprint
+		return f.Timeout.D(), f.MaxTries
+	}})
+	if fp != nil {
+		if av, ok := fp.(method.Availability); ok {
+			_ = av.Available()
+		}
+		ms = append(ms, fp)
+	} else {
+		log.Info("fingerprint method left out", zap.String("why", fingerprint.Unavailable))
+	}
 	// STEPUP_PAM_SERVICE names another PAM service than stepup-agent.
 	// The method logs whether it is available (the helper, the service
 	// file) when it is first asked, here at start.

@@ -20,7 +20,7 @@ func (a *app) enrollCmd() *cobra.Command {
 	var f promptFlags
 	cmd := &cobra.Command{
 		Use:   "enroll METHOD",
-		Short: "Enroll a credential: totp, passkey, email_otp, sms_otp, wallet (recovery_code regenerates codes)",
+		Short: "Enroll a credential: totp, passkey, email_otp, sms_otp, wallet, fingerprint (recovery_code regenerates codes)",
 		Long: `enroll adds a credential. For totp it shows a QR code to scan with an
 authenticator app, then asks for a code to confirm.
 
@@ -114,6 +114,18 @@ func (a *app) enrollInteractive(ctx context.Context, m string, res *api.EnrollSt
 		}
 		if res.RecoveryEnrollment != nil && len(r.RecoveryCodes) == 0 {
 			r.RecoveryCodes = res.RecoveryCodes
+		}
+		return a.showEnrolled(r)
+	}
+	if m == api.Fingerprint {
+		// Nothing to type: fprintd has the fingers; registering them
+		// lets them answer step-ups.
+		if res.FingerprintEnrollment != nil && !a.json {
+			fmt.Fprintf(a.stdout, "Fingers enrolled with fprintd: %s\n", strings.Join(res.Fingers, ", "))
+		}
+		r, err := a.client.EnrollFinish(ctx, id, map[string]any{})
+		if err != nil {
+			return err
 		}
 		return a.showEnrolled(r)
 	}

@@ -27,7 +27,7 @@ type promptFlags struct {
 func (f *promptFlags) add(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&f.mfa, "mfa", false, "verify with an MFA method only (promptMfa)")
 	cmd.Flags().BoolVar(&f.reauth, "reauth", false, "verify with a re-authentication method only (promptReauthenticate)")
-	cmd.Flags().StringVar(&f.method, "method", "", "the verification method (totp, passkey, recovery_code, password, email_otp, sms_otp, wallet)")
+	cmd.Flags().StringVar(&f.method, "method", "", "the verification method (totp, passkey, recovery_code, fingerprint, password, email_otp, sms_otp, wallet)")
 	cmd.Flags().StringVar(&f.reason, "reason", "", "why, shown in the prompt")
 	cmd.Flags().IntVar(&f.timeout, "timeout", 0, "seconds to wait for the answer (default: the policy's prompt.timeout)")
 	cmd.Flags().BoolVar(&f.stdin, "stdin", false, "read the answer (code, password, signature) from standard input instead of a prompt")
@@ -110,7 +110,7 @@ func (a *app) pickMethod(ctx context.Context, scopes []string, f *promptFlags) (
 		for _, c := range creds {
 			have[c.Method] = true
 		}
-		mfa := have[api.TOTP] || have[api.Passkey] || have[api.RecoveryCode]
+		mfa := have[api.TOTP] || have[api.Passkey] || have[api.RecoveryCode] || have[api.Fingerprint]
 		for _, m := range append(append([]string{}, api.MFAMethods...), api.ReauthMethods...) {
 			if have[m] && (api.IsMFA(m) || !mfa) {
 				candidates = append(candidates, m)
@@ -195,7 +195,7 @@ func (a *app) askHere(ch api.Challenge, answers *bufio.Reader, scopes []string, 
 		field, label = "password", "Password: "
 	case api.Wallet:
 		field, label = "signature", "Signature (0x…): "
-	case api.Passkey:
+	case api.Passkey, api.Fingerprint:
 		field = ""
 	}
 	if answers != nil {
@@ -229,6 +229,10 @@ func (a *app) askHere(ch api.Challenge, answers *bufio.Reader, scopes []string, 
 		fmt.Fprintf(tty, "A code was sent to %s.\n", info.Destination)
 	case api.Wallet:
 		fmt.Fprintf(tty, "Sign this message with your wallet (personal_sign):\n\n%s\n\n", info.Message)
+	case api.Fingerprint:
+		// completeVerification with {} answers when fprintd reports a match.
+		fmt.Fprintln(tty, "Touch the fingerprint reader.")
+		return []byte("{}"), nil
 	case api.Passkey:
 		fmt.Fprintf(tty, "Open %s in your browser and use your passkey; then press Enter.\n", info.URL)
 		bufio.NewReader(tty).ReadString('\n')
