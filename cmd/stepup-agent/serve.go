@@ -227,14 +227,16 @@ func reloadPolicy(ctx context.Context, path string, pol *policy.Holder, log *zap
 // closeState closes what it opened.
 func startAgent(ctx context.Context, o *options, pol *policy.Holder, log *zap.Logger) (a *agent.Agent, closeState func(), err error) {
 	var closers []func() error
-	closeState = func() {
+	closeAll := func() {
 		for i := len(closers) - 1; i >= 0; i-- {
 			closers[i]()
 		}
 	}
+	// On an error, close what was opened here (the named results are
+	// nil by then: a return sets them before deferred calls run).
 	defer func() {
 		if err != nil {
-			closeState()
+			closeAll()
 		}
 	}()
 	store, err := keychain.Open(ctx, o.keychain, keychain.Options{StateDir: audit.StateDir(), Logger: log})
@@ -283,7 +285,7 @@ func startAgent(ctx context.Context, o *options, pol *policy.Holder, log *zap.Lo
 	if err != nil {
 		return nil, nil, err
 	}
-	return a, closeState, nil
+	return a, closeAll, nil
 }
 
 // prompts picks the prompt selector: --prompter wins over the policy's
