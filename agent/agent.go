@@ -100,9 +100,41 @@ type Agent struct {
 	sessionLock bool // screen lock, sleep: lifted by the session's unlock too
 }
 
+// ruleCache holds the rules of the scopes asked about under one policy.
+// It is bounded: a client asking about ever new scope names fills it to
+// maxCachedRules, and then it starts over, so memory does not grow with
+// the names asked about.
 type ruleCache struct {
-	pol   *policy.Policy
-	rules sync.Map // scope -> policy.Rule
+	pol *policy.Policy
+
+	mu    sync.RWMutex
+	rules map[string]policy.Rule
+}
+
+// maxCachedRules bounds the rule cache. A policy names far fewer scopes;
+// past it the cache is emptied and fills again with the scopes in use.
+const maxCachedRules = 1024
+
+func (rc *ruleCache) get(scope string) (policy.Rule, bool) {
+	rc.mu.RLock()
+	defer rc.mu.RUnlock()
+	r, ok := rc.rules[scope]
+	return r, ok
+}
+
+func (rc *ruleCache) put(scope string, r policy.Rule) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if len(rc.rules) >= maxCachedRules {
+		clear(rc.rules)
+	}
+	rc.rules[scope] = r
+}
+
+func (rc *ruleCache) len() int {
+	rc.mu.RLock()
+	defer rc.mu.RUnlock()
+	return len(rc.rules)
 }
 
 // New loads the agent's state from cfg.Store (creating a signing key on
@@ -128,8 +160,8 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		cfg: cfg, log: cfg.Log, now: cfg.Now,
 		methods:     newMethodSet(cfg.Methods),
 		persist:     newPersister(cfg.Store, cfg.Log),
-		challenges:  newOpenStore[*challenge]("verifications", challengeTTL, maxOpen),
-		enrollments: newOpenStore[*enrollment]("enrollments", enrollTTL, maxOpen),
+		challenges:  newOpenStore[*challenge]("verifications", challengeTTL, maxOpen, maxOpenPerClient, openReserve),
+		enrollments: newOpenStore[*enrollment]("enrollments", enrollTTL, maxOpen, maxOpenPerClient, 0),
 		flights:     newFlightGroup(),
 		promptCh:    make(chan struct{}, 1),
 	}
@@ -140,6 +172,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	a.limits.lockoutEnded = func(m string, until time.Time) {
 		a.audit(context.Background(), audit.Record{Event: audit.EventLockoutEnd, Method: m, Result: "ok", Detail: "locked out until " + until.UTC().Format(time.RFC3339)})
 	}
+	a.limits.hasRecovery = func() bool { return a.usable(api.RecoveryCode) }
 	a.subject = "unknown"
 	if u, err := user.Current(); err == nil {
 		a.subject = u.Username
@@ -172,19 +205,23 @@ func (a *Agent) Flush() { a.persist.flush() }
 
 func (a *Agent) policy() *policy.Policy { return a.cfg.Policy() }
 
-// rule resolves scope under the policy in force, cached per policy.
+// rule resolves scope under the policy in force, cached per policy. Only
+// a valid scope name is cached (callers check names first; an invalid
+// one is resolved, never kept), and the cache is bounded.
 func (a *Agent) rule(scope string) policy.Rule {
 	pol := a.policy()
 	rc := a.rules.Load()
 	if rc == nil || rc.pol != pol {
-		rc = &ruleCache{pol: pol}
+		rc = &ruleCache{pol: pol, rules: map[string]policy.Rule{}}
 		a.rules.Store(rc)
 	}
-	if r, ok := rc.rules.Load(scope); ok {
-		return r.(policy.Rule)
+	if r, ok := rc.get(scope); ok {
+		return r
 	}
 	r := pol.Resolve(scope)
-	rc.rules.Store(scope, r)
+	if policy.CheckScope(scope) == nil {
+		rc.put(scope, r)
+	}
 	return r
 }
 
