@@ -348,3 +348,55 @@ func TestMessagesSayWhatToDo(t *testing.T) {
 		t.Fatalf("lockout hint %q does not name recovery_code", ae.Data.Hint)
 	}
 }
+
+// assuanLine is what pinentry's SETDESC line carries of text: '%', CR, LF
+// and the other controls escaped, cut at Assuan's 1000 bytes.
+func assuanLine(text string) string {
+	var b strings.Builder
+	for i := 0; i < len(text); i++ {
+		c := text[i]
+		if c == '%' || c < 0x20 || c == 0x7f {
+			fmt.Fprintf(&b, "%%%02X", c)
+			continue
+		}
+		b.WriteByte(c)
+	}
+	line := "SETDESC " + b.String()
+	if len(line) > 1000 {
+		line = line[:1000]
+	}
+	return line
+}
+
+// Issue 11 item 7, the class of it: the largest scope list the caps let
+// through, asked for by a client with the longest names the prompt shows
+// and a long reason, still has every scope on pinentry's line.
+func TestTheLargestScopeListFitsAPrompt(t *testing.T) {
+	f := newFixture(t, nil, true)
+	long := strings.Repeat("p", 200)
+	ctx := peer.NewContext(context.Background(), &peer.Identity{UID: os.Getuid(), Proc: peer.Proc{PID: 4194304, Start: 1},
+		Executable: "/opt/" + long, Script: "/srv/" + long, Remote: "ssh:" + long})
+	for _, fill := range []string{"x", "%"} {
+		var scopes []string
+		size := 0
+		for i := 0; i < maxRequestScopes; i++ {
+			s := fmt.Sprintf("s%d:", i)
+			for len(s)+2*strings.Count(s, "%")+2 < maxScopesBytes/maxRequestScopes-2 {
+				s += fill
+			}
+			scopes = append(scopes, s)
+			size += len(s) + 2*strings.Count(s, "%") + 2
+		}
+		if err := f.a.checkScopes(ctx, scopes); err != nil {
+			t.Fatalf("%d bytes of scopes refused: %v", size, err)
+		}
+		c := &challenge{method: api.TOTP, scopes: normScopes(scopes)}
+		desc := f.a.describe(ctx, c, &api.PromptParams{Reason: strings.Repeat("é", 300)}, totpm.New().Ask(nil))
+		line := assuanLine(desc)
+		for _, s := range scopes {
+			if !strings.Contains(line, strings.ReplaceAll(s, "%", "%25")) {
+				t.Fatalf("scope %s is not on the prompt's line:\n%s", s, line)
+			}
+		}
+	}
+}

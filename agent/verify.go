@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/stepup-agent/stepup-agent/api"
@@ -149,10 +150,11 @@ func (a *Agent) checkScopes(ctx context.Context, scopes []string) error {
 		if size > 0 {
 			size += len(", ")
 		}
-		size += len(s)
+		// A '%' takes three bytes on pinentry's line (%25).
+		size += len(s) + 2*strings.Count(s, "%")
 	}
 	if size > maxScopesBytes {
-		return invalidParams("requestedScopes is %d bytes long; at most %d bytes of scope names may be asked for at once, so that the prompt shows every one", size, maxScopesBytes).
+		return invalidParams("requestedScopes is %d bytes long; at most %d bytes of scope names may be asked for at once, so that the prompt shows every one (a %% counts as 3)", size, maxScopesBytes).
 			WithHint("use shorter scope names, or ask for fewer scopes per step-up")
 	}
 	for _, s := range scopes {
