@@ -100,7 +100,13 @@ func (a *Agent) EnrollFinish(ctx context.Context, p *api.EnrollFinishParams) (*a
 	if len(p.Response) == 0 {
 		p.Response = json.RawMessage("{}")
 	}
+	// As in finish: the try counts before the method checks it, and is
+	// given back when the answer is right or could not be checked.
+	_, _, at := a.limits.attempt(e.method)
 	cred, err := a.methods.get(e.method).EnrollFinish(ctx, e.state, p.Response)
+	if err == nil || !errors.Is(err, method.ErrVerificationFailed) && ctx.Err() == nil {
+		a.limits.refund(e.method, at)
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if !a.enrollments.holds(o) {
@@ -110,7 +116,6 @@ func (a *Agent) EnrollFinish(ctx context.Context, p *api.EnrollFinishParams) (*a
 	}
 	if err != nil {
 		if errors.Is(err, method.ErrVerificationFailed) {
-			a.limits.failure(e.method)
 			a.audit(ctx, audit.Record{Event: "enroll", Method: e.method, Result: "verification_failed"})
 			return nil, api.Errorf(api.CodeVerificationFailed, "%s enrollment not confirmed: %s", e.method, failureText(e.method)).
 				WithHint("try again with a fresh code; the enrollment stays open until it expires")

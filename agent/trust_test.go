@@ -400,3 +400,47 @@ func TestTheLargestScopeListFitsAPrompt(t *testing.T) {
 		}
 	}
 }
+
+// slowEnroll is a method whose enrollment check takes until the request
+// ends.
+type slowEnroll struct{}
+
+func (slowEnroll) Name() string       { return api.Wallet }
+func (slowEnroll) AMR() []string      { return []string{"swk"} }
+func (slowEnroll) Ask(any) method.Ask { return method.Ask{} }
+func (slowEnroll) EnrollStart(context.Context, method.EnrollParams) (any, api.EnrollPayload, error) {
+	return nil, nil, nil
+}
+func (slowEnroll) EnrollFinish(ctx context.Context, _ any, resp json.RawMessage) (*method.Credential, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+func (slowEnroll) Start(context.Context, []*method.Credential) (any, any, error) {
+	return nil, struct{}{}, nil
+}
+func (slowEnroll) Complete(context.Context, any, []*method.Credential, json.RawMessage) (*method.Credential, error) {
+	return nil, method.ErrVerificationFailed
+}
+
+// Issue 11 item 9, enrollments: an enrollFinish abandoned mid-check has
+// used a try too.
+func TestAbandonedEnrollmentChecksCount(t *testing.T) {
+	a, err := New(context.Background(), Config{Methods: []method.Method{slowEnroll{}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	en, err := a.EnrollStart(context.Background(), &api.EnrollStartParams{Method: api.Wallet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < policy.Default().Limits.MaxFailures; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		_, err := a.EnrollFinish(ctx, &api.EnrollFinishParams{EnrollmentID: en.EnrollmentID, Response: json.RawMessage(`{"signature":"0x"}`)})
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("abandoned enrollFinish %d: %v", i+1, err)
+		}
+	}
+	_, err = a.EnrollFinish(context.Background(), &api.EnrollFinishParams{EnrollmentID: en.EnrollmentID, Response: json.RawMessage(`{}`)})
+	wantAPIError(t, err, api.CodeRateLimited, "too many failed wallet attempts")
+}
