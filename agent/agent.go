@@ -101,41 +101,35 @@ type Agent struct {
 }
 
 // ruleCache holds the rules of the scopes asked about under one policy.
-// It is bounded: a client asking about ever new scope names fills it to
-// maxCachedRules, and then it starts over, so memory does not grow with
-// the names asked about.
+// It is bounded: once a client asking about ever new scope names has
+// filled it to maxCachedRules, the agent starts a new one, so memory does
+// not grow with the names asked about. Reads take no lock.
 type ruleCache struct {
-	pol *policy.Policy
-
-	mu    sync.RWMutex
-	rules map[string]policy.Rule
+	pol   *policy.Policy
+	rules sync.Map // scope -> policy.Rule
+	n     atomic.Int64
 }
 
 // maxCachedRules bounds the rule cache. A policy names far fewer scopes;
-// past it the cache is emptied and fills again with the scopes in use.
+// past it the cache starts over and fills again with the scopes in use.
 const maxCachedRules = 1024
 
 func (rc *ruleCache) get(scope string) (policy.Rule, bool) {
-	rc.mu.RLock()
-	defer rc.mu.RUnlock()
-	r, ok := rc.rules[scope]
-	return r, ok
-}
-
-func (rc *ruleCache) put(scope string, r policy.Rule) {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	if len(rc.rules) >= maxCachedRules {
-		clear(rc.rules)
+	if r, ok := rc.rules.Load(scope); ok {
+		return r.(policy.Rule), true
 	}
-	rc.rules[scope] = r
+	return policy.Rule{}, false
 }
 
-func (rc *ruleCache) len() int {
-	rc.mu.RLock()
-	defer rc.mu.RUnlock()
-	return len(rc.rules)
+// put caches r and reports whether the cache still has room.
+func (rc *ruleCache) put(scope string, r policy.Rule) bool {
+	if _, loaded := rc.rules.LoadOrStore(scope, r); !loaded {
+		return rc.n.Add(1) < maxCachedRules
+	}
+	return true
 }
+
+func (rc *ruleCache) len() int { return int(rc.n.Load()) }
 
 // New loads the agent's state from cfg.Store (creating a signing key on
 // first start) and returns the agent.
@@ -212,15 +206,17 @@ func (a *Agent) rule(scope string) policy.Rule {
 	pol := a.policy()
 	rc := a.rules.Load()
 	if rc == nil || rc.pol != pol {
-		rc = &ruleCache{pol: pol, rules: map[string]policy.Rule{}}
+		rc = &ruleCache{pol: pol}
 		a.rules.Store(rc)
 	}
 	if r, ok := rc.get(scope); ok {
 		return r
 	}
 	r := pol.Resolve(scope)
-	if policy.CheckScope(scope) == nil {
-		rc.put(scope, r)
+	if policy.CheckScope(scope) == nil && !rc.put(scope, r) {
+		// Full: start over (a racing put may land in the old one,
+		// which is then dropped with it).
+		a.rules.CompareAndSwap(rc, &ruleCache{pol: pol})
 	}
 	return r
 }
