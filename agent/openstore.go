@@ -20,17 +20,19 @@ const (
 	// maxOpenPerClient bounds what one client (one peer process) holds,
 	// so one client at its cap leaves room for every other.
 	maxOpenPerClient = 8
-	// openReserve is room above maxOpen that only priority operations
-	// (verifications that unlock the agent) may use: ordinary ones from
-	// many clients at once cannot starve an unlock.
+	// openReserve is room of its own for priority operations
+	// (verifications that unlock the agent): ordinary ones from many
+	// clients at once cannot starve an unlock. A client holds at most
+	// one priority operation (a second replaces its first), so filling
+	// this room takes openReserve processes.
 	openReserve = 8
 )
 
 // openStore owns operations under way that a later request finishes by id:
 // custom-UI verifications (challenges) and enrollments. Each lives until
 // its TTL, each is finished once, and the store bounds how many are open:
-// perOwner per client, max in all for ordinary ones, max+reserve for
-// priority ones.
+// perOwner per client, max ordinary ones in all, and spare priority ones
+// in all, one per client.
 type openStore[T any] struct {
 	what     string // "verifications", "enrollments": for the error text
 	ttl      time.Duration
@@ -50,6 +52,7 @@ type open[T any] struct {
 	Expires time.Time
 	Val     T
 	ready   bool
+	prio    bool
 }
 
 func newOpenStore[T any](what string, ttl time.Duration, max, perOwner, reserve int) *openStore[T] {
@@ -72,12 +75,14 @@ func ownerOf(ctx context.Context) string {
 func (s *openStore[T]) reserve(owner string, priority bool, now time.Time) (*open[T], error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ceiling := s.max
+	s.sweepLocked(now)
 	if priority {
-		ceiling += s.spare
-	}
-	if len(s.items) >= ceiling || s.ownedLocked(owner) >= s.perOwner {
-		s.sweepLocked(now)
+		// One per client: a client's new one replaces its old one.
+		for id, o := range s.items {
+			if o.prio && o.Owner == owner {
+				delete(s.items, id)
+			}
+		}
 	}
 	if n := s.ownedLocked(owner); n >= s.perOwner {
 		e := api.Errorf(api.CodeRateLimited, "this client already has %d %s open, the most one client may; finish or let some expire first", n, s.what).
@@ -85,14 +90,29 @@ func (s *openStore[T]) reserve(owner string, priority bool, now time.Time) (*ope
 		e.Data.RetryAfterSeconds = 60
 		return nil, e
 	}
-	if len(s.items) >= ceiling {
-		e := api.Errorf(api.CodeRateLimited, "%d %s are already open; finish or let some expire first", s.max, s.what)
+	ceiling := s.max
+	if priority {
+		ceiling = s.spare
+	}
+	if s.classLocked(priority) >= ceiling {
+		e := api.Errorf(api.CodeRateLimited, "%d %s are already open; finish or let some expire first", ceiling, s.what)
 		e.Data.RetryAfterSeconds = 60
 		return nil, e
 	}
-	o := &open[T]{ID: randomID(), Owner: owner, Expires: now.Add(s.ttl)}
+	o := &open[T]{ID: randomID(), Owner: owner, Expires: now.Add(s.ttl), prio: priority}
 	s.items[o.ID] = o
 	return o, nil
+}
+
+// classLocked counts the open operations of one class (priority or not).
+func (s *openStore[T]) classLocked(priority bool) int {
+	n := 0
+	for _, o := range s.items {
+		if o.prio == priority {
+			n++
+		}
+	}
+	return n
 }
 
 // fill makes a reserved operation v, findable by its id from now on.

@@ -192,6 +192,20 @@ func TestOpenStore(t *testing.T) {
 			s.release(o)
 			return nil
 		}, open: 2},
+		{name: "one priority place per client, the newest wins", do: func(s *openStore[string]) error {
+			first, _ := s.reserve("c1", true, now)
+			s.fill(first, "a")
+			second, err := s.reserve("c1", true, now)
+			if err != nil {
+				return err
+			}
+			s.fill(second, "b")
+			if s.get(first.ID, now) != nil {
+				return errors.New("the replaced priority operation is still open")
+			}
+			_, err = s.reserve("c2", true, now)
+			return err
+		}, want: "1 things are already open", open: 1},
 		{name: "cap after expiry makes room", do: func(s *openStore[string]) error {
 			s.add("a", "c", now)
 			s.add("b", "c", now)

@@ -290,11 +290,22 @@ func TestOneClientCannotStarveTheOthers(t *testing.T) {
 		}
 	}
 	wantAPIError(t, start(999, ""), api.CodeRateLimited, "64 verifications are already open")
-	// Unlock is still possible.
-	a.Lock(ctx, "test")
+	// Unlock is still possible (checked before a lock, which drops the
+	// ordinary verifications anyway): unlocks have room of their own,
+	// one per client.
 	if err := start(999, "unlock"); err != nil {
 		t.Fatalf("unlock at the global ceiling: %v", err)
 	}
+	for pid := 1000; pid < 1000+openReserve-1; pid++ {
+		if err := start(pid, "unlock"); err != nil {
+			t.Fatalf("unlock %d: %v", pid, err)
+		}
+	}
+	wantAPIError(t, start(2000, "unlock"), api.CodeRateLimited, fmt.Sprintf("%d verifications are already open", openReserve))
+	if err := start(1000, "unlock"); err != nil {
+		t.Fatalf("a client's second unlock replaces its first: %v", err)
+	}
+	wantAPIError(t, start(2000, ""), api.CodeRateLimited, "64 verifications are already open")
 }
 
 // Issue 11 item 18: a lockout names the recovery codes as the way out,
