@@ -100,10 +100,36 @@ type Agent struct {
 	sessionLock bool // screen lock, sleep: lifted by the session's unlock too
 }
 
+// ruleCache holds the rules of the scopes asked about under one policy.
+// It is bounded: once a client asking about ever new scope names has
+// filled it to maxCachedRules, the agent starts a new one, so memory does
+// not grow with the names asked about. Reads take no lock.
 type ruleCache struct {
 	pol   *policy.Policy
 	rules sync.Map // scope -> policy.Rule
+	n     atomic.Int64
 }
+
+// maxCachedRules bounds the rule cache. A policy names far fewer scopes;
+// past it the cache starts over and fills again with the scopes in use.
+const maxCachedRules = 1024
+
+func (rc *ruleCache) get(scope string) (policy.Rule, bool) {
+	if r, ok := rc.rules.Load(scope); ok {
+		return r.(policy.Rule), true
+	}
+	return policy.Rule{}, false
+}
+
+// put caches r and reports whether the cache still has room.
+func (rc *ruleCache) put(scope string, r policy.Rule) bool {
+	if _, loaded := rc.rules.LoadOrStore(scope, r); !loaded {
+		return rc.n.Add(1) < maxCachedRules
+	}
+	return true
+}
+
+func (rc *ruleCache) len() int { return int(rc.n.Load()) }
 
 // New loads the agent's state from cfg.Store (creating a signing key on
 // first start) and returns the agent.
@@ -128,8 +154,8 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		cfg: cfg, log: cfg.Log, now: cfg.Now,
 		methods:     newMethodSet(cfg.Methods),
 		persist:     newPersister(cfg.Store, cfg.Log),
-		challenges:  newOpenStore[*challenge]("verifications", challengeTTL, maxOpen),
-		enrollments: newOpenStore[*enrollment]("enrollments", enrollTTL, maxOpen),
+		challenges:  newOpenStore[*challenge]("verifications", challengeTTL, maxOpen, maxOpenPerClient, openReserve),
+		enrollments: newOpenStore[*enrollment]("enrollments", enrollTTL, maxOpen, maxOpenPerClient, 0),
 		flights:     newFlightGroup(),
 		promptCh:    make(chan struct{}, 1),
 	}
@@ -140,6 +166,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	a.limits.lockoutEnded = func(m string, until time.Time) {
 		a.audit(context.Background(), audit.Record{Event: audit.EventLockoutEnd, Method: m, Result: "ok", Detail: "locked out until " + until.UTC().Format(time.RFC3339)})
 	}
+	a.limits.hasRecovery = func() bool { return a.usable(api.RecoveryCode) }
 	a.subject = "unknown"
 	if u, err := user.Current(); err == nil {
 		a.subject = u.Username
@@ -172,7 +199,9 @@ func (a *Agent) Flush() { a.persist.flush() }
 
 func (a *Agent) policy() *policy.Policy { return a.cfg.Policy() }
 
-// rule resolves scope under the policy in force, cached per policy.
+// rule resolves scope under the policy in force, cached per policy. Only
+// a valid scope name is cached (callers check names first; an invalid
+// one is resolved, never kept), and the cache is bounded.
 func (a *Agent) rule(scope string) policy.Rule {
 	pol := a.policy()
 	rc := a.rules.Load()
@@ -180,11 +209,15 @@ func (a *Agent) rule(scope string) policy.Rule {
 		rc = &ruleCache{pol: pol}
 		a.rules.Store(rc)
 	}
-	if r, ok := rc.rules.Load(scope); ok {
-		return r.(policy.Rule)
+	if r, ok := rc.get(scope); ok {
+		return r
 	}
 	r := pol.Resolve(scope)
-	rc.rules.Store(scope, r)
+	if policy.CheckScope(scope) == nil && !rc.put(scope, r) {
+		// Full: start over (a racing put may land in the old one,
+		// which is then dropped with it).
+		a.rules.CompareAndSwap(rc, &ruleCache{pol: pol})
+	}
 	return r
 }
 

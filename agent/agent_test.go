@@ -439,11 +439,11 @@ func TestOpenVerificationsAreBounded(t *testing.T) {
 	f := newFixture(t, p, true)
 	ctx := context.Background()
 	for i := 0; i < maxOpen; i++ {
-		if _, err := f.a.StartVerification(ctx, &api.StartVerificationParams{Method: api.TOTP, RequestedScopes: []string{"wallet:sign"}}); err != nil {
+		if _, err := f.a.StartVerification(asClient(ctx, 100+i/maxOpenPerClient), &api.StartVerificationParams{Method: api.TOTP, RequestedScopes: []string{"wallet:sign"}}); err != nil {
 			t.Fatalf("verification %d: %v", i, err)
 		}
 	}
-	_, err := f.a.StartVerification(ctx, &api.StartVerificationParams{Method: api.TOTP, RequestedScopes: []string{"wallet:sign"}})
+	_, err := f.a.StartVerification(asClient(ctx, 1), &api.StartVerificationParams{Method: api.TOTP, RequestedScopes: []string{"wallet:sign"}})
 	if !errors.Is(err, api.ErrRateLimited) {
 		t.Fatalf("verification %d: %v", maxOpen+1, err)
 	}

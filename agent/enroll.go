@@ -72,14 +72,18 @@ func (a *Agent) EnrollStart(ctx context.Context, p *api.EnrollStartParams) (*api
 		return nil, err
 	}
 
+	// Hold a place under the caps first: past them nothing is started
+	// (no passkey page, no email or SMS sent).
+	o, err := a.enrollments.reserve(ownerOf(ctx), false, a.now())
+	if err != nil {
+		return nil, err
+	}
 	state, payload, err := impl.EnrollStart(ctx, method.EnrollParams{Label: p.Label, Address: p.Address, Phone: p.Phone, Raw: p.Raw})
 	if err != nil {
+		a.enrollments.release(o)
 		return nil, err
 	}
-	o, err := a.enrollments.add(&enrollment{method: p.Method, state: state, scope: scope, label: p.Label}, a.now())
-	if err != nil {
-		return nil, err
-	}
+	a.enrollments.fill(o, &enrollment{method: p.Method, state: state, scope: scope, label: p.Label})
 	return api.NewEnrollStartResult(o.ID, p.Method, payload), nil
 }
 
@@ -96,7 +100,13 @@ func (a *Agent) EnrollFinish(ctx context.Context, p *api.EnrollFinishParams) (*a
 	if len(p.Response) == 0 {
 		p.Response = json.RawMessage("{}")
 	}
+	// As in finish: the try counts before the method checks it, and is
+	// given back when the answer is right or could not be checked.
+	_, _, at := a.limits.attempt(e.method)
 	cred, err := a.methods.get(e.method).EnrollFinish(ctx, e.state, p.Response)
+	if err == nil || !errors.Is(err, method.ErrVerificationFailed) && ctx.Err() == nil {
+		a.limits.refund(e.method, at)
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if !a.enrollments.holds(o) {
@@ -106,7 +116,6 @@ func (a *Agent) EnrollFinish(ctx context.Context, p *api.EnrollFinishParams) (*a
 	}
 	if err != nil {
 		if errors.Is(err, method.ErrVerificationFailed) {
-			a.limits.failure(e.method)
 			a.audit(ctx, audit.Record{Event: "enroll", Method: e.method, Result: "verification_failed"})
 			return nil, api.Errorf(api.CodeVerificationFailed, "%s enrollment not confirmed: %s", e.method, failureText(e.method)).
 				WithHint("try again with a fresh code; the enrollment stays open until it expires")
@@ -116,8 +125,22 @@ func (a *Agent) EnrollFinish(ctx context.Context, p *api.EnrollFinishParams) (*a
 	if a.locked {
 		return nil, lockedError()
 	}
-	if e.scope != "" {
-		if err := a.requireToken(ctx, e.scope, "adding a credential", true); err != nil {
+	// Whether a link token is needed is decided now, not only at
+	// enrollStart: an enrollment opened before the first credential
+	// landed (by another program, say) needs one like any other.
+	scope := e.scope
+	if scope == "" && a.creds.count() > 0 {
+		scope = linkScope(e.method)
+	}
+	if scope != "" {
+		if err := a.requireToken(ctx, scope, "adding a credential", true); err != nil {
+			if e.scope == "" {
+				var ae *api.Error
+				if errors.As(err, &ae) {
+					ae.Message = "a credential was enrolled after this enrollment started; adding another one needs a step-up for " + scope + " first"
+					ae.Data.Hint = "run: stepupctl prompt " + scope + ", then enroll again"
+				}
+			}
 			return nil, err
 		}
 	}

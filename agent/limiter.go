@@ -39,6 +39,18 @@ type limiter struct {
 	// lockoutEnded, when set, hears of a lockout that has run out (for
 	// the audit log); called without l.mu.
 	lockoutEnded func(m string, until time.Time)
+	// hasRecovery, when set, reports whether recovery codes are
+	// enrolled and left, so that a lockout names them as the way out.
+	// Called under l.mu: it must not call back into the limiter.
+	hasRecovery func() bool
+}
+
+// lockoutHint says what to do while m is locked out.
+func (l *limiter) lockoutHint(m string) string {
+	if m != api.RecoveryCode && l.hasRecovery != nil && l.hasRecovery() {
+		return "wait, or use one of your recovery codes: stepupctl prompt --method recovery_code SCOPE"
+	}
+	return "wait, or use another method (stepupctl prompt --method ...)"
 }
 
 func newLimiter(now func() time.Time, pol func() *policy.Policy, p *persister) *limiter {
@@ -80,7 +92,7 @@ func (l *limiter) checkLocked(m string) *api.Error {
 	if now.Before(lim.LockedUntil) {
 		secs := int(lim.LockedUntil.Sub(now).Seconds() + 0.999)
 		e := api.Errorf(api.CodeRateLimited, "too many failed %s attempts; try again in %ds", m, secs).
-			WithHint("wait, or use another method (stepupctl prompt --method ...)")
+			WithHint("%s", l.lockoutHint(m))
 		e.Data.RetryAfterSeconds = secs
 		e.Data.Method = m
 		return e
@@ -92,6 +104,15 @@ func (l *limiter) checkLocked(m string) *api.Error {
 // before the lockout (0: now locked out) and, when locked out, the
 // seconds until the method may be tried again.
 func (l *limiter) failure(m string) (left, retryAfter int) {
+	left, retryAfter, _ = l.attempt(m)
+	return left, retryAfter
+}
+
+// attempt counts one try of m before its answer is checked, as a
+// failure: a check that is abandoned (the client hung up) has used the
+// try. It returns what failure returns and the attempt's time, which
+// refund takes; success after a right answer clears the count.
+func (l *limiter) attempt(m string) (left, retryAfter int, at time.Time) {
 	pol := l.policy()
 	now := l.now()
 	window := pol.Limits.Window.D()
@@ -111,15 +132,45 @@ func (l *limiter) failure(m string) (left, retryAfter int) {
 	lim.Failures = append(kept, now)
 	left = pol.Limits.MaxFailures - len(lim.Failures)
 	if left <= 0 {
+		// The failures stay: they are all older than the lockout's end
+		// by a window, so they no longer count when it ends, and a
+		// refund of this attempt can lift the lockout it set.
 		lim.LockedUntil = now.Add(window)
-		lim.Failures = nil
 		left = 0
 	}
 	l.persist.put(keychain.KindLimit, m, lim)
 	if e := l.checkLocked(m); e != nil {
 		retryAfter = e.Data.RetryAfterSeconds
 	}
-	return left, retryAfter
+	return left, retryAfter, now
+}
+
+// refund takes back the attempt at (from attempt) when no answer was
+// judged: the method could not check it. A lockout that attempt set is
+// lifted.
+func (l *limiter) refund(m string, at time.Time) {
+	window := l.policy().Limits.Window.D()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	lim := l.limits[m]
+	if lim == nil {
+		return
+	}
+	for i := len(lim.Failures) - 1; i >= 0; i-- {
+		if lim.Failures[i].Equal(at) {
+			lim.Failures = append(lim.Failures[:i], lim.Failures[i+1:]...)
+			if lim.LockedUntil.Equal(at.Add(window)) {
+				lim.LockedUntil = time.Time{}
+			}
+			break
+		}
+	}
+	if len(lim.Failures) == 0 && lim.LockedUntil.IsZero() {
+		delete(l.limits, m)
+		l.persist.del(keychain.KindLimit, m)
+		return
+	}
+	l.persist.put(keychain.KindLimit, m, lim)
 }
 
 // success clears m's failures.

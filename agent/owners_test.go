@@ -149,7 +149,7 @@ func TestOpenStore(t *testing.T) {
 		open int
 	}{
 		{name: "add and get", do: func(s *openStore[string]) error {
-			o, err := s.add("a", now)
+			o, err := s.add("a", "c", now)
 			if err != nil {
 				return err
 			}
@@ -159,7 +159,7 @@ func TestOpenStore(t *testing.T) {
 			return nil
 		}, open: 1},
 		{name: "expired is gone", do: func(s *openStore[string]) error {
-			o, _ := s.add("a", now)
+			o, _ := s.add("a", "c", now)
 			if s.get(o.ID, now.Add(time.Minute)) != nil {
 				return errors.New("expired operation returned")
 			}
@@ -167,35 +167,68 @@ func TestOpenStore(t *testing.T) {
 		}, open: 0},
 		{name: "cap", do: func(s *openStore[string]) error {
 			for i := 0; i < 3; i++ {
-				if _, err := s.add("a", now); err != nil {
+				if _, err := s.add("a", "c", now); err != nil {
 					return err
 				}
 			}
 			return nil
+		}, want: "this client already has 2 things open", open: 2},
+		{name: "global cap", do: func(s *openStore[string]) error {
+			s.add("a", "c1", now)
+			s.add("b", "c2", now)
+			_, err := s.add("c", "c3", now)
+			return err
 		}, want: "2 things are already open", open: 2},
+		{name: "priority room above the global cap", do: func(s *openStore[string]) error {
+			s.add("a", "c1", now)
+			s.add("b", "c2", now)
+			o, err := s.reserve("c3", true, now)
+			if err != nil {
+				return err
+			}
+			if s.get(o.ID, now) != nil {
+				return errors.New("a reserved place was found by id")
+			}
+			s.release(o)
+			return nil
+		}, open: 2},
+		{name: "one priority place per client, the newest wins", do: func(s *openStore[string]) error {
+			first, _ := s.reserve("c1", true, now)
+			s.fill(first, "a")
+			second, err := s.reserve("c1", true, now)
+			if err != nil {
+				return err
+			}
+			s.fill(second, "b")
+			if s.get(first.ID, now) != nil {
+				return errors.New("the replaced priority operation is still open")
+			}
+			_, err = s.reserve("c2", true, now)
+			return err
+		}, want: "1 things are already open", open: 1},
 		{name: "cap after expiry makes room", do: func(s *openStore[string]) error {
-			s.add("a", now)
-			s.add("b", now)
-			_, err := s.add("c", now.Add(time.Minute))
+			s.add("a", "c", now)
+			s.add("b", "c", now)
+			_, err := s.add("c", "c", now.Add(time.Minute))
 			return err
 		}, open: 1},
 		{name: "taken once", do: func(s *openStore[string]) error {
-			o, _ := s.add("a", now)
+			o, _ := s.add("a", "c", now)
 			if !s.take(o) || s.take(o) || s.holds(o) {
 				return errors.New("taken twice")
 			}
 			return nil
 		}, open: 0},
 		{name: "removeIf", do: func(s *openStore[string]) error {
-			s.add("a", now)
-			s.add("b", now)
+			s.add("a", "c", now)
+			s.add("b", "c", now)
 			s.removeIf(func(v string) bool { return v == "a" })
 			return nil
 		}, open: 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := newOpenStore[string]("things", 30*time.Second, 2)
+			s := newOpenStore[string]("things", 30*time.Second, 2, 2, 1)
 			err := tt.do(s)
 			if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
 				t.Fatalf("err = %v, want %q", err, tt.want)

@@ -20,6 +20,9 @@ import (
 // it verifies the user through a native prompt and returns the token.
 // Concurrent requests for the same scopes share one prompt.
 func (a *Agent) Prompt(ctx context.Context, rt route, p *api.PromptParams) (*api.TokenResult, error) {
+	if err := checkTimeout(p.TimeoutSeconds); err != nil {
+		return nil, err
+	}
 	if err := a.checkScopes(ctx, p.RequestedScopes); err != nil {
 		return nil, err
 	}
@@ -52,6 +55,9 @@ func (a *Agent) Prompt(ctx context.Context, rt route, p *api.PromptParams) (*api
 // With no credential enrolled there is nothing to verify with, and
 // nothing a lock protects, so it unlocks at once.
 func (a *Agent) UnlockPrompt(ctx context.Context, p *api.PromptParams) (*api.LockResult, error) {
+	if err := checkTimeout(p.TimeoutSeconds); err != nil {
+		return nil, err
+	}
 	if !a.Locked() {
 		return &api.LockResult{Locked: false}, nil
 	}

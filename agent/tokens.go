@@ -99,6 +99,9 @@ func (a *Agent) GetToken(ctx context.Context, scope string) (*api.GetTokenResult
 	if scope == "" {
 		return nil, invalidParams("scope is required")
 	}
+	if err := checkScopeName("scope", scope); err != nil {
+		return nil, err
+	}
 	r := a.rule(scope)
 	if err := a.checkClient(ctx, r); err != nil {
 		return nil, err
@@ -116,6 +119,9 @@ func (a *Agent) GetToken(ctx context.Context, scope string) (*api.GetTokenResult
 func (a *Agent) VerifyToken(ctx context.Context, p *api.VerifyTokenParams) (*api.VerifyTokenResult, error) {
 	if p.Token == "" || p.Scope == "" {
 		return nil, invalidParams("token and scope are required")
+	}
+	if err := checkScopeName("scope", p.Scope); err != nil {
+		return nil, err
 	}
 	now := a.now()
 	c, err := a.signer.Verify(p.Token, now)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/stepup-agent/stepup-agent/api"
@@ -117,16 +118,49 @@ func (a *Agent) available(rt route, scopes []string) ([]string, error) {
 	return out, nil
 }
 
-// checkScopes resolves scopes for a verification: unknown denied scopes
-// and clients not allowed are refused.
+// The caps on the scopes of one request, so that every prompt shows every
+// scope: pinentry's Assuan lines hold 1000 bytes, and a description cut
+// short would hide the scopes at its end (docs/protocol.md, "Scopes").
+const (
+	maxRequestScopes = 8
+	maxScopesBytes   = 256 // the names joined with ", ", as the prompt shows them
+)
+
+// checkScopeName refuses a scope name that is not one (field names the
+// param in the error).
+func checkScopeName(field, s string) error {
+	if err := policy.CheckScope(s); err != nil {
+		return invalidParams("invalid scope in %s: %v", field, err)
+	}
+	return nil
+}
+
+// checkScopes resolves scopes for a verification: too many or too long
+// scope lists, unknown denied scopes and clients not allowed are refused.
 func (a *Agent) checkScopes(ctx context.Context, scopes []string) error {
 	if len(scopes) == 0 {
 		return invalidParams("requestedScopes is required, e.g. [\"wallet:export\"]")
 	}
+	if len(scopes) > maxRequestScopes {
+		return invalidParams("requestedScopes names %d scopes; at most %d may be asked for at once, so that the prompt shows every one", len(scopes), maxRequestScopes).
+			WithHint("ask for fewer scopes per step-up")
+	}
+	size := 0
 	for _, s := range scopes {
-		if err := policy.CheckScope(s); err != nil {
-			return invalidParams("invalid scope in requestedScopes: %v", err)
+		if err := checkScopeName("requestedScopes", s); err != nil {
+			return err
 		}
+		if size > 0 {
+			size += len(", ")
+		}
+		// A '%' takes three bytes on pinentry's line (%25).
+		size += len(s) + 2*strings.Count(s, "%")
+	}
+	if size > maxScopesBytes {
+		return invalidParams("requestedScopes is %d bytes long; at most %d bytes of scope names may be asked for at once, so that the prompt shows every one (a %% counts as 3)", size, maxScopesBytes).
+			WithHint("use shorter scope names, or ask for fewer scopes per step-up")
+	}
+	for _, s := range scopes {
 		r := a.rule(s)
 		if r.Denied {
 			return api.Errorf(api.CodeUnknownScope, "the policy does not name scope %s and denies unknown scopes", s).
@@ -135,6 +169,18 @@ func (a *Agent) checkScopes(ctx context.Context, scopes []string) error {
 		if err := a.checkClient(ctx, r); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// maxTimeoutSeconds caps a request's timeoutSeconds as the policy's
+// prompt.timeout is capped (10 minutes).
+const maxTimeoutSeconds = 600
+
+func checkTimeout(secs int) error {
+	if secs < 0 || secs > maxTimeoutSeconds {
+		return invalidParams("timeoutSeconds must be between 1 and %d (10 minutes), not %d", maxTimeoutSeconds, secs).
+			WithHint("leave it out to use the policy's prompt.timeout")
 	}
 	return nil
 }
@@ -205,17 +251,28 @@ func (a *Agent) finish(ctx context.Context, c *challenge, response json.RawMessa
 		return nil, lockedError()
 	}
 
+	// The attempt counts before the method checks it, and is refunded if
+	// the answer is right: a client that hangs up before a slow check
+	// (PAM's delay after a wrong password) answers has used a try.
+	left, retry, at := a.limits.attempt(c.method)
 	cred, err := impl.Complete(ctx, c.state, a.creds.of(c.method), response)
 	if err != nil {
 		if !errors.Is(err, method.ErrVerificationFailed) {
+			if ctx.Err() == nil {
+				// The method could not check (a helper that cannot
+				// run): no answer was judged, so no try was used.
+				a.limits.refund(c.method, at)
+			} else if left == 0 {
+				a.audit(ctx, audit.Record{Event: audit.EventLockout, Method: c.method, RetryAfter: retry, Result: "rate_limited", Detail: "abandoned check"})
+			}
 			return nil, err
 		}
-		left, retry := a.limits.failure(c.method)
 		a.audit(ctx, audit.Record{Event: "verification", Method: c.method, Scopes: c.scopes, Result: "verification_failed"})
-		e := api.Errorf(api.CodeVerificationFailed, "%s verification failed: %s", c.method, failureText(c.method))
+		e := api.Errorf(api.CodeVerificationFailed, "%s verification failed: %s", c.method, failureOf(c.method, err))
 		if left == 0 {
 			e.Message += "; too many failures, the method is locked out"
 			e.Data.RetryAfterSeconds = retry
+			e = e.WithHint("%s", a.limits.lockoutHint(c.method))
 			a.audit(ctx, audit.Record{Event: audit.EventLockout, Method: c.method, RetryAfter: retry, Result: "rate_limited"})
 		} else if left <= 2 {
 			e.Message += "; " + pluralTries(left) + " left before a lockout"
@@ -240,6 +297,15 @@ func (a *Agent) finish(ctx context.Context, c *challenge, response json.RawMessa
 		return nil, lockedError()
 	}
 	return a.mint(ctx, c.scopes, c.method, impl.AMR())
+}
+
+// failureOf says why method m refused an answer: failureText, unless
+// the method said more (a TOTP code already used).
+func failureOf(m string, err error) string {
+	if errors.Is(err, method.ErrCodeUsed) {
+		return "this code was already used (a code counts once, the one you enrolled with too); wait for the next code from your authenticator app"
+	}
+	return failureText(m)
 }
 
 func failureText(m string) string {
@@ -277,6 +343,18 @@ func (a *Agent) StartVerification(ctx context.Context, p *api.StartVerificationP
 	if p.Purpose != "" && !unlock {
 		return nil, invalidParams("purpose must be \"unlock\" or absent")
 	}
+	// Hold a place under the caps first: past them no ceremony starts
+	// (no passkey page, no email).
+	o, err := a.challenges.reserve(ownerOf(ctx), unlock, a.now())
+	if err != nil {
+		return nil, err
+	}
+	filled := false
+	defer func() {
+		if !filled {
+			a.challenges.release(o)
+		}
+	}()
 	c, ch, err := a.begin(ctx, routeAuto, p.Method, p.RequestedScopes, unlock)
 	if err != nil && !unlock {
 		var ae *api.Error
@@ -295,10 +373,8 @@ func (a *Agent) StartVerification(ctx context.Context, p *api.StartVerificationP
 	if err != nil {
 		return nil, err
 	}
-	o, err := a.challenges.add(c, a.now())
-	if err != nil {
-		return nil, err
-	}
+	a.challenges.fill(o, c)
+	filled = true
 	return &api.Challenge{ChallengeID: o.ID, Method: c.method, ExpiresAt: o.Expires.UTC(), Challenge: raw}, nil
 }
 

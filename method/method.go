@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/stepup-agent/stepup-agent/api"
@@ -19,6 +20,12 @@ import (
 // ErrVerificationFailed is returned by Complete for a wrong, replayed or
 // malformed answer. It counts as a failure against the method's limit.
 var ErrVerificationFailed = errors.New("verification failed")
+
+// ErrCodeUsed is an ErrVerificationFailed for a code that is right but was
+// used before (a TOTP code of a step already spent, such as the one just
+// enrolled with), so that the user is told to wait for the next code
+// rather than that the code is wrong.
+var ErrCodeUsed = fmt.Errorf("%w: the code was already used", ErrVerificationFailed)
 
 // Credential is an enrolled credential. Secret is the method's private
 // data (a TOTP secret and counter, a passkey's public key and sign count,

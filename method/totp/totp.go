@@ -121,12 +121,16 @@ func (m *Method) Complete(ctx context.Context, state any, creds []*method.Creden
 	if err != nil {
 		return nil, err
 	}
+	used := false
 	for _, c := range creds {
 		var s secret
 		if err := json.Unmarshal(c.Secret, &s); err != nil {
 			continue
 		}
 		ctr, ok := m.match(&s, code)
+		if ok && ctr <= s.LastCounter {
+			used = true
+		}
 		if !ok || ctr <= s.LastCounter {
 			continue
 		}
@@ -134,6 +138,9 @@ func (m *Method) Complete(ctx context.Context, state any, creds []*method.Creden
 		out := *c
 		out.Secret, _ = json.Marshal(&s)
 		return &out, nil
+	}
+	if used {
+		return nil, method.ErrCodeUsed
 	}
 	return nil, method.ErrVerificationFailed
 }
