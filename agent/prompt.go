@@ -67,6 +67,9 @@ func (a *Agent) UnlockPrompt(ctx context.Context, p *api.PromptParams) (*api.Loc
 }
 
 func clientKey(ctx context.Context) string {
+	if k := remoteKey(ctx); k != "" {
+		return k // remote.go: one cooldown per SSH connection
+	}
 	if exe := clientExe(ctx); exe != "" {
 		return exe
 	}
@@ -213,7 +216,7 @@ func (a *Agent) describe(ctx context.Context, c *challenge, p *api.PromptParams,
 	if c.unlock {
 		what = "unlock the agent"
 	}
-	fmt.Fprintf(&b, "%s asks to %s.\n", clientDesc(ctx), what)
+	fmt.Fprintf(&b, "%s asks to %s.\n", a.requester(ctx, p), what)
 	if p.Reason != "" {
 		fmt.Fprintf(&b, "Reason: %s\n", sanitize(p.Reason))
 	}
