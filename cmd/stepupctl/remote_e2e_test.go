@@ -285,4 +285,3 @@ func TestRemoteE2E(t *testing.T) {
 		t.Fatalf("%d remote_request records, want one per remote request", n)
 	}
 }
-
