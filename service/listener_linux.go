@@ -28,18 +28,20 @@ import (
 // latter silently drops a descriptor that is not a stream listener; here
 // that is an error worth a clear message.
 func Listener(log *zap.Logger) (net.Listener, bool, error) {
-	ln, remote, ok, err := Listeners(log)
+	ln, remote, ok, err := Listeners(log, "")
 	if remote != nil {
 		remote.Close()
 	}
 	return ln, ok, err
 }
 
-// Listeners is Listener that also returns the remote socket (named
-// RemoteFDName by its own socket unit, stepup-agent-remote.socket), or nil
-// when the service manager passed none. The remote socket is checked as
-// the main one is; it is never taken for the main socket.
-func Listeners(log *zap.Logger) (main, remote net.Listener, activated bool, err error) {
+// Listeners is Listener that also returns the remote socket, or nil when
+// the service manager passed none. The remote socket is the descriptor
+// bound at remotePath (a second ListenStream= of stepup-agent.socket,
+// whose FileDescriptorName= names every socket of the unit alike), or one
+// named RemoteFDName (a socket unit of its own). It is checked as the main
+// one is, and never taken for the main socket.
+func Listeners(log *zap.Logger, remotePath string) (main, remote net.Listener, activated bool, err error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
@@ -49,7 +51,7 @@ func Listeners(log *zap.Logger) (main, remote net.Listener, activated bool, err 
 	}
 	var files, remotes []*os.File
 	for _, f := range all {
-		if f.Name() == RemoteFDName {
+		if f.Name() == RemoteFDName || remotePath != "" && boundPath(f) == remotePath {
 			remotes = append(remotes, f)
 		} else {
 			files = append(files, f)
@@ -57,7 +59,7 @@ func Listeners(log *zap.Logger) (main, remote net.Listener, activated bool, err 
 	}
 	if len(remotes) > 1 {
 		closeAll(all)
-		return nil, nil, true, fmt.Errorf("socket activation passed more than one socket named %q; stepup-agent-remote.socket must have exactly one ListenStream=", RemoteFDName)
+		return nil, nil, true, fmt.Errorf("socket activation passed more than one remote socket (named %q or bound at %s); keep one", RemoteFDName, remotePath)
 	}
 	if len(files) == 0 {
 		closeAll(all)
@@ -170,4 +172,16 @@ func closeAll(files []*os.File) {
 	for _, f := range files {
 		f.Close()
 	}
+}
+
+// boundPath is the path a Unix socket descriptor is bound at ("" if none).
+func boundPath(f *os.File) string {
+	sa, err := unix.Getsockname(int(f.Fd()))
+	if err != nil {
+		return ""
+	}
+	if u, ok := sa.(*unix.SockaddrUnix); ok {
+		return u.Name
+	}
+	return ""
 }

@@ -14,6 +14,6 @@ import (
 func Listener(log *zap.Logger) (net.Listener, bool, error) { return nil, false, nil }
 
 // Listeners is Listener with the remote socket: never activated here.
-func Listeners(log *zap.Logger) (main, remote net.Listener, activated bool, err error) {
+func Listeners(log *zap.Logger, remotePath string) (main, remote net.Listener, activated bool, err error) {
 	return nil, nil, false, nil
 }

@@ -67,7 +67,7 @@ func serve(o *options, stdout, stderr io.Writer) int {
 
 	// Socket activation: systemd's socket, checked like our own, and
 	// never removed by us.
-	inherited, inheritedRemote, activated, err := service.Listeners(log)
+	inherited, inheritedRemote, activated, err := service.Listeners(log, o.remoteSock)
 	if err != nil {
 		return fail(err)
 	}
