@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -123,10 +124,14 @@ func startRemoteWorld(t *testing.T) *remoteWorld {
 // onServer runs stepupctl as a program on the server would: the forwarded
 // socket as STEPUP_AUTH_SOCK, no terminal of its own.
 func (w *remoteWorld) onServer(stdin string, args ...string) (stdout, stderr string, err error) {
+	return w.onServerEnv(nil, stdin, args...)
+}
+
+func (w *remoteWorld) onServerEnv(env []string, stdin string, args ...string) (stdout, stderr string, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	c := exec.CommandContext(ctx, filepath.Join(binDir, "stepupctl"), args...)
-	c.Env = append(peBaseEnv(), "HOME="+w.dir, "STEPUP_AUTH_SOCK="+w.serverSock)
+	c.Env = append(append(peBaseEnv(), "HOME="+w.dir, "STEPUP_AUTH_SOCK="+w.serverSock), env...)
 	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true} // no controlling terminal
 	c.Stdin = strings.NewReader(stdin)
 	var o, e bytes.Buffer
@@ -141,9 +146,13 @@ type serverResult struct {
 }
 
 func (w *remoteWorld) onServerAsync(args ...string) chan serverResult {
+	return w.onServerAsyncEnv(nil, args...)
+}
+
+func (w *remoteWorld) onServerAsyncEnv(env []string, args ...string) chan serverResult {
 	ch := make(chan serverResult, 1)
 	go func() {
-		o, e, err := w.onServer("", args...)
+		o, e, err := w.onServerEnv(env, "", args...)
 		ch <- serverResult{o, e, err}
 	}()
 	return ch
@@ -236,12 +245,48 @@ func TestRemoteE2E(t *testing.T) {
 		t.Fatal("a prompt for a scope the remote policy denies was shown")
 	}
 
+	// The server side's own terminal and display are not where the
+	// prompt goes: a remote caller naming a tty (its STEPUP_TTY) still
+	// gets the prompt on the workstation's ssh terminal.
+	srvTTY, srvTTYSlave, err := pty.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srvTTY.Close()
+	defer srvTTYSlave.Close()
+	var srvScreen bytes.Buffer
+	var srvMu sync.Mutex
+	go func() {
+		b := make([]byte, 4096)
+		for {
+			n, err := srvTTY.Read(b)
+			srvMu.Lock()
+			srvScreen.Write(b[:n])
+			srvMu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+
 	// Prompt-bombing meets the cooldown: three prompts cancelled on the
 	// workstation, then the fourth is refused without a prompt.
 	for i := range 3 {
 		mark = len(w.sshOut.screen())
-		res := w.onServerAsync("prompt", "deploy:prod")
+		var env []string
+		if i == 0 {
+			env = []string{"STEPUP_TTY=" + srvTTYSlave.Name(), "TERM=xterm", "DISPLAY=:99"}
+		}
+		res := w.onServerAsyncEnv(env, "prompt", "deploy:prod")
 		w.waitSSH(t, mark, "Code")
+		if i == 0 {
+			srvMu.Lock()
+			got := srvScreen.String()
+			srvMu.Unlock()
+			if got != "" {
+				t.Fatalf("the remote caller's own terminal showed something: %q", got)
+			}
+		}
 		time.Sleep(200 * time.Millisecond)
 		w.sshOut.master.Write([]byte{4}) // Ctrl-D cancels pinentry-tty
 		select {
