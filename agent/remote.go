@@ -61,6 +61,9 @@ func (a *Agent) handleRemote(ctx context.Context, rc *remote.Conn, m string, pm 
 		} else {
 			res, err = pm.call(a, ctx, params)
 		}
+		if st, ok := res.(*api.Status); ok && st != nil {
+			st.Remote = rc.String() // a forwarded agent: stepupctl status says so
+		}
 		if pm.changes {
 			a.persist.barrier(persistWait)
 		}

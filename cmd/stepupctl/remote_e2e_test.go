@@ -13,6 +13,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -158,6 +160,24 @@ func (w *remoteWorld) onServerAsyncEnv(env []string, args ...string) chan server
 	return ch
 }
 
+// rawOnServer sends one JSON-RPC line on the forwarded socket, as a
+// program on the server would; the answer line comes on the channel.
+func (w *remoteWorld) rawOnServer(t *testing.T, req string) chan serverResult {
+	ch := make(chan serverResult, 1)
+	c, err := net.Dial("unix", w.serverSock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	go func() {
+		c.SetDeadline(time.Now().Add(60 * time.Second))
+		fmt.Fprintln(c, req)
+		line, err := bufio.NewReader(c).ReadString('\n')
+		ch <- serverResult{out: line, err: err}
+	}()
+	return ch
+}
+
 // sshScreenSince is what the ssh terminal showed after mark.
 func (w *remoteWorld) sshScreenSince(mark int) string {
 	s := w.sshOut.screen()
@@ -221,6 +241,11 @@ func TestRemoteE2E(t *testing.T) {
 		t.Fatalf("stepupctl token on the server: %v\n%s%s", err, o, e)
 	}
 
+	// stepupctl status on the server says the agent is a forwarded one.
+	if o, e, err := w.onServer("", "status"); err != nil || !strings.Contains(o, "remote:      a forwarded agent, reached through ssh build-01 (pid ") {
+		t.Fatalf("stepupctl status on the server: %v\n%s%s", err, o, e)
+	}
+
 	// Not handed to a local caller.
 	c := exec.Command(filepath.Join(binDir, "stepupctl"), "token", "deploy:prod")
 	c.Env = w.env
@@ -277,8 +302,16 @@ func TestRemoteE2E(t *testing.T) {
 		if i == 0 {
 			env = []string{"STEPUP_TTY=" + srvTTYSlave.Name(), "TERM=xterm", "DISPLAY=:99"}
 		}
-		res := w.onServerAsyncEnv(env, "prompt", "deploy:prod")
-		w.waitSSH(t, mark, "Code")
+		var res chan serverResult
+		if i == 1 {
+			res = w.rawOnServer(t, `{"jsonrpc":"2.0","id":1,"method":"promptStepUpAuth","params":{"requestedScopes":["deploy:prod"],"client":{"name":"deployctl","pid":31337,"host":"build-01"}}}`)
+		} else {
+			res = w.onServerAsyncEnv(env, "prompt", "deploy:prod")
+		}
+		screen := w.waitSSH(t, mark, "Code")
+		if i == 1 && !strings.Contains(screen, "a program on build-01 (via ssh, pid 31337 there, says it is deployctl) asks to step up for deploy:prod") {
+			t.Fatalf("the prompt does not show the remote program's claim as a claim:\n%s", screen)
+		}
 		if i == 0 {
 			srvMu.Lock()
 			got := srvScreen.String()
@@ -294,7 +327,7 @@ func TestRemoteE2E(t *testing.T) {
 		case <-time.After(30 * time.Second):
 			t.Fatalf("cancelled prompt %d did not end:\n%s", i+1, w.sshScreenSince(mark))
 		}
-		if r.err == nil {
+		if r.err == nil && !strings.Contains(r.out, `"error"`) {
 			t.Fatalf("a cancelled prompt %d succeeded:\n%s", i+1, r.out)
 		}
 	}
