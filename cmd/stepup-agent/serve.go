@@ -236,14 +236,15 @@ func reloadPolicy(ctx context.Context, path string, pol *policy.Holder, log *zap
 // closeState closes what it opened.
 func startAgent(ctx context.Context, o *options, pol *policy.Holder, log *zap.Logger) (a *agent.Agent, closeState func(), err error) {
 	var closers []func() error
-	closeState = func() {
+	closeAll := func() {
 		for i := len(closers) - 1; i >= 0; i-- {
 			closers[i]()
 		}
 	}
+	closeState = closeAll
 	defer func() {
 		if err != nil {
-			closeState()
+			closeAll() // not closeState: an error return has set it to nil
 		}
 	}()
 	store, err := keychain.Open(ctx, o.keychain, keychain.Options{StateDir: audit.StateDir(), Logger: log})
