@@ -38,7 +38,7 @@ func (a *Agent) Prompt(ctx context.Context, rt route, p *api.PromptParams) (*api
 		a.audit(ctx, audit.Record{Event: audit.EventRefused, Method: p.Method, Scopes: p.RequestedScopes, Result: resultOf(wireError(err))})
 		return nil, err // no prompt can reach this client: say so at once
 	}
-	key := fmt.Sprintf("%d|%s|%s", rt, p.Method, strings.Join(normScopes(p.RequestedScopes), " "))
+	key := fmt.Sprintf("%d|%s|%s|%s", rt, p.Method, strings.Join(normScopes(p.RequestedScopes), " "), remoteKey(ctx)) // remote.go: never shared across connections
 	res, err := a.flights.do(ctx, key, func(ctx context.Context) (*api.TokenResult, error) {
 		return a.promptOnce(ctx, rt, p, false)
 	})
