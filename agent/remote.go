@@ -91,6 +91,9 @@ func (a *Agent) remoteGate(ctx context.Context, rc *remote.Conn, m string, param
 			return nil, "", invalidParams("invalid params: %v", shortJSONError(err))
 		}
 	}
+	if f == nil {
+		f = map[string]json.RawMessage{}
+	}
 	str := func(k string) string {
 		var s string
 		json.Unmarshal(f[k], &s)

@@ -146,6 +146,12 @@ func TestRemoteRefusals(t *testing.T) {
 			t.Errorf("%s %s: %v; want 4005 %q with a hint", tc.method, tc.params, err, tc.want)
 		}
 	}
+	// Params that are null or not an object: a clear error, no panic.
+	for _, params := range []string{``, `null`, `[1]`} {
+		if _, err := f.a.Handle(ctx, api.MethodPromptStepUpAuth, json.RawMessage(params)); err == nil {
+			t.Errorf("promptStepUpAuth %q from a remote caller succeeded", params)
+		}
+	}
 	// The same requests from a local caller are not refused as remote.
 	if _, err := f.a.Handle(context.Background(), api.MethodLock, json.RawMessage(`{}`)); err != nil {
 		t.Fatalf("a local lock: %v", err)
