@@ -33,7 +33,7 @@ func linkScope(m string) string {
 // requireToken checks that a live token for scope is held and this client
 // may use it; with consume, a single-use one is consumed.
 func (a *Agent) requireToken(ctx context.Context, scope, action string, consume bool) error {
-	h := a.tokens.best(scope, a.now())
+	h := a.tokens.best(scope, a.now(), remoteKey(ctx))
 	if h == nil || a.checkClient(ctx, a.rule(scope)) != nil || consume && h.SingleUse && !a.tokens.consume(h) {
 		e := api.Errorf(api.CodeForbidden, "%s needs a step-up for %s first", action, scope).
 			WithHint("run: stepupctl prompt %s", scope)

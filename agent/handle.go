@@ -9,6 +9,7 @@ import (
 	"github.com/stepup-agent/stepup-agent/api"
 	"github.com/stepup-agent/stepup-agent/method"
 	"github.com/stepup-agent/stepup-agent/prompt"
+	"github.com/stepup-agent/stepup-agent/remote"
 )
 
 // protoMethod is one protocol method (docs/protocol.md).
@@ -115,6 +116,9 @@ func (a *Agent) Handle(ctx context.Context, m string, params json.RawMessage) (a
 	if !ok {
 		return nil, api.Errorf(api.CodeMethodNotFound, "unknown method %q", m).
 			WithHint("docs/protocol.md lists the methods; `stepupctl --help` the CLI verbs")
+	}
+	if rc := remote.FromContext(ctx); rc != nil {
+		return a.handleRemote(ctx, rc, m, pm, params) // remote.go
 	}
 	res, err := pm.call(a, ctx, params)
 	if pm.changes {

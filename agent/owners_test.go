@@ -87,7 +87,7 @@ func TestTokenStore(t *testing.T) {
 				tt.do(s)
 			}
 			got := ""
-			if h := s.best(tt.scope, now); h != nil {
+			if h := s.best(tt.scope, now, ""); h != nil {
 				got = h.JTI
 			}
 			if got != tt.want {

@@ -41,7 +41,7 @@ func (a *Agent) Prompt(ctx context.Context, rt route, p *api.PromptParams) (*api
 		a.audit(ctx, audit.Record{Event: audit.EventRefused, Method: p.Method, Scopes: p.RequestedScopes, Result: resultOf(wireError(err))})
 		return nil, err // no prompt can reach this client: say so at once
 	}
-	key := fmt.Sprintf("%d|%s|%s", rt, p.Method, strings.Join(normScopes(p.RequestedScopes), " "))
+	key := fmt.Sprintf("%d|%s|%s|%s", rt, p.Method, strings.Join(normScopes(p.RequestedScopes), " "), remoteKey(ctx)) // remote.go: never shared across connections
 	res, err := a.flights.do(ctx, key, func(ctx context.Context) (*api.TokenResult, error) {
 		return a.promptOnce(ctx, rt, p, false)
 	})
@@ -73,6 +73,9 @@ func (a *Agent) UnlockPrompt(ctx context.Context, p *api.PromptParams) (*api.Loc
 }
 
 func clientKey(ctx context.Context) string {
+	if k := remoteKey(ctx); k != "" {
+		return k // remote.go: one cooldown per SSH connection
+	}
 	if exe := clientExe(ctx); exe != "" {
 		return exe
 	}
@@ -229,7 +232,7 @@ func (a *Agent) describe(ctx context.Context, c *challenge, p *api.PromptParams,
 	if c.unlock {
 		what = "unlock the agent"
 	}
-	fmt.Fprintf(&b, "%s asks to %s.\n", clientDesc(ctx), what)
+	fmt.Fprintf(&b, "%s asks to %s.\n", a.requester(ctx, p), what)
 	if p.Reason != "" {
 		fmt.Fprintf(&b, "Reason: %s\n", sanitize(p.Reason))
 	}

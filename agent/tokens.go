@@ -33,7 +33,7 @@ func (a *Agent) IsStepUpRequired(ctx context.Context, scope string) (*api.StepUp
 		return res, nil
 	}
 	res.Required = true
-	if h := a.tokens.best(scope, a.now()); h != nil && !a.Locked() {
+	if h := a.tokens.best(scope, a.now(), remoteKey(ctx)); h != nil && !a.Locked() {
 		if a.checkClient(ctx, r) == nil {
 			res.Required = false
 			exp := h.ExpiresAt
@@ -75,7 +75,7 @@ func (a *Agent) mint(ctx context.Context, scopes []string, m string, amr []strin
 	if err != nil {
 		return nil, err
 	}
-	h := &held{JTI: jti, Token: tok, Scopes: scopes, ExpiresAt: exp, SingleUse: single, Method: m}
+	h := &held{JTI: jti, Token: tok, Scopes: scopes, ExpiresAt: exp, SingleUse: single, Method: m, Remote: remoteKey(ctx)}
 	a.tokens.add(h)
 	a.audit(ctx, audit.Record{Event: "stepup", Method: m, Scopes: scopes, JTI: jti, Result: "ok"})
 	return &api.TokenResult{Token: tok, Scopes: scopes, ExpiresAt: exp.UTC(), SingleUse: single, Method: m}, nil
@@ -106,7 +106,7 @@ func (a *Agent) GetToken(ctx context.Context, scope string) (*api.GetTokenResult
 	if err := a.checkClient(ctx, r); err != nil {
 		return nil, err
 	}
-	h := a.tokens.best(scope, a.now())
+	h := a.tokens.best(scope, a.now(), remoteKey(ctx))
 	if h == nil {
 		return nil, api.Errorf(api.CodeTokenInvalid, "no live token is held for %s", scope).
 			WithHint("step up first: stepupctl prompt %s", scope)

@@ -19,6 +19,9 @@ type held struct {
 	ExpiresAt time.Time `json:"expiresAt"`
 	SingleUse bool      `json:"singleUse"`
 	Method    string    `json:"method"`
+	// Remote names the SSH connection a remote caller stepped up
+	// through (peer.Identity.Remote); "" for a local caller. remote.go.
+	Remote string `json:"remote,omitempty"`
 }
 
 // better reports whether h should be handed out before old: a multi-use
@@ -74,17 +77,18 @@ func (s *tokenStore) index(h *held) {
 	}
 }
 
-// best returns the token to hand out for scope (nil: none is live).
-func (s *tokenStore) best(scope string, now time.Time) *held {
+// best returns the token to hand out for scope to a caller through the
+// remote connection remote ("" for a local caller); nil: none is live.
+func (s *tokenStore) best(scope string, now time.Time, remote string) *held {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return bestOf(s.byScope[scope], now)
+	return bestOf(s.byScope[scope], now, remote)
 }
 
-func bestOf(hs []*held, now time.Time) *held {
+func bestOf(hs []*held, now time.Time, remote string) *held {
 	var b *held
 	for _, h := range hs {
-		if h.ExpiresAt.After(now) && (b == nil || better(h, b)) {
+		if (remote == anyCaller || h.Remote == remote) && h.ExpiresAt.After(now) && (b == nil || better(h, b)) {
 			b = h
 		}
 	}
@@ -179,7 +183,7 @@ func (s *tokenStore) status(now time.Time) []api.TokenStatus {
 	defer s.mu.Unlock()
 	out := []api.TokenStatus{}
 	for sc, hs := range s.byScope {
-		if h := bestOf(hs, now); h != nil {
+		if h := bestOf(hs, now, anyCaller); h != nil {
 			out = append(out, api.TokenStatus{Scope: sc, ExpiresAt: h.ExpiresAt.UTC(), SingleUse: h.SingleUse, Method: h.Method})
 		}
 	}

@@ -308,6 +308,10 @@ type Status struct {
 	Prompter    string         `json:"prompter,omitempty"`
 	Socket      string         `json:"socket,omitempty"`
 	Audit       *AuditStatus   `json:"audit,omitempty"`
+	// Remote is set when status was asked through the remote socket: the
+	// SSH connection it came through, as the agent names it
+	// ("ssh build-01 (pid 4242)"); a forwarded agent (docs/remote.md).
+	Remote string `json:"remote,omitempty"`
 }
 
 // ExternalAuthParams are the params of requestExternalAuthElevatedToken.

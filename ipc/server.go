@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/stepup-agent/stepup-agent/api"
+	"github.com/stepup-agent/stepup-agent/remote"
 	"go.uber.org/zap"
 )
 
@@ -113,7 +114,15 @@ const (
 var ErrServerClosed = errors.New("ipc: server closed")
 
 // Serve accepts connections on ln until Shutdown is called.
-func (s *Server) Serve(ln net.Listener) error {
+func (s *Server) Serve(ln net.Listener) error { return s.serve(ln, false) }
+
+// ServeRemote is Serve for the remote socket (docs/remote.md): each
+// connection's peer is the local ssh process that forwards it; its
+// requests carry that SSH connection (remote.FromContext) and a peer
+// whose Remote names it.
+func (s *Server) ServeRemote(ln net.Listener) error { return s.serve(ln, true) }
+
+func (s *Server) serve(ln net.Listener, isRemote bool) error {
 	s.init()
 	uid := s.UID
 	if uid < 0 {
@@ -162,11 +171,22 @@ func (s *Server) Serve(ln net.Listener) error {
 			go refuse(c, msg)
 			continue
 		}
+		var rc *remote.Conn
+		if isRemote {
+			conn, err := remote.Identify(peer.PID)
+			if err != nil {
+				s.Log.Warn("refusing remote connection: cannot read the forwarding process", zap.Int("peerPid", peer.PID), zap.Error(err))
+				c.Close()
+				continue
+			}
+			rc = &conn
+			peer.Remote = conn.Key(peer.Start)
+		}
 		if msg := s.admit(peer); msg != nil {
 			go refuse(c, msg)
 			continue
 		}
-		s.startConn(c, peer)
+		s.startConn(c, peer, rc)
 	}
 }
 
@@ -241,8 +261,12 @@ func refuse(c net.Conn, msg []byte) {
 	io.Copy(io.Discard, io.LimitReader(c, 1<<20))
 }
 
-func (s *Server) startConn(nc net.Conn, peer *Peer) {
-	ctx, cancel := context.WithCancel(WithPeer(s.base, peer))
+func (s *Server) startConn(nc net.Conn, peer *Peer, rc *remote.Conn) {
+	base := WithPeer(s.base, peer)
+	if rc != nil {
+		base = remote.NewContext(base, rc)
+	}
+	ctx, cancel := context.WithCancel(base)
 	c := &conn{srv: s, nc: nc, peer: peer, ctx: ctx, cancel: cancel,
 		stopCh: make(chan struct{}), sem: make(chan struct{}, s.MaxInflight)}
 	r, w := newRawIO(nc, c.armRead, s.WriteTimeout)

@@ -73,7 +73,7 @@ func TestUnitSettings(t *testing.T) {
 	sock := unitKeys(t, "systemd/user/stepup-agent.socket")
 	svc := unitKeys(t, "systemd/user/stepup-agent.service")
 	for k, want := range map[string]string{
-		"Socket.ListenStream":       "%t/stepup/agent.sock",
+		"Socket.ListenStream":       "%t/stepup/agent.sock %t/stepup/remote.sock",
 		"Socket.FileDescriptorName": "agent",
 		"Socket.SocketMode":         "0600",
 		"Socket.DirectoryMode":      "0700",

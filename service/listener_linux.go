@@ -28,13 +28,61 @@ import (
 // latter silently drops a descriptor that is not a stream listener; here
 // that is an error worth a clear message.
 func Listener(log *zap.Logger) (net.Listener, bool, error) {
+	ln, remote, ok, err := Listeners(log, "")
+	if remote != nil {
+		remote.Close()
+	}
+	return ln, ok, err
+}
+
+// Listeners is Listener that also returns the remote socket, or nil when
+// the service manager passed none. The remote socket is the descriptor
+// bound at remotePath (a second ListenStream= of stepup-agent.socket,
+// whose FileDescriptorName= names every socket of the unit alike), or one
+// named RemoteFDName (a socket unit of its own). It is checked as the main
+// one is, and never taken for the main socket.
+func Listeners(log *zap.Logger, remotePath string) (main, remote net.Listener, activated bool, err error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	files := activation.Files(true) // true: unset LISTEN_*
-	if len(files) == 0 {
-		return nil, false, nil
+	all := activation.Files(true) // true: unset LISTEN_*
+	if len(all) == 0 {
+		return nil, nil, false, nil
 	}
+	var files, remotes []*os.File
+	for _, f := range all {
+		if f.Name() == RemoteFDName || remotePath != "" && boundPath(f) == remotePath {
+			remotes = append(remotes, f)
+		} else {
+			files = append(files, f)
+		}
+	}
+	if len(remotes) > 1 {
+		closeAll(all)
+		return nil, nil, true, fmt.Errorf("socket activation passed more than one remote socket (named %q or bound at %s); keep one", RemoteFDName, remotePath)
+	}
+	if len(files) == 0 {
+		closeAll(all)
+		return nil, nil, true, fmt.Errorf("socket activation passed only the remote socket; the agent needs its socket too: enable stepup-agent.socket (FileDescriptorName=%s)", FDName)
+	}
+	if len(remotes) == 1 {
+		defer remotes[0].Close()
+		remote, err = inheritedListener(remotes[0])
+		if err != nil {
+			closeAll(files)
+			return nil, nil, true, err
+		}
+		log.Info("socket activation: serving the inherited remote socket", zap.String("socket", remote.Addr().String()))
+	}
+	main, activated, err = pickListener(log, files)
+	if err != nil && remote != nil {
+		remote.Close()
+		remote = nil
+	}
+	return main, remote, activated, err
+}
+
+func pickListener(log *zap.Logger, files []*os.File) (net.Listener, bool, error) {
 	var pick *os.File
 	names := make([]string, 0, len(files))
 	for _, f := range files {
@@ -62,12 +110,24 @@ func Listener(log *zap.Logger) (net.Listener, bool, error) {
 		}
 	}
 	defer pick.Close() // FileListener dups it
-	if err := checkStreamListener(pick); err != nil {
+	ln, err := inheritedListener(pick)
+	if err != nil {
 		return nil, true, err
 	}
-	ln, err := net.FileListener(pick)
+	log.Info("socket activation: serving the inherited socket", zap.String("socket", ln.Addr().String()))
+	return ln, true, nil
+}
+
+// inheritedListener checks f (a listening Unix stream socket whose path
+// passes sockpath.CheckInherited) and returns its listener; the caller
+// closes f.
+func inheritedListener(f *os.File) (net.Listener, error) {
+	if err := checkStreamListener(f); err != nil {
+		return nil, err
+	}
+	ln, err := net.FileListener(f)
 	if err != nil {
-		return nil, true, fmt.Errorf("socket activation: cannot use the socket named %q: %w", pick.Name(), err)
+		return nil, fmt.Errorf("socket activation: cannot use the socket named %q: %w", f.Name(), err)
 	}
 	path := ""
 	if a, ok := ln.Addr().(*net.UnixAddr); ok {
@@ -75,10 +135,9 @@ func Listener(log *zap.Logger) (net.Listener, bool, error) {
 	}
 	if err := sockpath.CheckInherited(path); err != nil {
 		ln.Close()
-		return nil, true, err
+		return nil, err
 	}
-	log.Info("socket activation: serving the inherited socket", zap.String("socket", path))
-	return ln, true, nil
+	return ln, nil
 }
 
 // checkStreamListener checks that f is a listening AF_UNIX SOCK_STREAM
@@ -113,4 +172,16 @@ func closeAll(files []*os.File) {
 	for _, f := range files {
 		f.Close()
 	}
+}
+
+// boundPath is the path a Unix socket descriptor is bound at ("" if none).
+func boundPath(f *os.File) string {
+	sa, err := unix.Getsockname(int(f.Fd()))
+	if err != nil {
+		return ""
+	}
+	if u, ok := sa.(*unix.SockaddrUnix); ok {
+		return u.Name
+	}
+	return ""
 }

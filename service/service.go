@@ -14,3 +14,7 @@ package service
 // (FileDescriptorName=agent in stepup-agent.socket, --fdname=agent for
 // systemd-socket-activate).
 const FDName = "agent"
+
+// RemoteFDName is the name of the remote socket, for ssh -R
+// (FileDescriptorName=remote in stepup-agent-remote.socket; docs/remote.md).
+const RemoteFDName = "remote"

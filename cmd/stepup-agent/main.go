@@ -31,6 +31,7 @@ func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 type options struct {
 	foreground bool
 	socket     string
+	remoteSock string // --remote-socket: PATH, none, or "" for next to socket
 	kill       bool
 	csh, sh    bool
 	policy     string
@@ -43,7 +44,8 @@ type options struct {
 	child      bool // internal: the background child of a plain start
 }
 
-const usage = `usage: stepup-agent [-c | -s] [-D] [-a SOCKET] [--policy FILE] [--audit FILE]
+const usage = `usage: stepup-agent [-c | -s] [-D] [-a SOCKET] [--remote-socket PATH|none]
+                    [--policy FILE] [--audit FILE]
                     [--keychain auto|secretservice|macos|file|memory]
                     [--prompter auto|pinentry|zenity|osascript|terminal|none]
                     [--pam-helper PATH]
@@ -61,6 +63,7 @@ func parse(args []string, stdout, stderr io.Writer) (*options, error) {
 	fs.Usage = func() {} // printed below: stdout when asked for, stderr on a mistake
 	fs.BoolVar(&o.foreground, "D", false, "run in the foreground (logs to stderr)")
 	fs.StringVar(&o.socket, "a", "", "bind the socket to `PATH` (default $XDG_RUNTIME_DIR/stepup/agent.sock)")
+	fs.StringVar(&o.remoteSock, "remote-socket", "", "the remote socket's `PATH`, for ssh -R (docs/remote.md), or none (default: remote.sock beside the socket)")
 	fs.BoolVar(&o.kill, "k", false, "kill the agent named by STEPUP_AGENT_PID")
 	fs.BoolVar(&o.csh, "c", false, "print csh-style commands")
 	fs.BoolVar(&o.sh, "s", false, "print sh-style commands")
@@ -154,6 +157,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	o.socket = abs
+	switch o.remoteSock {
+	case "none":
+	case "":
+		o.remoteSock = filepath.Join(filepath.Dir(o.socket), "remote.sock")
+	default:
+		if o.remoteSock, err = filepath.Abs(o.remoteSock); err != nil {
+			fmt.Fprintf(stderr, "stepup-agent: --remote-socket: %v\n", err)
+			return 1
+		}
+	}
+	if o.remoteSock == o.socket {
+		fmt.Fprintf(stderr, "stepup-agent: --remote-socket %s is the agent's own socket; give it another path, or none\n", o.remoteSock)
+		return 2
+	}
 	if o.policy == "" {
 		o.policy = defaultPolicyPath()
 	}

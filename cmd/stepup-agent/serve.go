@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -67,7 +68,7 @@ func serve(o *options, stdout, stderr io.Writer) int {
 
 	// Socket activation: systemd's socket, checked like our own, and
 	// never removed by us.
-	inherited, activated, err := service.Listener(log)
+	inherited, inheritedRemote, activated, err := service.Listeners(log, o.remoteSock)
 	if err != nil {
 		return fail(err)
 	}
@@ -114,9 +115,18 @@ func serve(o *options, stdout, stderr io.Writer) int {
 			return fail(err)
 		}
 	}
+	rln, err := remoteListener(o, inheritedRemote)
+	if err != nil {
+		ln.Close()
+		return fail(err)
+	}
 	srv := &ipc.Server{Handler: a, Log: log, UID: -1}
-	serveErr := make(chan error, 1)
+	serveErr := make(chan error, 2)
 	go func() { serveErr <- srv.Serve(ln) }()
+	if rln != nil {
+		go func() { serveErr <- srv.ServeRemote(rln) }()
+		log.Info("listening for ssh -R on the remote socket", zap.String("remoteSocket", socketPath(rln)))
+	}
 
 	notifier := service.NewNotifier(log)
 	notifier.Check = watchdogCheck(a, notifier)
@@ -374,4 +384,24 @@ func openLogFile() (*os.File, error) {
 		return nil, err
 	}
 	return os.OpenFile(filepath.Join(dir, "agent.log"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+}
+
+// remoteListener is the remote socket (docs/remote.md): the one the
+// service manager passed, else one bound at --remote-socket with the
+// socket's rules; nil with --remote-socket none.
+func remoteListener(o *options, inherited net.Listener) (net.Listener, error) {
+	if o.remoteSock == "none" {
+		if inherited != nil {
+			inherited.Close()
+		}
+		return nil, nil
+	}
+	if inherited != nil {
+		return inherited, nil
+	}
+	ln, err := sockpath.Listen(o.remoteSock)
+	if err != nil {
+		return nil, fmt.Errorf("the remote socket (for ssh -R): %w; pass --remote-socket PATH for another path, or --remote-socket none to serve no remote callers", err)
+	}
+	return ln, nil
 }

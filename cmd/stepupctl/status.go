@@ -26,6 +26,9 @@ func (a *app) statusCmd() *cobra.Command {
 			}
 			w := a.stdout
 			fmt.Fprintf(w, "stepup-agent %s, pid %d\n", s.Version, s.PID)
+			if s.Remote != "" {
+				fmt.Fprintf(w, "remote:      a forwarded agent, reached through %s on its machine (docs/remote.md)\n", s.Remote)
+			}
 			if s.Socket != "" {
 				fmt.Fprintf(w, "socket:      %s\n", s.Socket)
 			}
