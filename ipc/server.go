@@ -160,6 +160,13 @@ func (s *Server) serve(ln net.Listener, isRemote bool) error {
 		delay = 0
 		peer, err := ReadPeer(c)
 		if err != nil {
+			if isFDExhausted(err) {
+				// Reading who the client is needs descriptors too: say
+				// why instead of closing without a word.
+				s.Log.Warn("refusing connection: out of file descriptors while reading who the client is", zap.Error(err))
+				writeFDExhausted(c)
+				continue
+			}
 			s.Log.Warn("refusing connection: cannot read peer credentials", zap.Error(err))
 			c.Close()
 			continue
@@ -228,12 +235,7 @@ func (s *Server) refuseOneAtEMFILE(ln net.Listener) bool {
 	r.Close()
 	c, err := ln.Accept()
 	if err == nil {
-		e := api.Errorf(api.CodeRateLimited, "the agent has run out of file descriptors; this connection is closed").
-			WithHint("retry in a moment; if it persists, raise the agent's descriptor limit (ulimit -n) or close idle connections")
-		e.Data.RetryAfterSeconds = 1
-		c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-		c.Write(errorLine(nil, e))
-		c.Close()
+		writeFDExhausted(c)
 	}
 	nr, rerr := os.Open(os.DevNull)
 	s.mu.Lock()
@@ -246,6 +248,17 @@ func (s *Server) refuseOneAtEMFILE(ln net.Listener) bool {
 		time.Sleep(10 * time.Millisecond)
 	}
 	return true
+}
+
+// writeFDExhausted tells a client the agent has no descriptors left, and
+// closes its connection.
+func writeFDExhausted(c net.Conn) {
+	e := api.Errorf(api.CodeRateLimited, "the agent has run out of file descriptors; this connection is closed").
+		WithHint("retry in a moment; if it persists, raise the agent's descriptor limit (ulimit -n) or close idle connections")
+	e.Data.RetryAfterSeconds = 1
+	c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+	c.Write(errorLine(nil, e))
+	c.Close()
 }
 
 // refuse answers a connection it will not serve with one error line, then
