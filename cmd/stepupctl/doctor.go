@@ -147,7 +147,7 @@ func (a *app) doctor(ctx context.Context, cliVersion string) *doctorReport {
 	doctorPAM(r)
 	doctorSystemd(ctx, r)
 	doctorLock(r, lockOnSleep)
-	doctorRemote(r, sock)
+	doctorRemote(r, sock, st)
 	return r
 }
 
@@ -457,7 +457,12 @@ func doctorLock(r *doctorReport, lockOnSleep bool) {
 	r.add("lock", checkOK, "", "lockOnSleep: sleep and screen lock revoke every token (logind)")
 }
 
-func doctorRemote(r *doctorReport, sock string) {
+func doctorRemote(r *doctorReport, sock string, st *stepup.Status) {
+	if st != nil && st.Remote != "" {
+		// A server's view: STEPUP_AUTH_SOCK is the forwarded socket.
+		r.add("remote", checkOK, "", "%s is a forwarded agent (%s): prompts appear on your workstation; enroll, remove, lock and unlock are refused from here", sock, st.Remote)
+		return
+	}
 	remote := filepath.Join(filepath.Dir(sock), "remote.sock")
 	fi, err := os.Lstat(remote)
 	if err != nil {

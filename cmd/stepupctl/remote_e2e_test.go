@@ -245,6 +245,11 @@ func TestRemoteE2E(t *testing.T) {
 	if o, e, err := w.onServer("", "status"); err != nil || !strings.Contains(o, "remote:      a forwarded agent, reached through ssh build-01 (pid ") {
 		t.Fatalf("stepupctl status on the server: %v\n%s%s", err, o, e)
 	}
+	// stepupctl doctor on the server recognises the forwarded agent (it may
+	// warn about other things the "server" lacks: only its remote line counts).
+	if o, e, _ := w.onServer("", "doctor"); !strings.Contains(o, "is a forwarded agent (") {
+		t.Fatalf("stepupctl doctor on the server does not recognise the forwarded agent:\n%s%s", o, e)
+	}
 
 	// Not handed to a local caller.
 	c := exec.Command(filepath.Join(binDir, "stepupctl"), "token", "deploy:prod")
