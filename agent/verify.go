@@ -41,7 +41,8 @@ type challenge struct {
 	state  any
 	unlock bool // purpose "unlock": unlocks instead of minting
 	uid    int
-	done   bool // answered: it mints (or unlocks) once. Guarded by a.mu.
+	bind   binding // what the token will be bound to (tokens.go)
+	done   bool    // answered: it mints (or unlocks) once. Guarded by a.mu.
 }
 
 // usable reports whether method m can verify the user now.
@@ -236,7 +237,7 @@ func (a *Agent) finish(ctx context.Context, c *challenge, response json.RawMessa
 	if a.locked {
 		return nil, lockedError()
 	}
-	return a.mint(ctx, c.scopes, c.method, impl.AMR())
+	return a.mint(ctx, c.scopes, c.method, impl.AMR(), c.bind)
 }
 
 func failureText(m string) string {
@@ -287,6 +288,13 @@ func (a *Agent) StartVerification(ctx context.Context, p *api.StartVerificationP
 	}
 	if err != nil {
 		return nil, err
+	}
+	if !unlock {
+		details, err := a.checkAction(p.RequestedScopes, p.ActionParams)
+		if err != nil {
+			return nil, err
+		}
+		c.bind = bindingOf(ctx, details, p.Cnf)
 	}
 	raw, err := json.Marshal(ch)
 	if err != nil {
