@@ -267,6 +267,8 @@ func (a *Agent) VerifyToken(ctx context.Context, p *api.VerifyTokenParams) (*api
 			e := api.Errorf(api.CodeTokenInvalid, "%s", err.Error())
 			if errors.Is(err, token.ErrProofMissing) || errors.Is(err, token.ErrProofInvalid) {
 				e = e.WithHint("send the client's DPoP proof for this request as dpop, with htm and htu (RFC 9449)")
+			} else {
+				e = e.WithHint("step up for this action")
 			}
 			return nil, e
 		}
