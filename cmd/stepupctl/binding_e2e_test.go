@@ -22,9 +22,12 @@ import (
 	"testing"
 	"time"
 
+	"errors"
+
 	"github.com/creack/pty"
 	"github.com/stepup-agent/stepup-agent/api"
 	"github.com/stepup-agent/stepup-agent/ipc/stepup"
+	"github.com/stepup-agent/stepup-agent/token"
 )
 
 const bindPolicy = `scopes:
@@ -404,5 +407,120 @@ func TestBindingE2EConcurrentOwnPrompt(t *testing.T) {
 	}
 	if !strings.Contains(second.screen(), `"token"`) {
 		t.Fatalf("the second client got no token:\n%s", second.screen())
+	}
+}
+
+// authorizationDetails end to end: pinentry-tty shows them under
+// "Approve:", the token carries them, verifyToken refuses other details,
+// and invalid ones are -32602 with the reason.
+func TestBindingE2EDetails(t *testing.T) {
+	b := startBindAgent(t)
+	p := b.startOnTTY([]string{"TERM=xterm", "LANG=C.UTF-8"}, "prompt", "--json", "--method", "recovery_code",
+		"--detail", "type=wallet_export", "--detail", "address=0x12ab", "t:user")
+	p.waitFor(t, "Recovery code:")
+	for _, want := range []string{"Approve:", "wallet_export: address 0x12ab"} {
+		if !strings.Contains(p.screen(), want) {
+			t.Fatalf("pinentry-tty does not show %q:\n%s", want, p.screen())
+		}
+	}
+	p.master.Write([]byte(b.code() + "\r"))
+	if err := p.wait(t); err != nil {
+		t.Fatalf("prompt: %v\n%s", err, p.screen())
+	}
+	out := p.screen()
+	var res struct {
+		Token string `json:"token"`
+	}
+	if err := json.NewDecoder(strings.NewReader(out[strings.Index(out, "{"):])).Decode(&res); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	c := &stepup.Client{Socket: b.sock}
+	want := []map[string]any{{"type": "wallet_export", "address": "0x12ab"}}
+	claims, err := c.VerifyTokenWith(ctx, res.Token, "t:user", stepup.VerifyOptions{AuthorizationDetails: want})
+	if err != nil {
+		t.Fatalf("verifyToken with the approved details: %v", err)
+	}
+	if !api.DetailsEqual(claims.AuthorizationDetails, api.RawDetails(`[{"address":"0x12ab","type":"wallet_export"}]`)) {
+		t.Fatalf("the token carries %s", claims.AuthorizationDetails)
+	}
+	other := []map[string]any{{"type": "wallet_export", "address": "0x99"}}
+	if _, err := c.VerifyTokenWith(ctx, res.Token, "t:user", stepup.VerifyOptions{AuthorizationDetails: other}); !errors.Is(err, api.ErrTokenInvalid) {
+		t.Fatalf("verifyToken with other details: %v, want 4007", err)
+	}
+	if _, err := c.VerifyToken(ctx, res.Token, "t:user", false); !errors.Is(err, api.ErrTokenInvalid) {
+		t.Fatalf("verifyToken without details: %v, want 4007", err)
+	}
+	// The token is held for these details only.
+	if rc, _ := b.run("", b.other, "check", "t:user"); rc != 1 {
+		t.Fatal("a check without details counted a token approved for details")
+	}
+	if rc, out := b.run("", b.other, "check", "--detail", "type=wallet_export", "--detail", "address=0x12ab", "t:user"); rc != 0 {
+		t.Fatalf("a check with the approved details: exit %d\n%s", rc, out)
+	}
+	// Invalid details: -32602 with the reason, from the agent.
+	_, err = c.PromptStepUpAuth(ctx, stepup.PromptOptions{Scopes: []string{"t:user"}, AuthorizationDetails: json.RawMessage(`[{"type":"x","to":{"nested":true}}]`)})
+	var ae *api.Error
+	if !errors.As(err, &ae) || ae.Code != api.CodeInvalidParams || !strings.Contains(ae.Message, "to") {
+		t.Fatalf("nested details: %v, want -32602 naming the field", err)
+	}
+	// And from the CLI, in its words.
+	if rc, out := b.run("", b.other, "prompt", "--details-json", `[{"type":"x","to":{"nested":true}}]`, "t:user"); rc != 2 || !strings.Contains(out, "--details-json") {
+		t.Fatalf("stepupctl with nested details: exit %d\n%s", rc, out)
+	}
+}
+
+// A key-bound token (cnf) is refused by the agent's verifyToken without
+// a proof, with another key's proof, with a replayed proof, a stale iat
+// or another ath; a proof by its key passes.
+func TestBindingE2EDPoP(t *testing.T) {
+	b := startBindAgent(t)
+	ctx := context.Background()
+	c := &stepup.Client{Socket: b.sock}
+	key, err := token.NewDPoPKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := c.StartVerificationWith(ctx, stepup.StartOptions{Method: api.RecoveryCode, Scopes: []string{"t:client"}, Cnf: key.Cnf()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.CompleteVerification(ctx, ch.ChallengeID, map[string]string{"code": b.code()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Held for that key only.
+	if _, err := c.GetToken(ctx, "t:client"); !errors.Is(err, api.ErrTokenInvalid) {
+		t.Fatalf("getToken without the cnf: %v, want 4007", err)
+	}
+	if _, err := c.GetTokenFor(ctx, stepup.Query{Scope: "t:client", Cnf: key.Cnf()}); err != nil {
+		t.Fatalf("getToken with the cnf: %v", err)
+	}
+	const htm, htu = "POST", "https://wallet.example/export"
+	proof := func(k *token.DPoPKey, tok string, at time.Time) string {
+		p, err := k.Proof(htm, htu, tok, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	other, _ := token.NewDPoPKey()
+	now := time.Now()
+	for name, p := range map[string]string{
+		"no proof":      "",
+		"another key":   proof(other, res.Token, now),
+		"stale iat":     proof(key, res.Token, now.Add(-2*time.Minute)),
+		"another token": proof(key, res.Token+"x", now), // its ath is another token's
+	} {
+		if _, err := c.VerifyTokenWith(ctx, res.Token, "t:client", stepup.VerifyOptions{DPoP: p, HTM: htm, HTU: htu}); !errors.Is(err, api.ErrTokenInvalid) {
+			t.Errorf("%s: %v, want 4007", name, err)
+		}
+	}
+	good := proof(key, res.Token, now)
+	if _, err := c.VerifyTokenWith(ctx, res.Token, "t:client", stepup.VerifyOptions{DPoP: good, HTM: htm, HTU: htu}); err != nil {
+		t.Fatalf("a proof by the token's key: %v", err)
+	}
+	if _, err := c.VerifyTokenWith(ctx, res.Token, "t:client", stepup.VerifyOptions{DPoP: good, HTM: htm, HTU: htu}); !errors.Is(err, api.ErrTokenInvalid) || !strings.Contains(err.Error(), "replay") {
+		t.Fatalf("a replayed proof: %v, want 4007 naming the replay", err)
 	}
 }
