@@ -13,6 +13,7 @@ import (
 	"github.com/stepup-agent/stepup-agent/method/password"
 	"github.com/stepup-agent/stepup-agent/method/recovery"
 	totpm "github.com/stepup-agent/stepup-agent/method/totp"
+	"github.com/stepup-agent/stepup-agent/peer"
 	"github.com/stepup-agent/stepup-agent/policy"
 	"go.uber.org/zap"
 )
@@ -96,6 +97,28 @@ func BenchmarkIsStepUpRequired(b *testing.B) {
 	})
 	b.Run("token-held", func(b *testing.B) {
 		a := benchAgent(b)
+		mintFor(b, a, "wallet:sign")
+		b.ReportAllocs()
+		for b.Loop() {
+			if r, err := a.IsStepUpRequired(ctx, &api.ScopeParams{Scope: "wallet:sign"}); err != nil || r.Required {
+				b.Fatal(r, err)
+			}
+		}
+	})
+	b.Run("token-held-among-others", func(b *testing.B) {
+		// Binding's worst case in practice: the scope holds tokens of
+		// ten other clients (each refused by AdmitsAll) beside the
+		// caller's own.
+		a := benchAgent(b)
+		for i := range 10 {
+			other := otherCaller(func(id *peer.Identity) { id.PID, id.Executable = 5000+i, fmt.Sprintf("/usr/bin/other%d", i) })
+			octx := peer.NewContext(context.Background(), other)
+			a.mu.Lock()
+			if _, err := a.mint(octx, []string{"wallet:sign"}, api.TOTP, []string{"otp"}, bindingOf(octx, nil, nil)); err != nil {
+				b.Fatal(err)
+			}
+			a.mu.Unlock()
+		}
 		mintFor(b, a, "wallet:sign")
 		b.ReportAllocs()
 		for b.Loop() {
