@@ -3,8 +3,13 @@ package agent
 import (
 	"context"
 	"os"
+	"testing"
+	"time"
 
+	"github.com/stepup-agent/stepup-agent/api"
+	"github.com/stepup-agent/stepup-agent/keychain"
 	"github.com/stepup-agent/stepup-agent/peer"
+	"go.uber.org/zap"
 )
 
 // testCaller is the caller of the unit tests' requests: what ipc would
@@ -27,4 +32,112 @@ func otherCaller(change func(*peer.Identity)) *peer.Identity {
 	c.Parents = append([]peer.Proc(nil), testCaller.Parents...)
 	change(&c)
 	return &c
+}
+
+func TestTokenStoreBestFor(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	sibling := otherCaller(func(id *peer.Identity) { id.PID, id.Start = 4243, 1001 })
+	child := otherCaller(func(id *peer.Identity) {
+		id.Parents = append([]peer.Proc{id.Proc}, id.Parents...)
+		id.PID, id.Start = 5000, 2000
+	})
+	otherExe := otherCaller(func(id *peer.Identity) { id.Executable = "/tmp/x/stepupctl" })
+	otherTTY := otherCaller(func(id *peer.Identity) { id.Session.ID = 34817 })
+	remote := otherCaller(func(id *peer.Identity) { id.Remote = "ssh host" })
+	cnf := &api.Cnf{JKT: "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}
+	tok := func(jti string, modes []peer.Mode, details string, c *api.Cnf) *held {
+		return &held{JTI: jti, Scopes: []string{"s"}, ExpiresAt: now.Add(time.Minute), Minter: testCaller, Bind: modes, Details: details, Cnf: c}
+	}
+	P, C, S, U := []peer.Mode{peer.Process}, []peer.Mode{peer.Client}, []peer.Mode{peer.Session}, []peer.Mode{peer.User}
+	tests := []struct {
+		name        string
+		h           *held
+		w           want
+		got, refuse bool
+	}{
+		{"client: same program, same terminal", tok("1", C, "", nil), want{caller: sibling}, true, false},
+		{"client: another executable", tok("1", C, "", nil), want{caller: otherExe}, false, true},
+		{"client: another terminal", tok("1", C, "", nil), want{caller: otherTTY}, false, true},
+		{"process: a descendant", tok("1", P, "", nil), want{caller: child}, true, false},
+		{"process: a sibling", tok("1", P, "", nil), want{caller: sibling}, false, true},
+		{"session: another program of the terminal", tok("1", S, "", nil), want{caller: otherExe}, true, false},
+		{"session: another terminal", tok("1", S, "", nil), want{caller: otherTTY}, false, true},
+		{"user: another terminal", tok("1", U, "", nil), want{caller: otherTTY}, true, false},
+		{"user: never a remote caller", tok("1", U, "", nil), want{caller: remote}, false, true},
+		{"several scopes: the narrowest decides", tok("1", []peer.Mode{peer.User, peer.Process}, "", nil), want{caller: sibling}, false, true},
+		{"no caller (before binding) admits no one", &held{JTI: "1", Scopes: []string{"s"}, ExpiresAt: now.Add(time.Minute), Bind: U}, want{caller: testCaller}, false, true},
+		{"details must be equal", tok("1", U, `[{"type":"a"}]`, nil), want{caller: testCaller}, false, false},
+		{"equal details", tok("1", U, `[{"type":"a"}]`, nil), want{caller: testCaller, details: `[{"type":"a"}]`}, true, false},
+		{"a key-bound token needs the key", tok("1", U, "", cnf), want{caller: testCaller}, false, false},
+		{"a plain token is not for a request with a key", tok("1", U, "", nil), want{caller: testCaller, cnf: cnf}, false, false},
+		{"the same key", tok("1", U, "", cnf), want{caller: testCaller, cnf: &api.Cnf{JKT: cnf.JKT}}, true, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newTokenStore(newPersister(keychain.NewMemory(), zap.NewNop()))
+			s.load(tt.h)
+			h, refused := s.bestFor("s", now, tt.w)
+			if (h != nil) != tt.got || (refused != nil) != tt.refuse {
+				t.Fatalf("bestFor: handed %v, refused %v; want %v, %v", h != nil, refused != nil, tt.got, tt.refuse)
+			}
+		})
+	}
+}
+
+// A shared prompt is joined only by callers the first one's binding
+// admits; another caller gets a flight of its own.
+func TestFlightGroupBinding(t *testing.T) {
+	g := newFlightGroup()
+	release := make(chan struct{})
+	runs := make(chan string, 3)
+	fn := func(name string) func(context.Context) (*api.TokenResult, error) {
+		return func(context.Context) (*api.TokenResult, error) {
+			runs <- name
+			<-release
+			return &api.TokenResult{Method: name}, nil
+		}
+	}
+	sibling := otherCaller(func(id *peer.Identity) { id.PID, id.Start = 4243, 1001 })
+	otherExe := otherCaller(func(id *peer.Identity) { id.Executable = "/tmp/x/stepupctl" })
+	modes := []peer.Mode{peer.Client}
+	res := make(chan string, 3)
+	for _, c := range []struct {
+		name string
+		id   *peer.Identity
+	}{{"leader", testCaller}, {"sibling", sibling}, {"other", otherExe}} {
+		ctx := peer.NewContext(context.Background(), c.id)
+		go func() {
+			r, _ := g.do(ctx, "k", modes, fn(c.name))
+			res <- c.name + ":" + r.Method
+		}()
+		switch c.name {
+		case "leader":
+			<-runs // the leader's flight is under way before the others ask
+		case "sibling":
+			for waiting := 0; waiting < 2; { // it has joined the leader's
+				time.Sleep(time.Millisecond)
+				g.mu.Lock()
+				waiting = g.flights["k"][0].waiters
+				g.mu.Unlock()
+			}
+		}
+	}
+	if got := <-runs; got != "other" {
+		t.Fatalf("second flight run for %s, want other", got)
+	}
+	close(release)
+	got := map[string]bool{}
+	for range 3 {
+		got[<-res] = true
+	}
+	for _, w := range []string{"leader:leader", "sibling:leader", "other:other"} {
+		if !got[w] {
+			t.Errorf("missing %s in %v", w, got)
+		}
+	}
+	select {
+	case r := <-runs:
+		t.Fatalf("a third flight ran: %s", r)
+	default:
+	}
 }
