@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"testing"
 	"time"
@@ -140,4 +141,62 @@ func TestFlightGroupBinding(t *testing.T) {
 		t.Fatalf("a third flight ran: %s", r)
 	default:
 	}
+}
+
+// Tokens persisted by a version without binding carry no caller: they
+// are dropped at start, while a bound one survives a restart.
+func TestTokensWithoutCallerDroppedAtStart(t *testing.T) {
+	ctx := context.Background()
+	st := keychain.NewMemory()
+	a, err := New(ctx, Config{Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	actx, stopA := context.WithCancel(ctx)
+	defer stopA()
+	go a.Run(actx)
+	a.mu.Lock()
+	bound, err1 := a.mint(callerCtx(), []string{"wallet:sign"}, api.TOTP, []string{"otp"}, bindingOf(callerCtx(), nil, nil))
+	old, err2 := a.mint(callerCtx(), []string{"wallet:export"}, api.TOTP, []string{"otp"}, bindingOf(callerCtx(), nil, nil))
+	a.mu.Unlock()
+	if err1 != nil || err2 != nil {
+		t.Fatal(err1, err2)
+	}
+	a.Flush()
+	// Rewrite the second as an agent before binding stored it.
+	var oldJTI string
+	for _, h := range []*held{a.tokens.get(jtiOf(t, a, old.Token))} {
+		oldJTI = h.JTI
+		data, _ := json.Marshal(map[string]any{"jti": h.JTI, "token": h.Token, "scopes": h.Scopes, "expiresAt": h.ExpiresAt, "singleUse": h.SingleUse, "method": h.Method})
+		if err := st.Put(ctx, keychain.KindToken, h.JTI, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stopA()
+	b, err := New(ctx, Config{Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bctx, stopB := context.WithCancel(ctx)
+	defer stopB()
+	go b.Run(bctx)
+	b.Flush()
+	if b.tokens.get(oldJTI) != nil {
+		t.Fatal("a token without a caller was kept at start")
+	}
+	if _, err := st.Get(ctx, keychain.KindToken, oldJTI); err == nil {
+		t.Fatal("a token without a caller is still in the keychain")
+	}
+	if r, err := b.IsStepUpRequired(callerCtx(), &api.ScopeParams{Scope: "wallet:sign"}); err != nil || r.Required {
+		t.Fatalf("the bound token did not survive the restart for its caller: %+v, %v", r, err)
+	}
+	_ = bound // the control: held across the restart
+}
+
+func jtiOf(t *testing.T, a *Agent, tok string) string {
+	c, err := a.signer.Verify(tok, a.now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.ID
 }
