@@ -92,7 +92,8 @@ type Agent struct {
 	challenges  *openStore[*challenge]
 	enrollments *openStore[*enrollment]
 	flights     *flightGroup
-	promptCh    chan struct{} // one dialog at a time
+	promptCh    chan struct{}       // one dialog at a time
+	dpop        *token.DPoPVerifier // verifyToken's DPoP proofs and their jti cache
 
 	mu          sync.Mutex
 	locked      bool // manualLock || sessionLock
@@ -158,6 +159,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		enrollments: newOpenStore[*enrollment]("enrollments", enrollTTL, maxOpen, maxOpenPerClient, 0),
 		flights:     newFlightGroup(),
 		promptCh:    make(chan struct{}, 1),
+		dpop:        token.NewDPoPVerifier(0),
 	}
 	a.tokens = newTokenStore(a.persist)
 	a.replay = newExpirySet(keychain.KindReplay, a.persist)
@@ -287,7 +289,9 @@ func (a *Agent) load(ctx context.Context) error {
 	}
 	each(keychain.KindToken, func(name string, data []byte) {
 		var h held
-		if json.Unmarshal(data, &h) != nil || !h.ExpiresAt.After(now) || a.tokens.wasConsumed(h.JTI) {
+		// A token without a caller was persisted before binding
+		// existed: no one may be handed it, so it is dropped.
+		if json.Unmarshal(data, &h) != nil || !h.ExpiresAt.After(now) || a.tokens.wasConsumed(h.JTI) || !h.Minter.Known() {
 			a.persist.del(keychain.KindToken, name)
 			return
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/stepup-agent/stepup-agent/method/password"
 	"github.com/stepup-agent/stepup-agent/method/recovery"
 	totpm "github.com/stepup-agent/stepup-agent/method/totp"
+	"github.com/stepup-agent/stepup-agent/peer"
 	"github.com/stepup-agent/stepup-agent/policy"
 	"go.uber.org/zap"
 )
@@ -34,7 +35,7 @@ func benchAgent(tb testing.TB) *Agent {
 	if pw := password.New(deps, password.Config{}); pw != nil {
 		ms = append(ms, pw)
 	}
-	a, err := New(context.Background(), Config{
+	a, err := New(callerCtx(), Config{
 		Store:   keychain.NewMemory(),
 		Policy:  func() *policy.Policy { return pol },
 		Methods: ms,
@@ -42,7 +43,7 @@ func benchAgent(tb testing.TB) *Agent {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(callerCtx())
 	go a.Run(ctx)
 	tb.Cleanup(cancel)
 	return a
@@ -51,7 +52,7 @@ func benchAgent(tb testing.TB) *Agent {
 func mintFor(tb testing.TB, a *Agent, scope string) *api.TokenResult {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	t, err := a.mint(context.Background(), []string{scope}, api.TOTP, []string{"otp"})
+	t, err := a.mint(callerCtx(), []string{scope}, api.TOTP, []string{"otp"}, bindingOf(callerCtx(), nil, nil))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -62,13 +63,13 @@ func mintFor(tb testing.TB, a *Agent, scope string) *api.TokenResult {
 // keeps them working.
 func TestAgentBenchmarksRun(t *testing.T) {
 	a := benchAgent(t)
-	ctx := context.Background()
-	r, err := a.IsStepUpRequired(ctx, "wallet:export")
+	ctx := callerCtx()
+	r, err := a.IsStepUpRequired(ctx, &api.ScopeParams{Scope: "wallet:export"})
 	if err != nil || !r.Required {
 		t.Fatalf("wallet:export: %+v, %v", r, err)
 	}
 	tok := mintFor(t, a, "wallet:sign")
-	if r, err := a.IsStepUpRequired(ctx, "wallet:sign"); err != nil || r.Required {
+	if r, err := a.IsStepUpRequired(ctx, &api.ScopeParams{Scope: "wallet:sign"}); err != nil || r.Required {
 		t.Fatalf("wallet:sign with a token held: %+v, %v", r, err)
 	}
 	if _, err := a.VerifyToken(ctx, &api.VerifyTokenParams{Token: tok.Token, Scope: "wallet:sign"}); err != nil {
@@ -84,12 +85,12 @@ func TestAgentBenchmarksRun(t *testing.T) {
 }
 
 func BenchmarkIsStepUpRequired(b *testing.B) {
-	ctx := context.Background()
+	ctx := callerCtx()
 	b.Run("required", func(b *testing.B) {
 		a := benchAgent(b)
 		b.ReportAllocs()
 		for b.Loop() {
-			if r, err := a.IsStepUpRequired(ctx, "wallet:export"); err != nil || !r.Required {
+			if r, err := a.IsStepUpRequired(ctx, &api.ScopeParams{Scope: "wallet:export"}); err != nil || !r.Required {
 				b.Fatal(r, err)
 			}
 		}
@@ -99,7 +100,29 @@ func BenchmarkIsStepUpRequired(b *testing.B) {
 		mintFor(b, a, "wallet:sign")
 		b.ReportAllocs()
 		for b.Loop() {
-			if r, err := a.IsStepUpRequired(ctx, "wallet:sign"); err != nil || r.Required {
+			if r, err := a.IsStepUpRequired(ctx, &api.ScopeParams{Scope: "wallet:sign"}); err != nil || r.Required {
+				b.Fatal(r, err)
+			}
+		}
+	})
+	b.Run("token-held-among-others", func(b *testing.B) {
+		// Binding's worst case in practice: the scope holds tokens of
+		// ten other clients (each refused by AdmitsAll) beside the
+		// caller's own.
+		a := benchAgent(b)
+		for i := range 10 {
+			other := otherCaller(func(id *peer.Identity) { id.PID, id.Executable = 5000+i, fmt.Sprintf("/usr/bin/other%d", i) })
+			octx := peer.NewContext(context.Background(), other)
+			a.mu.Lock()
+			if _, err := a.mint(octx, []string{"wallet:sign"}, api.TOTP, []string{"otp"}, bindingOf(octx, nil, nil)); err != nil {
+				b.Fatal(err)
+			}
+			a.mu.Unlock()
+		}
+		mintFor(b, a, "wallet:sign")
+		b.ReportAllocs()
+		for b.Loop() {
+			if r, err := a.IsStepUpRequired(ctx, &api.ScopeParams{Scope: "wallet:sign"}); err != nil || r.Required {
 				b.Fatal(r, err)
 			}
 		}
@@ -119,12 +142,12 @@ func BenchmarkIsStepUpRequired(b *testing.B) {
 
 func BenchmarkMint(b *testing.B) {
 	a := benchAgent(b)
-	ctx := context.Background()
+	ctx := callerCtx()
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
 		a.mu.Lock()
-		if _, err := a.mint(ctx, []string{"wallet:sign"}, api.TOTP, []string{"otp"}); err != nil {
+		if _, err := a.mint(ctx, []string{"wallet:sign"}, api.TOTP, []string{"otp"}, bindingOf(ctx, nil, nil)); err != nil {
 			b.Fatal(err)
 		}
 		if i++; i%1000 == 0 {
@@ -136,7 +159,7 @@ func BenchmarkMint(b *testing.B) {
 
 func BenchmarkVerifyToken(b *testing.B) {
 	a := benchAgent(b)
-	ctx := context.Background()
+	ctx := callerCtx()
 	tok := mintFor(b, a, "wallet:sign")
 	p := &api.VerifyTokenParams{Token: tok.Token, Scope: "wallet:sign"}
 	b.ReportAllocs()

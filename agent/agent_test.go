@@ -77,7 +77,7 @@ func newFixture(t *testing.T, p prompt.Prompter, enroll bool) *fixture {
 	f := &fixture{now: time.Unix(1_800_000_000, 0), pol: policy.Default()}
 	tm := totpm.New()
 	tm.Now = f.clock
-	a, err := New(context.Background(), Config{
+	a, err := New(callerCtx(), Config{
 		Store:   keychain.NewMemory(),
 		Policy:  func() *policy.Policy { return f.pol },
 		Prompts: func() prompt.Selector { return sel{p} },
@@ -87,7 +87,7 @@ func newFixture(t *testing.T, p prompt.Prompter, enroll bool) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(callerCtx())
 	go a.Run(ctx)
 	t.Cleanup(cancel)
 	f.a = a
@@ -121,7 +121,7 @@ func TestConcurrentPromptsShareOne(t *testing.T) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			res, err := f.a.Prompt(context.Background(), routeAuto, &api.PromptParams{RequestedScopes: []string{"wallet:export"}})
+			res, err := f.a.Prompt(callerCtx(), routeAuto, &api.PromptParams{RequestedScopes: []string{"wallet:export"}})
 			errs[i] = err
 			if res != nil {
 				tokens[i] = res.Token
@@ -154,7 +154,7 @@ func TestPromptsForOtherScopesWaitTheirTurn(t *testing.T) {
 		wg.Add(1)
 		go func(s string) {
 			defer wg.Done()
-			_, err := f.a.Prompt(context.Background(), routeAuto, &api.PromptParams{RequestedScopes: []string{s}})
+			_, err := f.a.Prompt(callerCtx(), routeAuto, &api.PromptParams{RequestedScopes: []string{s}})
 			if !errors.Is(wireError(err), api.ErrCancelled) {
 				t.Errorf("%s: %v", s, err)
 			}
@@ -179,7 +179,7 @@ func TestWrongAnswerAsksAgain(t *testing.T) {
 		return f.code(0), nil
 	}}
 	f = newFixture(t, p, true)
-	res, err := f.a.Prompt(context.Background(), routeAuto, &api.PromptParams{RequestedScopes: []string{"wallet:sign"}, Reason: "sign\x1b[31m tx"})
+	res, err := f.a.Prompt(callerCtx(), routeAuto, &api.PromptParams{RequestedScopes: []string{"wallet:sign"}, Reason: "sign\x1b[31m tx"})
 	if err != nil || res.Method != api.TOTP || res.SingleUse {
 		t.Fatalf("%+v, %v", res, err)
 	}
@@ -193,7 +193,7 @@ func TestLastClientHangingUpDismissesThePrompt(t *testing.T) {
 		return "", ctx.Err()
 	}}
 	f := newFixture(t, p, true)
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(callerCtx())
 	done := make(chan error, 1)
 	go func() {
 		_, err := f.a.Prompt(ctx, routeAuto, &api.PromptParams{RequestedScopes: []string{"wallet:export"}})
@@ -215,12 +215,12 @@ func TestPromptBombingIsCooledDown(t *testing.T) {
 	p := &scriptedPrompter{answer: func(ctx context.Context, req prompt.Request) (string, error) { return "", prompt.ErrCancelled }}
 	f := newFixture(t, p, true)
 	for i := 0; i < maxCancels; i++ {
-		_, err := f.a.Prompt(context.Background(), routeAuto, &api.PromptParams{RequestedScopes: []string{"wallet:export"}})
+		_, err := f.a.Prompt(callerCtx(), routeAuto, &api.PromptParams{RequestedScopes: []string{"wallet:export"}})
 		if !errors.Is(wireError(err), api.ErrCancelled) {
 			t.Fatalf("try %d: %v", i, err)
 		}
 	}
-	_, err := f.a.Prompt(context.Background(), routeAuto, &api.PromptParams{RequestedScopes: []string{"wallet:export"}})
+	_, err := f.a.Prompt(callerCtx(), routeAuto, &api.PromptParams{RequestedScopes: []string{"wallet:export"}})
 	var ae *api.Error
 	if !errors.As(err, &ae) || ae.Code != api.CodeRateLimited || ae.Data.RetryAfterSeconds <= 0 {
 		t.Fatalf("fourth prompt after three cancels: %v", err)
@@ -229,7 +229,7 @@ func TestPromptBombingIsCooledDown(t *testing.T) {
 		t.Fatalf("%d prompts shown", p.calls.Load())
 	}
 	f.advance(cancelWindow + time.Second)
-	if _, err := f.a.Prompt(context.Background(), routeAuto, &api.PromptParams{RequestedScopes: []string{"wallet:export"}}); !errors.Is(wireError(err), api.ErrCancelled) {
+	if _, err := f.a.Prompt(callerCtx(), routeAuto, &api.PromptParams{RequestedScopes: []string{"wallet:export"}}); !errors.Is(wireError(err), api.ErrCancelled) {
 		t.Fatalf("after the cooldown: %v", err)
 	}
 }
@@ -237,7 +237,7 @@ func TestPromptBombingIsCooledDown(t *testing.T) {
 func TestRouting(t *testing.T) {
 	p := &scriptedPrompter{answer: func(ctx context.Context, req prompt.Request) (string, error) { return "", prompt.ErrCancelled }}
 	f := newFixture(t, p, false)
-	ctx := context.Background()
+	ctx := callerCtx()
 	// No credential at all: not_enrolled, with a hint.
 	_, err := f.a.Prompt(ctx, routeAuto, &api.PromptParams{RequestedScopes: []string{"wallet:export"}})
 	if !errors.Is(err, api.ErrNotEnrolled) {
@@ -252,7 +252,7 @@ func TestRouting(t *testing.T) {
 		t.Fatalf("promptReauthenticate with MFA enrolled: %v", err)
 	}
 	// ...and isStepUpRequired offers the MFA methods.
-	r, err := f2.a.IsStepUpRequired(ctx, "wallet:export")
+	r, err := f2.a.IsStepUpRequired(ctx, &api.ScopeParams{Scope: "wallet:export"})
 	if err != nil || !r.Required || r.DefaultMethod != api.TOTP {
 		t.Fatalf("%+v %v", r, err)
 	}
@@ -274,7 +274,7 @@ func TestStrictestSettingsForSeveralScopes(t *testing.T) {
 	var f *fixture
 	p := &scriptedPrompter{answer: func(ctx context.Context, req prompt.Request) (string, error) { return f.code(0), nil }}
 	f = newFixture(t, p, true)
-	res, err := f.a.Prompt(context.Background(), routeAuto, &api.PromptParams{RequestedScopes: []string{"wallet:sign", "wallet:export"}})
+	res, err := f.a.Prompt(callerCtx(), routeAuto, &api.PromptParams{RequestedScopes: []string{"wallet:sign", "wallet:export"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,7 +283,7 @@ func TestStrictestSettingsForSeveralScopes(t *testing.T) {
 	}
 	// Expiry: after its life the token no longer counts.
 	f.advance(5*time.Minute + time.Second)
-	r, _ := f.a.IsStepUpRequired(context.Background(), "wallet:sign")
+	r, _ := f.a.IsStepUpRequired(callerCtx(), &api.ScopeParams{Scope: "wallet:sign"})
 	if !r.Required {
 		t.Fatal("an expired token still counts")
 	}
@@ -296,7 +296,7 @@ func TestLockRevokesAndRefuses(t *testing.T) {
 		return f.code(time.Duration(offset.Load())), nil
 	}}
 	f = newFixture(t, p, true)
-	ctx := context.Background()
+	ctx := callerCtx()
 	if _, err := f.a.Prompt(ctx, routeAuto, &api.PromptParams{RequestedScopes: []string{"wallet:sign"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -331,7 +331,7 @@ func TestTokensOfOneScopeFallBack(t *testing.T) {
 		return f.code(time.Duration(offset.Load())), nil
 	}}
 	f = newFixture(t, p, true)
-	ctx := context.Background()
+	ctx := callerCtx()
 	a, err := f.a.Prompt(ctx, routeAuto, &api.PromptParams{RequestedScopes: []string{"wallet:export"}})
 	if err != nil {
 		t.Fatal(err)
@@ -342,18 +342,18 @@ func TestTokensOfOneScopeFallBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := f.a.GetToken(ctx, "wallet:export"); got == nil || got.Token != b.Token {
+	if got, _ := f.a.GetToken(ctx, &api.ScopeParams{Scope: "wallet:export"}); got == nil || got.Token != b.Token {
 		t.Fatal("the newer token is not the one handed out")
 	}
 	// Consuming it falls back to the other live token of the scope.
 	if _, err := f.a.VerifyToken(ctx, &api.VerifyTokenParams{Token: b.Token, Scope: "wallet:export", Consume: true}); err != nil {
 		t.Fatal(err)
 	}
-	got, err := f.a.GetToken(ctx, "wallet:export")
+	got, err := f.a.GetToken(ctx, &api.ScopeParams{Scope: "wallet:export"})
 	if err != nil || got.Token != a.Token {
 		t.Fatalf("after consuming the newer token: %v", err)
 	}
-	if _, err := f.a.GetToken(ctx, "wallet:sign"); err == nil {
+	if _, err := f.a.GetToken(ctx, &api.ScopeParams{Scope: "wallet:sign"}); err == nil {
 		t.Fatal("the consumed token is still handed out for its other scope")
 	}
 }
@@ -361,7 +361,7 @@ func TestTokensOfOneScopeFallBack(t *testing.T) {
 func TestSessionUnlockKeepsAManualLock(t *testing.T) {
 	p := &scriptedPrompter{answer: func(ctx context.Context, req prompt.Request) (string, error) { return "", prompt.ErrCancelled }}
 	f := newFixture(t, p, true)
-	ctx := context.Background()
+	ctx := callerCtx()
 	f.a.LockSession(ctx, "logind: screen-lock")
 	f.a.UnlockSession(ctx, "logind: screen-unlock")
 	if f.a.Locked() {
@@ -418,11 +418,11 @@ func TestSingleShotMethodGetsANewChallengeAfterAWrongAnswer(t *testing.T) {
 		i := strings.Index(req.Description, "message ")
 		return "signed " + req.Description[i:i+9], nil
 	}}
-	a, err := New(context.Background(), Config{Prompts: func() prompt.Selector { return sel{p} }, Methods: []method.Method{m}})
+	a, err := New(callerCtx(), Config{Prompts: func() prompt.Selector { return sel{p} }, Methods: []method.Method{m}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(callerCtx())
 	defer cancel()
 	go a.Run(ctx)
 	res, err := a.Prompt(ctx, routeAuto, &api.PromptParams{RequestedScopes: []string{"wallet:sign"}})
@@ -437,7 +437,7 @@ func TestSingleShotMethodGetsANewChallengeAfterAWrongAnswer(t *testing.T) {
 func TestOpenVerificationsAreBounded(t *testing.T) {
 	p := &scriptedPrompter{answer: func(ctx context.Context, req prompt.Request) (string, error) { return "", prompt.ErrCancelled }}
 	f := newFixture(t, p, true)
-	ctx := context.Background()
+	ctx := callerCtx()
 	for i := 0; i < maxOpen; i++ {
 		if _, err := f.a.StartVerification(asClient(ctx, 100+i/maxOpenPerClient), &api.StartVerificationParams{Method: api.TOTP, RequestedScopes: []string{"wallet:sign"}}); err != nil {
 			t.Fatalf("verification %d: %v", i, err)

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"context"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -25,7 +24,7 @@ func BenchmarkAuditedStepUp(b *testing.B) {
 			store := keychain.NewMemory()
 			cfg := Config{Store: store}
 			if withLog {
-				l, err := audit.OpenLog(context.Background(), audit.Options{Path: filepath.Join(b.TempDir(), "audit.jsonl"), Store: store})
+				l, err := audit.OpenLog(callerCtx(), audit.Options{Path: filepath.Join(b.TempDir(), "audit.jsonl"), Store: store})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -34,16 +33,16 @@ func BenchmarkAuditedStepUp(b *testing.B) {
 			}
 			pol := policy.Default()
 			cfg.Policy = func() *policy.Policy { return pol }
-			a, err := New(context.Background(), cfg)
+			a, err := New(callerCtx(), cfg)
 			if err != nil {
 				b.Fatal(err)
 			}
-			ctx := context.Background()
+			ctx := callerCtx()
 			cpu0 := benchCPU()
 			i := 0
 			for b.Loop() {
 				a.mu.Lock()
-				if _, err := a.mint(ctx, []string{"wallet:sign"}, api.TOTP, []string{"otp"}); err != nil {
+				if _, err := a.mint(ctx, []string{"wallet:sign"}, api.TOTP, []string{"otp"}, bindingOf(ctx, nil, nil)); err != nil {
 					b.Fatal(err)
 				}
 				if i++; i%1000 == 0 {

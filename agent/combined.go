@@ -83,12 +83,12 @@ func orderBy(ms, order []string) []string {
 // one is tried, so the user is still asked.
 func (a *Agent) beginPreferred(ctx context.Context, rt route, p *api.PromptParams, unlock bool, f *factors) (*challenge, error) {
 	if f == nil || len(f.ordered) == 0 {
-		c, _, err := a.begin(ctx, rt, p.Method, p.RequestedScopes, unlock)
+		c, err := a.beginFor(ctx, rt, p.Method, p, unlock)
 		return c, err
 	}
 	var first error
 	for _, m := range f.ordered {
-		c, _, err := a.begin(ctx, rt, m, p.RequestedScopes, unlock)
+		c, err := a.beginFor(ctx, rt, m, p, unlock)
 		if err == nil {
 			return c, nil
 		}
@@ -132,7 +132,7 @@ var errLost = errors.New("another factor answered first")
 // no-match re-arms the reader while the code prompt stays up. Each
 // failure counts against its own method's limit.
 func (a *Agent) promptCombined(ctx context.Context, pr prompt.Prompter, deadline time.Time, rt route, p *api.PromptParams, unlock bool, f *factors) (*api.TokenResult, error) {
-	typed, _, err := a.begin(ctx, rt, f.typed, p.RequestedScopes, unlock)
+	typed, err := a.beginFor(ctx, rt, f.typed, p, unlock)
 	if err != nil {
 		// The code cannot be asked for (its method locked out): the
 		// other factors are still offered, one at a time.
@@ -167,7 +167,7 @@ func (a *Agent) promptCombined(ctx context.Context, pr prompt.Prompter, deadline
 
 	var armedNames, phrases []string
 	for _, m := range f.armed {
-		c, _, err := a.begin(ctx, rt, m, p.RequestedScopes, unlock)
+		c, err := a.beginFor(ctx, rt, m, p, unlock)
 		if err != nil {
 			a.log.Warn("an armed factor cannot start; the prompt offers the others", zap.String("method", m), zap.Error(err))
 			continue
@@ -191,7 +191,10 @@ func (a *Agent) promptCombined(ctx context.Context, pr prompt.Prompter, deadline
 	}
 	shown := *typed
 	shown.method = strings.Join(names, " or ")
-	desc := a.describe(ctx, &shown, p, method.Ask{Description: text})
+	desc, err := a.describe(ctx, &shown, p, method.Ask{Description: text})
+	if err != nil {
+		return nil, err
+	}
 
 	lastErr := ""
 	for {
@@ -242,7 +245,7 @@ func (a *Agent) promptCombined(ctx context.Context, pr prompt.Prompter, deadline
 		lastErr = ae.Message
 		a.log.Info("wrong code in the combined prompt; asking again, the other factors stay armed", zap.String("method", f.typed))
 		if ss, ok := impl.(method.SingleShot); ok && ss.SingleShot() {
-			if typed, _, err = a.begin(ctx, rt, f.typed, p.RequestedScopes, unlock); err != nil {
+			if typed, err = a.beginFor(ctx, rt, f.typed, p, unlock); err != nil {
 				return nil, err
 			}
 		}
@@ -311,7 +314,7 @@ func (a *Agent) runArmed(ctx context.Context, rt route, p *api.PromptParams, unl
 			a.log.Warn("armed factor stopped; the prompt offers the others", zap.String("method", m), zap.Error(err))
 			return
 		}
-		if c, _, err = a.begin(ctx, rt, m, p.RequestedScopes, unlock); err != nil {
+		if c, err = a.beginFor(ctx, rt, m, p, unlock); err != nil {
 			if ctx.Err() == nil {
 				a.log.Warn("armed factor cannot re-arm", zap.String("method", m), zap.Error(err))
 			}

@@ -9,6 +9,7 @@ import (
 	"github.com/stepup-agent/stepup-agent/api"
 	"github.com/stepup-agent/stepup-agent/audit"
 	"github.com/stepup-agent/stepup-agent/method"
+	"github.com/stepup-agent/stepup-agent/peer"
 )
 
 const enrollTTL = 10 * time.Minute
@@ -30,11 +31,13 @@ func linkScope(m string) string {
 	return "credential:link"
 }
 
-// requireToken checks that a live token for scope is held and this client
-// may use it; with consume, a single-use one is consumed.
+// requireToken checks that a live token for scope is held that this
+// client could get (its binding admits the caller, the clients lists of
+// its scopes allow it; details and key are not asked for); with consume,
+// a single-use one is consumed.
 func (a *Agent) requireToken(ctx context.Context, scope, action string, consume bool) error {
-	h := a.tokens.best(scope, a.now(), remoteKey(ctx))
-	if h == nil || a.checkClient(ctx, a.rule(scope)) != nil || consume && h.SingleUse && !a.tokens.consume(h) {
+	h, _ := a.tokens.bestFor(scope, a.now(), want{caller: peer.FromContext(ctx)})
+	if h == nil || a.checkClient(ctx, a.rule(scope)) != nil || !a.clientsAllow(ctx, h) || consume && h.SingleUse && !a.tokens.consume(h) {
 		e := api.Errorf(api.CodeForbidden, "%s needs a step-up for %s first", action, scope).
 			WithHint("run: stepupctl prompt %s", scope)
 		e.Data.RequiredScope = scope

@@ -19,6 +19,9 @@ func (a *Agent) ExternalAuth(ctx context.Context, p *api.ExternalAuthParams) (*a
 	if err := a.checkScopes(ctx, p.RequestedScopes); err != nil {
 		return nil, err
 	}
+	if _, err := a.checkAction(p.RequestedScopes, api.ActionParams{}); err != nil {
+		return nil, err // proofOfPossession: required needs a cnf, which this method has none of
+	}
 	cfg := a.policy().ExternalJwt
 	if a.cfg.External == nil || cfg.JWKS == "" || cfg.Subject == "" {
 		return nil, api.Errorf(api.CodeNotEnrolled, "no backend is configured for external assertions").
@@ -73,5 +76,5 @@ func (a *Agent) ExternalAuth(ctx context.Context, p *api.ExternalAuthParams) (*a
 		// and no token is minted.
 		return nil, lockedError()
 	}
-	return a.mint(ctx, p.RequestedScopes, api.ExternalJWT, []string{})
+	return a.mint(ctx, p.RequestedScopes, api.ExternalJWT, []string{}, bindingOf(ctx, nil, nil))
 }

@@ -78,11 +78,11 @@ type noParams struct{}
 // The adapters below give the table's handlers the one shape typed wants.
 
 func (a *Agent) isStepUpRequired(ctx context.Context, p *api.ScopeParams) (*api.StepUpRequired, error) {
-	return a.IsStepUpRequired(ctx, p.Scope)
+	return a.IsStepUpRequired(ctx, p)
 }
 
 func (a *Agent) getToken(ctx context.Context, p *api.ScopeParams) (*api.GetTokenResult, error) {
-	return a.GetToken(ctx, p.Scope)
+	return a.GetToken(ctx, p)
 }
 
 func (a *Agent) resetState(ctx context.Context, p *api.ResetParams) (*api.ResetResult, error) {

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -29,7 +28,7 @@ func testPersister(t *testing.T) (*persister, keychain.Store) {
 func stored(t *testing.T, p *persister, st keychain.Store, kind string) []string {
 	t.Helper()
 	p.flush()
-	names, err := st.List(context.Background(), kind)
+	names, err := st.List(callerCtx(), kind)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,7 +23,15 @@ func (a *Agent) Prompt(ctx context.Context, rt route, p *api.PromptParams) (*api
 	if err := checkTimeout(p.TimeoutSeconds); err != nil {
 		return nil, err
 	}
+	warnings, err := api.CheckCreateMfaToken(p.CreateMfaToken, p.RequestedScopes)
+	if err != nil {
+		return nil, err
+	}
 	if err := a.checkScopes(ctx, p.RequestedScopes); err != nil {
+		return nil, err
+	}
+	details, err := a.checkAction(p.RequestedScopes, p.ActionParams)
+	if err != nil {
 		return nil, err
 	}
 	if a.Locked() {
@@ -41,12 +49,22 @@ func (a *Agent) Prompt(ctx context.Context, rt route, p *api.PromptParams) (*api
 		a.audit(ctx, audit.Record{Event: audit.EventRefused, Method: p.Method, Scopes: p.RequestedScopes, Result: resultOf(wireError(err))})
 		return nil, err // no prompt can reach this client: say so at once
 	}
-	key := fmt.Sprintf("%d|%s|%s|%s", rt, p.Method, strings.Join(normScopes(p.RequestedScopes), " "), remoteKey(ctx)) // remote.go: never shared across connections
-	res, err := a.flights.do(ctx, key, func(ctx context.Context) (*api.TokenResult, error) {
+	scopes := normScopes(p.RequestedScopes)
+	jkt := ""
+	if p.Cnf != nil {
+		jkt = p.Cnf.JKT
+	}
+	key := fmt.Sprintf("%d|%s|%s|%s|%s|%s", rt, p.Method, strings.Join(scopes, " "), jkt, details.Canonical(), remoteKey(ctx)) // remote.go: never shared across connections
+	res, err := a.flights.do(ctx, key, a.modesOf(scopes), func(ctx context.Context) (*api.TokenResult, error) {
 		return a.promptOnce(ctx, rt, p, false)
 	})
 	if err != nil && ctx.Err() == nil && errors.Is(wireError(err), api.ErrCancelled) {
 		a.limits.noteCancel(clientKey(ctx))
+	}
+	if err == nil && res != nil && len(warnings) > 0 {
+		r := *res
+		r.Warnings = warnings
+		res = &r
 	}
 	return res, err
 }
@@ -125,7 +143,10 @@ func (a *Agent) promptOnce(ctx context.Context, rt route, p *api.PromptParams, u
 	}
 	impl := a.methods.get(c.method)
 	ask := impl.Ask(c.state)
-	desc := a.describe(ctx, c, p, ask)
+	desc, err := a.describe(ctx, c, p, ask)
+	if err != nil {
+		return nil, err
+	}
 	lastErr := ""
 	for {
 		req := prompt.Request{
@@ -170,11 +191,13 @@ func (a *Agent) promptOnce(ctx context.Context, rt route, p *api.PromptParams, u
 		a.log.Info("wrong answer in prompt; asking again", zap.String("method", c.method))
 		if ss, ok := impl.(method.SingleShot); ok && ss.SingleShot() {
 			// The answer used the challenge up: ask about a new one.
-			if c, _, err = a.begin(ctx, rt, c.method, p.RequestedScopes, unlock); err != nil {
+			if c, err = a.beginFor(ctx, rt, c.method, p, unlock); err != nil {
 				return nil, err
 			}
 			ask = impl.Ask(c.state)
-			desc = a.describe(ctx, c, p, ask)
+			if desc, err = a.describe(ctx, c, p, ask); err != nil {
+				return nil, err
+			}
 		}
 	}
 }
@@ -225,14 +248,23 @@ func (a *Agent) waitElsewhere(ctx context.Context, pr prompt.Prompter, impl meth
 	}
 }
 
-// describe is the prompt's text: who asks, for what, why, how.
-func (a *Agent) describe(ctx context.Context, c *challenge, p *api.PromptParams, ask method.Ask) string {
+// describe is the prompt's text: who asks, for what, what the token
+// will allow (the "Approve:" lines of the details), why, how. Text that
+// pinentry could not show whole (its 1000-byte line) is refused with
+// -32602: nothing the user approves is ever cut.
+func (a *Agent) describe(ctx context.Context, c *challenge, p *api.PromptParams, ask method.Ask) (string, error) {
 	var b strings.Builder
 	what := "step up for " + strings.Join(c.scopes, ", ")
 	if c.unlock {
 		what = "unlock the agent"
 	}
 	fmt.Fprintf(&b, "%s asks to %s.\n", a.requester(ctx, p), what)
+	if lines := c.bind.details.Lines(); len(lines) > 0 && !c.unlock {
+		b.WriteString("Approve:\n")
+		for _, l := range lines {
+			fmt.Fprintf(&b, "  %s\n", l)
+		}
+	}
 	if p.Reason != "" {
 		fmt.Fprintf(&b, "Reason: %s\n", sanitize(p.Reason))
 	}
@@ -240,7 +272,12 @@ func (a *Agent) describe(ctx context.Context, c *challenge, p *api.PromptParams,
 	if ask.Description != "" {
 		fmt.Fprintf(&b, "\n%s", ask.Description)
 	}
-	return b.String()
+	desc := b.String()
+	if n := prompt.DescriptionLen(desc); n > prompt.MaxDescription && c.bind.details != nil {
+		return "", invalidParams("the prompt for these scopes and authorizationDetails is %d bytes, over the %d bytes pinentry can show in one prompt; nothing is cut, so the request is refused", n, prompt.MaxDescription).
+			WithHint("send fewer or shorter authorizationDetails entries (or fewer scopes) in one step-up")
+	}
+	return desc, nil
 }
 
 // sanitize keeps a client's text printable and short in a prompt.

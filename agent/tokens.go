@@ -9,14 +9,62 @@ import (
 
 	"github.com/stepup-agent/stepup-agent/api"
 	"github.com/stepup-agent/stepup-agent/audit"
+	"github.com/stepup-agent/stepup-agent/peer"
 	"github.com/stepup-agent/stepup-agent/policy"
 	"github.com/stepup-agent/stepup-agent/token"
 )
 
+// binding is what a token about to be minted is bound to: the caller
+// that stepped up (read at accept), the approved details, the key.
+type binding struct {
+	minter  *peer.Identity
+	details *api.Details
+	cnf     *api.Cnf
+}
+
+// bindingOf is the binding of a step-up by ctx's caller.
+func bindingOf(ctx context.Context, details *api.Details, cnf *api.Cnf) binding {
+	return binding{minter: peer.FromContext(ctx), details: details, cnf: cnf}
+}
+
+// checkAction validates a request's action and key fields for scopes:
+// the details (-32602 with the reason), the cnf thumbprint, and a scope
+// that requires proof of possession without a cnf (4005). It returns
+// the parsed details (nil for none).
+func (a *Agent) checkAction(scopes []string, ap api.ActionParams) (*api.Details, error) {
+	d, err := api.ParseDetails(ap.AuthorizationDetails)
+	if err != nil {
+		return nil, err
+	}
+	if err := ap.Cnf.Check(); err != nil {
+		return nil, err
+	}
+	if ap.Cnf == nil {
+		for _, s := range scopes {
+			if a.rule(s).ProofRequired {
+				return nil, api.Errorf(api.CodeForbidden, "scope %s is only minted bound to a key (proofOfPossession: required), and the request has no cnf", s).
+					WithHint("send cnf: {jkt} with the thumbprint of your DPoP key (the Go RoundTripper and the Node fetch wrapper do it), or set proofOfPossession: optional for the scope")
+			}
+		}
+	}
+	return d, nil
+}
+
+// modesOf returns the bind modes of scopes, one per scope.
+func (a *Agent) modesOf(scopes []string) []peer.Mode {
+	out := make([]peer.Mode, len(scopes))
+	for i, s := range scopes {
+		out[i] = a.rule(s).Bind
+	}
+	return out
+}
+
 // IsStepUpRequired answers isStepUpRequired: required is false only when
 // the policy says the scope needs no step-up, or a live token for it is
-// held and this client may use it.
-func (a *Agent) IsStepUpRequired(ctx context.Context, scope string) (*api.StepUpRequired, error) {
+// held for these details and key, and its binding admits this caller.
+// It is the hot path: no audit record, nothing allocated per held token.
+func (a *Agent) IsStepUpRequired(ctx context.Context, p *api.ScopeParams) (*api.StepUpRequired, error) {
+	scope := p.Scope
 	if scope == "" {
 		return nil, invalidParams("scope is required, e.g. {\"scope\":\"wallet:export\"}")
 	}
@@ -28,13 +76,29 @@ func (a *Agent) IsStepUpRequired(ctx context.Context, scope string) (*api.StepUp
 		return nil, api.Errorf(api.CodeUnknownScope, "the policy does not name scope %s and denies unknown scopes", scope).
 			WithHint("add the scope to the policy's scopes, or set unknownScopes: require")
 	}
+	d, err := api.ParseDetails(p.AuthorizationDetails)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.Cnf.Check(); err != nil {
+		return nil, err
+	}
 	res := &api.StepUpRequired{Scope: scope, Methods: []string{}}
+	res.Bind = string(r.Bind)
 	if !r.Required {
 		return res, nil
 	}
 	res.Required = true
-	if h := a.tokens.best(scope, a.now(), remoteKey(ctx)); h != nil && !a.Locked() {
-		if a.checkClient(ctx, r) == nil {
+	if err := a.checkClient(ctx, r); err != nil {
+		// No step-up can help this client: say so rather than offer
+		// methods (DESIGN.md: 4005 for a client the scope leaves out).
+		return nil, err
+	}
+	locked := a.Locked()
+	res.Locked = locked
+	if !locked {
+		w := want{caller: peer.FromContext(ctx), details: d.Canonical(), cnf: p.Cnf}
+		if h, _ := a.tokens.bestFor(scope, a.now(), w); h != nil && a.clientsAllow(ctx, h) {
 			res.Required = false
 			exp := h.ExpiresAt
 			res.ExpiresAt = &exp
@@ -44,14 +108,42 @@ func (a *Agent) IsStepUpRequired(ctx context.Context, scope string) (*api.StepUp
 	res.Methods, _ = a.available(routeAuto, []string{scope})
 	if len(res.Methods) > 0 {
 		res.DefaultMethod = res.Methods[0]
+		res.Credentials, res.DefaultCredentialID = a.credentialRefs(res.Methods)
 	}
 	return res, nil
 }
 
-// mint makes, holds and returns a token for scopes, verified with m.
-// Callers hold a.mu, so that no lock lands between their check and the
-// mint.
-func (a *Agent) mint(ctx context.Context, scopes []string, m string, amr []string) (*api.TokenResult, error) {
+// credentialRefs lists the credentials of methods (in their order), and
+// the first as the default (Dynamic's checkStepUpAuth list).
+func (a *Agent) credentialRefs(methods []string) ([]api.CredentialRef, string) {
+	var out []api.CredentialRef
+	for _, m := range methods {
+		for _, c := range a.creds.of(m) {
+			out = append(out, api.CredentialRef{ID: c.ID, Method: c.Method, Label: c.Label})
+		}
+	}
+	if len(out) == 0 {
+		return nil, ""
+	}
+	return out, out[0].ID
+}
+
+// clientsAllow reports whether every scope of h lets ctx's client use it
+// (the policy's clients lists): a token is handed out only where each of
+// its scopes allows the caller, not only the scope asked about.
+func (a *Agent) clientsAllow(ctx context.Context, h *held) bool {
+	for _, s := range h.Scopes {
+		if a.checkClient(ctx, a.rule(s)) != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// mint makes, holds and returns a token for scopes, verified with m and
+// bound as b says. Callers hold a.mu, so that no lock lands between
+// their check and the mint.
+func (a *Agent) mint(ctx context.Context, scopes []string, m string, amr []string, b binding) (*api.TokenResult, error) {
 	now := a.now()
 	ttl := time.Duration(0)
 	single := false
@@ -68,14 +160,17 @@ func (a *Agent) mint(ctx context.Context, scopes []string, m string, amr []strin
 	if amr == nil {
 		amr = []string{}
 	}
-	tok, err := a.signer.Mint(api.Claims{
+	claims := api.Claims{
 		Issuer: "stepup-agent", Subject: a.subject, Scope: strings.Join(scopes, " "), ID: jti,
 		IssuedAt: now.Unix(), Expiry: exp.Unix(), AuthTime: now.Unix(), AMR: amr, SingleUse: single,
-	})
+	}
+	token.SetBinding(&claims, m, b.details, b.cnf)
+	tok, err := a.signer.Mint(claims)
 	if err != nil {
 		return nil, err
 	}
-	h := &held{JTI: jti, Token: tok, Scopes: scopes, ExpiresAt: exp, SingleUse: single, Method: m, Remote: remoteKey(ctx)}
+	h := &held{JTI: jti, Token: tok, Scopes: scopes, ExpiresAt: exp, SingleUse: single, Method: m,
+		Minter: b.minter, Bind: a.modesOf(scopes), Details: b.details.Canonical(), Cnf: claims.Cnf, Remote: remoteKey(ctx)}
 	a.tokens.add(h)
 	a.audit(ctx, audit.Record{Event: "stepup", Method: m, Scopes: scopes, JTI: jti, Result: "ok"})
 	return &api.TokenResult{Token: tok, Scopes: scopes, ExpiresAt: exp.UTC(), SingleUse: single, Method: m}, nil
@@ -94,19 +189,43 @@ func normScopes(scopes []string) []string {
 	return out[:j]
 }
 
-// GetToken hands the held token for scope to a client allowed to use it.
-func (a *Agent) GetToken(ctx context.Context, scope string) (*api.GetTokenResult, error) {
+// GetToken hands the held token for scope, for these details and key,
+// to a caller its binding admits and the policy's clients lists allow.
+func (a *Agent) GetToken(ctx context.Context, p *api.ScopeParams) (*api.GetTokenResult, error) {
+	scope := p.Scope
 	if scope == "" {
 		return nil, invalidParams("scope is required")
 	}
 	if err := checkScopeName("scope", scope); err != nil {
 		return nil, err
 	}
+	d, err := api.ParseDetails(p.AuthorizationDetails)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.Cnf.Check(); err != nil {
+		return nil, err
+	}
 	r := a.rule(scope)
 	if err := a.checkClient(ctx, r); err != nil {
 		return nil, err
 	}
-	h := a.tokens.best(scope, a.now(), remoteKey(ctx))
+	w := want{caller: peer.FromContext(ctx), details: d.Canonical(), cnf: p.Cnf}
+	h, refused := a.tokens.bestFor(scope, a.now(), w)
+	if h != nil && !a.clientsAllow(ctx, h) {
+		return nil, api.Errorf(api.CodeForbidden, "%s may not use every scope of the token held for %s (%s)", orUnknown(clientExe(ctx)), scope, strings.Join(h.Scopes, " ")).
+			WithHint("the policy's clients lists of those scopes name the executables allowed to use them")
+	}
+	if h == nil && refused != nil {
+		bind := make([]string, len(refused.Bind))
+		for i, m := range refused.Bind {
+			bind[i] = string(m)
+		}
+		boundTo := peer.Describe(refused.Bind, refused.Minter)
+		a.audit(ctx, audit.Record{Event: audit.EventBindRefusal, Scopes: []string{scope}, JTI: refused.JTI, Result: "token_invalid", Caller: clientDesc(ctx), Detail: "bound to " + boundTo})
+		return nil, api.Errorf(api.CodeTokenInvalid, "no token for %s is held for this program", scope).
+			WithHint("%s", api.BindingRefusedHint(boundTo, strings.Join(bind, ", ")))
+	}
 	if h == nil {
 		return nil, api.Errorf(api.CodeTokenInvalid, "no live token is held for %s", scope).
 			WithHint("step up first: stepupctl prompt %s", scope)
@@ -121,6 +240,9 @@ func (a *Agent) VerifyToken(ctx context.Context, p *api.VerifyTokenParams) (*api
 		return nil, invalidParams("token and scope are required")
 	}
 	if err := checkScopeName("scope", p.Scope); err != nil {
+		return nil, err
+	}
+	if _, err := api.ParseDetails(p.AuthorizationDetails); err != nil {
 		return nil, err
 	}
 	now := a.now()
@@ -143,6 +265,20 @@ func (a *Agent) VerifyToken(ctx context.Context, p *api.VerifyTokenParams) (*api
 		return nil, api.Errorf(api.CodeTokenInvalid, "the token is not for scope %s", p.Scope)
 	}
 	h := a.tokens.get(c.ID)
+	if h != nil {
+		// The action and the key, before anything is consumed: a
+		// refused verifyToken never consumes.
+		if err := token.CheckRequest(c, p.Token, p.ProofParams, a.dpop, now); err != nil {
+			a.audit(ctx, audit.Record{Event: "verify", Scopes: []string{p.Scope}, JTI: c.ID, Result: "token_invalid", Detail: err.Error()})
+			e := api.Errorf(api.CodeTokenInvalid, "%s", err.Error())
+			if errors.Is(err, token.ErrProofMissing) || errors.Is(err, token.ErrProofInvalid) {
+				e = e.WithHint("send the client's DPoP proof for this request as dpop, with htm and htu (RFC 9449)")
+			} else {
+				e = e.WithHint("step up for this action")
+			}
+			return nil, e
+		}
+	}
 	consumed := p.Consume && h != nil && h.SingleUse && a.tokens.consume(h)
 	if h == nil || p.Consume && h.SingleUse && !consumed {
 		detail := "revoked"

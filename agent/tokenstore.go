@@ -8,6 +8,7 @@ import (
 
 	"github.com/stepup-agent/stepup-agent/api"
 	"github.com/stepup-agent/stepup-agent/keychain"
+	"github.com/stepup-agent/stepup-agent/peer"
 )
 
 // held is a token the agent holds. Its JSON form is what the keychain
@@ -22,6 +23,35 @@ type held struct {
 	// Remote names the SSH connection a remote caller stepped up
 	// through (peer.Identity.Remote); "" for a local caller. remote.go.
 	Remote string `json:"remote,omitempty"`
+
+	// Binding (DESIGN.md, "Caller and action binding"): the caller that
+	// stepped up, its scopes' bind modes when it was minted, the
+	// canonical form of the approved details ("" for none) and the key
+	// the token is bound to. A token without a Minter (persisted before
+	// binding existed) is dropped at load.
+	Minter  *peer.Identity `json:"minter,omitempty"`
+	Bind    []peer.Mode    `json:"bind,omitempty"`
+	Details string         `json:"details,omitempty"`
+	Cnf     *api.Cnf       `json:"cnf,omitempty"`
+}
+
+// want is what a request asks a held token to match: its caller, the
+// canonical details and the key.
+type want struct {
+	caller  *peer.Identity
+	details string
+	cnf     *api.Cnf
+}
+
+// matches reports whether h is for the action and key w names (equal
+// details, the same key or none on both sides).
+func (h *held) matches(w want) bool {
+	return h.Details == w.details && h.Cnf.Same(w.cnf)
+}
+
+// admits reports whether h's binding hands it to w's caller.
+func (h *held) admits(w want) bool {
+	return peer.AdmitsAll(h.Bind, h.Minter, w.caller)
 }
 
 // better reports whether h should be handed out before old: a multi-use
@@ -83,6 +113,34 @@ func (s *tokenStore) best(scope string, now time.Time, remote string) *held {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return bestOf(s.byScope[scope], now, remote)
+}
+
+// bestFor returns the token to hand out for scope to the request w: a
+// live one for w's details and key whose binding admits w's caller. When
+// none is, refused is a live matching token the binding keeps from the
+// caller (nil if there is none), for getToken's hint. It does not
+// allocate: isStepUpRequired runs it.
+func (s *tokenStore) bestFor(scope string, now time.Time, w want) (h, refused *held) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, t := range s.byScope[scope] {
+		if !t.ExpiresAt.After(now) || !t.matches(w) {
+			continue
+		}
+		if !t.admits(w) {
+			if refused == nil || better(t, refused) {
+				refused = t
+			}
+			continue
+		}
+		if h == nil || better(t, h) {
+			h = t
+		}
+	}
+	if h != nil {
+		refused = nil
+	}
+	return h, refused
 }
 
 func bestOf(hs []*held, now time.Time, remote string) *held {
@@ -177,17 +235,34 @@ func (s *tokenStore) count() int {
 	return len(s.byJTI)
 }
 
-// status lists, per scope, the token that would be handed out.
+// status lists every live token under each of its scopes, with whom it
+// is bound to: with binding, one scope may hold tokens of several
+// callers.
 func (s *tokenStore) status(now time.Time) []api.TokenStatus {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := []api.TokenStatus{}
 	for sc, hs := range s.byScope {
-		if h := bestOf(hs, now, anyCaller); h != nil {
-			out = append(out, api.TokenStatus{Scope: sc, ExpiresAt: h.ExpiresAt.UTC(), SingleUse: h.SingleUse, Method: h.Method})
+		for _, h := range hs {
+			if !h.ExpiresAt.After(now) {
+				continue
+			}
+			ts := api.TokenStatus{Scope: sc, ExpiresAt: h.ExpiresAt.UTC(), SingleUse: h.SingleUse, Method: h.Method}
+			ts.BoundTo = peer.Describe(h.Bind, h.Minter)
+			for _, m := range h.Bind {
+				ts.Bind = append(ts.Bind, string(m))
+			}
+			ts.Details = h.Details != ""
+			ts.KeyBound = h.Cnf != nil
+			out = append(out, ts)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Scope < out[j].Scope })
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Scope != out[j].Scope {
+			return out[i].Scope < out[j].Scope
+		}
+		return out[i].ExpiresAt.Before(out[j].ExpiresAt)
+	})
 	return out
 }
 

@@ -231,17 +231,17 @@ func TestRuleCacheIsBounded(t *testing.T) {
 	ctx := context.Background()
 	for i := 0; i < 10_000; i++ {
 		s := fmt.Sprintf("junk:%d:%s", i, strings.Repeat("x", 200))
-		if _, err := f.a.IsStepUpRequired(ctx, s); err != nil {
+		if _, err := f.a.IsStepUpRequired(ctx, &api.ScopeParams{Scope: s}); err != nil {
 			t.Fatal(err)
 		}
-		f.a.GetToken(ctx, s)
+		f.a.GetToken(ctx, &api.ScopeParams{Scope: s})
 		f.a.VerifyToken(ctx, &api.VerifyTokenParams{Token: "x.y.z", Scope: s})
 	}
 	if n := f.a.rules.Load().len(); n > maxCachedRules {
 		t.Fatalf("%d rules cached after 10,000 distinct scopes, want at most %d", n, maxCachedRules)
 	}
 	bad := strings.Repeat("x", policy.MaxScopeLen+1)
-	_, err := f.a.GetToken(ctx, bad)
+	_, err := f.a.GetToken(ctx, &api.ScopeParams{Scope: bad})
 	wantAPIError(t, err, api.CodeInvalidParams, "invalid scope")
 	_, err = f.a.VerifyToken(ctx, &api.VerifyTokenParams{Token: "x.y.z", Scope: "a b"})
 	wantAPIError(t, err, api.CodeInvalidParams, "invalid scope")
@@ -402,7 +402,10 @@ func TestTheLargestScopeListFitsAPrompt(t *testing.T) {
 			t.Fatalf("%d bytes of scopes refused: %v", size, err)
 		}
 		c := &challenge{method: api.TOTP, scopes: normScopes(scopes)}
-		desc := f.a.describe(ctx, c, &api.PromptParams{Reason: strings.Repeat("é", 300)}, totpm.New().Ask(nil))
+		desc, err := f.a.describe(ctx, c, &api.PromptParams{Reason: strings.Repeat("é", 300)}, totpm.New().Ask(nil))
+		if err != nil {
+			t.Fatalf("the largest scope list allowed is refused by the prompt: %v", err)
+		}
 		line := assuanLine(desc)
 		for _, s := range scopes {
 			if !strings.Contains(line, strings.ReplaceAll(s, "%", "%25")) {

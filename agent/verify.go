@@ -42,7 +42,8 @@ type challenge struct {
 	state  any
 	unlock bool // purpose "unlock": unlocks instead of minting
 	uid    int
-	done   bool // answered: it mints (or unlocks) once. Guarded by a.mu.
+	bind   binding // what the token will be bound to (tokens.go)
+	done   bool    // answered: it mints (or unlocks) once. Guarded by a.mu.
 }
 
 // usable reports whether method m can verify the user now.
@@ -185,6 +186,21 @@ func checkTimeout(secs int) error {
 	return nil
 }
 
+// beginFor is begin for a prompt request: the challenge carries the
+// request's binding (its caller, details and key), which the token minted
+// from it enforces. Every prompt path starts its verifications here, so no
+// verification it starts (a combined factor, a single-shot method's next
+// challenge) mints an unbound token.
+func (a *Agent) beginFor(ctx context.Context, rt route, m string, p *api.PromptParams, unlock bool) (*challenge, error) {
+	c, _, err := a.begin(ctx, rt, m, p.RequestedScopes, unlock)
+	if err != nil {
+		return nil, err
+	}
+	details, _ := api.ParseDetails(p.AuthorizationDetails) // checked by Prompt
+	c.bind = bindingOf(ctx, details, p.Cnf)
+	return c, nil
+}
+
 // begin starts a verification with method m (or the default of rt) for
 // scopes. Callers must not hold a.mu.
 func (a *Agent) begin(ctx context.Context, rt route, m string, scopes []string, unlock bool) (*challenge, any, error) {
@@ -296,7 +312,7 @@ func (a *Agent) finish(ctx context.Context, c *challenge, response json.RawMessa
 	if a.locked {
 		return nil, lockedError()
 	}
-	return a.mint(ctx, c.scopes, c.method, impl.AMR())
+	return a.mint(ctx, c.scopes, c.method, impl.AMR(), c.bind)
 }
 
 // failureOf says why method m refused an answer: failureText, unless
@@ -368,6 +384,13 @@ func (a *Agent) StartVerification(ctx context.Context, p *api.StartVerificationP
 	}
 	if err != nil {
 		return nil, err
+	}
+	if !unlock {
+		details, err := a.checkAction(p.RequestedScopes, p.ActionParams)
+		if err != nil {
+			return nil, err
+		}
+		c.bind = bindingOf(ctx, details, p.Cnf)
 	}
 	raw, err := json.Marshal(ch)
 	if err != nil {

@@ -34,7 +34,7 @@ func newExternalAgent(t *testing.T, v ExternalVerifier) *Agent {
 	t.Helper()
 	pol := policy.Default()
 	pol.ExternalJwt = policy.ExternalJwt{JWKS: "https://backend.example/jwks.json", Subject: "alice"}
-	a, err := New(context.Background(), Config{
+	a, err := New(callerCtx(), Config{
 		Store:    keychain.NewMemory(),
 		Policy:   func() *policy.Policy { return pol },
 		External: v,
@@ -42,7 +42,7 @@ func newExternalAgent(t *testing.T, v ExternalVerifier) *Agent {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(callerCtx())
 	t.Cleanup(cancel)
 	go a.Run(ctx)
 	return a
@@ -53,7 +53,7 @@ func newExternalAgent(t *testing.T, v ExternalVerifier) *Agent {
 func TestExternalInfrastructureFailureIsNotCounted(t *testing.T) {
 	v := &stubVerifier{err: errors.New("cannot fetch the JWK Set https://backend.example/jwks.json: connection refused")}
 	a := newExternalAgent(t, v)
-	ctx := context.Background()
+	ctx := callerCtx()
 	p := &api.ExternalAuthParams{Assertion: "x.y.z", RequestedScopes: []string{"wallet:sign"}}
 	for i := 0; i < policy.DefaultMaxFailures+1; i++ {
 		_, err := a.ExternalAuth(ctx, p)
@@ -80,7 +80,7 @@ func TestExternalInfrastructureFailureIsNotCounted(t *testing.T) {
 // token, even with another valid code.
 func TestChallengeCompletesOnce(t *testing.T) {
 	f := newFixture(t, &scriptedPrompter{}, true)
-	ctx := context.Background()
+	ctx := callerCtx()
 	ch, err := f.a.StartVerification(ctx, &api.StartVerificationParams{Method: api.TOTP, RequestedScopes: []string{"wallet:sign"}})
 	if err != nil {
 		t.Fatal(err)
@@ -126,11 +126,11 @@ func (m *barrierMethod) EnrollFinish(ctx context.Context, state any, response js
 // race for it.
 func TestEnrollmentFinishesOnce(t *testing.T) {
 	bm := &barrierMethod{both: make(chan struct{})}
-	a, err := New(context.Background(), Config{Store: keychain.NewMemory(), Methods: []method.Method{bm}})
+	a, err := New(callerCtx(), Config{Store: keychain.NewMemory(), Methods: []method.Method{bm}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(callerCtx())
 	defer cancel()
 	go a.Run(ctx)
 	res, err := a.EnrollStart(ctx, &api.EnrollStartParams{Method: api.Wallet})

@@ -163,8 +163,18 @@ func TestIntegratingDoc(t *testing.T) {
 			}
 			for _, s := range strings.Split(opts["stepup"], ",") {
 				if s != "" {
-					if _, err := a.StepUp(ctx, []string{s}); err != nil {
-						t.Fatalf("step up for %s: %v", s, err)
+					// As a person would, with stepupctl prompt in the
+					// same session as the recipe: the token is bound
+					// to stepupctl there (bind: client), which is the
+					// program the recipe then asks with stepupctl token.
+					code, err := a.Code(ctx)
+					if err != nil {
+						t.Fatal(err)
+					}
+					pc := exec.CommandContext(ctx, filepath.Join(bin, "stepupctl"), "prompt", "--stdin", "--method", "totp", s)
+					pc.Env, pc.Stdin = env, strings.NewReader(code+"\n")
+					if out, err := pc.CombinedOutput(); err != nil {
+						t.Fatalf("stepupctl prompt --stdin %s: %v\n%s", s, err, out)
 					}
 				}
 			}

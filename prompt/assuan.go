@@ -79,6 +79,14 @@ func assuanEscape(s string) string {
 	return b.String()
 }
 
+// MaxDescription is the room pinentry leaves for a prompt's description:
+// Assuan's line limit less "SETDESC ".
+const MaxDescription = maxLine - len("SETDESC ")
+
+// DescriptionLen is the length of desc as pinentry's SETDESC line carries
+// it (escaped); more than MaxDescription would be cut.
+func DescriptionLen(desc string) int { return len(assuanEscape(desc)) }
+
 // assuanCommand builds one command line (without the line feed), cutting
 // the escaped argument at a character boundary so the line fits the limit.
 func assuanCommand(verb, arg string) string {

@@ -6,15 +6,25 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/stepup-agent/stepup-agent/ipc/stepup"
 )
 
 func (a *app) checkCmd() *cobra.Command {
-	return &cobra.Command{
+	var d detailFlags
+	cmd := &cobra.Command{
 		Use:   "check SCOPE",
 		Short: "Exit 0 when SCOPE needs no step-up now, 1 when it does",
 		Args:  exactArgs(1, "one scope, e.g. wallet:export"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			r, err := a.client.CheckStepUp(cmd.Context(), args[0])
+			details, err := d.raw()
+			if err != nil {
+				return err
+			}
+			q := stepup.Query{Scope: args[0]}
+			if details != nil {
+				q.AuthorizationDetails = details
+			}
+			r, err := a.client.CheckStepUpFor(cmd.Context(), q)
 			if err != nil {
 				return err
 			}
@@ -39,6 +49,8 @@ func (a *app) checkCmd() *cobra.Command {
 			return nil
 		},
 	}
+	d.add(cmd)
+	return cmd
 }
 
 // locked reports whether the agent says it is locked.

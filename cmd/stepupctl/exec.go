@@ -57,5 +57,6 @@ func (a *app) execCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&scope, "scope", "", "the scope CMD needs")
 	f.add(cmd)
+	f.details.add(cmd)
 	return cmd
 }

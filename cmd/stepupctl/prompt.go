@@ -22,6 +22,7 @@ type promptFlags struct {
 	reason      string
 	timeout     int
 	stdin       bool
+	details     detailFlags // prompt, token, exec: the action the token is for
 }
 
 func (f *promptFlags) add(cmd *cobra.Command) {
@@ -57,6 +58,7 @@ through startVerification/completeVerification.`,
 		},
 	}
 	f.add(cmd)
+	f.details.add(cmd)
 	return cmd
 }
 
@@ -66,12 +68,18 @@ func (a *app) stepUp(ctx context.Context, scopes []string, f *promptFlags) (*ste
 	if f.mfa && f.reauth {
 		return nil, usageError{errors.New("--mfa and --reauth cannot be used together"), "stepupctl prompt"}
 	}
+	details, err := f.details.raw()
+	if err != nil {
+		return nil, err
+	}
 	if f.stdin {
 		return a.stepUpHere(ctx, scopes, f, "")
 	}
 	o := promptOptions(scopes, f)
+	if details != nil {
+		o.AuthorizationDetails = details
+	}
 	var res *stepup.TokenResult
-	var err error
 	switch {
 	case f.mfa:
 		res, err = a.client.PromptMfa(ctx, o)
@@ -147,8 +155,14 @@ func (a *app) stepUpHere(ctx context.Context, scopes []string, f *promptFlags, p
 	if err != nil {
 		return nil, err
 	}
+	details, err := f.details.raw()
+	if err != nil {
+		return nil, err
+	}
 	var ch api.Challenge
-	if err := a.client.Call(ctx, api.MethodStartVerification, api.StartVerificationParams{Method: m, RequestedScopes: scopes, Purpose: purpose}, &ch); err != nil {
+	sp := api.StartVerificationParams{Method: m, RequestedScopes: scopes, Purpose: purpose}
+	sp.AuthorizationDetails = details
+	if err := a.client.Call(ctx, api.MethodStartVerification, sp, &ch); err != nil {
 		return nil, err
 	}
 	var answers *bufio.Reader

@@ -81,7 +81,17 @@ func (a *app) statusCmd() *cobra.Command {
 				if i > 0 {
 					label = "            "
 				}
-				fmt.Fprintf(w, "%s %s  %s, %s, until %s\n", label, t.Scope, useKind(t.SingleUse), t.Method, when(t.ExpiresAt))
+				fmt.Fprintf(w, "%s %s  %s, %s, until %s", label, t.Scope, useKind(t.SingleUse), t.Method, when(t.ExpiresAt))
+				if t.BoundTo != "" {
+					fmt.Fprintf(w, ", bound to %s", t.BoundTo)
+				}
+				if t.Details {
+					fmt.Fprint(w, ", for one action")
+				}
+				if t.KeyBound {
+					fmt.Fprint(w, ", key-bound (DPoP)")
+				}
+				fmt.Fprintln(w)
 			}
 			return nil
 		},

@@ -42,6 +42,7 @@ When no token is held it steps up first (as prompt does), unless --no-prompt.`,
 		},
 	}
 	f.add(cmd)
+	f.details.add(cmd)
 	cmd.Flags().BoolVar(&noPrompt, "no-prompt", false, "fail instead of stepping up when no token is held")
 	return cmd
 }
@@ -49,7 +50,15 @@ When no token is held it steps up first (as prompt does), unless --no-prompt.`,
 // tokenFor returns a token for scope, stepping up when the agent holds
 // none this client may use.
 func (a *app) tokenFor(ctx context.Context, scope string, f *promptFlags, noPrompt bool) (*stepup.Token, error) {
-	t, err := a.client.GetToken(ctx, scope)
+	details, err := f.details.raw()
+	if err != nil {
+		return nil, err
+	}
+	q := stepup.Query{Scope: scope}
+	if details != nil {
+		q.AuthorizationDetails = details
+	}
+	t, err := a.client.GetTokenFor(ctx, q)
 	if err == nil || noPrompt || !errors.Is(err, api.ErrTokenInvalid) {
 		return t, err
 	}

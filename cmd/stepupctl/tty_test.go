@@ -154,9 +154,19 @@ func TestTerminalFallback(t *testing.T) {
 	if strings.Contains(p.screen(), code) {
 		t.Fatalf("the code was echoed:\n%s", p.screen())
 	}
+	// The token is bound to stepupctl in that terminal (bind: client):
+	// this test program, another client, is not handed it, and status
+	// says whom it is bound to.
 	c := &stepup.Client{Socket: sock}
-	if c.IsStepUpRequired(context.Background(), "wallet:export") {
-		t.Fatal("no token held after the terminal step-up")
+	if !c.IsStepUpRequired(context.Background(), "wallet:export") {
+		t.Fatal("the token of stepupctl in its terminal was handed to another program")
+	}
+	st, err := c.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Tokens) != 1 || st.Tokens[0].Scope != "wallet:export" || !strings.Contains(st.Tokens[0].BoundTo, "stepupctl in terminal pts/") {
+		t.Fatalf("no token bound to stepupctl in its terminal after the terminal step-up: %+v", st.Tokens)
 	}
 
 	// Ctrl-D at the prompt cancels.
