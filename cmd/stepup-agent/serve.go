@@ -76,6 +76,10 @@ func serve(o *options, stdout, stderr io.Writer) int {
 		if p := socketPath(inherited); p != "" {
 			o.socket = p
 		}
+	} else if pid, ok := runningAgent(o.socket); ok {
+		// Before the keychain and the audit log: a second agent must not
+		// open the running one's store or write into its audit chain.
+		return fail(alreadyRunning(o, pid))
 	}
 
 	// The root context ends at SIGTERM or SIGINT; everything started
