@@ -33,7 +33,9 @@ type Handler interface {
 	// Blocking reports whether method may block (prompts, network). Others
 	// are served inline on the connection's reader, in order, which saves
 	// a goroutine and a wake-up per request; blocking ones run
-	// concurrently and may answer out of order.
+	// concurrently and may answer out of order. An inline method's
+	// params alias the connection's read buffer: they are valid until
+	// Handle returns (decoding them copies what it keeps).
 	Blocking(method string) bool
 }
 
@@ -152,6 +154,12 @@ func (s *Server) Serve(ln net.Listener) error {
 		peer, err := ReadPeer(c)
 		if err != nil {
 			s.Log.Warn("refusing connection: cannot read peer credentials", zap.Error(err))
+			if isFDExhausted(err) {
+				// Accepted with the last descriptor, then none left to
+				// read /proc: the client hears why.
+				c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+				c.Write(fdExhaustedLine())
+			}
 			c.Close()
 			continue
 		}
@@ -208,11 +216,8 @@ func (s *Server) refuseOneAtEMFILE(ln net.Listener) bool {
 	r.Close()
 	c, err := ln.Accept()
 	if err == nil {
-		e := api.Errorf(api.CodeRateLimited, "the agent has run out of file descriptors; this connection is closed").
-			WithHint("retry in a moment; if it persists, raise the agent's descriptor limit (ulimit -n) or close idle connections")
-		e.Data.RetryAfterSeconds = 1
 		c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-		c.Write(errorLine(nil, e))
+		c.Write(fdExhaustedLine())
 		c.Close()
 	}
 	nr, rerr := os.Open(os.DevNull)
@@ -226,6 +231,15 @@ func (s *Server) refuseOneAtEMFILE(ln net.Listener) bool {
 		time.Sleep(10 * time.Millisecond)
 	}
 	return true
+}
+
+// fdExhaustedLine is the error line of a client refused for want of
+// descriptors.
+func fdExhaustedLine() []byte {
+	e := api.Errorf(api.CodeRateLimited, "the agent has run out of file descriptors; this connection is closed").
+		WithHint("retry in a moment; if it persists, raise the agent's descriptor limit (ulimit -n) or close idle connections")
+	e.Data.RetryAfterSeconds = 1
+	return errorLine(nil, e)
 }
 
 // refuse answers a connection it will not serve with one error line, then
@@ -498,32 +512,25 @@ func (c *conn) handleLine(line []byte) {
 	if len(line) == 0 {
 		return
 	}
-	var req request
-	if err := json.Unmarshal(line, &req); err != nil {
-		if !json.Valid(line) {
-			c.write(errorLine(nil, api.Errorf(api.CodeParseError, "the request is not valid JSON").
-				WithHint("send one JSON-RPC 2.0 object per line, ending in \\n")))
+	req, ok := scanEnvelope(line)
+	if !ok {
+		var err error
+		if req, err = decodeEnvelope(line); err != nil {
+			c.badRequest(line)
 			return
 		}
-		msg := "the request is not a JSON-RPC 2.0 request object"
-		if line[0] == '[' {
-			msg = "batch requests are not supported; send one request per line (they may be pipelined)"
-		}
-		c.write(errorLine(nil, api.Errorf(api.CodeInvalidRequest, "%s", msg).
-			WithHint(`send {"jsonrpc":"2.0","id":1,"method":"status","params":{}}`)))
-		return
 	}
-	id := req.ID
+	id := json.RawMessage(req.ID)
 	if len(id) > 0 && !validID(id) {
 		c.write(errorLine(nil, api.Errorf(api.CodeInvalidRequest, "id must be a string, a number or null")))
 		return
 	}
-	if req.JSONRPC != "2.0" || req.Method == nil {
+	if string(req.JSONRPC) != "2.0" || !req.hasMethod {
 		c.write(errorLine(id, api.Errorf(api.CodeInvalidRequest, `a request needs "jsonrpc":"2.0" and a "method"`)))
 		return
 	}
-	method := *req.Method
-	params := req.Params
+	method := methodName(req.Method)
+	params := json.RawMessage(req.Params)
 	notify := len(id) == 0
 	if c.srv.Handler.Blocking(method) {
 		if !c.acquire() {
@@ -536,7 +543,7 @@ func (c *conn) handleLine(line []byte) {
 			defer func() { <-c.sem; c.inflight.Done() }()
 			res, err := c.srv.Handler.Handle(c.ctx, method, paramsCopy)
 			if !notify {
-				c.write(c.answer(idCopy, method, res, err))
+				c.respond(idCopy, method, res, err)
 				c.flush()
 			}
 		}()
@@ -544,8 +551,23 @@ func (c *conn) handleLine(line []byte) {
 	}
 	res, err := c.srv.Handler.Handle(c.ctx, method, params)
 	if !notify {
-		c.write(c.answer(id, method, res, err))
+		c.respond(id, method, res, err)
 	}
+}
+
+// badRequest answers a line that is no JSON-RPC request.
+func (c *conn) badRequest(line []byte) {
+	if !json.Valid(line) {
+		c.write(errorLine(nil, api.Errorf(api.CodeParseError, "the request is not valid JSON").
+			WithHint("send one JSON-RPC 2.0 object per line, ending in \\n")))
+		return
+	}
+	msg := "the request is not a JSON-RPC 2.0 request object"
+	if line[0] == '[' {
+		msg = "batch requests are not supported; send one request per line (they may be pipelined)"
+	}
+	c.write(errorLine(nil, api.Errorf(api.CodeInvalidRequest, "%s", msg).
+		WithHint(`send {"jsonrpc":"2.0","id":1,"method":"status","params":{}}`)))
 }
 
 // acquire takes a slot for a blocking request, waiting (and so not
@@ -585,30 +607,29 @@ func validID(id json.RawMessage) bool {
 	return false
 }
 
-func (c *conn) answer(id json.RawMessage, method string, res any, err error) []byte {
+// respond writes the answer to a request (nothing for a notification).
+func (c *conn) respond(id json.RawMessage, method string, res any, err error) {
 	if err != nil {
-		var ae *api.Error
-		if !errors.As(err, &ae) {
-			c.srv.Log.Error("internal error", zap.String("method", method), zap.Error(err))
-			ae = api.Errorf(api.CodeInternal, "internal error in %s; see the agent's log", method)
-		}
-		return errorLine(id, ae)
+		c.write(c.errorAnswer(id, method, err))
+		return
 	}
-	body, merr := json.Marshal(res)
-	if merr != nil {
+	a := getAnswerBuf()
+	defer putAnswerBuf(a)
+	if merr := a.appendResult(id, res); merr != nil {
 		c.srv.Log.Error("cannot marshal result", zap.String("method", method), zap.Error(merr))
-		return errorLine(id, api.Errorf(api.CodeInternal, "internal error in %s; see the agent's log", method))
+		c.write(errorLine(id, api.Errorf(api.CodeInternal, "internal error in %s; see the agent's log", method)))
+		return
 	}
-	if len(id) == 0 {
-		id = json.RawMessage("null")
+	c.write(a.b.Bytes())
+}
+
+func (c *conn) errorAnswer(id json.RawMessage, method string, err error) []byte {
+	var ae *api.Error
+	if !errors.As(err, &ae) {
+		c.srv.Log.Error("internal error", zap.String("method", method), zap.Error(err))
+		ae = api.Errorf(api.CodeInternal, "internal error in %s; see the agent's log", method)
 	}
-	out := make([]byte, 0, len(body)+len(id)+40)
-	out = append(out, `{"jsonrpc":"2.0","id":`...)
-	out = append(out, id...)
-	out = append(out, `,"result":`...)
-	out = append(out, body...)
-	out = append(out, "}\n"...)
-	return out
+	return errorLine(id, ae)
 }
 
 func errorLine(id json.RawMessage, e *api.Error) []byte {

@@ -430,12 +430,11 @@ func (c *ancestorCache) evict(pid int) {
 	}
 }
 
-func (c *ancestorCache) get(pid int) (*ancestor, bool) {
+func (c *ancestorCache) get(pid int) (*ancestor, error) {
 	if a, ok := c.m[pid]; ok {
-		return a, true
+		return a, nil
 	}
-	a, err := c.load(pid)
-	return a, err == nil
+	return c.load(pid)
 }
 
 // alive polls fds, evicts the entries whose process has exited and
@@ -473,8 +472,12 @@ func (c *ancestorCache) walk(out []Proc, st stat) []Proc {
 		n := 0
 		child := ancestor{start: st.start, ppid: st.ppid}
 		for len(out)-base < MaxParents && child.ppid > 1 {
-			a, ok := c.get(child.ppid)
-			if !ok || a.start > child.start {
+			a, err := c.get(child.ppid)
+			if err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENOENT) {
+				// Not a parent gone: read as without a cache.
+				return walkUncached(out[:base], st)
+			}
+			if err != nil || a.start > child.start {
 				break
 			}
 			out = append(out, Proc{PID: child.ppid, Start: a.start})
@@ -505,8 +508,8 @@ func (c *ancestorCache) leaderStart(sid int) (uint64, bool) {
 	defer c.mu.Unlock()
 	if !c.off {
 		for try := 0; try < 2; try++ {
-			a, ok := c.get(sid)
-			if !ok {
+			a, err := c.get(sid)
+			if err != nil {
 				break
 			}
 			fds := [1]unix.PollFd{{Fd: int32(a.pidfd), Events: unix.POLLIN}}
