@@ -133,26 +133,40 @@ func procPath(b *[64]byte, pid int, name string) *byte {
 }
 
 // readProcFile reads /proc/PID/NAME into buf with one read, which /proc
-// answers whole for the small files read here.
+// answers whole for the small files read here. The files read this way
+// (stat, sessionid) are made by the kernel without waiting on the
+// process, so the calls are raw: they skip telling the Go scheduler of a
+// system call, which would wake its monitor thread on an idle agent (see
+// ipc's rawIO). The command line, which can wait on the process's memory
+// map lock, goes through readProcFileBlocking.
 func readProcFile(pid int, name string, buf []byte) (int, error) {
+	return readProcFileWith(unix.RawSyscall6, pid, name, buf)
+}
+
+func readProcFileBlocking(pid int, name string, buf []byte) (int, error) {
+	return readProcFileWith(unix.Syscall6, pid, name, buf)
+}
+
+type syscall6 func(trap, a1, a2, a3, a4, a5, a6 uintptr) (r1, r2 uintptr, err unix.Errno)
+
+func readProcFileWith(sys syscall6, pid int, name string, buf []byte) (int, error) {
 	var pb [64]byte
 	path := procPath(&pb, pid, name)
-	r, _, e := unix.Syscall6(unix.SYS_OPENAT, atFDCWD, uintptr(unsafe.Pointer(path)),
+	r, _, e := sys(unix.SYS_OPENAT, atFDCWD, uintptr(unsafe.Pointer(path)),
 		unix.O_RDONLY|unix.O_CLOEXEC, 0, 0, 0)
 	if e != 0 {
 		return 0, fmt.Errorf("/proc/%d/%s: %w", pid, name, e)
 	}
-	fd := int(r)
-	defer unix.Close(fd)
+	defer unix.RawSyscall(unix.SYS_CLOSE, r, 0, 0)
 	for {
-		n, err := unix.Read(fd, buf)
-		if err == unix.EINTR {
+		n, _, e := sys(unix.SYS_READ, r, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)), 0, 0, 0)
+		if e == unix.EINTR {
 			continue
 		}
-		if err != nil {
-			return 0, fmt.Errorf("/proc/%d/%s: %w", pid, name, err)
+		if e != 0 {
+			return 0, fmt.Errorf("/proc/%d/%s: %w", pid, name, e)
 		}
-		return n, nil
+		return int(n), nil
 	}
 }
 
@@ -160,7 +174,7 @@ func readProcFile(pid int, name string, buf []byte) (int, error) {
 func readProcLink(pid int, name string, buf []byte) (int, error) {
 	var pb [64]byte
 	path := procPath(&pb, pid, name)
-	r, _, e := unix.Syscall6(unix.SYS_READLINKAT, atFDCWD, uintptr(unsafe.Pointer(path)),
+	r, _, e := unix.RawSyscall6(unix.SYS_READLINKAT, atFDCWD, uintptr(unsafe.Pointer(path)),
 		uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)), 0, 0)
 	if e != 0 {
 		return 0, e
@@ -307,7 +321,7 @@ func readProc(id *Identity, pid int) error {
 func readCmdline(pid int) []string {
 	buf := cmdlineBufs.Get().(*[maxCmdline]byte)
 	defer cmdlineBufs.Put(buf)
-	n, err := readProcFile(pid, "cmdline", buf[:])
+	n, err := readProcFileBlocking(pid, "cmdline", buf[:])
 	if err != nil {
 		return nil
 	}
