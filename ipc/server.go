@@ -257,12 +257,13 @@ func refuse(c net.Conn, msg []byte) {
 
 func (s *Server) startConn(nc net.Conn, peer *Peer) {
 	ctx, cancel := context.WithCancel(WithPeer(s.base, peer))
-	c := &conn{srv: s, nc: nc, peer: peer, ctx: ctx, cancel: cancel,
-		stopCh: make(chan struct{}), sem: make(chan struct{}, s.MaxInflight)}
+	c := &conn{srv: s, nc: nc, peer: peer, ctx: ctx, cancel: cancel, stopCh: make(chan struct{})}
 	r, w := newRawIO(nc, c.armRead, s.WriteTimeout)
-	c.br = bufio.NewReaderSize(r, 4096)
+	c.br = readers.Get().(*bufio.Reader)
+	c.br.Reset(r)
 	c.tail = &tailWriter{w: w}
-	c.w = bufio.NewWriterSize(c.tail, 4096)
+	c.w = writers.Get().(*bufio.Writer)
+	c.w.Reset(c.tail)
 	s.mu.Lock()
 	if s.closing {
 		s.release(peer)
@@ -477,15 +478,43 @@ func (c *conn) serve() {
 		// its requests are cancelled (dismissing their prompts); if
 		// it only shut down its writing side, their answers are still
 		// wanted.
-		idle := make(chan struct{})
-		go func() { c.inflight.Wait(); close(idle) }()
-		waitHangUp(c.nc, idle)
+		// With no blocking request in flight (the sem holds one slot
+		// per request until it has answered) there is nothing to wait
+		// for.
+		if c.sem != nil && len(c.sem) > 0 {
+			idle := make(chan struct{})
+			go func() { c.inflight.Wait(); close(idle) }()
+			waitHangUp(c.nc, idle)
+		}
 		c.cancel()
 	}
 	c.inflight.Wait()
 	c.cancel()
 	c.flush()
 	c.nc.Close()
+	c.recycle()
+}
+
+// A connection's buffers come from pools: a new connection allocates
+// neither, and an idle agent holds none.
+var (
+	readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
+	writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4096) }}
+)
+
+// recycle gives the connection's buffers back once nothing can use them:
+// serve has stopped reading and no request is in flight; a late write
+// finds werr set and is dropped.
+func (c *conn) recycle() {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.werr == nil {
+		c.werr = net.ErrClosed
+	}
+	c.w.Reset(nil)
+	writers.Put(c.w)
+	c.br.Reset(nil)
+	readers.Put(c.br)
 }
 
 // release uncounts a connection of peer; s.mu is held.
@@ -574,6 +603,9 @@ func (c *conn) badRequest(line []byte) {
 // reading the connection) while MaxInflight of them run. It gives up when
 // the client hangs up or the server stops.
 func (c *conn) acquire() bool {
+	if c.sem == nil { // made on the first blocking request only
+		c.sem = make(chan struct{}, c.srv.MaxInflight)
+	}
 	select {
 	case c.sem <- struct{}{}:
 		return true

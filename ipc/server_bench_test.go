@@ -173,3 +173,27 @@ func BenchmarkAnswer(b *testing.B) {
 		c.respond(id, api.MethodIsStepUpRequired, res, nil)
 	}
 }
+
+// BenchmarkConnectRequest is a new connection per request: connect, one
+// request and its answer, close (the agent identifies the caller at
+// accept). Allocations count both ends.
+func BenchmarkConnectRequest(b *testing.B) {
+	path := benchServer(b, benchHandler{})
+	req := benchRequest(1)
+	buf := make([]byte, 4096)
+	b.ReportAllocs()
+	for b.Loop() {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := c.Write(req); err != nil {
+			b.Fatal(err)
+		}
+		n, err := c.Read(buf)
+		if err != nil || !bytes.Contains(buf[:n], []byte(`"result"`)) {
+			b.Fatalf("answer %q: %v", buf[:n], err)
+		}
+		c.Close()
+	}
+}
