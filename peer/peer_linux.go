@@ -82,13 +82,9 @@ func identify(fd int) (*Identity, error) {
 	}
 	id := newIdentity()
 	id.UID, id.GID, id.Boot = cred.UID, cred.GID, bootID()
-	if err := readProc(id, cred.PID); err != nil {
+	// The pidfd is polled with the parent chain's, after every read.
+	if err := readProc(id, cred.PID, pidfd); err != nil {
 		return nil, err
-	}
-	if pidfd >= 0 {
-		if err := unix.PidfdSendSignal(pidfd, 0, nil, 0); errors.Is(err, unix.ESRCH) {
-			return nil, ErrGone
-		}
 	}
 	if len(id.Parents) == 0 {
 		id.Parents = nil
@@ -107,7 +103,7 @@ func IdentifyPID(pid int) (*Identity, error) {
 		return nil, err
 	}
 	id.UID, id.GID = int(st.Uid), int(st.Gid)
-	if err := readProc(id, pid); err != nil {
+	if err := readProc(id, pid, -1); err != nil {
 		return nil, err
 	}
 	if len(id.Parents) == 0 {
@@ -288,7 +284,10 @@ const maxCmdline = 32 << 10
 
 var cmdlineBufs = sync.Pool{New: func() any { return new([maxCmdline]byte) }}
 
-func readProc(id *Identity, pid int) error {
+// readProc reads process pid into id. self is a pidfd of pid, or -1:
+// readProc fails with ErrGone when it says the process exited by the end
+// of the reads.
+func readProc(id *Identity, pid, self int) error {
 	st, err := readStat(pid)
 	if err != nil {
 		return err
@@ -313,8 +312,12 @@ func readProc(id *Identity, pid int) error {
 			}
 		}
 	}
-	id.Session = sessionOf(pid, st)
-	id.Parents = parents(id.Parents, st)
+	var gone bool
+	id.Parents, gone = parents(id.Parents, st, self)
+	if gone {
+		return ErrGone
+	}
+	id.Session = sessionOf(pid, st, id.Parents)
 	return nil
 }
 
@@ -332,7 +335,7 @@ func readCmdline(pid int) []string {
 	return strings.Split(s, "\x00")
 }
 
-func sessionOf(pid int, st stat) LoginSession {
+func sessionOf(pid int, st stat, chain []Proc) LoginSession {
 	var buf [32]byte
 	if n, err := readProcFile(pid, "sessionid", buf[:]); err == nil {
 		b := buf[:n]
@@ -347,6 +350,16 @@ func sessionOf(pid int, st stat) LoginSession {
 		return LoginSession{Kind: SessionTTY, ID: st.tty}
 	}
 	if st.sid > 0 {
+		// The leader is most often the caller or one of its parents,
+		// whose start times are already read.
+		if st.sid == pid {
+			return LoginSession{Kind: SessionSID, ID: uint64(st.sid), Start: st.start}
+		}
+		for _, p := range chain {
+			if p.PID == st.sid {
+				return LoginSession{Kind: SessionSID, ID: uint64(st.sid), Start: p.Start}
+			}
+		}
 		if start, ok := ancestors.leaderStart(st.sid); ok {
 			return LoginSession{Kind: SessionSID, ID: uint64(st.sid), Start: start}
 		}
@@ -354,8 +367,21 @@ func sessionOf(pid int, st stat) LoginSession {
 	return LoginSession{}
 }
 
-// parents walks the parent chain from st, appending to out.
-func parents(out []Proc, st stat) []Proc { return ancestors.walk(out, st) }
+// parents walks the parent chain from st, appending to out, and reports
+// whether the pidfd self (-1 for none) says its process has exited.
+func parents(out []Proc, st stat, self int) ([]Proc, bool) {
+	return ancestors.walk(out, st, self)
+}
+
+// exited polls pidfd fd (-1: none) for its process's exit.
+func exited(fd int) bool {
+	if fd < 0 {
+		return false
+	}
+	fds := [1]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	n, err := unix.Poll(fds[:], 0)
+	return err == nil && n > 0
+}
 
 // walkUncached walks the parent chain from st by reading each parent's
 // stat. A parent that started after its child is not its parent (the
@@ -451,8 +477,9 @@ func (c *ancestorCache) get(pid int) (*ancestor, error) {
 	return c.load(pid)
 }
 
-// alive polls fds, evicts the entries whose process has exited and
-// returns the index of the first of them, or -1.
+// alive polls fds, evicts the entries of pids (the first len(pids) of
+// fds) whose process has exited and returns the index of the first of
+// them, or -1.
 func (c *ancestorCache) alive(fds []unix.PollFd, pids []int) int {
 	for {
 		_, err := unix.Poll(fds, 0)
@@ -461,7 +488,7 @@ func (c *ancestorCache) alive(fds []unix.PollFd, pids []int) int {
 		}
 	}
 	first := -1
-	for i := range fds {
+	for i := range pids {
 		if fds[i].Revents != 0 {
 			if first < 0 {
 				first = i
@@ -472,15 +499,16 @@ func (c *ancestorCache) alive(fds []unix.PollFd, pids []int) int {
 	return first
 }
 
-func (c *ancestorCache) walk(out []Proc, st stat) []Proc {
+func (c *ancestorCache) walk(out []Proc, st stat, self int) ([]Proc, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.off {
-		return walkUncached(out, st)
+		out = walkUncached(out, st)
+		return out, exited(self)
 	}
 	base := len(out)
-	var fds [MaxParents]unix.PollFd
-	var pids [MaxParents]int
+	var fds [MaxParents + 1]unix.PollFd
+	var pids [MaxParents + 1]int
 	for try := 0; try < 2; try++ {
 		out = out[:base]
 		n := 0
@@ -489,7 +517,8 @@ func (c *ancestorCache) walk(out []Proc, st stat) []Proc {
 			a, err := c.get(child.ppid)
 			if err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENOENT) {
 				// Not a parent gone: read as without a cache.
-				return walkUncached(out[:base], st)
+				out = walkUncached(out[:base], st)
+				return out, exited(self)
 			}
 			if err != nil || a.start > child.start {
 				break
@@ -501,11 +530,20 @@ func (c *ancestorCache) walk(out []Proc, st stat) []Proc {
 			child = *a
 		}
 		if c.off {
-			return walkUncached(out[:base], st)
+			out = walkUncached(out[:base], st)
+			return out, exited(self)
 		}
-		dead := c.alive(fds[:n], pids[:n])
+		k := n
+		if self >= 0 {
+			fds[k] = unix.PollFd{Fd: int32(self), Events: unix.POLLIN}
+			k++
+		}
+		dead := c.alive(fds[:k], pids[:n])
+		if self >= 0 && fds[n].Revents != 0 {
+			return out, true
+		}
 		if dead < 0 {
-			return out
+			return out, false
 		}
 		if try > 0 {
 			// An ancestor exited while the chain was read (or is a
@@ -513,7 +551,8 @@ func (c *ancestorCache) walk(out []Proc, st stat) []Proc {
 			break
 		}
 	}
-	return walkUncached(out[:base], st)
+	out = walkUncached(out[:base], st)
+	return out, exited(self)
 }
 
 // leaderStart returns the start time of session leader sid.
