@@ -34,7 +34,9 @@ type Handler interface {
 	// Blocking reports whether method may block (prompts, network). Others
 	// are served inline on the connection's reader, in order, which saves
 	// a goroutine and a wake-up per request; blocking ones run
-	// concurrently and may answer out of order.
+	// concurrently and may answer out of order. An inline method's
+	// params alias the connection's read buffer: they are valid until
+	// Handle returns (decoding them copies what it keeps).
 	Blocking(method string) bool
 }
 
@@ -253,12 +255,18 @@ func (s *Server) refuseOneAtEMFILE(ln net.Listener) bool {
 // writeFDExhausted tells a client the agent has no descriptors left, and
 // closes its connection.
 func writeFDExhausted(c net.Conn) {
+	c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+	c.Write(fdExhaustedLine())
+	c.Close()
+}
+
+// fdExhaustedLine is the error line of a client refused for want of
+// descriptors.
+func fdExhaustedLine() []byte {
 	e := api.Errorf(api.CodeRateLimited, "the agent has run out of file descriptors; this connection is closed").
 		WithHint("retry in a moment; if it persists, raise the agent's descriptor limit (ulimit -n) or close idle connections")
 	e.Data.RetryAfterSeconds = 1
-	c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-	c.Write(errorLine(nil, e))
-	c.Close()
+	return errorLine(nil, e)
 }
 
 // refuse answers a connection it will not serve with one error line, then
@@ -281,11 +289,13 @@ func (s *Server) startConn(nc net.Conn, peer *Peer, rc *remote.Conn) {
 	}
 	ctx, cancel := context.WithCancel(base)
 	c := &conn{srv: s, nc: nc, peer: peer, ctx: ctx, cancel: cancel,
-		stopCh: make(chan struct{}), sem: make(chan struct{}, s.MaxInflight)}
+		stopCh: make(chan struct{})}
 	r, w := newRawIO(nc, c.armRead, s.WriteTimeout)
-	c.br = bufio.NewReaderSize(r, 4096)
+	c.br = readers.Get().(*bufio.Reader)
+	c.br.Reset(r)
 	c.tail = &tailWriter{w: w}
-	c.w = bufio.NewWriterSize(c.tail, 4096)
+	c.w = writers.Get().(*bufio.Writer)
+	c.w.Reset(c.tail)
 	s.mu.Lock()
 	if s.closing {
 		s.release(peer)
@@ -500,15 +510,43 @@ func (c *conn) serve() {
 		// its requests are cancelled (dismissing their prompts); if
 		// it only shut down its writing side, their answers are still
 		// wanted.
-		idle := make(chan struct{})
-		go func() { c.inflight.Wait(); close(idle) }()
-		waitHangUp(c.nc, idle)
+		// With no blocking request in flight (the sem holds one slot
+		// per request until it has answered) there is nothing to wait
+		// for.
+		if c.sem != nil && len(c.sem) > 0 {
+			idle := make(chan struct{})
+			go func() { c.inflight.Wait(); close(idle) }()
+			waitHangUp(c.nc, idle)
+		}
 		c.cancel()
 	}
 	c.inflight.Wait()
 	c.cancel()
 	c.flush()
 	c.nc.Close()
+	c.recycle()
+}
+
+// A connection's buffers come from pools: a new connection allocates
+// neither, and an idle agent holds none.
+var (
+	readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
+	writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4096) }}
+)
+
+// recycle gives the connection's buffers back once nothing can use them:
+// serve has stopped reading and no request is in flight; a late write
+// finds werr set and is dropped.
+func (c *conn) recycle() {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.werr == nil {
+		c.werr = net.ErrClosed
+	}
+	c.w.Reset(nil)
+	writers.Put(c.w)
+	c.br.Reset(nil)
+	readers.Put(c.br)
 }
 
 // release uncounts a connection of peer; s.mu is held.
@@ -535,32 +573,25 @@ func (c *conn) handleLine(line []byte) {
 	if len(line) == 0 {
 		return
 	}
-	var req request
-	if err := json.Unmarshal(line, &req); err != nil {
-		if !json.Valid(line) {
-			c.write(errorLine(nil, api.Errorf(api.CodeParseError, "the request is not valid JSON").
-				WithHint("send one JSON-RPC 2.0 object per line, ending in \\n")))
+	req, ok := scanEnvelope(line)
+	if !ok {
+		var err error
+		if req, err = decodeEnvelope(line); err != nil {
+			c.badRequest(line)
 			return
 		}
-		msg := "the request is not a JSON-RPC 2.0 request object"
-		if line[0] == '[' {
-			msg = "batch requests are not supported; send one request per line (they may be pipelined)"
-		}
-		c.write(errorLine(nil, api.Errorf(api.CodeInvalidRequest, "%s", msg).
-			WithHint(`send {"jsonrpc":"2.0","id":1,"method":"status","params":{}}`)))
-		return
 	}
-	id := req.ID
+	id := json.RawMessage(req.ID)
 	if len(id) > 0 && !validID(id) {
 		c.write(errorLine(nil, api.Errorf(api.CodeInvalidRequest, "id must be a string, a number or null")))
 		return
 	}
-	if req.JSONRPC != "2.0" || req.Method == nil {
+	if string(req.JSONRPC) != "2.0" || !req.hasMethod {
 		c.write(errorLine(id, api.Errorf(api.CodeInvalidRequest, `a request needs "jsonrpc":"2.0" and a "method"`)))
 		return
 	}
-	method := *req.Method
-	params := req.Params
+	method := methodName(req.Method)
+	params := json.RawMessage(req.Params)
 	notify := len(id) == 0
 	if c.srv.Handler.Blocking(method) {
 		if !c.acquire() {
@@ -573,7 +604,7 @@ func (c *conn) handleLine(line []byte) {
 			defer func() { <-c.sem; c.inflight.Done() }()
 			res, err := c.srv.Handler.Handle(c.ctx, method, paramsCopy)
 			if !notify {
-				c.write(c.answer(idCopy, method, res, err))
+				c.respond(idCopy, method, res, err)
 				c.flush()
 			}
 		}()
@@ -581,14 +612,32 @@ func (c *conn) handleLine(line []byte) {
 	}
 	res, err := c.srv.Handler.Handle(c.ctx, method, params)
 	if !notify {
-		c.write(c.answer(id, method, res, err))
+		c.respond(id, method, res, err)
 	}
+}
+
+// badRequest answers a line that is no JSON-RPC request.
+func (c *conn) badRequest(line []byte) {
+	if !json.Valid(line) {
+		c.write(errorLine(nil, api.Errorf(api.CodeParseError, "the request is not valid JSON").
+			WithHint("send one JSON-RPC 2.0 object per line, ending in \\n")))
+		return
+	}
+	msg := "the request is not a JSON-RPC 2.0 request object"
+	if line[0] == '[' {
+		msg = "batch requests are not supported; send one request per line (they may be pipelined)"
+	}
+	c.write(errorLine(nil, api.Errorf(api.CodeInvalidRequest, "%s", msg).
+		WithHint(`send {"jsonrpc":"2.0","id":1,"method":"status","params":{}}`)))
 }
 
 // acquire takes a slot for a blocking request, waiting (and so not
 // reading the connection) while MaxInflight of them run. It gives up when
 // the client hangs up or the server stops.
 func (c *conn) acquire() bool {
+	if c.sem == nil { // made on the first blocking request only
+		c.sem = make(chan struct{}, c.srv.MaxInflight)
+	}
 	select {
 	case c.sem <- struct{}{}:
 		return true
@@ -622,30 +671,29 @@ func validID(id json.RawMessage) bool {
 	return false
 }
 
-func (c *conn) answer(id json.RawMessage, method string, res any, err error) []byte {
+// respond writes the answer to a request (nothing for a notification).
+func (c *conn) respond(id json.RawMessage, method string, res any, err error) {
 	if err != nil {
-		var ae *api.Error
-		if !errors.As(err, &ae) {
-			c.srv.Log.Error("internal error", zap.String("method", method), zap.Error(err))
-			ae = api.Errorf(api.CodeInternal, "internal error in %s; see the agent's log", method)
-		}
-		return errorLine(id, ae)
+		c.write(c.errorAnswer(id, method, err))
+		return
 	}
-	body, merr := json.Marshal(res)
-	if merr != nil {
+	a := getAnswerBuf()
+	defer putAnswerBuf(a)
+	if merr := a.appendResult(id, res); merr != nil {
 		c.srv.Log.Error("cannot marshal result", zap.String("method", method), zap.Error(merr))
-		return errorLine(id, api.Errorf(api.CodeInternal, "internal error in %s; see the agent's log", method))
+		c.write(errorLine(id, api.Errorf(api.CodeInternal, "internal error in %s; see the agent's log", method)))
+		return
 	}
-	if len(id) == 0 {
-		id = json.RawMessage("null")
+	c.write(a.b.Bytes())
+}
+
+func (c *conn) errorAnswer(id json.RawMessage, method string, err error) []byte {
+	var ae *api.Error
+	if !errors.As(err, &ae) {
+		c.srv.Log.Error("internal error", zap.String("method", method), zap.Error(err))
+		ae = api.Errorf(api.CodeInternal, "internal error in %s; see the agent's log", method)
 	}
-	out := make([]byte, 0, len(body)+len(id)+40)
-	out = append(out, `{"jsonrpc":"2.0","id":`...)
-	out = append(out, id...)
-	out = append(out, `,"result":`...)
-	out = append(out, body...)
-	out = append(out, "}\n"...)
-	return out
+	return errorLine(id, ae)
 }
 
 func errorLine(id json.RawMessage, e *api.Error) []byte {

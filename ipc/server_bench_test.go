@@ -137,8 +137,21 @@ func BenchmarkHandleLine(b *testing.B) {
 	}
 }
 
-// BenchmarkDecodeEnvelope is the JSON-RPC envelope alone.
+// BenchmarkDecodeEnvelope is the JSON-RPC envelope alone, by the
+// server's scanner.
 func BenchmarkDecodeEnvelope(b *testing.B) {
+	line := benchRequest(12345)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, ok := scanEnvelope(line); !ok {
+			b.Fatal("declined")
+		}
+	}
+}
+
+// BenchmarkDecodeEnvelopeJSON is the same envelope by encoding/json,
+// which the scanner replaces on the hot path.
+func BenchmarkDecodeEnvelopeJSON(b *testing.B) {
 	line := benchRequest(12345)
 	b.ReportAllocs()
 	for b.Loop() {
@@ -146,5 +159,41 @@ func BenchmarkDecodeEnvelope(b *testing.B) {
 		if err := json.Unmarshal(line, &req); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkAnswer is one result encoded into a pooled buffer and written
+// to the connection's buffer.
+func BenchmarkAnswer(b *testing.B) {
+	c := benchConn(io.Discard)
+	res := &api.StepUpRequired{Required: true, Scope: "wallet:export", Methods: []string{"totp"}, DefaultMethod: "totp"}
+	id := json.RawMessage("12345")
+	b.ReportAllocs()
+	for b.Loop() {
+		c.respond(id, api.MethodIsStepUpRequired, res, nil)
+	}
+}
+
+// BenchmarkConnectRequest is a new connection per request: connect, one
+// request and its answer, close (the agent identifies the caller at
+// accept). Allocations count both ends.
+func BenchmarkConnectRequest(b *testing.B) {
+	path := benchServer(b, benchHandler{})
+	req := benchRequest(1)
+	buf := make([]byte, 4096)
+	b.ReportAllocs()
+	for b.Loop() {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := c.Write(req); err != nil {
+			b.Fatal(err)
+		}
+		n, err := c.Read(buf)
+		if err != nil || !bytes.Contains(buf[:n], []byte(`"result"`)) {
+			b.Fatalf("answer %q: %v", buf[:n], err)
+		}
+		c.Close()
 	}
 }

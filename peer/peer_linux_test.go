@@ -20,6 +20,7 @@ import (
 const (
 	envConnect = "PEER_TEST_CONNECT" // connect to this socket, wait for EOF
 	envSpawn   = "PEER_TEST_SPAWN"   // run a child that connects, and wait for it
+	envTwice   = "PEER_TEST_TWICE"   // connect again once this file exists
 )
 
 func TestMain(m *testing.M) {
@@ -38,6 +39,16 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 		io.Copy(io.Discard, c)
+		if gate := os.Getenv(envTwice); gate != "" {
+			for _, err := os.Stat(gate); err != nil; _, err = os.Stat(gate) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			c, err := net.Dial("unix", path)
+			if err != nil {
+				os.Exit(1)
+			}
+			io.Copy(io.Discard, c)
+		}
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
@@ -374,4 +385,66 @@ func TestIdentifyAnotherUID(t *testing.T) {
 	if other.UID != 65534 || User.Admits(me, other) || Process.Admits(me, other) {
 		t.Fatalf("another uid: %+v; want uid 65534 and no binding to admit it", other)
 	}
+}
+
+// The parent chain comes from a cache of the ancestors' start times,
+// pinned by pidfds: it is what /proc says, and a parent that exited
+// leaves the chain of its reparented child.
+func TestParentsCacheFollowsExits(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := readStat(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if got, _ := parents(nil, st, -1); !equalProcs(got, walkUncached(nil, st)) {
+			want := walkUncached(nil, st)
+			t.Fatalf("cached chain %v, /proc says %v", got, want)
+		}
+	}
+
+	s := newServer(t)
+	cmd := exec.Command("sh", "-c", `"$0" & wait`, self)
+	gate := filepath.Join(t.TempDir(), "gate")
+	cmd.Env = append(os.Environ(), envTwice+"="+gate)
+	first := s.run(cmd)
+	if len(first.Parents) == 0 || first.Parents[0].PID != cmd.Process.Pid {
+		t.Fatalf("the shell %d is not the first parent: %v", cmd.Process.Pid, first.Parents)
+	}
+	shell := first.Parents[0]
+	// The shell exits; its child, still connected, is reparented.
+	cmd.Process.Kill()
+	cmd.Wait()
+	if err := os.WriteFile(gate, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	second := s.next()
+	if second.Proc != first.Proc {
+		t.Fatalf("second connection from %v, want %v", second.Proc, first.Proc)
+	}
+	if second.DescendsFrom(shell) {
+		t.Fatalf("the child still descends from its exited parent %v: %v", shell, second.Parents)
+	}
+	cst, err := readStat(second.PID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := walkUncached(nil, cst); !equalProcs(second.Parents, want) {
+		t.Fatalf("after the exit the chain is %v, /proc says %v", second.Parents, want)
+	}
+}
+
+func equalProcs(a, b []Proc) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
 }

@@ -162,7 +162,7 @@ func run(ctx context.Context, c *config) error {
 	if err != nil {
 		return err
 	}
-	for _, p := range []string{"gcc", "ssh-agent", "ssh-add", "ssh-keygen", "gpg-agent", "gpgconf"} {
+	for _, p := range []string{"gcc", "ssh-agent", "ssh-add", "ssh-keygen", "gpg-agent", "gpgconf", "gpg-connect-agent"} {
 		if _, err := exec.LookPath(p); err != nil {
 			return fmt.Errorf("%s is not installed (Debian: apt-get install gcc openssh-client gpg-agent)", p)
 		}
@@ -280,7 +280,7 @@ func run(ctx context.Context, c *config) error {
 		report(os.Stdout, res, "")
 		return nil
 	}
-	logf("whole process: stepupctl check wallet:export vs ssh-add -l")
+	logf("whole process: stepupctl check wallet:export vs ssh-add -l and gpg-connect-agent")
 	sockOf := func(name string) string {
 		for _, s := range servers {
 			if s.name == name {
@@ -289,7 +289,7 @@ func run(ctx context.Context, c *config) error {
 		}
 		return ""
 	}
-	res.proc, res.procTool, err = wholeProcess(ctx, c, env, filepath.Join(bin, "stepupctl"), sockOf(nameAgent), sockOf(nameSSH))
+	res.proc, res.procTool, err = wholeProcess(ctx, c, env, filepath.Join(bin, "stepupctl"), sockOf(nameAgent), sockOf(nameSSH), sockOf(nameGPG))
 	if err != nil {
 		return err
 	}

@@ -78,13 +78,14 @@ type procResult struct {
 	exitCode          int
 }
 
-// wholeProcess times `stepupctl check wallet:export` against `ssh-add -l`:
-// with hyperfine when installed (no shell, warm-up runs), else by running
-// them in turns itself.
-func wholeProcess(ctx context.Context, c *config, env []string, stepupctl, agentSock, sshSock string) ([]procResult, string, error) {
+// wholeProcess times `stepupctl check wallet:export` against `ssh-add -l`
+// and `gpg-connect-agent -S SOCK NOP /bye` (one request to gpg-agent and
+// its answer): with hyperfine when installed (no shell, warm-up runs),
+// else by running them in turns itself.
+func wholeProcess(ctx context.Context, c *config, env []string, stepupctl, agentSock, sshSock, gpgSock string) ([]procResult, string, error) {
 	env = append(slices.Clone(env), "STEPUP_AUTH_SOCK="+agentSock, "SSH_AUTH_SOCK="+sshSock)
-	cmds := [][]string{{stepupctl, "check", "wallet:export"}, {"ssh-add", "-l"}}
-	out := []procResult{{name: "stepupctl check wallet:export"}, {name: "ssh-add -l"}}
+	cmds := [][]string{{stepupctl, "check", "wallet:export"}, {"ssh-add", "-l"}, {"gpg-connect-agent", "-S", gpgSock, "NOP", "/bye"}}
+	out := []procResult{{name: "stepupctl check wallet:export"}, {name: "ssh-add -l"}, {name: "gpg-connect-agent NOP /bye"}}
 	if _, err := exec.LookPath("hyperfine"); err == nil {
 		dir, err := os.MkdirTemp("", "stepup-bench-hf-")
 		if err != nil {
@@ -96,9 +97,9 @@ func wholeProcess(ctx context.Context, c *config, env []string, stepupctl, agent
 			argv := []string{"hyperfine", "-N", "-i", "--style", "none", "--warmup", "10",
 				"--runs", fmt.Sprint(c.procRuns), "--export-json", jf}
 			// Alternate which command goes first.
-			order := []int{0, 1}
+			order := []int{0, 1, 2}
 			if r%2 == 1 {
-				order = []int{1, 0}
+				order = []int{2, 1, 0}
 			}
 			for _, i := range order {
 				argv = append(argv, strings.Join(cmds[i], " "))
@@ -130,8 +131,11 @@ func wholeProcess(ctx context.Context, c *config, env []string, stepupctl, agent
 			}
 			for _, hr := range hf.Results {
 				i := 0
-				if strings.HasPrefix(hr.Command, "ssh-add") {
+				switch {
+				case strings.HasPrefix(hr.Command, "ssh-add"):
 					i = 1
+				case strings.HasPrefix(hr.Command, "gpg-connect-agent"):
+					i = 2
 				}
 				sec := func(f float64) time.Duration { return time.Duration(f * float64(time.Second)) }
 				out[i].median = append(out[i].median, sec(hr.Median))
@@ -145,8 +149,9 @@ func wholeProcess(ctx context.Context, c *config, env []string, stepupctl, agent
 		return out, "hyperfine", nil
 	}
 	for r := 0; r < c.procRound; r++ {
-		times := [2][]time.Duration{}
-		var usr, sys [2]time.Duration
+		times := make([][]time.Duration, len(cmds))
+		usr := make([]time.Duration, len(cmds))
+		sys := make([]time.Duration, len(cmds))
 		for k := 0; k < c.procRuns+10; k++ {
 			for i, argv := range cmds {
 				rc, cancel := context.WithTimeout(ctx, 10*time.Second)

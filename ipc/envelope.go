@@ -1,0 +1,412 @@
+package ipc
+
+import (
+	"bytes"
+	"encoding/json"
+	"sync"
+	"unicode/utf8"
+
+	"github.com/stepup-agent/stepup-agent/api"
+)
+
+// The JSON-RPC envelope without encoding/json's reflection: scanEnvelope
+// validates a request line and picks out its four members in one pass,
+// without allocating. It takes only the plain shape of a request (an
+// object whose keys are spelled exactly, a method and jsonrpc without
+// escapes); for anything else it reports false and the line goes to
+// encoding/json, which stays the one decoder of record: what the scanner
+// accepts, encoding/json decodes to the same request (FuzzEnvelope checks
+// it), and every error is encoding/json's.
+
+// envelope is a request's members as they appear in the line: ID and
+// Params are raw JSON values (nil when absent), Method and JSONRPC the
+// string values' bytes.
+type envelope struct {
+	ID, Params      []byte
+	Method, JSONRPC []byte
+	hasMethod       bool
+	hasJSONRPC      bool
+}
+
+// maxScanDepth is the nesting the scanner follows; deeper lines go to
+// encoding/json (which allows 10000).
+const maxScanDepth = 64
+
+// scanEnvelope scans line (one JSON text). ok is false when the line is
+// not valid JSON, not an object, or not of the plain shape above.
+func scanEnvelope(line []byte) (env envelope, ok bool) {
+	s := scanner{b: line}
+	s.space()
+	if !s.byte('{') {
+		return env, false
+	}
+	s.space()
+	if s.byte('}') {
+		return env, s.end()
+	}
+	for {
+		s.space()
+		key, plain := s.str()
+		if !plain {
+			return env, false
+		}
+		s.space()
+		if !s.byte(':') {
+			return env, false
+		}
+		s.space()
+		start := s.i
+		switch string(key) {
+		case "jsonrpc", "method":
+			v, plain := s.str()
+			if !plain || !utf8.Valid(v) {
+				return env, false
+			}
+			if key[0] == 'j' {
+				env.JSONRPC = v
+			} else {
+				env.Method, env.hasMethod = v, true
+			}
+		case "id", "params":
+			if !s.value(0) {
+				return env, false
+			}
+			if key[0] == 'i' {
+				env.ID = line[start:s.i]
+			} else {
+				env.Params = line[start:s.i]
+			}
+		default:
+			if foldsToMember(key) || !s.value(0) {
+				return env, false
+			}
+		}
+		s.space()
+		if s.byte('}') {
+			return env, s.end()
+		}
+		if !s.byte(',') {
+			return env, false
+		}
+	}
+}
+
+// foldsToMember reports whether key is one of the members in another
+// case: encoding/json matches keys case-insensitively, so such a line is
+// left to it.
+func foldsToMember(key []byte) bool {
+	if len(key) < 2 || len(key) > 7 {
+		return false
+	}
+	var low [7]byte
+	for i, c := range key {
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c >= 0x80 {
+			return true // Unicode folding (K, ſ): not worth following
+		}
+		low[i] = c
+	}
+	switch string(low[:len(key)]) {
+	case "jsonrpc", "method", "id", "params":
+		return true
+	}
+	return false
+}
+
+type scanner struct {
+	b []byte
+	i int
+}
+
+func (s *scanner) space() {
+	for s.i < len(s.b) {
+		switch s.b[s.i] {
+		case ' ', '\t', '\n', '\r':
+			s.i++
+		default:
+			return
+		}
+	}
+}
+
+func (s *scanner) byte(c byte) bool {
+	if s.i < len(s.b) && s.b[s.i] == c {
+		s.i++
+		return true
+	}
+	return false
+}
+
+// end reports whether only white space follows.
+func (s *scanner) end() bool {
+	s.space()
+	return s.i == len(s.b)
+}
+
+// str scans a string and returns its contents; plain is false when it
+// is not a valid string or holds an escape.
+func (s *scanner) str() (v []byte, plain bool) {
+	if !s.byte('"') {
+		return nil, false
+	}
+	start := s.i
+	for s.i < len(s.b) {
+		c := s.b[s.i]
+		switch {
+		case c == '"':
+			v = s.b[start:s.i]
+			s.i++
+			return v, true
+		case c == '\\' || c < 0x20:
+			return nil, false
+		}
+		s.i++
+	}
+	return nil, false
+}
+
+// skipStr scans any valid string, escapes included.
+func (s *scanner) skipStr() bool {
+	if !s.byte('"') {
+		return false
+	}
+	for s.i < len(s.b) {
+		c := s.b[s.i]
+		s.i++
+		switch {
+		case c == '"':
+			return true
+		case c < 0x20:
+			return false
+		case c == '\\':
+			if s.i >= len(s.b) {
+				return false
+			}
+			e := s.b[s.i]
+			s.i++
+			switch e {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+			case 'u':
+				if s.i+4 > len(s.b) {
+					return false
+				}
+				for _, h := range s.b[s.i : s.i+4] {
+					if !isHex(h) {
+						return false
+					}
+				}
+				s.i += 4
+			default:
+				return false
+			}
+		}
+	}
+	return false
+}
+
+func isHex(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
+}
+
+// value scans any JSON value.
+func (s *scanner) value(depth int) bool {
+	if s.i >= len(s.b) || depth > maxScanDepth {
+		return false
+	}
+	switch c := s.b[s.i]; {
+	case c == '"':
+		return s.skipStr()
+	case c == '{':
+		s.i++
+		s.space()
+		if s.byte('}') {
+			return true
+		}
+		for {
+			s.space()
+			if !s.skipStr() {
+				return false
+			}
+			s.space()
+			if !s.byte(':') {
+				return false
+			}
+			s.space()
+			if !s.value(depth + 1) {
+				return false
+			}
+			s.space()
+			if s.byte('}') {
+				return true
+			}
+			if !s.byte(',') {
+				return false
+			}
+		}
+	case c == '[':
+		s.i++
+		s.space()
+		if s.byte(']') {
+			return true
+		}
+		for {
+			s.space()
+			if !s.value(depth + 1) {
+				return false
+			}
+			s.space()
+			if s.byte(']') {
+				return true
+			}
+			if !s.byte(',') {
+				return false
+			}
+		}
+	case c == 't':
+		return s.lit("true")
+	case c == 'f':
+		return s.lit("false")
+	case c == 'n':
+		return s.lit("null")
+	case c == '-' || c >= '0' && c <= '9':
+		return s.number()
+	}
+	return false
+}
+
+func (s *scanner) lit(l string) bool {
+	if len(s.b)-s.i >= len(l) && string(s.b[s.i:s.i+len(l)]) == l {
+		s.i += len(l)
+		return true
+	}
+	return false
+}
+
+// number scans a number by RFC 8259's grammar.
+func (s *scanner) number() bool {
+	s.byte('-')
+	if s.byte('0') {
+	} else if s.digits() == 0 {
+		return false
+	}
+	if s.byte('.') && s.digits() == 0 {
+		return false
+	}
+	if s.byte('e') || s.byte('E') {
+		if !s.byte('+') {
+			s.byte('-')
+		}
+		if s.digits() == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *scanner) digits() int {
+	n := 0
+	for s.i < len(s.b) && s.b[s.i] >= '0' && s.b[s.i] <= '9' {
+		s.i++
+		n++
+	}
+	return n
+}
+
+// decodeEnvelope decodes line with encoding/json, for what the scanner
+// leaves: the error paths and unusual spellings.
+func decodeEnvelope(line []byte) (envelope, error) {
+	var req request
+	if err := json.Unmarshal(line, &req); err != nil {
+		return envelope{}, err
+	}
+	env := envelope{ID: req.ID, Params: req.Params, JSONRPC: []byte(req.JSONRPC)}
+	if req.Method != nil {
+		env.Method, env.hasMethod = []byte(*req.Method), true
+	}
+	return env, nil
+}
+
+// methodNames interns the protocol's method names, so that the method of
+// a request costs no allocation; any other name is copied.
+var methodNames = func() map[string]string {
+	m := map[string]string{}
+	for _, n := range []string{
+		api.MethodIsStepUpRequired, api.MethodPromptStepUpAuth, api.MethodPromptMfa,
+		api.MethodPromptReauthenticate, api.MethodStartVerification, api.MethodCompleteVerification,
+		api.MethodGetToken, api.MethodVerifyToken, api.MethodResetState, api.MethodEnrollStart,
+		api.MethodEnrollFinish, api.MethodListCredentials, api.MethodRemoveCredential,
+		api.MethodStatus, api.MethodJWKS, api.MethodRequestExternalAuth, api.MethodLock,
+		api.MethodUnlock, api.MethodAuditHead,
+	} {
+		m[n] = n
+	}
+	return m
+}()
+
+func methodName(b []byte) string {
+	if n, ok := methodNames[string(b)]; ok {
+		return n
+	}
+	return string(b)
+}
+
+// JSONAppender is a result that writes its own JSON: the server appends
+// it to the answer instead of calling encoding/json. AppendJSON must
+// append exactly what json.Marshal would write for the value.
+type JSONAppender interface {
+	AppendJSON(b []byte) []byte
+}
+
+// answerBuf is a pooled buffer an answer is encoded into, with an
+// encoder bound to it (json.Encoder writes into the buffer, where
+// json.Marshal would allocate a copy).
+type answerBuf struct {
+	b   bytes.Buffer
+	enc *json.Encoder
+}
+
+var answerBufs = sync.Pool{New: func() any {
+	a := &answerBuf{}
+	a.enc = json.NewEncoder(&a.b)
+	return a
+}}
+
+// maxPooled is the largest buffer put back in the pool.
+const maxPooled = 16 << 10
+
+func getAnswerBuf() *answerBuf {
+	a := answerBufs.Get().(*answerBuf)
+	a.b.Reset()
+	return a
+}
+
+func putAnswerBuf(a *answerBuf) {
+	if a.b.Cap() <= maxPooled {
+		answerBufs.Put(a)
+	}
+}
+
+// appendResult appends the answer line for a result: {"jsonrpc":"2.0",
+// "id":ID,"result":RES}\n.
+func (a *answerBuf) appendResult(id []byte, res any) error {
+	if len(id) == 0 {
+		id = nullID
+	}
+	a.b.WriteString(`{"jsonrpc":"2.0","id":`)
+	a.b.Write(id)
+	a.b.WriteString(`,"result":`)
+	if ap, ok := res.(JSONAppender); ok {
+		a.b.Write(ap.AppendJSON(a.b.AvailableBuffer()))
+	} else {
+		if err := a.enc.Encode(res); err != nil {
+			return err
+		}
+		a.b.Truncate(a.b.Len() - 1) // Encode's newline
+	}
+	a.b.WriteString("}\n")
+	return nil
+}
+
+var nullID = []byte("null")
