@@ -7,8 +7,11 @@ import (
 )
 
 func TestAdmitsTable(t *testing.T) {
-	tty1 := LoginSession{Kind: SessionTTY, ID: 34816}
-	tty2 := LoginSession{Kind: SessionTTY, ID: 34817}
+	tty1 := LoginSession{Kind: SessionTTY, ID: 34816, Start: 40}
+	tty2 := LoginSession{Kind: SessionTTY, ID: 34817, Start: 41}
+	// The same terminal number after it closed and a new login opened it
+	// again: another session leader, so another session.
+	tty1Reused := LoginSession{Kind: SessionTTY, ID: 34816, Start: 90}
 	base := func(pid int, start uint64, exe, script string, s LoginSession, parents ...Proc) *Identity {
 		return &Identity{UID: 1000, Proc: Proc{PID: pid, Start: start}, Boot: "b", Executable: exe, Script: script, Session: s, Parents: parents}
 	}
@@ -21,6 +24,7 @@ func TestAdmitsTable(t *testing.T) {
 	otherScript := base(104, 14, "/usr/bin/node", "/home/u/b.mjs", tty1, Proc{50, 5})
 	otherExe := base(105, 15, "/usr/bin/python3.11", "/home/u/a.mjs", tty1)
 	otherTTY := base(106, 16, "/usr/bin/node", "/home/u/a.mjs", tty2)
+	reusedTTY := base(110, 20, "/usr/bin/node", "/home/u/a.mjs", tty1Reused)
 	otherUID := base(107, 17, "/usr/bin/node", "/home/u/a.mjs", tty1)
 	otherUID.UID = 1001
 	otherBoot := base(100, 10, "/usr/bin/node", "/home/u/a.mjs", tty1)
@@ -41,6 +45,7 @@ func TestAdmitsTable(t *testing.T) {
 		{"another script of the interpreter", otherScript, false, false, true, true},
 		{"another executable", otherExe, false, false, true, true},
 		{"another terminal", otherTTY, false, false, false, true},
+		{"the same terminal number in a later login", reusedTTY, false, false, false, true},
 		{"another user", otherUID, false, false, false, false},
 		{"another boot", otherBoot, false, false, false, false},
 		{"a remote caller", remote, false, false, false, false},

@@ -45,7 +45,7 @@ type SessionKind string
 // action binding").
 const (
 	SessionAudit SessionKind = "audit" // /proc/PID/sessionid, set by pam_loginuid at login
-	SessionTTY   SessionKind = "tty"   // the controlling terminal's device number
+	SessionTTY   SessionKind = "tty"   // the controlling terminal's device number, with its session leader's start time
 	SessionSID   SessionKind = "sid"   // the kernel session id with its leader's start time
 )
 
@@ -54,8 +54,9 @@ const (
 type LoginSession struct {
 	Kind SessionKind `json:"kind,omitempty"`
 	ID   uint64      `json:"id,omitempty"`
-	// Start is the session leader's start time (SessionSID only), so a
-	// session id reused after its leader died is another session.
+	// Start is the session leader's start time (SessionSID and
+	// SessionTTY), so a session id or a terminal number reused after its
+	// leader died is another session.
 	Start uint64 `json:"start,omitempty"`
 }
 

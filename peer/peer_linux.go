@@ -346,25 +346,37 @@ func sessionOf(pid int, st stat, chain []Proc) LoginSession {
 			return LoginSession{Kind: SessionAudit, ID: v}
 		}
 	}
-	if st.tty != 0 {
-		return LoginSession{Kind: SessionTTY, ID: st.tty}
+	if st.sid <= 0 {
+		return LoginSession{}
 	}
-	if st.sid > 0 {
-		// The leader is most often the caller or one of its parents,
-		// whose start times are already read.
-		if st.sid == pid {
-			return LoginSession{Kind: SessionSID, ID: uint64(st.sid), Start: st.start}
-		}
-		for _, p := range chain {
-			if p.PID == st.sid {
-				return LoginSession{Kind: SessionSID, ID: uint64(st.sid), Start: p.Start}
-			}
-		}
-		if start, ok := ancestors.leaderStart(st.sid); ok {
-			return LoginSession{Kind: SessionSID, ID: uint64(st.sid), Start: start}
+	// A terminal's number is reused once it closes, so a terminal names a
+	// session only together with the start time of its session's leader
+	// (the shell that opened it): pts/3 of a new login is another
+	// session. Without a leader to read, the session is unknown (and
+	// client binding narrows to the process).
+	start, ok := leaderStart(pid, st, chain)
+	switch {
+	case !ok:
+		return LoginSession{}
+	case st.tty != 0:
+		return LoginSession{Kind: SessionTTY, ID: st.tty, Start: start}
+	}
+	return LoginSession{Kind: SessionSID, ID: uint64(st.sid), Start: start}
+}
+
+// leaderStart is the start time of the caller's session leader. The
+// leader is most often the caller or one of its parents, whose start times
+// are already read.
+func leaderStart(pid int, st stat, chain []Proc) (uint64, bool) {
+	if st.sid == pid {
+		return st.start, true
+	}
+	for _, p := range chain {
+		if p.PID == st.sid {
+			return p.Start, true
 		}
 	}
-	return LoginSession{}
+	return ancestors.leaderStart(st.sid)
 }
 
 // parents walks the parent chain from st, appending to out, and reports
