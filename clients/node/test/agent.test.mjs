@@ -18,7 +18,12 @@ const ready = requireProgram(undefined, 'oathtool') && requireProgram(undefined,
 describe('stepup-agent-client', { skip: !ready && 'oathtool or go missing' }, () => {
   before(async () => {
     bin = build('cmd/stepup-agent', 'examples/walletd');
-    agent = await startAgent(bin);
+    // The recipe test steps up in this process for examples/sign.mjs, a
+    // script of its own: under the default client binding it would not
+    // see the token, so this agent shares wallet:sign user-wide (policy
+    // bind: user, docs/binding.md), the one case here where sharing is
+    // the point.
+    agent = await startAgent(bin, 'scopes:\n  "wallet:sign":\n    bind: user\n');
     client = agent.client;
     totp = new Totp(client);
     await totp.enroll(4);
