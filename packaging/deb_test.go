@@ -45,10 +45,10 @@ var debFiles = []string{
 // While it is installed, /etc/pam.d/stepup-agent makes every agent on the
 // machine offer the password method, which other packages' tests do not
 // expect; so it runs only with STEPUP_TEST_DEB=1, which
-// scripts/test-in-session.sh sets in a step of its own after the Go suite.
+// scripts/test-in-session.sh sets in a step of its own before the Go suite.
 func TestDebianPackage(t *testing.T) {
 	if os.Getenv("STEPUP_TEST_DEB") != "1" {
-		t.Skip("installs a package into /usr and /etc: run alone with STEPUP_TEST_DEB=1 (scripts/test-in-session.sh does, after the Go suite)")
+		t.Skip("installs a package into /usr and /etc: run alone with STEPUP_TEST_DEB=1 (scripts/test-in-session.sh does, before the Go suite)")
 	}
 	if os.Getuid() != 0 {
 		testenv.Missing(t, "root (dpkg -i installs into /usr)")
