@@ -177,4 +177,3 @@ func TestAssuanLongLine(t *testing.T) {
 		t.Fatalf("unterminated line: %v", err)
 	}
 }
-
