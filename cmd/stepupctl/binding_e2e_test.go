@@ -18,7 +18,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -101,35 +100,8 @@ func startBindAgent(t *testing.T) *bindAgent {
 		"HOME="+dir,
 	)
 	a.env = append(append([]string{}, base...), "STEPUP_AUTH_SOCK="+a.sock, "PATH="+binDir+":"+os.Getenv("PATH"))
-	logf, err := os.Create(a.log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	a.cmd = exec.Command(filepath.Join(binDir, "stepup-agent"), "-D", "-a", a.sock, "--keychain", "memory", "--prompter", "auto", "--policy", polPath)
-	a.cmd.Env = append(append([]string{}, base...), "STEPUP_PINENTRY_TTY=pinentry-tty")
-	a.cmd.Stdout, a.cmd.Stderr = logf, logf
-	if err := a.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		a.cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { a.cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			a.cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			b, _ := os.ReadFile(a.log)
-			t.Logf("agent log:\n%s", b)
-		}
-	})
-	if err := waitSock(a.sock, 10*time.Second); err != nil {
-		t.Fatalf("agent did not start: %v", err)
-	}
+	a.run(append(append([]string{}, base...), "STEPUP_PINENTRY_TTY=pinentry-tty"), nil,
+		"--keychain", "memory", "--prompter", "auto", "--policy", polPath)
 	var start struct {
 		Secret       string `json:"secret"`
 		EnrollmentID string `json:"enrollmentId"`

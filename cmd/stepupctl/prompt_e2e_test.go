@@ -54,6 +54,48 @@ func peBaseEnv() []string {
 	return env
 }
 
+// run starts the agent with args and env (stepup-agent -D -a a.sock
+// ARGS...), logging to a.log, stops it with SIGTERM at the end of the test
+// (and shows its log, with moreLog's, when the test failed), and waits for
+// its socket.
+func (a *peAgent) run(env []string, moreLog func() string, args ...string) {
+	t := a.t
+	t.Helper()
+	logf, err := os.Create(a.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	a.cmd = exec.Command(filepath.Join(binDir, "stepup-agent"), append([]string{"-D", "-a", a.sock}, args...)...)
+	a.cmd.Env = env
+	a.cmd.Stdout, a.cmd.Stderr = logf, logf
+	if err := a.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		a.cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { a.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			a.cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(a.log)
+			more := ""
+			if moreLog != nil {
+				more = moreLog()
+			}
+			t.Logf("agent log:\n%s%s", b, more)
+		}
+	})
+	if err := waitSock(a.sock, 10*time.Second); err != nil {
+		t.Fatalf("agent did not start: %v", err)
+	}
+}
+
 // startPromptAgent starts an agent with --prompter auto and a TOTP
 // credential enrolled.
 func startPromptAgent(t *testing.T) *peAgent {
@@ -75,35 +117,8 @@ func startPromptAgent(t *testing.T) *peAgent {
 		"HOME="+dir,
 	)
 	a.env = append(append([]string{}, base...), "STEPUP_AUTH_SOCK="+a.sock)
-	logf, err := os.Create(a.log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	a.cmd = exec.Command(filepath.Join(binDir, "stepup-agent"), "-D", "-a", a.sock, "--keychain", "memory", "--prompter", "auto")
-	a.cmd.Env = append(append([]string{}, base...), "STEPUP_PINENTRY=pinentry-gtk-2", "STEPUP_PINENTRY_TTY=pinentry-tty")
-	a.cmd.Stdout, a.cmd.Stderr = logf, logf
-	if err := a.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		a.cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { a.cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			a.cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			b, _ := os.ReadFile(a.log)
-			t.Logf("agent log:\n%s", b)
-		}
-	})
-	if err := waitSock(a.sock, 10*time.Second); err != nil {
-		t.Fatalf("agent did not start: %v", err)
-	}
+	a.run(append(append([]string{}, base...), "STEPUP_PINENTRY=pinentry-gtk-2", "STEPUP_PINENTRY_TTY=pinentry-tty"), nil,
+		"--keychain", "memory", "--prompter", "auto")
 	a.enroll()
 	return a
 }

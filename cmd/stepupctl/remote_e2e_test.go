@@ -58,37 +58,10 @@ func startRemoteWorld(t *testing.T) *remoteWorld {
 		"HOME="+dir,
 	)
 	a.env = append(append([]string{}, base...), "STEPUP_AUTH_SOCK="+a.sock)
-	logf, err := os.Create(a.log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
 	remoteSock := filepath.Join(run, "remote.sock")
-	a.cmd = exec.Command(filepath.Join(binDir, "stepup-agent"), "-D", "-a", a.sock, "--remote-socket", remoteSock,
-		"--policy", pol, "--keychain", "memory", "--prompter", "terminal")
-	a.cmd.Env = append(append([]string{}, base...), "STEPUP_PINENTRY_TTY=pinentry-tty")
-	a.cmd.Stdout, a.cmd.Stderr = logf, logf
-	if err := a.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		a.cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { a.cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			a.cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			b, _ := os.ReadFile(a.log)
-			t.Logf("agent log:\n%s\nsshd log:\n%s", b, srv.Log())
-		}
-	})
-	if err := waitSock(a.sock, 10*time.Second); err != nil {
-		t.Fatalf("agent did not start: %v", err)
-	}
+	a.run(append(append([]string{}, base...), "STEPUP_PINENTRY_TTY=pinentry-tty"),
+		func() string { return "\nsshd log:\n" + srv.Log() },
+		"--remote-socket", remoteSock, "--policy", pol, "--keychain", "memory", "--prompter", "terminal")
 	if err := waitSock(remoteSock, 5*time.Second); err != nil {
 		t.Fatalf("the agent's remote socket: %v", err)
 	}
