@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -157,30 +158,36 @@ func (s *SecretService) do(ctx context.Context, what string, fn func(c *ssConn) 
 	done := make(chan error, 1)
 	go func() {
 		defer func() { <-s.sem }()
-		s.mu.Lock()
-		c := s.cur
-		s.mu.Unlock()
-		if c == nil {
-			var err error
-			if c, err = s.connect(); err != nil {
-				done <- err
-				return
-			}
+		var err error
+		// A second try only when the daemon refused the session's
+		// encryption (sessionCryptoFailed): a new session fixes it.
+		for try := 0; try < 2; try++ {
 			s.mu.Lock()
-			if ctx.Err() != nil {
-				// The caller gave up while we connected.
-				s.mu.Unlock()
-				c.close()
-				done <- ctx.Err()
-				return
-			}
-			s.cur = c
+			c := s.cur
 			s.mu.Unlock()
-		}
-		err := fn(c)
-		if err != nil && !errors.Is(err, ErrNotFound) {
-			// The session may be gone with the daemon: start afresh.
-			s.drop(c)
+			if c == nil {
+				if c, err = s.connect(); err != nil {
+					break
+				}
+				s.mu.Lock()
+				if ctx.Err() != nil {
+					// The caller gave up while we connected.
+					s.mu.Unlock()
+					c.close()
+					err = ctx.Err()
+					break
+				}
+				s.cur = c
+				s.mu.Unlock()
+			}
+			err = fn(c)
+			if err != nil && !errors.Is(err, ErrNotFound) {
+				// The session may be gone with the daemon: start afresh.
+				s.drop(c)
+			}
+			if !sessionCryptoFailed(err) || ctx.Err() != nil {
+				break
+			}
 		}
 		done <- err
 	}()
@@ -199,6 +206,15 @@ func (s *SecretService) do(ctx context.Context, what string, fn func(c *ssConn) 
 		}
 		return fmt.Errorf("%w: secretservice %s: no answer within %s", ErrUnavailable, what, s.timeout)
 	}
+}
+
+// sessionCryptoFailed reports the daemon refusing a secret our DH-AES
+// session encrypted ("The secret was transferred or encrypted in an
+// invalid way", about one session in a few hundred), which a new session
+// does not repeat. (A secret that does not decrypt stays an error: it may
+// be the store's, not the session's.)
+func sessionCryptoFailed(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "transferred or encrypted in an invalid way")
 }
 
 // drop forgets and closes c if it is still the current connection.
