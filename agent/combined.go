@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/stepup-agent/stepup-agent/api"
-	"github.com/stepup-agent/stepup-agent/audit"
 	"github.com/stepup-agent/stepup-agent/method"
 	"github.com/stepup-agent/stepup-agent/prompt"
 	"go.uber.org/zap"
@@ -198,14 +197,7 @@ func (a *Agent) promptCombined(ctx context.Context, pr prompt.Prompter, deadline
 
 	lastErr := ""
 	for {
-		req := prompt.Request{
-			Title:       "stepup-agent",
-			Description: desc,
-			Prompt:      ask.Prompt,
-			Error:       lastErr,
-			Timeout:     time.Until(deadline).Round(time.Second),
-			Env:         p.Env(),
-		}
+		req := promptRequest(p, desc, ask.Prompt, lastErr, deadline)
 		answer, err := pr.GetPIN(pctx, req)
 		mu.Lock()
 		w, res := won, result
@@ -214,11 +206,7 @@ func (a *Agent) promptCombined(ctx context.Context, pr prompt.Prompter, deadline
 			return res, nil // an armed factor won and dismissed the prompt
 		}
 		if err != nil {
-			if ctx.Err() == context.DeadlineExceeded {
-				err = prompt.ErrTimeout
-			}
-			a.audit(ctx, audit.Record{Event: "prompt", Method: shown.method, Scopes: typed.scopes, Result: resultOf(wireError(err))})
-			return nil, err
+			return nil, a.promptEnded(ctx, err, shown.method, typed.scopes)
 		}
 		resp, _ := json.Marshal(map[string]string{ask.Field: answer})
 		res, err = finishOnce(typed, resp)

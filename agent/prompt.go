@@ -149,14 +149,7 @@ func (a *Agent) promptOnce(ctx context.Context, rt route, p *api.PromptParams, u
 	}
 	lastErr := ""
 	for {
-		req := prompt.Request{
-			Title:       "stepup-agent",
-			Description: desc,
-			Prompt:      ask.Prompt,
-			Error:       lastErr,
-			Timeout:     time.Until(deadline).Round(time.Second),
-			Env:         p.Env(),
-		}
+		req := promptRequest(p, desc, ask.Prompt, lastErr, deadline)
 		var response json.RawMessage
 		if ask.Field == "" {
 			response, err = a.waitElsewhere(ctx, pr, impl, c, req)
@@ -168,11 +161,7 @@ func (a *Agent) promptOnce(ctx context.Context, rt route, p *api.PromptParams, u
 			}
 		}
 		if err != nil {
-			if ctx.Err() == context.DeadlineExceeded {
-				err = prompt.ErrTimeout
-			}
-			a.audit(ctx, audit.Record{Event: "prompt", Method: c.method, Scopes: c.scopes, Result: resultOf(wireError(err))})
-			return nil, err
+			return nil, a.promptEnded(ctx, err, c.method, c.scopes)
 		}
 		res, err := a.finish(ctx, c, response)
 		if err == nil {
@@ -200,6 +189,30 @@ func (a *Agent) promptOnce(ctx context.Context, rt route, p *api.PromptParams, u
 			}
 		}
 	}
+}
+
+// promptRequest is the dialog for one question of a prompt request p,
+// with the time left until deadline.
+func promptRequest(p *api.PromptParams, desc, label, lastErr string, deadline time.Time) prompt.Request {
+	return prompt.Request{
+		Title:       "stepup-agent",
+		Description: desc,
+		Prompt:      label,
+		Error:       lastErr,
+		Timeout:     time.Until(deadline).Round(time.Second),
+		Env:         p.Env(),
+	}
+}
+
+// promptEnded audits a prompt that ended without an answer (cancelled,
+// timed out, the client gone) and returns its error, a timeout of the
+// request's own deadline as prompt.ErrTimeout.
+func (a *Agent) promptEnded(ctx context.Context, err error, method string, scopes []string) error {
+	if ctx.Err() == context.DeadlineExceeded {
+		err = prompt.ErrTimeout
+	}
+	a.audit(ctx, audit.Record{Event: "prompt", Method: method, Scopes: scopes, Result: resultOf(wireError(err))})
+	return err
 }
 
 // waitElsewhere shows a Cancel-only prompt while the method's answer
