@@ -47,6 +47,7 @@ const (
 	SessionAudit SessionKind = "audit" // /proc/PID/sessionid, set by pam_loginuid at login
 	SessionTTY   SessionKind = "tty"   // the controlling terminal's device number, with its session leader's start time
 	SessionSID   SessionKind = "sid"   // the kernel session id with its leader's start time
+	SessionTree  SessionKind = "tree"  // no leader to read: the topmost ancestor in the same kernel session, by pid and start time
 )
 
 // LoginSession is a caller's login session. The zero LoginSession is unknown and
@@ -56,7 +57,8 @@ type LoginSession struct {
 	ID   uint64      `json:"id,omitempty"`
 	// Start is the session leader's start time (SessionSID and
 	// SessionTTY), so a session id or a terminal number reused after its
-	// leader died is another session.
+	// leader died is another session; for SessionTree, ID and Start are
+	// the pid and start time of the tree's topmost process.
 	Start uint64 `json:"start,omitempty"`
 }
 
@@ -71,6 +73,8 @@ func (s LoginSession) String() string {
 		return "terminal " + ttyName(s.ID)
 	case SessionSID:
 		return "session of pid " + strconv.FormatUint(s.ID, 10)
+	case SessionTree:
+		return "process tree of pid " + strconv.FormatUint(s.ID, 10)
 	}
 	return "unknown session"
 }

@@ -346,22 +346,47 @@ func sessionOf(pid int, st stat, chain []Proc) LoginSession {
 			return LoginSession{Kind: SessionAudit, ID: v}
 		}
 	}
-	if st.sid <= 0 {
-		return LoginSession{}
+	if st.sid > 0 {
+		// A terminal's number is reused once it closes, so a terminal
+		// names a session only together with the start time of its
+		// session's leader (the shell that opened it): pts/3 of a new
+		// login is another session.
+		if start, ok := leaderStart(pid, st, chain); ok {
+			if st.tty != 0 {
+				return LoginSession{Kind: SessionTTY, ID: st.tty, Start: start}
+			}
+			return LoginSession{Kind: SessionSID, ID: uint64(st.sid), Start: start}
+		}
 	}
-	// A terminal's number is reused once it closes, so a terminal names a
-	// session only together with the start time of its session's leader
-	// (the shell that opened it): pts/3 of a new login is another
-	// session. Without a leader to read, the session is unknown (and
-	// client binding narrows to the process).
-	start, ok := leaderStart(pid, st, chain)
-	switch {
-	case !ok:
-		return LoginSession{}
-	case st.tty != 0:
-		return LoginSession{Kind: SessionTTY, ID: st.tty, Start: start}
+	return treeOf(pid, st, chain)
+}
+
+// treeOf is the session of a caller whose session leader cannot be read:
+// session 0 (the children of an init that never called setsid, or of a
+// leader outside the agent's pid namespace) or a leader that has exited.
+// It is the process tree under the caller's topmost ancestor in the same
+// kernel session and on the same terminal: a part of the caller's real
+// session, named by a process that is alive (its pid and start time), so
+// it admits no one outside that session, and commands run by one script
+// still share it.
+func treeOf(pid int, st stat, chain []Proc) LoginSession {
+	top, ppid := Proc{PID: pid, Start: st.start}, st.ppid
+	for _, p := range chain {
+		ps, err := readStat(p.PID)
+		if p.PID != ppid || err != nil || ps.start != p.Start || ps.sid != st.sid || ps.tty != st.tty {
+			break
+		}
+		top, ppid = p, ps.ppid
 	}
-	return LoginSession{Kind: SessionSID, ID: uint64(st.sid), Start: start}
+	// The chain leaves out init; an init in the caller's session (one
+	// that never called setsid, as in many containers and VMs) is the
+	// top of the tree.
+	if ppid == 1 {
+		if ps, err := readStat(1); err == nil && ps.sid == st.sid && ps.tty == st.tty {
+			top = Proc{PID: 1, Start: ps.start}
+		}
+	}
+	return LoginSession{Kind: SessionTree, ID: uint64(top.PID), Start: top.Start}
 }
 
 // leaderStart is the start time of the caller's session leader. The

@@ -18,13 +18,26 @@ import (
 
 // Helper modes of the test binary.
 const (
-	envConnect = "PEER_TEST_CONNECT" // connect to this socket, wait for EOF
-	envSpawn   = "PEER_TEST_SPAWN"   // run a child that connects, and wait for it
-	envTwice   = "PEER_TEST_TWICE"   // connect again once this file exists
+	envConnect = "PEER_TEST_CONNECT"  // connect to this socket, wait for EOF
+	envSpawn   = "PEER_TEST_SPAWN"    // run a child that connects, and wait for it
+	envTwice   = "PEER_TEST_TWICE"    // connect again once this file exists
+	envOrphans = "PEER_TEST_ORPHANS"  // start two connecting children, and exit without waiting
+	envInPidNS = "PEER_TEST_IN_PIDNS" // this run is the one inside a new pid namespace
 )
 
 func TestMain(m *testing.M) {
 	if path := os.Getenv(envConnect); path != "" {
+		if os.Getenv(envOrphans) != "" {
+			os.Unsetenv(envOrphans)
+			for i := 0; i < 2; i++ {
+				cmd := exec.Command(os.Args[0])
+				cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+				if err := cmd.Start(); err != nil {
+					os.Exit(1)
+				}
+			}
+			os.Exit(0)
+		}
 		if os.Getenv(envSpawn) != "" {
 			os.Unsetenv(envSpawn)
 			cmd := exec.Command(os.Args[0])
@@ -447,4 +460,72 @@ func equalProcs(a, b []Proc) bool {
 		}
 	}
 	return true
+}
+
+// A session whose leader has exited is not unknown: each surviving
+// process tree in it is a session of its own (the tree under its topmost
+// process), so two orphans of one dead leader do not share a session.
+func TestIdentifyLeaderGone(t *testing.T) {
+	s := newServer(t)
+	gate := filepath.Join(t.TempDir(), "gate")
+	leader := exec.Command(os.Args[0])
+	leader.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	leader.Env = append(os.Environ(), envOrphans+"=1", envTwice+"="+gate, envConnect+"="+s.path)
+	leader.Stderr = os.Stderr
+	if err := leader.Run(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		s.next() // the first connections, made while the leader may live
+	}
+	if err := os.WriteFile(gate, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a, b := s.next(), s.next()
+	for _, id := range []*Identity{a, b} {
+		if id.Session.Kind != SessionTree || id.Session.ID != uint64(id.PID) || id.Session.Start != id.Start {
+			t.Errorf("pid %d, whose session leader pid %d exited: session %+v; want the process tree of pid %d", id.PID, leader.Process.Pid, id.Session, id.PID)
+		}
+	}
+	if a.Session == b.Session || Session.Admits(a, b) || Client.Admits(a, b) {
+		t.Errorf("two orphans of one dead leader share a session: %v, %v", a.Session, b.Session)
+	}
+	if !strings.HasPrefix(a.Session.String(), "process tree of pid ") {
+		t.Errorf("session = %q, want \"process tree of pid N\"", a.Session.String())
+	}
+}
+
+// Where the kernel shows no session leader at all (session 0: the
+// children of an init that never called setsid, as on some CI machines
+// and containers, or a leader outside the agent's pid namespace), one
+// program's children still share its session, and two scripts are still
+// two clients. The tests above run again inside a new pid namespace,
+// where every session id reads 0.
+func TestIdentifyWithoutSessionLeader(t *testing.T) {
+	if os.Getenv(envInPidNS) != "" {
+		t.Skip("this is the run inside the pid namespace")
+	}
+	unshare := testenv.Program(t, "unshare")
+	args := []string{"--pid", "--fork", "--mount-proc"}
+	if os.Geteuid() != 0 {
+		args = append([]string{"--user", "--map-root-user"}, args...)
+	}
+	// sh stays pid 1 (it does not exec its last command), like an init
+	// that never called setsid.
+	args = append(args, "sh", "-c", `"$0" "$@"; s=$?; exit $s`, os.Args[0],
+		"-test.run", "^(TestIdentifyRealProcesses|TestIdentifyScripts|TestIdentifyLeaderGone)$", "-test.v")
+	cmd := exec.Command(unshare, args...)
+	cmd.Env = append(os.Environ(), envInPidNS+"=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil && strings.Contains(string(out), "unshare failed") {
+		testenv.Missing(t, "cannot make a pid namespace: %s", out)
+	}
+	if err != nil {
+		t.Fatalf("inside a new pid namespace: %v\n%s", err, out)
+	}
+	for _, name := range []string{"TestIdentifyRealProcesses", "TestIdentifyLeaderGone"} {
+		if !strings.Contains(string(out), "--- PASS: "+name) {
+			t.Errorf("%s did not pass inside the pid namespace:\n%s", name, out)
+		}
+	}
 }

@@ -332,7 +332,7 @@ func TestBindingE2E(t *testing.T) {
 			bound[tok.Scope] = append(bound[tok.Scope], tok.BoundTo)
 		}
 		for scope, want := range map[string]string{
-			"t:client":  "stepupctl in session of pid",
+			"t:client":  "stepupctl in ", // "session of pid N", or "process tree of pid N" where no session leader shows
 			"t:process": "stepupctl (pid",
 			"t:user":    "any local process of the user",
 		} {
