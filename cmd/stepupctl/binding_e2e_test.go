@@ -254,7 +254,7 @@ func TestBindingE2E(t *testing.T) {
 		}
 		// getToken: 4007 with a hint that names the binding.
 		rc, out := b.run("", b.other, "token", "--no-prompt", "t:client")
-		if rc == 0 || !strings.Contains(out, "/stepupctl in session of pid") || !strings.Contains(out, "bind: client") {
+		if rc == 0 || !strings.Contains(out, "/stepupctl in ") || !strings.Contains(out, "bind: client") {
 			t.Fatalf("token --no-prompt by another executable: exit %d\n%s", rc, out)
 		}
 		// That refusal is audited.
