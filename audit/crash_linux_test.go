@@ -172,9 +172,10 @@ func (c *crashRun) waitReady(ready <-chan string) (brk, warn string, ok bool) {
 	return "", "", false
 }
 
-// head reads the head as the next start will. The Secret Service
-// session sometimes cannot decrypt a secret (the store then says it is
-// unavailable): a new session is tried.
+// head reads the head as the next start will; the zero Head when there
+// is none yet (the child was killed before its first record). The Secret
+// Service session sometimes cannot decrypt a secret (the store then says
+// it is unavailable): a new session is tried.
 func (c *crashRun) head() Head {
 	var why string
 	for try := 0; try < 5; try++ {
@@ -187,7 +188,10 @@ func (c *crashRun) head() Head {
 			why = w.Warning()
 		}
 		store.Close()
-		if err == nil && ok {
+		if err == nil {
+			if !ok {
+				return Head{}
+			}
 			return h
 		}
 	}
@@ -278,6 +282,9 @@ func crashLoop(t *testing.T, backend string, kills int, tamper bool, env []strin
 		}
 		files, _ := SetFiles(path)
 		h := c.head()
+		if h.Seq == 0 {
+			t.Fatal("no head in the keychain after the loop")
+		}
 		rep, err := Verify(files, VerifyOptions{Head: &h, JWKS: crashJWKS()})
 		if err != nil || rep.Problem != nil || rep.First != 1 {
 			t.Fatalf("the chain does not verify: %v %v (first %d)", err, rep.Problem, rep.First)
