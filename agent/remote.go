@@ -62,7 +62,7 @@ func (a *Agent) handleRemote(ctx context.Context, rc *remote.Conn, m string, pm 
 			res, err = pm.call(a, ctx, params)
 		}
 		if st, ok := res.(*api.Status); ok && st != nil {
-			st.Remote = rc.String() // a forwarded agent: stepupctl status says so
+			res = a.remoteStatus(ctx, st, rc)
 		}
 		if pm.changes {
 			a.persist.barrier(persistWait)
@@ -71,6 +71,24 @@ func (a *Agent) handleRemote(ctx context.Context, rc *remote.Conn, m string, pm 
 	err = wireError(err)
 	a.audit(ctx, audit.Record{Event: audit.EventRemote, Detail: m, Remote: rc.String(), Caller: claim, Result: resultOf(err)})
 	return res, err
+}
+
+// remoteStatus is what a remote caller sees of status: the tokens stepped
+// up through its own connection, and nothing of the workstation's files,
+// processes or other callers (no socket, policy, audit or keychain paths,
+// no agent pid, no local tokens and whom they are bound to). Remote says
+// it is a forwarded agent, for stepupctl status.
+func (a *Agent) remoteStatus(ctx context.Context, st *api.Status, rc *remote.Conn) *api.Status {
+	return &api.Status{
+		Version:     st.Version,
+		Keychain:    api.KeychainStatus{Backend: st.Keychain.Backend, Available: st.Keychain.Available},
+		Policy:      api.PolicyStatus{LoadedAt: st.Policy.LoadedAt, Builtin: st.Policy.Builtin},
+		Tokens:      a.tokens.status(a.now(), remoteKey(ctx)),
+		Credentials: st.Credentials,
+		Locked:      st.Locked,
+		Prompter:    st.Prompter,
+		Remote:      rc.String(),
+	}
 }
 
 func remoteForbidden(format string, args ...any) *api.Error {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -155,5 +156,43 @@ func TestRemoteRefusals(t *testing.T) {
 	// The same requests from a local caller are not refused as remote.
 	if _, err := f.a.Handle(context.Background(), api.MethodLock, json.RawMessage(`{}`)); err != nil {
 		t.Fatalf("a local lock: %v", err)
+	}
+}
+
+// status through the remote socket shows that connection's own tokens and
+// nothing of the workstation: no paths, no pid, no local tokens nor the
+// local programs they are bound to.
+func TestRemoteStatusShowsOnlyItsOwn(t *testing.T) {
+	f := newFixture(t, &scriptedPrompter{}, false)
+	f.a.cfg.Socket = "/run/user/1000/stepup/agent.sock"
+	f.a.cfg.PolicyStatus = func() api.PolicyStatus {
+		return api.PolicyStatus{Path: "/home/alice/.config/stepup/policy.yaml", LoadedAt: f.now, Error: "/home/alice/.config/stepup/policy.yaml:3: bad"}
+	}
+	const mine, other = "ssh build-01 (pid 4242) started 9", "ssh build-02 (pid 4343) started 10"
+	exp := f.now.Add(time.Hour)
+	local := &peer.Identity{UID: os.Getuid(), Proc: peer.Proc{PID: 77, Start: 1}, Executable: "/home/alice/bin/walletctl"}
+	f.a.tokens.add(&held{JTI: "local", Scopes: []string{"wallet:export"}, ExpiresAt: exp, Minter: local, Bind: []peer.Mode{peer.Client}})
+	f.a.tokens.add(&held{JTI: "mine", Scopes: []string{"deploy:prod"}, ExpiresAt: exp, Remote: mine})
+	f.a.tokens.add(&held{JTI: "other", Scopes: []string{"deploy:staging"}, ExpiresAt: exp, Remote: other})
+
+	if st := f.a.Status(); len(st.Tokens) != 3 || st.Socket == "" {
+		t.Fatalf("local status: %d tokens, socket %q; want all 3 and the socket", len(st.Tokens), st.Socket)
+	}
+	res, err := f.a.Handle(remoteCtx(mine), api.MethodStatus, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := res.(*api.Status)
+	if len(st.Tokens) != 1 || st.Tokens[0].Scope != "deploy:prod" {
+		t.Fatalf("remote status lists %+v; want only deploy:prod, stepped up through this connection", st.Tokens)
+	}
+	b, _ := json.Marshal(st)
+	for _, leak := range []string{"/run/user", "/home/alice", "walletctl", "build-02", `"pid":` + strconv.Itoa(os.Getpid())} {
+		if strings.Contains(string(b), leak) {
+			t.Errorf("remote status shows %q of the workstation: %s", leak, b)
+		}
+	}
+	if !strings.Contains(st.Remote, "build-01") {
+		t.Errorf("remote status does not say it is a forwarded agent: %+v", st)
 	}
 }

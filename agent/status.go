@@ -15,7 +15,7 @@ func (a *Agent) Status() *api.Status {
 		st.Policy = a.cfg.PolicyStatus()
 	}
 	st.Prompter = a.cfg.Prompts().Name()
-	st.Tokens = a.tokens.status(a.now())
+	st.Tokens = a.tokens.status(a.now(), anyCaller)
 	st.Credentials = a.creds.count()
 	st.Locked = a.Locked()
 	st.Audit = a.auditStatus()

@@ -237,14 +237,15 @@ func (s *tokenStore) count() int {
 
 // status lists every live token under each of its scopes, with whom it
 // is bound to: with binding, one scope may hold tokens of several
-// callers.
-func (s *tokenStore) status(now time.Time) []api.TokenStatus {
+// callers. remote is a remote connection's key, to list only the tokens
+// stepped up through it, or anyCaller for all of them.
+func (s *tokenStore) status(now time.Time, remote string) []api.TokenStatus {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := []api.TokenStatus{}
 	for sc, hs := range s.byScope {
 		for _, h := range hs {
-			if !h.ExpiresAt.After(now) {
+			if !h.ExpiresAt.After(now) || remote != anyCaller && h.Remote != remote {
 				continue
 			}
 			ts := api.TokenStatus{Scope: sc, ExpiresAt: h.ExpiresAt.UTC(), SingleUse: h.SingleUse, Method: h.Method}

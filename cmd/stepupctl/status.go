@@ -25,7 +25,11 @@ func (a *app) statusCmd() *cobra.Command {
 				return a.printJSON(s)
 			}
 			w := a.stdout
-			fmt.Fprintf(w, "stepup-agent %s, pid %d\n", s.Version, s.PID)
+			if s.PID != 0 {
+				fmt.Fprintf(w, "stepup-agent %s, pid %d\n", s.Version, s.PID)
+			} else {
+				fmt.Fprintf(w, "stepup-agent %s\n", s.Version)
+			}
 			if s.Remote != "" {
 				fmt.Fprintf(w, "remote:      a forwarded agent, reached through %s on its machine (docs/remote.md)\n", s.Remote)
 			}
@@ -41,7 +45,12 @@ func (a *app) statusCmd() *cobra.Command {
 				fmt.Fprintf(w, "             warning: %s\n", s.Keychain.Warning)
 			}
 			src := s.Policy.Path
-			if s.Policy.Builtin {
+			switch {
+			case s.Remote != "" && s.Policy.Builtin:
+				src = "the workstation's built-in defaults"
+			case s.Remote != "":
+				src = "the workstation's policy file"
+			case s.Policy.Builtin:
 				src = "built-in defaults (no file at " + s.Policy.Path + ")"
 			}
 			loaded := "never loaded"
