@@ -121,6 +121,7 @@ func OpenLog(ctx context.Context, o Options) (*Log, error) {
 	if err := l.start(ctx); err != nil {
 		return nil, err
 	}
+	l.finishCompression()
 	go l.timer()
 	go l.headWriter()
 	return l, nil
@@ -622,6 +623,38 @@ func firstSeq(path string) (int64, error) {
 		err = errors.New("the audit file's first record has no seq")
 	}
 	return seq, err
+}
+
+// finishCompression compresses the rotated files a crash left
+// uncompressed (a kill between the rename and the end of compress), and
+// removes the half-written .gz.tmp such a crash leaves, so that the set
+// looks as if no crash had happened.
+func (l *Log) finishCompression() {
+	dir := filepath.Dir(l.o.Path)
+	if tmps, _ := filepath.Glob(filepath.Join(dir, rotatedGlob(l.o.Path)+".gz.tmp")); len(tmps) > 0 {
+		for _, t := range tmps {
+			os.Remove(t)
+		}
+	}
+	if !l.rotation().Compress {
+		return
+	}
+	files, _ := SetFiles(l.o.Path)
+	for _, name := range files {
+		if name == l.o.Path || strings.HasSuffix(name, ".gz") {
+			continue
+		}
+		if err := compress(name); err != nil {
+			l.o.Log.Warn("cannot compress a rotated audit file; it stays uncompressed", zap.String("file", name), zap.Error(err))
+		}
+	}
+}
+
+// rotatedGlob matches the names of path's rotated files (rotatedName).
+func rotatedGlob(path string) string {
+	base := filepath.Base(path)
+	ext := filepath.Ext(base)
+	return strings.TrimSuffix(base, ext) + "-" + strings.Repeat("[0-9]", 12) + ext
 }
 
 // compress replaces name by name.gz, on disk before the original goes.

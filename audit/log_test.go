@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -247,6 +248,51 @@ func TestRotation(t *testing.T) {
 			// The agent at start still continues (the head is in the
 			// current file), and verify keeps naming the gap.
 		})
+	}
+}
+
+// A crash while a rotated file was being compressed leaves it
+// uncompressed, maybe beside a half-written .gz.tmp or a complete .gz:
+// the next start finishes the job, and the chain still verifies.
+func TestRotationFinishesAfterCrash(t *testing.T) {
+	f := newFixture(t)
+	rot := Rotation{MaxSize: 2000, Compress: true}
+	f.write(t, 60, rot)
+	files, _ := SetFiles(f.path)
+	if len(files) < 4 {
+		t.Fatalf("want several files, have %v", files)
+	}
+	// Put two rotated files back as a crash leaves them: one plain beside
+	// a half-written .gz.tmp, one plain beside its complete .gz.
+	for i, gz := range files[:2] {
+		plain := strings.TrimSuffix(gz, ".gz")
+		rc, err := open(gz)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(rc)
+		rc.Close()
+		os.WriteFile(plain, b, 0o600)
+		if i == 0 {
+			os.Remove(gz)
+			os.WriteFile(gz+".tmp", b[:len(b)/3], 0o600)
+		}
+	}
+	f.write(t, 1, rot)
+	after, _ := SetFiles(f.path)
+	for _, n := range after[:len(after)-1] {
+		if !strings.HasSuffix(n, ".gz") {
+			t.Errorf("rotated file %s is still uncompressed after a start", n)
+		}
+	}
+	left, _ := filepath.Glob(filepath.Join(filepath.Dir(f.path), "*"))
+	for _, n := range left {
+		if strings.HasSuffix(n, ".tmp") || strings.HasSuffix(n, ".jsonl") && n != f.path {
+			t.Errorf("a start left %s behind", n)
+		}
+	}
+	if rep := f.verify(t, VerifyOptions{Head: f.head(t)}); rep.Problem != nil || rep.First != 1 {
+		t.Fatalf("the chain after the crash: first %d, %v", rep.First, rep.Problem)
 	}
 }
 
