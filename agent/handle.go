@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"syscall"
 	"time"
 
 	"github.com/stepup-agent/stepup-agent/api"
@@ -170,15 +171,12 @@ func notStoredError(m string, err error) *api.Error {
 		WithHint("%s", hint)
 }
 
-// cause is the innermost error's text ("no space left on device"), which
-// names no path.
+// cause is what the system said ("no space left on device"), without
+// the path of a temporary file; err's text when it says nothing else.
 func cause(err error) string {
-	for {
-		u := errors.Unwrap(err)
-		if u == nil {
-			break
-		}
-		err = u
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return errno.Error()
 	}
 	return err.Error()
 }

@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/stepup-agent/stepup-agent/api"
 	"github.com/stepup-agent/stepup-agent/keychain"
 	"github.com/stepup-agent/stepup-agent/method"
 	"go.uber.org/zap"
@@ -154,5 +157,18 @@ func waitUntil(t *testing.T, what string, d time.Duration, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// The refusal says what the system said, names no temporary file, and
+// says what to do.
+func TestNotStoredError(t *testing.T) {
+	err := fmt.Errorf("%w: %w", keychain.ErrNotStored,
+		fmt.Errorf("%w: keychain file: %w", keychain.ErrUnavailable, &os.PathError{Op: "write", Path: "/s/.keychain-123.tmp", Err: syscall.ENOSPC}))
+	e := notStoredError(api.MethodRequestExternalAuth, err)
+	if e.Code != api.CodeKeychainFailed || e.Data.Reason != "keychain_failed" ||
+		e.Message != "the keychain could not store this request's change (no space left on device): no token was issued" ||
+		!strings.Contains(e.Data.Hint, "free disk space") {
+		t.Fatalf("got %d %q %+v", e.Code, e.Message, e.Data)
 	}
 }
