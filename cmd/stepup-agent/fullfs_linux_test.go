@@ -31,8 +31,9 @@ import (
 // fills. While it is full, mints, a consume, an enrollment and a TOTP
 // acceptance are each either stored or refused with 4011; nothing
 // refused is handed out later (the refused enrollment is not listed, the
-// token whose consume was refused stays unusable); keychain.json is whole
-// and no temporary file is left. Once space is freed the agent works
+// token whose consume was refused stays unusable); keychain.json is whole,
+// the audit log (on the same filesystem) has no torn line, and no
+// temporary file is left. Once space is freed the agent works
 // again and stores what it kept in memory (the consumption); after a
 // kill -9 and a restart every answered token is valid, every consumed one
 // refused, and the enrolled credential is there.
@@ -86,6 +87,7 @@ func TestFullFilesystemNothingLost(t *testing.T) {
 	}
 
 	sock := filepath.Join(dir, "agent.sock")
+	auditPath := filepath.Join(state, "audit.jsonl") // on the full filesystem too
 	var agent *exec.Cmd
 	var log *syncBuf
 	start := func() *stepup.Client {
@@ -93,7 +95,7 @@ func TestFullFilesystemNothingLost(t *testing.T) {
 		os.Remove(sock)
 		log = &syncBuf{}
 		agent = exec.Command(bin, "-D", "-a", sock, "--keychain", "file", "--prompter", "none",
-			"--policy", policyPath, "--audit", filepath.Join(dir, "audit.jsonl"))
+			"--policy", policyPath, "--audit", auditPath)
 		agent.Env = append(os.Environ(), "XDG_STATE_HOME="+state, "XDG_CONFIG_HOME="+filepath.Join(dir, "config"),
 			"XDG_RUNTIME_DIR="+dir, "HOME="+dir)
 		agent.Stdout, agent.Stderr = log, log
@@ -165,6 +167,15 @@ func TestFullFilesystemNothingLost(t *testing.T) {
 		b, err := os.ReadFile(kc)
 		if err != nil || !json.Valid(b) {
 			t.Fatalf("%s: keychain.json unreadable or half-written: %v", when, err)
+		}
+		al, err := os.ReadFile(auditPath)
+		if err != nil {
+			t.Fatalf("%s: %v", when, err)
+		}
+		for i, line := range strings.Split(strings.TrimSuffix(string(al), "\n"), "\n") {
+			if !json.Valid([]byte(line)) {
+				t.Fatalf("%s: audit line %d is torn: %q", when, i+1, line)
+			}
 		}
 		// A write under way has its temporary file for a moment; one
 		// still there a second later was left behind.
