@@ -515,6 +515,12 @@ func loadConn(c *loadConfig, s *setupState, st *loadStats, next *atomic.Int64, d
 			now := time.Now()
 			var a answer
 			var id int
+			if json.Unmarshal(line, &a) == nil && a.Error != nil && (len(a.ID) == 0 || string(a.ID) == "null") {
+				// A line for the connection, not a request: the agent
+				// refused it (a cap) or is closing it.
+				st.addErr(fmt.Sprintf("%d %s (connection)", a.Error.Code, a.Error.Data.Reason))
+				continue
+			}
 			if json.Unmarshal(line, &a) != nil || json.Unmarshal(a.ID, &id) != nil {
 				st.wrongAnswer("unparsable answer: " + string(line))
 				continue
@@ -539,6 +545,7 @@ func loadConn(c *loadConfig, s *setupState, st *loadStats, next *atomic.Int64, d
 	}()
 	w := bufio.NewWriterSize(nc, 16<<10)
 	id := 0
+send:
 	for time.Now().Before(deadline) {
 		if next.Add(1) > int64(c.n) {
 			break
@@ -547,7 +554,14 @@ func loadConn(c *loadConfig, s *setupState, st *loadStats, next *atomic.Int64, d
 		case slots <- struct{}{}:
 		default:
 			w.Flush()
-			slots <- struct{}{}
+			select {
+			case slots <- struct{}{}:
+			case <-readDone:
+				// The agent closed the connection (refused it past a
+				// cap): no answer will free a slot.
+				next.Add(-1)
+				break send
+			}
 		}
 		id++
 		k := pick()
