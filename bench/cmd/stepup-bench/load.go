@@ -412,7 +412,6 @@ func runLoad(c *loadConfig, s *setupState, slow int) time.Duration {
 	var bg sync.WaitGroup
 	samples := sampleServer(c.pid, c.sample, stop, &bg)
 	slowDone := startSlow(c.sock, slow, c.slowEvery, stop, &bg)
-	idleDone := startIdle(c.sock, c.idle, c.idleProcs, stop, &bg)
 	stepDone := make(chan string, 1)
 	if c.stepups {
 		bg.Add(1)
@@ -425,16 +424,21 @@ func runLoad(c *loadConfig, s *setupState, slow int) time.Duration {
 	}
 	deadline := time.Now().Add(c.duration)
 	var next atomic.Int64
-	var wg sync.WaitGroup
+	var wg, dialed sync.WaitGroup
 	start := time.Now()
 	for i := 0; i < c.conns; i++ {
 		wg.Add(1)
+		dialed.Add(1)
 		go func(i int) {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(uint64(i), 7))
-			loadConn(c, s, st, &next, deadline, func() kind { return pick(rng) })
+			loadConn(c, s, st, &next, deadline, func() kind { return pick(rng) }, dialed.Done)
 		}(i)
 	}
+	// The idle connections come once the normal clients are connected:
+	// they are the "other clients" the caps must not take service from.
+	dialed.Wait()
+	idleDone := startIdle(c.sock, c.idle, c.idleProcs, stop, &bg)
 	wg.Wait()
 	elapsed := time.Since(start)
 	close(stop)
@@ -481,9 +485,10 @@ func runLoad(c *loadConfig, s *setupState, slow int) time.Duration {
 }
 
 // loadConn runs requests on one connection until the count is reached,
-// with up to c.pipeline in flight.
-func loadConn(c *loadConfig, s *setupState, st *loadStats, next *atomic.Int64, deadline time.Time, pick func() kind) {
+// with up to c.pipeline in flight. It calls dialed once it has dialed.
+func loadConn(c *loadConfig, s *setupState, st *loadStats, next *atomic.Int64, deadline time.Time, pick func() kind, dialed func()) {
 	nc, err := net.Dial("unix", c.sock)
+	dialed()
 	if err != nil {
 		st.addErr("dial: " + err.Error())
 		return
