@@ -241,7 +241,11 @@ func (a *Agent) load(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if err := st.Put(ctx, keychain.KindKey, "signing", priv.Seed()); err != nil {
+		if err := st.Put(ctx, keychain.KindKey, "signing", priv.Seed()); errors.Is(err, keychain.ErrNotStored) {
+			// Every token minted with a key the keychain cannot keep
+			// would be lost at the next start.
+			return fmt.Errorf("cannot store the new token-signing key: %w (free disk space where the keychain lives, then start the agent again)", err)
+		} else if err != nil {
 			a.log.Warn("cannot store the signing key in the keychain; tokens will not survive a restart", zap.Error(err))
 		}
 	default:

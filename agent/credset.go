@@ -30,12 +30,20 @@ func (s *credSet) load(c *method.Credential) {
 	s.creds[c.ID] = c
 }
 
-// add stores a new credential (or replaces one with its id).
+// add stores a new credential (or replaces one with its id). When the
+// keychain refuses the write the credential is forgotten again (the
+// enrollment is refused).
 func (s *credSet) add(c *method.Credential) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.creds[c.ID] = c
-	s.persist.put(keychain.KindCredential, c.ID, c)
+	s.persist.grant(keychain.KindCredential, c.ID, c, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.creds[c.ID] == c {
+			delete(s.creds, c.ID)
+		}
+	})
 }
 
 // update stores c only if a credential with its id is still enrolled (it

@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"syscall"
 	"time"
 
 	"github.com/stepup-agent/stepup-agent/api"
+	"github.com/stepup-agent/stepup-agent/keychain"
 	"github.com/stepup-agent/stepup-agent/method"
 	"github.com/stepup-agent/stepup-agent/prompt"
 	"github.com/stepup-agent/stepup-agent/remote"
@@ -120,13 +122,63 @@ func (a *Agent) Handle(ctx context.Context, m string, params json.RawMessage) (a
 	if rc := remote.FromContext(ctx); rc != nil {
 		return a.handleRemote(ctx, rc, m, pm, params) // remote.go
 	}
+	from := a.persist.mark()
 	res, err := pm.call(a, ctx, params)
 	if pm.changes {
 		// What this request changed is in the keychain before the
 		// client hears of it (docs/keychain.md, "Crash safety").
-		a.persist.barrier(persistWait)
+		res, err = a.settle(m, from, res, err)
 	}
 	return res, wireError(err)
+}
+
+// settle waits for the keychain writes of a request that changes state
+// (queued since from) and refuses the request when the keychain refused
+// one of them: what the agent answers as done survives a restart. A
+// request that failed anyway keeps its own error.
+func (a *Agent) settle(m string, from uint64, res any, err error) (any, error) {
+	perr := a.persist.barrier(from, persistWait)
+	if perr == nil || err != nil {
+		return res, err
+	}
+	return nil, notStoredError(m, perr)
+}
+
+// notStoredError is the 4011 of a request whose writes the keychain
+// refused: what was not done, why, and what to do.
+func notStoredError(m string, err error) *api.Error {
+	what := "the change was not made"
+	switch m {
+	case api.MethodPromptStepUpAuth, api.MethodPromptMfa, api.MethodPromptReauthenticate,
+		api.MethodCompleteVerification, api.MethodRequestExternalAuth:
+		what = "no token was issued"
+	case api.MethodVerifyToken:
+		what = "the token was not accepted, and stays unusable"
+	case api.MethodEnrollFinish:
+		what = "the credential was not enrolled"
+	case api.MethodRemoveCredential:
+		what = "the credential is removed, but the removal is not stored yet"
+	case api.MethodResetState, api.MethodLock:
+		what = "the tokens are revoked, but the revocation is not stored yet"
+	case api.MethodUnlock:
+		what = "the agent is unlocked, but a change is not stored yet"
+	}
+	hint := "check the keychain: `stepupctl status` shows its warning and the agent's log says why; then try again"
+	if keychain.NoSpace(err) {
+		hint = "free disk space on the filesystem that holds the keychain (the file backend: $XDG_STATE_HOME/stepup, or the quota), then try again"
+	}
+	return api.Errorf(api.CodeKeychainFailed, "the keychain could not store this request's change (%s): %s", cause(err), what).
+		WithHint("%s", hint)
+}
+
+// cause is what the system said ("no space left on device"), without
+// the path of a temporary file; err's text when it says nothing else.
+func cause(err error) string {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return errno.Error()
+	}
+	return err.Error()
 }
 
 // persistWait bounds how long an answer waits for its keychain writes.

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"sync"
 	"time"
 
@@ -11,60 +12,112 @@ import (
 )
 
 // persister writes to the keychain in order, off the request path: a
-// request changes memory and queues the write; the answer never waits for
-// the keychain (docs/keychain.md).
+// request changes memory and queues the write; a request that changes
+// state waits for its writes (barrier) and is refused when one failed
+// (docs/keychain.md, "Crash safety").
+//
+// A failed write fails closed. A write that grants something (a new
+// token, a new credential) is undone in memory: what the agent could not
+// store is not handed out. Every other write takes something away or
+// records a use (a consumed token, a TOTP counter, a failure count, a
+// removal) and stays in force in memory; it is tried again every
+// retryInterval until the keychain takes it, so it is lost only if the
+// agent dies before then.
 type persister struct {
 	store keychain.Store
 	log   *zap.Logger
 
-	mu         sync.Mutex
-	cond       *sync.Cond
-	queue      []op
-	busy       bool
-	closed     bool
-	stopped    chan struct{}
-	failing    bool
-	closedWait bool   // a barrier's timeout fired
-	queued     uint64 // ops pushed so far
-	written    uint64 // ops tried so far
+	mu       sync.Mutex
+	cond     *sync.Cond
+	queue    []op
+	busy     bool
+	closed   bool
+	stopped  chan struct{}
+	failing  bool
+	queued   uint64       // ops pushed so far; an op's seq is queued after its push
+	written  uint64       // ops tried so far, in order
+	failures []failure    // recent failed ops, oldest first (at most maxFailures)
+	lost     uint64       // seq of the newest failure dropped from failures
+	retry    map[opKey]op // failed writes that take something away, to try again
+	retryAt  time.Time    // when to try retry again
+	timer    *time.Timer  // wakes run for retryAt
 }
 
 type op struct {
 	kind, name string
 	data       []byte // nil: delete
+	seq        uint64
+	// undo, set for a write that grants, takes the change back in
+	// memory when the keychain refuses it; such a write is not retried.
+	undo func()
 }
 
+type opKey struct{ kind, name string }
+
+type failure struct {
+	seq uint64
+	err error
+}
+
+const (
+	maxFailures   = 1024
+	retryInterval = time.Second
+)
+
 func newPersister(st keychain.Store, log *zap.Logger) *persister {
-	p := &persister{store: st, log: log, stopped: make(chan struct{})}
+	p := &persister{store: st, log: log, stopped: make(chan struct{}), retry: map[opKey]op{}}
 	p.cond = sync.NewCond(&p.mu)
 	return p
 }
 
-func (p *persister) put(kind, name string, v any) {
+// put queues a write that records a use or a restriction: on failure it
+// stays in force in memory and is retried.
+func (p *persister) put(kind, name string, v any) { p.putOp(kind, name, v, nil) }
+
+// grant queues the write of something new that is handed out (a token, a
+// credential): on failure undo takes it back in memory and the request is
+// refused.
+func (p *persister) grant(kind, name string, v any, undo func()) { p.putOp(kind, name, v, undo) }
+
+func (p *persister) putOp(kind, name string, v any, undo func()) {
 	data, err := json.Marshal(v)
 	if err != nil {
 		p.log.Error("cannot encode keychain item", zap.String("kind", kind), zap.Error(err))
 		return
 	}
-	p.push(op{kind: kind, name: name, data: data})
+	p.push(op{kind: kind, name: name, data: data, undo: undo})
 }
 
 func (p *persister) del(kind, name string) { p.push(op{kind: kind, name: name}) }
 
 func (p *persister) push(o op) {
 	p.mu.Lock()
-	p.queue = append(p.queue, o)
 	p.queued++
+	o.seq = p.queued
+	p.queue = append(p.queue, o)
+	// The newest write of an item supersedes a retry of an older one.
+	delete(p.retry, opKey{o.kind, o.name})
 	p.mu.Unlock()
 	p.cond.Broadcast()
 }
 
+// mark returns the position of the queue now, for barrier.
+func (p *persister) mark() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.queued
+}
+
 // barrier waits until every write queued before the call has been tried,
 // or until timeout. A request that changed what must survive a crash (a
-// consumed token, a TOTP counter, a failure count) calls it before it
-// answers, so that an answer the client saw is never undone by kill -9.
-// Backends bound each write by their own deadline.
-func (p *persister) barrier(timeout time.Duration) {
+// minted token, a consumed token, a TOTP counter, a failure count) calls
+// it before it answers, so that an answer the client saw is never undone
+// by kill -9. It returns the error of a write queued since from (mark)
+// that the keychain refused: the request must then be refused. Backends
+// bound each write by their own deadline; a keychain that is not
+// answering keeps the change in memory (docs/keychain.md) and is no error
+// here.
+func (p *persister) barrier(from uint64, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	t := time.AfterFunc(timeout, p.cond.Broadcast)
 	defer t.Stop()
@@ -74,13 +127,24 @@ func (p *persister) barrier(timeout time.Duration) {
 	for p.written < target && !p.closed && time.Now().Before(deadline) {
 		p.cond.Wait()
 	}
+	if from < p.lost {
+		// Failures since from were dropped from the record: assume
+		// the worst.
+		return p.failures[len(p.failures)-1].err
+	}
+	for i := len(p.failures) - 1; i >= 0 && p.failures[i].seq > from; i-- {
+		if p.failures[i].seq <= target {
+			return p.failures[i].err
+		}
+	}
+	return nil
 }
 
 func (p *persister) run() {
 	defer close(p.stopped)
 	for {
 		p.mu.Lock()
-		for len(p.queue) == 0 && !p.closed {
+		for len(p.queue) == 0 && !p.closed && !p.retryDue() {
 			p.cond.Wait()
 		}
 		if len(p.queue) == 0 && p.closed {
@@ -89,12 +153,19 @@ func (p *persister) run() {
 		}
 		batch := p.queue
 		p.queue = nil
+		if len(batch) == 0 {
+			// Only retries are due.
+			batch = p.takeRetries()
+		}
 		p.busy = true
 		p.mu.Unlock()
 		for _, o := range batch {
-			p.apply(o)
+			err := p.apply(o)
 			p.mu.Lock()
-			p.written++
+			if o.seq > p.written {
+				p.written = o.seq
+			}
+			p.settle(o, err)
 			p.mu.Unlock()
 			p.cond.Broadcast()
 		}
@@ -105,7 +176,84 @@ func (p *persister) run() {
 	}
 }
 
-func (p *persister) apply(o op) {
+// retryDue reports whether failed writes wait and their time has come;
+// otherwise it arms the timer that wakes run for them. Callers hold p.mu.
+func (p *persister) retryDue() bool {
+	if len(p.retry) == 0 {
+		return false
+	}
+	wait := time.Until(p.retryAt)
+	if wait <= 0 {
+		return true
+	}
+	if p.timer == nil {
+		p.timer = time.AfterFunc(wait, p.cond.Broadcast)
+	} else {
+		p.timer.Reset(wait)
+	}
+	return false
+}
+
+// takeRetries empties the retry set, oldest write first. Callers hold p.mu.
+func (p *persister) takeRetries() []op {
+	ops := make([]op, 0, len(p.retry))
+	for k, o := range p.retry {
+		ops = append(ops, o)
+		delete(p.retry, k)
+	}
+	slices.SortFunc(ops, func(a, b op) int { return int(a.seq - b.seq) })
+	return ops
+}
+
+// settle records how o went: a failure for barrier, a retry or an undo.
+// Callers hold p.mu.
+func (p *persister) settle(o op, err error) {
+	k := opKey{o.kind, o.name}
+	if err == nil {
+		return
+	}
+	if o.seq > p.lastFailureSeq() {
+		p.failures = append(p.failures, failure{seq: o.seq, err: err})
+		if len(p.failures) > maxFailures {
+			p.lost = p.failures[0].seq
+			p.failures = slices.Delete(p.failures, 0, 1)
+		}
+	}
+	if o.undo != nil {
+		// Not retried: the change is taken back. The undo runs without
+		// p.mu: it takes the owner's lock, which holds while queueing.
+		p.mu.Unlock()
+		o.undo()
+		p.mu.Lock()
+		return
+	}
+	if _, newer := p.retry[k]; !newer && !p.pushedAfter(k, o.seq) {
+		p.retry[k] = o
+		if len(p.retry) == 1 {
+			p.retryAt = time.Now().Add(retryInterval)
+		}
+	}
+}
+
+func (p *persister) lastFailureSeq() uint64 {
+	if len(p.failures) == 0 {
+		return 0
+	}
+	return p.failures[len(p.failures)-1].seq
+}
+
+// pushedAfter reports whether a write of k newer than seq is queued.
+// Callers hold p.mu.
+func (p *persister) pushedAfter(k opKey, seq uint64) bool {
+	for _, q := range p.queue {
+		if q.seq > seq && q.kind == k.kind && q.name == k.name {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *persister) apply(o op) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var err error
@@ -116,18 +264,21 @@ func (p *persister) apply(o op) {
 	}
 	if err != nil {
 		if !p.failing {
-			p.log.Warn("keychain write failed; the agent goes on in memory", zap.String("backend", p.store.Backend()), zap.Error(err))
+			p.log.Warn("keychain write failed; requests that change state are refused, and what they took away stays in force in memory until it is written",
+				zap.String("backend", p.store.Backend()), zap.Error(err))
 		}
 		p.failing = true
-		return
+		return err
 	}
 	if p.failing {
 		p.log.Info("keychain writes work again", zap.String("backend", p.store.Backend()))
 	}
 	p.failing = false
+	return nil
 }
 
-// flush waits until the queue is empty and no write is under way.
+// flush waits until the queue is empty and no write is under way (writes
+// waiting for a retry are not waited for).
 func (p *persister) flush() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -136,15 +287,38 @@ func (p *persister) flush() {
 	}
 }
 
-// close writes what is queued and stops.
+// pending is the number of failed writes waiting for a retry.
+func (p *persister) pending() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.retry)
+}
+
+// close writes what is queued, tries the failed writes once more, and
+// stops.
 func (p *persister) close() {
 	p.mu.Lock()
 	p.closed = true
+	p.retryAt = time.Time{}
 	p.mu.Unlock()
 	p.cond.Broadcast()
 	select {
 	case <-p.stopped:
 	case <-time.After(10 * time.Second):
 		p.log.Warn("keychain writes did not finish before shutdown")
+		return
+	}
+	p.mu.Lock()
+	ops := p.takeRetries()
+	p.mu.Unlock()
+	lost := 0
+	for _, o := range ops {
+		if p.apply(o) != nil {
+			lost++
+		}
+	}
+	if lost > 0 {
+		p.log.Warn("keychain writes still failing at shutdown; these changes are lost",
+			zap.Int("writes", lost), zap.String("backend", p.store.Backend()))
 	}
 }

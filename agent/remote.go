@@ -55,6 +55,7 @@ var promptRoutes = map[string]route{
 func (a *Agent) handleRemote(ctx context.Context, rc *remote.Conn, m string, pm protoMethod, params json.RawMessage) (any, error) {
 	var res any
 	params, claim, err := a.remoteGate(ctx, rc, m, params)
+	from := a.persist.mark()
 	if err == nil {
 		if m == api.MethodResetState {
 			res, err = a.remoteReset(ctx, params)
@@ -65,7 +66,7 @@ func (a *Agent) handleRemote(ctx context.Context, rc *remote.Conn, m string, pm 
 			res = a.remoteStatus(ctx, st, rc)
 		}
 		if pm.changes {
-			a.persist.barrier(persistWait)
+			res, err = a.settle(m, from, res, err)
 		}
 	}
 	err = wireError(err)

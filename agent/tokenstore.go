@@ -92,12 +92,21 @@ func (s *tokenStore) load(h *held) {
 	s.index(h)
 }
 
-// add holds a newly minted token and queues its write.
+// add holds a newly minted token and queues its write. When the keychain
+// refuses the write the token is forgotten again (the mint is refused).
 func (s *tokenStore) add(h *held) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.index(h)
-	s.persist.put(keychain.KindToken, h.JTI, h)
+	s.persist.grant(keychain.KindToken, h.JTI, h, func() { s.forget(h) })
+}
+
+// forget drops h from memory only: its write was refused, so the
+// keychain never had it.
+func (s *tokenStore) forget(h *held) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.unindex(h)
 }
 
 func (s *tokenStore) index(h *held) {
@@ -168,6 +177,16 @@ func (s *tokenStore) drop(h *held) bool {
 }
 
 func (s *tokenStore) dropLocked(h *held) bool {
+	if !s.unindex(h) {
+		return false
+	}
+	s.persist.del(keychain.KindToken, h.JTI)
+	return true
+}
+
+// unindex removes h from the maps and reports whether it was held.
+// Callers hold s.mu.
+func (s *tokenStore) unindex(h *held) bool {
 	if s.byJTI[h.JTI] != h {
 		return false
 	}
@@ -180,7 +199,6 @@ func (s *tokenStore) dropLocked(h *held) bool {
 			s.byScope[sc] = hs
 		}
 	}
-	s.persist.del(keychain.KindToken, h.JTI)
 	return true
 }
 

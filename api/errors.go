@@ -23,6 +23,7 @@ const (
 	CodeUnknownScope       = 4008
 	CodeNoPrompter         = 4009
 	CodeLocked             = 4010
+	CodeKeychainFailed     = 4011
 )
 
 var reasons = map[int]string{
@@ -41,6 +42,7 @@ var reasons = map[int]string{
 	CodeUnknownScope:       "unknown_scope",
 	CodeNoPrompter:         "no_prompter",
 	CodeLocked:             "locked",
+	CodeKeychainFailed:     "keychain_failed",
 }
 
 // Reason returns the data.reason string of a code.

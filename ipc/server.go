@@ -73,6 +73,13 @@ type Server struct {
 	cancel   context.CancelFunc
 	connWG   sync.WaitGroup
 	initOnce sync.Once
+
+	// refusing holds one slot per refusal being written and drained
+	// (refuse), so that refused clients cannot hold descriptors past
+	// the caps (maxRefusing); refusedLog rate-limits the log line.
+	refusing   chan struct{}
+	refused    int       // refusals since the last log line; s.mu
+	refusedLog time.Time // when the last one was logged; s.mu
 }
 
 func (s *Server) init() {
@@ -81,6 +88,7 @@ func (s *Server) init() {
 		s.perPeer = map[int]int{}
 		s.lns = map[net.Listener]struct{}{}
 		s.reserve, _ = os.Open(os.DevNull)
+		s.refusing = make(chan struct{}, maxRefusing)
 		if s.WriteTimeout <= 0 {
 			s.WriteTimeout = DefaultWriteTimeout
 		}
@@ -111,6 +119,14 @@ const (
 	DefaultMaxConnsPerPeer = 1024
 	DefaultMaxInflight     = 16
 )
+
+// maxRefusing bounds the refusals written concurrently, each holding the
+// refused connection's descriptor for up to a second while it drains what
+// the client sent. Past it a refusal is written at once and the
+// connection closed without draining, so that the agent's descriptors
+// stay within MaxConns + maxRefusing (and its own) however fast clients
+// connect past the cap.
+const maxRefusing = 64
 
 // ErrServerClosed is returned by Serve after Shutdown.
 var ErrServerClosed = errors.New("ipc: server closed")
@@ -160,6 +176,12 @@ func (s *Server) serve(ln net.Listener, isRemote bool) error {
 			return err
 		}
 		delay = 0
+		if msg := s.full(); msg != nil {
+			// Past the global cap, whoever the client is: refused
+			// before the cost of reading who it is.
+			s.refuse(c, msg)
+			continue
+		}
 		peer, err := ReadPeer(c)
 		if err != nil {
 			if isFDExhausted(err) {
@@ -177,7 +199,7 @@ func (s *Server) serve(ln net.Listener, isRemote bool) error {
 			s.Log.Warn("refusing connection from another user", zap.Int("peerUid", peer.UID), zap.Int("peerPid", peer.PID), zap.Int("uid", uid))
 			msg := errorLine(nil, api.Errorf(api.CodeForbidden, "connection refused: this agent serves uid %d only, and the client runs as uid %d", uid, peer.UID).
 				WithHint("run the client as the user who started the agent, or start an agent of your own"))
-			go refuse(c, msg)
+			s.refuse(c, msg)
 			continue
 		}
 		var rc *remote.Conn
@@ -192,11 +214,41 @@ func (s *Server) serve(ln net.Listener, isRemote bool) error {
 			peer.Remote = conn.Key(peer.Start)
 		}
 		if msg := s.admit(peer); msg != nil {
-			go refuse(c, msg)
+			s.refuse(c, msg)
 			continue
 		}
 		s.startConn(c, peer, rc)
 	}
+}
+
+// full returns the error line refusing a new connection when the agent
+// holds MaxConns already (nil otherwise).
+func (s *Server) full() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.conns) < s.MaxConns {
+		return nil
+	}
+	return s.refusal(0, s.tooMany())
+}
+
+func (s *Server) tooMany() *api.Error {
+	return api.Errorf(api.CodeRateLimited, "too many connections: the agent has %d open, its limit; this connection is closed", s.MaxConns).
+		WithHint("retry in a moment; a connection carries any number of requests, so reuse one instead of opening many")
+}
+
+// refusal counts and logs a refusal over a cap (one log line a second at
+// most, with the count since the last) and returns its error line.
+// Callers hold s.mu.
+func (s *Server) refusal(pid int, e *api.Error) []byte {
+	e.Data.RetryAfterSeconds = 1
+	s.refused++
+	if now := time.Now(); now.Sub(s.refusedLog) >= time.Second {
+		s.Log.Warn("refusing connections over the cap", zap.Int("refused", s.refused), zap.Int("open", len(s.conns)),
+			zap.Int("peerPid", pid), zap.String("why", e.Message))
+		s.refused, s.refusedLog = 0, now
+	}
+	return errorLine(nil, e)
 }
 
 // admit counts a connection of peer against the caps, or returns the
@@ -207,8 +259,7 @@ func (s *Server) admit(peer *Peer) []byte {
 	var e *api.Error
 	switch {
 	case len(s.conns) >= s.MaxConns:
-		e = api.Errorf(api.CodeRateLimited, "too many connections: the agent has %d open, its limit; this connection is closed", s.MaxConns).
-			WithHint("retry in a moment; a connection carries any number of requests, so reuse one instead of opening many")
+		e = s.tooMany()
 	case s.perPeer[peer.PID] >= s.MaxConnsPerPeer:
 		e = api.Errorf(api.CodeRateLimited, "too many connections from this process (pid %d): %d open, the limit per process; this connection is closed", peer.PID, s.MaxConnsPerPeer).
 			WithHint("close connections you no longer use, or reuse one: a connection carries any number of requests")
@@ -216,9 +267,7 @@ func (s *Server) admit(peer *Peer) []byte {
 		s.perPeer[peer.PID]++
 		return nil
 	}
-	e.Data.RetryAfterSeconds = 1
-	s.Log.Warn("refusing connection over the cap", zap.Int("peerPid", peer.PID), zap.String("why", e.Message))
-	return errorLine(nil, e)
+	return s.refusal(peer.PID, e)
 }
 
 // refuseOneAtEMFILE answers one waiting client when the process has run
@@ -269,10 +318,27 @@ func fdExhaustedLine() []byte {
 	return errorLine(nil, e)
 }
 
-// refuse answers a connection it will not serve with one error line, then
-// drains what the client sends for a moment before closing, so that a
-// client still writing its request reads the refusal instead of EPIPE.
-func refuse(c net.Conn, msg []byte) {
+// refuse answers a connection the server will not serve with its error
+// line: in a goroutine that drains it (drainRefused) while fewer than
+// maxRefusing do; past that at once, closing it without draining.
+func (s *Server) refuse(c net.Conn, msg []byte) {
+	select {
+	case s.refusing <- struct{}{}:
+		go func() {
+			defer func() { <-s.refusing }()
+			drainRefused(c, msg)
+		}()
+	default:
+		c.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
+		c.Write(msg) // a new connection's socket buffer takes one line
+		c.Close()
+	}
+}
+
+// drainRefused writes a refused connection's error line, then drains what
+// the client sends for a moment before closing, so that a client still
+// writing its request reads the refusal instead of EPIPE.
+func drainRefused(c net.Conn, msg []byte) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(time.Second))
 	c.Write(msg)

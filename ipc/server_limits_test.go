@@ -285,3 +285,97 @@ func TestEMFILEServerHelper(t *testing.T) {
 	srv := &Server{Handler: &testHandler{}, UID: -1}
 	srv.Serve(ln)
 }
+
+// Clients connecting past the global cap faster than they read their
+// refusal cannot make the server hold descriptors past the cap: at most
+// maxRefusing refused connections are held while they drain, the rest are
+// answered and closed at once. Every refused client still reads its 4003
+// line, and the clients within the cap are still served. The server runs
+// in a process of its own, whose descriptors the test counts in /proc.
+func TestRefusedConnectionsHoldNoDescriptors(t *testing.T) {
+	if os.Getenv("STEPUP_IPC_CAP_SERVER") != "" {
+		return
+	}
+	const maxConns, flood = 16, 600
+	path := filepath.Join(t.TempDir(), "s.sock")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCapServerHelper$")
+	cmd.Env = append(os.Environ(), "STEPUP_IPC_CAP_SERVER="+path, fmt.Sprintf("STEPUP_IPC_CAP=%d", maxConns))
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	for i := 0; ; i++ {
+		if _, err := os.Stat(path); err == nil {
+			break
+		}
+		if i == 100 {
+			t.Fatal("helper server did not start")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	fds := func() int {
+		ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", cmd.Process.Pid))
+		return len(ents)
+	}
+	var held []net.Conn
+	var readers []*bufio.Reader
+	for i := 0; i < maxConns; i++ {
+		c := dial(t, path)
+		r := bufio.NewReader(c)
+		echoOK(t, c, r, fmt.Sprint("held", i))
+		held, readers = append(held, c), append(readers, r)
+	}
+	base := fds()
+	stop := make(chan struct{})
+	peak := make(chan int)
+	go func() {
+		m := 0
+		for {
+			select {
+			case <-stop:
+				peak <- m
+				return
+			default:
+			}
+			m = max(m, fds())
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	// The flood: connections that neither write nor read.
+	var refused []net.Conn
+	for i := 0; i < flood; i++ {
+		refused = append(refused, dial(t, path))
+	}
+	time.Sleep(500 * time.Millisecond) // well within a refusal's drain (1s)
+	close(stop)
+	p := <-peak
+	t.Logf("server descriptors: %d with %d connections held; at most %d while %d more were refused", base, maxConns, p, flood)
+	if p > base+maxRefusing+8 {
+		t.Fatalf("the server held %d descriptors while refusing %d connections: %d past the %d it had at the cap (refusals drain at most %d)",
+			p, flood, p-base, base, maxRefusing)
+	}
+	for i, c := range refused {
+		if e := readRefusal(t, c); e["code"] != float64(4003) {
+			t.Fatalf("refused connection %d: %v", i, e)
+		}
+	}
+	for i, c := range held {
+		echoOK(t, c, readers[i], fmt.Sprint("again", i))
+	}
+}
+
+func TestCapServerHelper(t *testing.T) {
+	path := os.Getenv("STEPUP_IPC_CAP_SERVER")
+	if path == "" {
+		t.Skip("helper process only")
+	}
+	var n int
+	fmt.Sscan(os.Getenv("STEPUP_IPC_CAP"), &n)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &Server{Handler: &testHandler{}, UID: -1, MaxConns: n}
+	srv.Serve(ln)
+}

@@ -25,11 +25,15 @@ type itemKey struct{ kind, name string }
 // reads never touch the backend once a kind is loaded, so a slow or frozen
 // keychain cannot hold up a request that only reads (isStepUpRequired).
 // Writes change the mirror and then go through to the backend, which
-// bounds each call with its own deadline. When a write fails the store
-// marks the backend unavailable, logs once, and keeps the change in a
-// dirty set; a prober tries the backend again every ProbeInterval (and
-// soon after a write) and, once it answers, writes the dirty set (puts and
-// deletes) before it reports the backend available again.
+// bounds each call with its own deadline. When the backend does not
+// answer a write the store marks it unavailable, logs once, and keeps the
+// change in a dirty set; a prober tries the backend again every
+// ProbeInterval (and soon after a write) and, once it answers, writes the
+// dirty set (puts and deletes) before it reports the backend available
+// again. When the backend answers that its storage cannot take the write
+// (a full disk: storageFailure), the item is left as it was and the
+// write fails with ErrNotStored: the caller decides (docs/keychain.md,
+// "Crash safety").
 type resilient struct {
 	backend    Store
 	persistent bool
@@ -52,6 +56,10 @@ type resilient struct {
 	downMu    sync.Mutex
 	downSince time.Time
 	downErr   string
+	// The last write the backend refused (ErrNotStored), until one
+	// succeeds: guarded by downMu.
+	refusedSince time.Time
+	refusedErr   string
 
 	lastProbe atomic.Int64 // unix nanoseconds
 	kick      chan struct{}
@@ -277,6 +285,9 @@ func (r *resilient) write(ctx context.Context, kind, name string, data []byte, p
 	defer r.unlockWrites()
 	released := r.isReleased(kind)
 	k := itemKey{kind, name}
+	// What the mirror held, to put back when the backend refuses the
+	// write for good (ErrNotStored).
+	oldData, oldErr := r.mirror.Get(ctx, kind, name)
 	// mirror keeps the change for the dirty set to write later, and
 	// for reads while it is not written.
 	mirror := func() {
@@ -307,6 +318,21 @@ func (r *resilient) write(ctx context.Context, kind, name string, data []byte, p
 	} else {
 		err = r.backend.Delete(bctx, kind, name)
 	}
+	if err != nil && storageFailure(err) {
+		// The backend answered: its storage cannot take the change
+		// (a full disk). Waiting in memory would answer the caller
+		// with something a restart undoes, so the item is put back
+		// as it was and the caller is told.
+		if !released {
+			if oldErr == nil {
+				r.mirror.Put(ctx, kind, name, oldData)
+			} else {
+				r.mirror.Delete(ctx, kind, name)
+			}
+		}
+		r.noteRefused(err)
+		return fmt.Errorf("%w: %w", ErrNotStored, err)
+	}
 	if err != nil {
 		if released {
 			mirror()
@@ -317,10 +343,34 @@ func (r *resilient) write(ctx context.Context, kind, name string, data []byte, p
 		r.markDown(err)
 		return nil
 	}
+	r.noteStored()
 	if released {
 		r.mirror.Delete(ctx, kind, name) // written: no longer pending
 	}
 	return nil
+}
+
+// noteRefused logs the first of a run of writes the backend refused
+// (ErrNotStored) and keeps its error for Warning.
+func (r *resilient) noteRefused(err error) {
+	r.downMu.Lock()
+	defer r.downMu.Unlock()
+	if r.refusedErr == "" {
+		r.refusedSince = time.Now()
+		r.log.Warn("keychain cannot store changes; requests that change state are refused until it can",
+			zap.String("backend", r.backend.Backend()), zap.Error(err))
+	}
+	r.refusedErr = err.Error()
+}
+
+// noteStored ends a run of refused writes.
+func (r *resilient) noteStored() {
+	r.downMu.Lock()
+	defer r.downMu.Unlock()
+	if r.refusedErr != "" {
+		r.refusedErr = ""
+		r.log.Info("keychain stores changes again", zap.String("backend", r.backend.Backend()))
+	}
 }
 
 func (r *resilient) lockWrites(ctx context.Context) bool {
@@ -446,12 +496,16 @@ func (r *resilient) Warning() string {
 	if w, ok := r.backend.(Warner); ok && w.Warning() != "" {
 		ws = append(ws, w.Warning())
 	}
+	r.downMu.Lock()
 	if !r.available.Load() {
-		r.downMu.Lock()
 		ws = append(ws, fmt.Sprintf("keychain %s not answering since %s (%s): serving from memory; changes are written when it is back",
 			r.backend.Backend(), r.downSince.UTC().Format(time.RFC3339), r.downErr))
-		r.downMu.Unlock()
 	}
+	if r.refusedErr != "" {
+		ws = append(ws, fmt.Sprintf("keychain %s cannot store changes since %s (%s): requests that change state are refused",
+			r.backend.Backend(), r.refusedSince.UTC().Format(time.RFC3339), r.refusedErr))
+	}
+	r.downMu.Unlock()
 	return strings.Join(ws, "; ")
 }
 

@@ -3,9 +3,13 @@ package keychain
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io/fs"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -310,5 +314,87 @@ func TestResilientReleasedKindIsNotMirrored(t *testing.T) {
 	}
 	if names, _ := r.List(ctx, KindToken); strings.Join(names, ",") != "new,pending" {
 		t.Fatalf("List = %v", names)
+	}
+}
+
+// full is a backend whose writes fail as a full filesystem's do.
+type full struct {
+	*Memory
+	on atomic.Bool
+}
+
+func (f *full) Put(ctx context.Context, k, n string, d []byte) error {
+	if f.on.Load() {
+		return &fs.PathError{Op: "write", Path: "/state/.keychain-1.tmp", Err: syscall.ENOSPC}
+	}
+	return f.Memory.Put(ctx, k, n, d)
+}
+
+func (f *full) Delete(ctx context.Context, k, n string) error {
+	if f.on.Load() {
+		return fmt.Errorf("%w: keychain file: %w", ErrUnavailable, &fs.PathError{Op: "write", Path: "/state/.keychain-1.tmp", Err: syscall.ENOSPC})
+	}
+	return f.Memory.Delete(ctx, k, n)
+}
+
+func (f *full) Backend() string { return "full" }
+
+// A backend that answers with a storage failure (a full disk) is not
+// "not answering": the write is refused to the caller (ErrNotStored), the
+// item stays as it was, for a released kind too, and nothing is kept to
+// be written later.
+func TestResilientStorageFailureIsRefused(t *testing.T) {
+	ctx := context.Background()
+	fb := &full{Memory: NewMemory()}
+	fb.Memory.Put(ctx, KindCredential, "c", []byte("old"))
+	fb.Memory.Put(ctx, KindToken, "t", []byte("tok"))
+	core, logs := observer.New(zap.InfoLevel)
+	r, err := newResilient(ctx, fb, Options{Logger: zap.New(core), ProbeInterval: 20 * time.Millisecond}.withDefaults(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	r.Release(KindToken)
+	fb.on.Store(true)
+
+	for _, w := range []struct {
+		what string
+		do   func() error
+	}{
+		{"put", func() error { return r.Put(ctx, KindCredential, "c", []byte("new")) }},
+		{"put of a new item", func() error { return r.Put(ctx, KindCredential, "d", []byte("new")) }},
+		{"delete", func() error { return r.Delete(ctx, KindCredential, "c") }},
+		{"put of a released kind", func() error { return r.Put(ctx, KindToken, "u", []byte("tok")) }},
+		{"delete of a released kind", func() error { return r.Delete(ctx, KindToken, "t") }},
+	} {
+		if err := w.do(); !errors.Is(err, ErrNotStored) || !NoSpace(err) {
+			t.Fatalf("%s on a full disk: %v, want ErrNotStored (no space)", w.what, err)
+		}
+	}
+	if d, err := r.Get(ctx, KindCredential, "c"); err != nil || string(d) != "old" {
+		t.Fatalf("after refused writes: %q, %v; want the old value", d, err)
+	}
+	if _, err := r.Get(ctx, KindCredential, "d"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a refused new item: %v, want not found", err)
+	}
+	if names, _ := r.List(ctx, KindToken); !slices.Equal(names, []string{"t"}) {
+		t.Fatalf("tokens after refused writes: %v, want [t]", names)
+	}
+	if !r.Available() || !strings.Contains(r.Warning(), "cannot store changes") {
+		t.Fatalf("available %v, warning %q: want available, and a warning that changes cannot be stored", r.Available(), r.Warning())
+	}
+	if logs.FilterMessageSnippet("cannot store changes").Len() != 1 {
+		t.Fatalf("want one warning in the log, got %v", logs.All())
+	}
+	fb.on.Store(false)
+	time.Sleep(100 * time.Millisecond) // no prober write may come
+	if d, _ := fb.Memory.Get(ctx, KindCredential, "c"); string(d) != "old" {
+		t.Fatalf("a refused write reached the backend later: %q", d)
+	}
+	if err := r.Put(ctx, KindCredential, "c", []byte("new")); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(r.Warning(), "cannot store") || logs.FilterMessageSnippet("stores changes again").Len() != 1 {
+		t.Fatalf("after a stored write: warning %q, logs %v", r.Warning(), logs.All())
 	}
 }

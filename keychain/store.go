@@ -8,6 +8,7 @@ package keychain
 import (
 	"context"
 	"errors"
+	"syscall"
 )
 
 // Kinds of item the agent stores. An item is named by (kind, name).
@@ -26,6 +27,26 @@ var ErrNotFound = errors.New("keychain: item not found")
 // ErrUnavailable wraps failures of a backend that is not answering (daemon
 // gone, locked, timed out). The agent keeps serving from memory.
 var ErrUnavailable = errors.New("keychain unavailable")
+
+// ErrNotStored wraps a write the backend answered with a failure of its
+// storage: a full filesystem or quota, a read-only filesystem, an I/O
+// error. Unlike a backend that is not answering, waiting does not help
+// and nothing is kept in memory in its place: the store returns the error
+// with the item as it was, so that the agent can refuse the request
+// rather than answer something a restart would undo (docs/keychain.md).
+var ErrNotStored = errors.New("keychain: the change was not stored")
+
+// NoSpace reports whether err (an ErrNotStored) says the filesystem or the
+// user's quota is full.
+func NoSpace(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, syscall.EFBIG)
+}
+
+// storageFailure reports whether err is a failure of the backend's own
+// storage (ErrNotStored), not of a backend that is not answering.
+func storageFailure(err error) bool {
+	return NoSpace(err) || errors.Is(err, syscall.EROFS) || errors.Is(err, syscall.EIO)
+}
 
 // Store is a small key-value store for the agent's items. Every call that
 // can block takes a context and must return when it is done; backends give

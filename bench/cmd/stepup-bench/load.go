@@ -412,7 +412,6 @@ func runLoad(c *loadConfig, s *setupState, slow int) time.Duration {
 	var bg sync.WaitGroup
 	samples := sampleServer(c.pid, c.sample, stop, &bg)
 	slowDone := startSlow(c.sock, slow, c.slowEvery, stop, &bg)
-	idleDone := startIdle(c.sock, c.idle, c.idleProcs, stop, &bg)
 	stepDone := make(chan string, 1)
 	if c.stepups {
 		bg.Add(1)
@@ -425,16 +424,21 @@ func runLoad(c *loadConfig, s *setupState, slow int) time.Duration {
 	}
 	deadline := time.Now().Add(c.duration)
 	var next atomic.Int64
-	var wg sync.WaitGroup
+	var wg, dialed sync.WaitGroup
 	start := time.Now()
 	for i := 0; i < c.conns; i++ {
 		wg.Add(1)
+		dialed.Add(1)
 		go func(i int) {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(uint64(i), 7))
-			loadConn(c, s, st, &next, deadline, func() kind { return pick(rng) })
+			loadConn(c, s, st, &next, deadline, func() kind { return pick(rng) }, dialed.Done)
 		}(i)
 	}
+	// The idle connections come once the normal clients are connected:
+	// they are the "other clients" the caps must not take service from.
+	dialed.Wait()
+	idleDone := startIdle(c.sock, c.idle, c.idleProcs, stop, &bg)
 	wg.Wait()
 	elapsed := time.Since(start)
 	close(stop)
@@ -481,9 +485,10 @@ func runLoad(c *loadConfig, s *setupState, slow int) time.Duration {
 }
 
 // loadConn runs requests on one connection until the count is reached,
-// with up to c.pipeline in flight.
-func loadConn(c *loadConfig, s *setupState, st *loadStats, next *atomic.Int64, deadline time.Time, pick func() kind) {
+// with up to c.pipeline in flight. It calls dialed once it has dialed.
+func loadConn(c *loadConfig, s *setupState, st *loadStats, next *atomic.Int64, deadline time.Time, pick func() kind, dialed func()) {
 	nc, err := net.Dial("unix", c.sock)
+	dialed()
 	if err != nil {
 		st.addErr("dial: " + err.Error())
 		return
@@ -515,6 +520,12 @@ func loadConn(c *loadConfig, s *setupState, st *loadStats, next *atomic.Int64, d
 			now := time.Now()
 			var a answer
 			var id int
+			if json.Unmarshal(line, &a) == nil && a.Error != nil && (len(a.ID) == 0 || string(a.ID) == "null") {
+				// A line for the connection, not a request: the agent
+				// refused it (a cap) or is closing it.
+				st.addErr(fmt.Sprintf("%d %s (connection)", a.Error.Code, a.Error.Data.Reason))
+				continue
+			}
 			if json.Unmarshal(line, &a) != nil || json.Unmarshal(a.ID, &id) != nil {
 				st.wrongAnswer("unparsable answer: " + string(line))
 				continue
@@ -539,6 +550,7 @@ func loadConn(c *loadConfig, s *setupState, st *loadStats, next *atomic.Int64, d
 	}()
 	w := bufio.NewWriterSize(nc, 16<<10)
 	id := 0
+send:
 	for time.Now().Before(deadline) {
 		if next.Add(1) > int64(c.n) {
 			break
@@ -547,7 +559,14 @@ func loadConn(c *loadConfig, s *setupState, st *loadStats, next *atomic.Int64, d
 		case slots <- struct{}{}:
 		default:
 			w.Flush()
-			slots <- struct{}{}
+			select {
+			case slots <- struct{}{}:
+			case <-readDone:
+				// The agent closed the connection (refused it past a
+				// cap): no answer will free a slot.
+				next.Add(-1)
+				break send
+			}
 		}
 		id++
 		k := pick()

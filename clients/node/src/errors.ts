@@ -15,6 +15,7 @@ export const ErrorCode = {
   UnknownScope: 4008,
   NoPrompter: 4009,
   Locked: 4010,
+  KeychainFailed: 4011,
 } as const;
 
 /** The data member of an error object; reason is always set. */

@@ -15,6 +15,7 @@ TOKEN_INVALID = 4007
 UNKNOWN_SCOPE = 4008
 NO_PROMPTER = 4009
 LOCKED = 4010
+KEYCHAIN_FAILED = 4011  # the keychain could not store the change (a full disk)
 
 
 class StepUpError(Exception):

@@ -1,0 +1,174 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stepup-agent/stepup-agent/api"
+	"github.com/stepup-agent/stepup-agent/keychain"
+	"github.com/stepup-agent/stepup-agent/method"
+	"go.uber.org/zap"
+)
+
+// fullStore is a memory keychain whose writes fail as a full disk's do
+// while full is set (what the store Open returns gives for the file
+// backend on a full filesystem: ErrNotStored).
+type fullStore struct {
+	*keychain.Memory
+	full atomic.Bool
+}
+
+func (f *fullStore) refuse() error {
+	if f.full.Load() {
+		return fmt.Errorf("%w: keychain file: write: %w", keychain.ErrNotStored, syscall.ENOSPC)
+	}
+	return nil
+}
+
+func (f *fullStore) Put(ctx context.Context, k, n string, d []byte) error {
+	if err := f.refuse(); err != nil {
+		return err
+	}
+	return f.Memory.Put(ctx, k, n, d)
+}
+
+func (f *fullStore) Delete(ctx context.Context, k, n string) error {
+	if err := f.refuse(); err != nil {
+		return err
+	}
+	return f.Memory.Delete(ctx, k, n)
+}
+
+func fullPersister(t *testing.T) (*persister, *fullStore) {
+	t.Helper()
+	st := &fullStore{Memory: keychain.NewMemory()}
+	p := newPersister(st, zap.NewNop())
+	go p.run()
+	t.Cleanup(p.close)
+	return p, st
+}
+
+// On a full disk each operation fails its own way: a grant (a minted
+// token, an enrolled credential) is undone and the request refused; a
+// consumption stays in force in memory, is refused too, and is stored by
+// a retry once space returns.
+func TestPersisterFullDisk(t *testing.T) {
+	now := time.Now()
+	p, st := fullPersister(t)
+	s := newTokenStore(p)
+	creds := newCredSet(p)
+	ctx := context.Background()
+	barrier := func(from uint64) error { return p.barrier(from, 5*time.Second) }
+
+	live := &held{JTI: "live", Scopes: []string{"a"}, ExpiresAt: now.Add(time.Hour), SingleUse: true}
+	from := p.mark()
+	s.add(live)
+	if err := barrier(from); err != nil {
+		t.Fatalf("a mint with space: %v", err)
+	}
+
+	st.full.Store(true)
+	from = p.mark()
+	minted := &held{JTI: "minted", Scopes: []string{"a"}, ExpiresAt: now.Add(time.Hour)}
+	s.add(minted)
+	err := barrier(from)
+	if !errors.Is(err, keychain.ErrNotStored) || !keychain.NoSpace(err) {
+		t.Fatalf("a mint on a full disk: barrier %v, want ErrNotStored (no space)", err)
+	}
+	if s.get("minted") != nil || s.best("a", now, anyCaller) == minted {
+		t.Fatal("a token whose write was refused is still held")
+	}
+
+	from = p.mark()
+	creds.add(&method.Credential{ID: "c1", Method: "totp"})
+	if err := barrier(from); err == nil {
+		t.Fatal("an enrollment on a full disk: no error")
+	}
+	if _, ok := creds.get("c1"); ok {
+		t.Fatal("a credential whose write was refused is still enrolled")
+	}
+
+	from = p.mark()
+	if !s.consume(live) {
+		t.Fatal("consume")
+	}
+	if err := barrier(from); err == nil {
+		t.Fatal("a consume on a full disk: no error")
+	}
+	if s.get("live") != nil || !s.wasConsumed("live") {
+		t.Fatal("a consume that could not be stored was undone in memory: the token is usable again")
+	}
+	if p.pending() != 2 { // the token's delete and the consumed id
+		t.Fatalf("writes waiting for a retry: %d, want 2", p.pending())
+	}
+	// A request that changed nothing since its mark is not refused for
+	// another one's failure.
+	if err := barrier(p.mark()); err != nil {
+		t.Fatalf("an empty barrier: %v", err)
+	}
+
+	st.full.Store(false)
+	waitUntil(t, "the retried consume stored", 5*time.Second, func() bool {
+		_, tokErr := st.Memory.Get(ctx, keychain.KindToken, "live")
+		_, conErr := st.Memory.Get(ctx, keychain.KindConsumed, "live")
+		return errors.Is(tokErr, keychain.ErrNotFound) && conErr == nil && p.pending() == 0
+	})
+	if names, _ := st.Memory.List(ctx, keychain.KindToken); slices.Contains(names, "minted") {
+		t.Fatal("the refused token was written after all")
+	}
+	if names, _ := st.Memory.List(ctx, keychain.KindCredential); len(names) != 0 {
+		t.Fatalf("the refused credential was written after all: %v", names)
+	}
+}
+
+// A retry never overwrites a newer write of the same item.
+func TestPersisterRetryKeepsNewest(t *testing.T) {
+	p, st := fullPersister(t)
+	ctx := context.Background()
+	st.full.Store(true)
+	p.put(keychain.KindLimit, "totp", 1)
+	p.flush()
+	if p.pending() != 1 {
+		t.Fatalf("pending %d, want 1", p.pending())
+	}
+	st.full.Store(false)
+	p.put(keychain.KindLimit, "totp", 2)
+	p.flush()
+	time.Sleep(2 * retryInterval)
+	d, err := st.Memory.Get(ctx, keychain.KindLimit, "totp")
+	if err != nil || string(d) != "2" || p.pending() != 0 {
+		t.Fatalf("stored %q, %v, pending %d; want 2 and nothing pending", d, err, p.pending())
+	}
+}
+
+func waitUntil(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// The refusal says what the system said, names no temporary file, and
+// says what to do.
+func TestNotStoredError(t *testing.T) {
+	err := fmt.Errorf("%w: %w", keychain.ErrNotStored,
+		fmt.Errorf("%w: keychain file: %w", keychain.ErrUnavailable, &os.PathError{Op: "write", Path: "/s/.keychain-123.tmp", Err: syscall.ENOSPC}))
+	e := notStoredError(api.MethodRequestExternalAuth, err)
+	if e.Code != api.CodeKeychainFailed || e.Data.Reason != "keychain_failed" ||
+		e.Message != "the keychain could not store this request's change (no space left on device): no token was issued" ||
+		!strings.Contains(e.Data.Hint, "free disk space") {
+		t.Fatalf("got %d %q %+v", e.Code, e.Message, e.Data)
+	}
+}
