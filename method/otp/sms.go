@@ -165,6 +165,11 @@ func (s *smsSender) send(ctx context.Context, dest, text string) error {
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	// net/http reads any HTTP/d.d status line; a reply in a version that
+	// does not exist (HTTP/0.1 200) is a broken server, not a delivery.
+	if resp.ProtoMajor != 1 && resp.ProtoMajor != 2 {
+		return fmt.Errorf("sms_otp: webhook %s answered in %s, not HTTP/1 or 2", u.Redacted(), resp.Proto)
+	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return fmt.Errorf("sms_otp: webhook %s answered %s", u.Redacted(), resp.Status)
 	}
