@@ -171,7 +171,9 @@ func (s *smsSender) send(ctx context.Context, dest, text string) error {
 		return fmt.Errorf("sms_otp: webhook %s answered in %s, not HTTP/1 or 2", u.Redacted(), resp.Proto)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fmt.Errorf("sms_otp: webhook %s answered %s", u.Redacted(), resp.Status)
+		// The reason phrase is the server's text: one that echoes the
+		// token it was sent must not carry it into an error or a log.
+		return scrub(fmt.Errorf("sms_otp: webhook %s answered %s", u.Redacted(), resp.Status), tok)
 	}
 	return nil
 }
