@@ -16,6 +16,7 @@
 #   FUZZ_LOGDIR  where each target's output goes (default a new temporary
 #                directory); TARGET.log holds the fuzzer's lines
 #   FUZZ_NICE    niceness of the runs (default 10)
+#   FUZZ_LIST=1  print each target and its package directory, run nothing
 #
 # At the end it prints, per target: its package, the run's length, total
 # executions, executions per second (the median of the fuzzer's 3-second
@@ -47,6 +48,10 @@ declare -A pkgof
 while IFS=: read -r file _ line; do
   name=${line#func }
   name=${name%%(*}
+  if [ -n "${pkgof[$name]:-}" ] && [ "${pkgof[$name]}" != "$(dirname "$file")" ]; then
+    echo "two fuzz targets named $name: ./${pkgof[$name]} and ./$(dirname "$file")" >&2
+    exit 2
+  fi
   pkgof[$name]=$(dirname "$file")
 done < <(grep -rn --include='*_test.go' '^func Fuzz[A-Za-z0-9_]*(' . | sed 's|^\./||')
 
@@ -60,6 +65,10 @@ for t in "${targets[@]}"; do
     exit 2
   fi
 done
+if [ -n "${FUZZ_LIST:-}" ]; then
+  for t in "${targets[@]}"; do echo "$t ${pkgof[$t]}"; done
+  exit 0
+fi
 
 # One instrumented test binary per package.
 declare -A built
