@@ -1,8 +1,8 @@
 package otp
 
 import (
-	"bufio"
 	"context"
+	"io"
 	"net"
 	"strconv"
 	"strings"
@@ -15,8 +15,13 @@ import (
 )
 
 // replayServer answers every connection on loopback with the bytes of the
-// current fuzz input (after reading whatever the client sends first), then
-// closes: a hostile or broken webhook or SMTP server.
+// current fuzz input and then ends its side of the connection (a TCP
+// half-close), reading whatever the client sends until the client hangs
+// up: a hostile or broken webhook or SMTP server that says its piece and
+// stops. Ending the reply with EOF is what lets the target fuzz: a server
+// that went quiet instead would make every input wait for the client's
+// deadline (under one input a second); that case is TestSMSDeadline's and
+// TestSMTPDeadline's.
 type replayServer struct {
 	ln    net.Listener
 	reply chan []byte
@@ -44,20 +49,17 @@ func newReplayServer(f *testing.F) *replayServer {
 			go func() {
 				defer c.Close()
 				c.SetDeadline(time.Now().Add(2 * time.Second))
-				r := bufio.NewReader(c)
 				// An SMTP client speaks after the greeting, an HTTP one
-				// first: write, then drain until the client is done.
+				// first: write it all, end the reply, then drain until
+				// the client is done.
 				c.Write(b)
-				r.WriteTo(discard{})
+				c.(*net.TCPConn).CloseWrite()
+				io.Copy(io.Discard, c)
 			}()
 		}
 	}()
 	return s
 }
-
-type discard struct{}
-
-func (discard) Write(b []byte) (int, error) { return len(b), nil }
 
 func (s *replayServer) set(b []byte) {
 	select {

@@ -3,6 +3,7 @@ package otp
 import (
 	"context"
 	"errors"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -338,5 +339,42 @@ func TestCodesAreUniform(t *testing.T) {
 	}
 	if len(seen) < 190 {
 		t.Fatalf("only %d distinct codes in 200", len(seen))
+	}
+}
+
+// TestSMTPDeadline: a mail server that greets and then says nothing more
+// is abandoned at the context's deadline.
+func TestSMTPDeadline(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.Write([]byte("220 localhost ESMTP\r\n"))
+				<-done
+			}()
+		}
+	}()
+	p := policy.Default()
+	p.Delivery.SMTP = &policy.SMTP{Host: "127.0.0.1", Port: ln.Addr().(*net.TCPAddr).Port, TLS: "none", From: "stepup@example.com"}
+	m := NewEmail(method.Deps{Policy: func() *policy.Policy { return p }, Logger: zap.NewNop()}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if _, _, err := m.EnrollStart(ctx, method.EnrollParams{Address: "a@example.com"}); err == nil {
+		t.Fatal("no error")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("deadline not honoured: %v", d)
 	}
 }

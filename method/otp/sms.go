@@ -165,8 +165,19 @@ func (s *smsSender) send(ctx context.Context, dest, text string) error {
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	// net/http reads any HTTP/d.d status line; a reply in a version that
+	// does not exist (HTTP/0.1 200, HTTP/2.1 200) or a text status line
+	// claiming HTTP/2 (which the transport speaks only framed, over TLS
+	// that negotiated h2) is a broken server, not a delivery.
+	h1 := resp.ProtoMajor == 1 && resp.ProtoMinor <= 1
+	h2 := resp.ProtoMajor == 2 && resp.ProtoMinor == 0 && resp.TLS != nil && resp.TLS.NegotiatedProtocol == "h2"
+	if !h1 && !h2 {
+		return fmt.Errorf("sms_otp: webhook %s answered in %s, not HTTP/1.0, 1.1 or 2", u.Redacted(), resp.Proto)
+	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fmt.Errorf("sms_otp: webhook %s answered %s", u.Redacted(), resp.Status)
+		// The reason phrase is the server's text: one that echoes the
+		// token it was sent must not carry it into an error or a log.
+		return scrub(fmt.Errorf("sms_otp: webhook %s answered %s", u.Redacted(), resp.Status), tok)
 	}
 	return nil
 }
