@@ -9,6 +9,8 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -145,6 +147,7 @@ func TestIntegratingDoc(t *testing.T) {
 	wsock := filepath.Join(wdir, "walletd.sock")
 	url := startWalletd(t, filepath.Join(bin, "walletd"), env, "unix:"+wsock)
 	env = append(env, "WALLETD_URL="+url, "WALLETD_SOCK="+wsock)
+	first := firstWalletOn(t, wsock)
 
 	// The attacker: another uid reading every process's command line
 	// while the recipes run (issue 11 item 6). And, exhaustively, every
@@ -171,7 +174,13 @@ func TestIntegratingDoc(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					pc := exec.CommandContext(ctx, filepath.Join(bin, "stepupctl"), "prompt", "--stdin", "--method", "totp", s)
+					args := []string{"prompt", "--stdin", "--method", "totp"}
+					if opts["details"] == "wallet_export" {
+						// What walletd's export of its first wallet
+						// states, as the recipe's --detail flags do.
+						args = append(args, "--detail", "type=wallet_export", "--detail", "address="+first)
+					}
+					pc := exec.CommandContext(ctx, filepath.Join(bin, "stepupctl"), append(args, s)...)
 					pc.Env, pc.Stdin = env, strings.NewReader(code+"\n")
 					if out, err := pc.CombinedOutput(); err != nil {
 						t.Fatalf("stepupctl prompt --stdin %s: %v\n%s", s, err, out)
@@ -303,6 +312,28 @@ func startCmdlineSpy(t *testing.T) func() []string {
 	}
 	t.Cleanup(func() { stop() })
 	return stop
+}
+
+// firstWalletOn is the address of the first wallet of the walletd on the
+// Unix socket sock.
+func firstWalletOn(t *testing.T, sock string) string {
+	t.Helper()
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", sock)
+	}}}
+	resp, err := hc.Get("http://walletd/balance")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var b struct {
+		Address string `json:"address"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&b); err != nil || b.Address == "" {
+		t.Fatalf("walletd's GET /balance: %v %+v", err, b)
+	}
+	return b.Address
 }
 
 func startWalletd(t *testing.T, bin string, env []string, listen string) string {

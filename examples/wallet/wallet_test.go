@@ -35,6 +35,23 @@ func service(t *testing.T) (a *stepuptest.Agent, url string, hits *atomic.Int32,
 	return a, srv.URL, hits, clock
 }
 
+// wallets are the service's wallet addresses, from GET /balance.
+func wallets(t *testing.T, url string) []string {
+	t.Helper()
+	_, m, err := do(t, http.DefaultClient, "GET", url+"/balance", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, w := range m["wallets"].([]any) {
+		out = append(out, w.(map[string]any)["address"].(string))
+	}
+	if len(out) != wallet.Wallets || out[0] != m["address"] {
+		t.Fatalf("GET /balance: %v; want %d wallets, the first also as address", m, wallet.Wallets)
+	}
+	return out
+}
+
 func do(t *testing.T, hc *http.Client, method, url, body string, hdr ...string) (*http.Response, map[string]any, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -57,10 +74,11 @@ func do(t *testing.T, hc *http.Client, method, url, body string, hdr ...string) 
 // RoundTripper through a real agent.
 func TestRoundTripperAgainstWallet(t *testing.T) {
 	a, url, hits, _ := service(t)
+	addr := wallets(t, url)[0]
 	var stepUps atomic.Int32
-	stepUp := func(ctx context.Context, scopes []string) (*stepup.TokenResult, error) {
+	stepUp := func(ctx context.Context, _ string, o stepup.PromptOptions) (*stepup.TokenResult, error) {
 		stepUps.Add(1)
-		return a.StepUp(ctx, scopes)
+		return a.StepUpWith(ctx, stepup.StartOptions{Scopes: o.Scopes, AuthorizationDetails: o.AuthorizationDetails, Cnf: o.Cnf})
 	}
 	hc := &http.Client{Transport: &stephttp.Transport{
 		Client: a.Client,
@@ -70,7 +88,13 @@ func TestRoundTripperAgainstWallet(t *testing.T) {
 			}
 			return ""
 		},
-		StepUp: stepUp,
+		Details: func(r *http.Request) any {
+			if a, ok := strings.CutPrefix(r.URL.Path, "/export/"); ok {
+				return wallet.ExportDetails(a)
+			}
+			return nil
+		},
+		StepUpFor: stepUp,
 	}}
 	call := func(t *testing.T, method, path, body string, wantStepUps, wantHits int32, wantKey string) {
 		t.Helper()
@@ -89,8 +113,8 @@ func TestRoundTripperAgainstWallet(t *testing.T) {
 	t.Run("no step-up needed", func(t *testing.T) { call(t, "GET", "/balance", "", 0, 1, "balance") })
 	t.Run("first call steps up", func(t *testing.T) { call(t, "POST", "/sign", `{"message":"hello"}`, 1, 1, "signature") })
 	t.Run("multi-use token reused", func(t *testing.T) { call(t, "POST", "/sign", `{"message":"again"}`, 0, 1, "signature") })
-	t.Run("challenge answered and retried", func(t *testing.T) { call(t, "POST", "/export", `{}`, 1, 2, "privateKey") })
-	t.Run("single-use: the second export steps up again", func(t *testing.T) { call(t, "POST", "/export", `{}`, 1, 2, "privateKey") })
+	t.Run("challenge answered and retried", func(t *testing.T) { call(t, "POST", "/export/"+addr, `{}`, 1, 2, "privateKey") })
+	t.Run("single-use: the second export steps up again", func(t *testing.T) { call(t, "POST", "/export/"+addr, `{}`, 1, 2, "privateKey") })
 	t.Run("cancelled", func(t *testing.T) {
 		var tries atomic.Int32
 		chc := &http.Client{Transport: &stephttp.Transport{Client: a.Client,
@@ -99,7 +123,7 @@ func TestRoundTripperAgainstWallet(t *testing.T) {
 				return nil, api.Errorf(api.CodeCancelled, "the user dismissed the prompt")
 			}}}
 		hits.Store(0)
-		_, _, err := do(t, chc, "POST", url+"/export", `{}`)
+		_, _, err := do(t, chc, "POST", url+"/export/"+addr, `{}`)
 		if !errors.Is(err, stepup.ErrCancelled) {
 			t.Fatalf("got %v; want stepup.ErrCancelled", err)
 		}
@@ -135,12 +159,28 @@ func TestWalletRejects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	addr := wallets(t, url)
 	t.Run("missing", func(t *testing.T) {
 		want(t, "/sign", "", stephttp.ErrorInsufficientUserAuthentication, "wallet:sign", "required")
-		want(t, "/export", "", stephttp.ErrorInsufficientUserAuthentication, "wallet:export", "required")
+		want(t, "/export/"+addr[0], "", stephttp.ErrorInsufficientUserAuthentication, "wallet:export", "required")
 	})
 	t.Run("wrong scope", func(t *testing.T) {
-		want(t, "/export", sign.Token, stephttp.ErrorInsufficientUserAuthentication, "wallet:export", "not for wallet:export")
+		want(t, "/export/"+addr[0], sign.Token, stephttp.ErrorInsufficientUserAuthentication, "wallet:export", "not for wallet:export")
+	})
+	t.Run("no address, or one the service does not hold", func(t *testing.T) {
+		for _, path := range []string{"/export", "/export/0x00"} {
+			resp, _, err := do(t, hc, "POST", url+path, "", H, sign.Token)
+			if err != nil || resp.StatusCode != http.StatusNotFound {
+				t.Fatalf("POST %s: %v %v; want 404", path, resp.Status, err)
+			}
+		}
+	})
+	t.Run("approved for no wallet", func(t *testing.T) {
+		exp, err := a.StepUp(ctx, []string{"wallet:export"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want(t, "/export/"+addr[0], exp.Token, stephttp.ErrorInsufficientUserAuthentication, "wallet:export", "authorization details")
 	})
 	t.Run("expired", func(t *testing.T) {
 		clock.Store(int64(11 * time.Minute))
@@ -157,14 +197,14 @@ func TestWalletRejects(t *testing.T) {
 		want(t, "/sign", parts[0]+"."+base64.RawURLEncoding.EncodeToString(p)+"."+parts[2], stephttp.ErrorInvalidToken, "wallet:sign", "signature")
 	})
 	t.Run("consumed", func(t *testing.T) {
-		exp, err := a.StepUp(ctx, []string{"wallet:export"})
+		exp, err := a.StepUpWith(ctx, stepup.StartOptions{Scopes: []string{"wallet:export"}, AuthorizationDetails: wallet.ExportDetails(addr[0])})
 		if err != nil {
 			t.Fatal(err)
 		}
-		resp, m, err := do(t, hc, "POST", url+"/export", "", H, exp.Token)
+		resp, m, err := do(t, hc, "POST", url+"/export/"+addr[0], "", H, exp.Token)
 		if err != nil || resp.StatusCode != 200 || m["privateKey"] == nil {
 			t.Fatalf("first export: %v %v", err, m)
 		}
-		want(t, "/export", exp.Token, stephttp.ErrorInvalidToken, "wallet:export", "already used")
+		want(t, "/export/"+addr[0], exp.Token, stephttp.ErrorInvalidToken, "wallet:export", "already used")
 	})
 }

@@ -55,7 +55,26 @@ export interface Challenge {
   challenge: Record<string, unknown>;
 }
 
-export interface PromptOptions {
+/** One entry of authorizationDetails (RFC 9396): a string `type` and flat fields. */
+export type AuthorizationDetail = { type: string } & Record<string, string | number | boolean>;
+
+/** The key a token is bound to (RFC 9449): the RFC 7638 thumbprint of its public JWK. */
+export interface Cnf {
+  jkt: string;
+}
+
+/**
+ * What a token is for. authorizationDetails name the action: the prompt
+ * shows them, the token carries them, and a held token counts (getToken,
+ * checkStepUp) and verifies only with equal details. cnf binds it to a
+ * key (see createDPoPKey).
+ */
+export interface Binding {
+  authorizationDetails?: AuthorizationDetail[];
+  cnf?: Cnf;
+}
+
+export interface PromptOptions extends Binding {
   /** requestedScopes of the token. */
   requestedScopes: string[];
   /** A verification method; empty lets the agent choose. */
@@ -420,7 +439,7 @@ export class StepUpClient {
    * Whether scope needs step-up now. Fails closed: any error (no agent, a
    * denied scope) means true. checkStepUp gives the whole answer.
    */
-  async isStepUpRequired(scope: string, opts: CallOptions = {}): Promise<boolean> {
+  async isStepUpRequired(scope: string, opts: CallOptions & Binding = {}): Promise<boolean> {
     try {
       return (await this.checkStepUp(scope, opts)).required !== false;
     } catch {
@@ -429,8 +448,8 @@ export class StepUpClient {
   }
 
   /** isStepUpRequired with the whole answer; errors are thrown. */
-  checkStepUp(scope: string, opts: CallOptions = {}): Promise<StepUpRequired> {
-    return this.call('isStepUpRequired', { scope }, opts);
+  checkStepUp(scope: string, opts: CallOptions & Binding = {}): Promise<StepUpRequired> {
+    return this.call('isStepUpRequired', { scope, authorizationDetails: opts.authorizationDetails, cnf: opts.cnf }, opts);
   }
 
   private promptParams(o: PromptOptions) {
@@ -440,6 +459,8 @@ export class StepUpClient {
       method: o.method || undefined,
       reason: o.reason || undefined,
       timeoutSeconds: o.timeoutSeconds || undefined,
+      authorizationDetails: o.authorizationDetails,
+      cnf: o.cnf,
       ...env,
     };
   }
@@ -466,8 +487,8 @@ export class StepUpClient {
   }
 
   /** Starts a custom-UI verification. */
-  startVerification(method: string, requestedScopes: string[], opts: CallOptions = {}): Promise<Challenge> {
-    return this.call('startVerification', { method, requestedScopes }, opts);
+  startVerification(method: string, requestedScopes: string[], opts: CallOptions & Binding = {}): Promise<Challenge> {
+    return this.call('startVerification', { method, requestedScopes, authorizationDetails: opts.authorizationDetails, cnf: opts.cnf }, opts);
   }
 
   /** Answers a challenge ({code} for TOTP and recovery codes) and returns the token. */
@@ -476,8 +497,8 @@ export class StepUpClient {
   }
 
   /** The token the agent holds for scope; throws 4007 token_invalid when none. */
-  getToken(scope: string, opts: CallOptions = {}): Promise<Token> {
-    return this.call('getToken', { scope }, opts);
+  getToken(scope: string, opts: CallOptions & Binding = {}): Promise<Token> {
+    return this.call('getToken', { scope, authorizationDetails: opts.authorizationDetails, cnf: opts.cnf }, opts);
   }
 
   /** Checks a token for scope, consuming a single-use one when consume is set. */

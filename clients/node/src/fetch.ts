@@ -1,5 +1,5 @@
 import { createHash, generateKeyPairSync, randomBytes, sign, type KeyObject } from 'node:crypto';
-import { StepUpClient, callerEnv, type TokenResult } from './client.js';
+import { StepUpClient, callerEnv, type AuthorizationDetail, type Cnf, type TokenResult } from './client.js';
 import { isTokenInvalid } from './errors.js';
 
 /** The request header that carries the token unless told otherwise (as in Go's stephttp). */
@@ -62,8 +62,19 @@ export interface StepUpFetchOptions {
   scopeFor?: (req: Request) => string | undefined;
   /** Carries the token; default X-Elevated-Token. "Authorization" sends "Bearer TOKEN". */
   header?: string;
-  /** Verifies the user and returns the new token; default client.promptStepUpAuth. */
+  /**
+   * Verifies the user and returns the new token; default client.promptStepUpAuth.
+   * Used only for requests with neither details nor a key (it is not told
+   * them): stepUpFor takes the whole step-up.
+   */
   stepUp?: (scopes: string[], req: Request) => Promise<TokenResult>;
+  /**
+   * Replaces the whole step-up: the route the challenge's acr_values ask
+   * for (promptStepUpAuth, promptMfa or promptReauthenticate), the scopes,
+   * the reason, the request's authorizationDetails and the key (cnf). An
+   * application with its own UI calls startVerification with them.
+   */
+  stepUpFor?: (o: StepUpRequest, req: Request) => Promise<TokenResult>;
   /** Reason shown in the prompt; default "METHOD HOST PATH". */
   reason?: (req: Request) => string;
   /** The fetch underneath; default globalThis.fetch. */
@@ -83,8 +94,14 @@ export interface StepUpFetchOptions {
   dpop?: boolean;
 }
 
-/** One entry of authorizationDetails. */
-export type AuthorizationDetail = { type: string } & Record<string, string | number | boolean>;
+/** What stepUpFor is asked to verify the user for. */
+export interface StepUpRequest {
+  method: 'promptStepUpAuth' | 'promptMfa' | 'promptReauthenticate';
+  requestedScopes: string[];
+  reason: string;
+  authorizationDetails?: AuthorizationDetail[];
+  cnf?: Cnf;
+}
 
 /** A proof-of-possession key: Ed25519, in memory only. */
 export interface DPoPKey {
@@ -205,7 +222,7 @@ export function createStepUpFetch(opts: StepUpFetchOptions = {}): (input: Reques
   };
 
   // acr_values route the prompt: only mfa asks for promptMfa, only reauth for promptReauthenticate.
-  const route = (ch: BearerChallenge | undefined) => {
+  const route = (ch: BearerChallenge | undefined): StepUpRequest['method'] => {
     const a = ch?.acrValues ?? [];
     if (a.length && a.every((v) => v === 'mfa')) return 'promptMfa';
     if (a.length && a.every((v) => v === 'reauth')) return 'promptReauthenticate';
@@ -235,11 +252,13 @@ export function createStepUpFetch(opts: StepUpFetchOptions = {}): (input: Reques
       let res: TokenResult;
       try {
         const reason = opts.reason ? opts.reason(req) : `${req.method} ${new URL(req.url).host}${new URL(req.url).pathname}`;
-        res = opts.stepUp && !details && !key
-          ? await opts.stepUp(scopes, req)
-          : await client.call<TokenResult>(route(ch), {
-              requestedScopes: scopes, reason, ...callerEnv(), authorizationDetails: details, cnf,
-            }, { signal: req.signal });
+        if (opts.stepUpFor) res = await opts.stepUpFor({ method: route(ch), requestedScopes: scopes, reason, authorizationDetails: details, cnf }, req);
+        else if (opts.stepUp && !details && !key) res = await opts.stepUp(scopes, req);
+        else {
+          res = await client.call<TokenResult>(route(ch), {
+            requestedScopes: scopes, reason, ...callerEnv(), authorizationDetails: details, cnf,
+          }, { signal: req.signal });
+        }
       } catch (err) {
         throw new StepUpFetchError(scopes, ch, err);
       }

@@ -6,12 +6,25 @@ import { promisify } from 'node:util';
 import { readFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import {
-  StepUpClient, StepUpError, StepUpFetchError, ErrorCode, createStepUpFetch, parseChallenge,
+  StepUpClient, StepUpError, StepUpFetchError, ErrorCode, createStepUpFetch, createDPoPKey, parseChallenge,
   isCancelled, isNoPrompter, isTokenInvalid, socketPath, socketProblem,
 } from '../dist/index.js';
 import { build, startAgent, startWalletd, Totp, requireProgram, repoRoot } from './helpers.mjs';
 
 const run = promisify(execFile);
+
+/** walletd's export states the wallet it exports: the token must carry these details. */
+const exportDetails = (req) => {
+  const m = /^\/export\/(.+)$/.exec(new URL(req.url).pathname);
+  return m ? [{ type: 'wallet_export', address: decodeURIComponent(m[1]) }] : undefined;
+};
+
+/** walletd's wallet addresses, from GET /balance. */
+const walletsOf = async (url) => {
+  const b = await (await fetch(url + '/balance')).json();
+  assert.equal(b.wallets.length, 2);
+  return b.wallets.map((w) => w.address);
+};
 let bin, agent, client, totp, walletd;
 const ready = requireProgram(undefined, 'oathtool') && requireProgram(undefined, 'go');
 
@@ -109,6 +122,7 @@ describe('stepup-agent-client', { skip: !ready && 'oathtool or go missing' }, ()
   describe('fetch wrapper against walletd', () => {
     let stepUps = 0;
     let sent = 0;
+    let wallets;
     const countingFetch = (req) => {
       sent++;
       return fetch(req);
@@ -117,9 +131,11 @@ describe('stepup-agent-client', { skip: !ready && 'oathtool or go missing' }, ()
     const makeFetch = () => createStepUpFetch({
       client,
       scopeFor: (req) => (new URL(req.url).pathname === '/sign' ? 'wallet:sign' : undefined),
-      stepUp: (scopes) => {
+      detailsFor: exportDetails,
+      // The step-up with the request's details (and key): the custom-UI path.
+      stepUpFor: (o) => {
         stepUps++;
-        return totp.stepUp(scopes);
+        return totp.stepUp(o.requestedScopes, { authorizationDetails: o.authorizationDetails, cnf: o.cnf });
       },
       fetch: countingFetch,
     });
@@ -136,6 +152,7 @@ describe('stepup-agent-client', { skip: !ready && 'oathtool or go missing' }, ()
     before(async () => {
       await client.resetState();
       sfetch = makeFetch();
+      wallets = await walletsOf(walletd.url);
     });
 
     test('first call steps up; the multi-use token is reused', async () => {
@@ -144,11 +161,26 @@ describe('stepup-agent-client', { skip: !ready && 'oathtool or go missing' }, ()
     });
 
     test('RFC 9470 challenge answered and retried once, with the body', async () => {
-      assert.match((await call('/export', '{"why":"backup"}', { stepUps: 1, sent: 2 })).privateKey, /^0x/);
+      const got = await call(`/export/${wallets[0]}`, '{"why":"backup"}', { stepUps: 1, sent: 2 });
+      assert.match(got.privateKey, /^0x/);
+      assert.equal(got.address, wallets[0]);
     });
 
     test('single-use: the next export steps up again', async () => {
-      await call('/export', '{}', { stepUps: 1, sent: 2 });
+      await call(`/export/${wallets[1]}`, '{}', { stepUps: 1, sent: 2 });
+    });
+
+    test('a token approved for one wallet is refused for the other, and still good for its own', async () => {
+      const forA = await totp.stepUp(['wallet:export'], { authorizationDetails: exportDetails(new Request(`${walletd.url}/export/${wallets[0]}`)) });
+      const post = (addr) => fetch(`${walletd.url}/export/${addr}`, { method: 'POST', headers: { 'X-Elevated-Token': forA.token } });
+      const b = await post(wallets[1]);
+      assert.equal(b.status, 401);
+      const ch = parseChallenge(b.headers.get('www-authenticate'));
+      assert.equal(ch.error, 'insufficient_user_authentication');
+      assert.match(ch.errorDescription, /other authorization details/);
+      const a = await post(wallets[0]);
+      assert.equal(a.status, 200);
+      assert.equal((await a.json()).address, wallets[0]);
     });
 
     test('a cancelled step-up rejects, typed, with no retry loop', async () => {
@@ -162,7 +194,7 @@ describe('stepup-agent-client', { skip: !ready && 'oathtool or go missing' }, ()
           throw new StepUpError(ErrorCode.Cancelled, 'the user dismissed the prompt', { reason: 'cancelled' });
         },
       });
-      await assert.rejects(cancelled(walletd.url + '/export', { method: 'POST', body: '{}' }), (err) => {
+      await assert.rejects(cancelled(`${walletd.url}/export/${wallets[0]}`, { method: 'POST', body: '{}' }), (err) => {
         assert.ok(err instanceof StepUpFetchError);
         assert.equal(err.challenge.error, 'insufficient_user_authentication');
         assert.deepEqual(err.challenge.scopes, ['wallet:export']);
@@ -174,15 +206,88 @@ describe('stepup-agent-client', { skip: !ready && 'oathtool or go missing' }, ()
     test('the default step-up prompts through the agent (no prompter here: typed error)', async () => {
       await client.resetState();
       const def = createStepUpFetch({ client });
-      await assert.rejects(def(walletd.url + '/export', { method: 'POST' }), isNoPrompter);
+      await assert.rejects(def(`${walletd.url}/export/${wallets[0]}`, { method: 'POST' }), isNoPrompter);
     });
 
     test('without a step-up the server answers with the challenge', async () => {
-      const resp = await fetch(walletd.url + '/export', { method: 'POST' });
+      const resp = await fetch(`${walletd.url}/export/${wallets[0]}`, { method: 'POST' });
       assert.equal(resp.status, 401);
       const ch = parseChallenge(resp.headers.get('www-authenticate'));
       assert.equal(ch.error, 'insufficient_user_authentication');
       assert.deepEqual(ch.scopes, ['wallet:export']);
+    });
+  });
+
+  describe('fetch wrapper with DPoP against walletd, proofOfPossession: required', () => {
+    let pop, popTotp, popWalletd, wallets;
+    let stepUps = 0;
+    const sent = [];
+    before(async () => {
+      pop = await startAgent(bin, 'scopes:\n  "wallet:sign":\n    proofOfPossession: required\n  "wallet:export":\n    proofOfPossession: required\n');
+      popTotp = new Totp(pop.client);
+      await popTotp.enroll(3);
+      popWalletd = await startWalletd(bin, pop.socket);
+      wallets = await walletsOf(popWalletd.url);
+    });
+    after(async () => {
+      await popWalletd?.stop();
+      await pop?.stop();
+    });
+    const make = (dpop) => createStepUpFetch({
+      client: pop.client,
+      dpop,
+      scopeFor: (req) => (new URL(req.url).pathname === '/sign' ? 'wallet:sign' : undefined),
+      detailsFor: exportDetails,
+      stepUpFor: (o) => {
+        stepUps++;
+        return popTotp.stepUp(o.requestedScopes, { authorizationDetails: o.authorizationDetails, cnf: o.cnf });
+      },
+      fetch: (req) => {
+        sent.push({ token: req.headers.get('X-Elevated-Token'), proof: req.headers.get('DPoP') });
+        return fetch(req);
+      },
+    });
+    const post = (f, path, headers = {}) => f(popWalletd.url + path, { method: 'POST', body: '{"message":"hi"}', headers: { 'content-type': 'application/json', ...headers } });
+
+    test('signs and exports with key-bound tokens and a proof on every request', async () => {
+      const f = make(true);
+      for (const [path, key, want] of [['/sign', 'signature', 1], ['/sign', 'signature', 0], [`/export/${wallets[0]}`, 'privateKey', 1]]) {
+        stepUps = 0;
+        sent.length = 0;
+        const resp = await post(f, path);
+        const body = await resp.json();
+        assert.equal(resp.status, 200, `${path}: ${JSON.stringify(body)}`);
+        assert.match(body[key], /^0x/);
+        assert.equal(stepUps, want, `${path}: step-ups`);
+        const last = sent[sent.length - 1];
+        assert.ok(last.token && last.proof, `${path}: sent without a token or a DPoP proof`);
+      }
+    });
+
+    test('a copied token is refused without its proof, with its replayed proof, and with another key\'s proof', async () => {
+      const f = make(true);
+      sent.length = 0;
+      assert.equal((await post(f, '/sign')).status, 200);
+      const { token, proof } = sent[sent.length - 1];
+      const refused = async (headers, what) => {
+        const resp = await post(fetch, '/sign', { 'X-Elevated-Token': token, ...headers });
+        assert.equal(resp.status, 401, what);
+        const ch = parseChallenge(resp.headers.get('www-authenticate'));
+        assert.equal(ch.scheme, 'DPoP', what);
+        assert.equal(ch.error, 'invalid_dpop_proof', what);
+      };
+      await refused({}, 'no proof');
+      await refused({ DPoP: proof }, 'the replayed proof');
+      await refused({ DPoP: createDPoPKey().proof('POST', popWalletd.url + '/sign', token) }, "another key's proof");
+    });
+
+    test('without dpop the agent will not mint the scope (4005)', async () => {
+      await assert.rejects(post(make(false), '/sign'), (err) => {
+        assert.ok(err instanceof StepUpFetchError);
+        assert.equal(err.cause.code, ErrorCode.Forbidden);
+        assert.match(err.message, /proofOfPossession: required/);
+        return true;
+      });
     });
   });
 

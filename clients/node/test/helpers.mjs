@@ -121,9 +121,9 @@ export class Totp {
     }
   }
 
-  /** Steps up on the custom-UI path: startVerification, completeVerification with a code. */
-  async stepUp(scopes) {
-    const ch = await this.client.startVerification('totp', scopes);
+  /** Steps up on the custom-UI path: startVerification (with binding: authorizationDetails, cnf), completeVerification with a code. */
+  async stepUp(scopes, binding = {}) {
+    const ch = await this.client.startVerification('totp', scopes, binding);
     return this.client.completeVerification(ch.challengeId, { code: await this.code() });
   }
 }

@@ -145,6 +145,22 @@ func Require(scope string, o Options) func(http.Handler) http.Handler {
 	return v.Require(scope)
 }
 
+// RequireDetails is Require for a handler that states the authorization
+// details it is about to act on (see Verifier.RequireDetails); it panics
+// when o is invalid.
+//
+//	mux.Handle("POST /export/{address}", stephttp.RequireDetails("wallet:export", stephttp.Options{Client: c, Online: true},
+//		func(r *http.Request) (any, error) {
+//			return []map[string]any{{"type": "wallet_export", "address": r.PathValue("address")}}, nil
+//		})(exportHandler))
+func RequireDetails(scope string, o Options, details DetailsFunc) func(http.Handler) http.Handler {
+	v, err := NewVerifier(o)
+	if err != nil {
+		panic(err)
+	}
+	return v.RequireDetails(scope, details)
+}
+
 // Require returns middleware that lets a request through only with a
 // valid elevated token for scope; the handler finds the token's claims
 // with ClaimsFromContext. A missing token, or one for other scopes or too
@@ -252,6 +268,19 @@ func (v *Verifier) CheckDetails(ctx context.Context, r *http.Request, scope stri
 		if pc := peekClaims(tok); pc != nil {
 			if rej := v.precheck(scope, pc, want); rej != nil {
 				return nil, rej
+			}
+			// A key-bound token's proof is checked here too, so that a
+			// missing, replayed or foreign proof gets the same DPoP
+			// challenge online as offline (RFC 9449 section 7.1); the
+			// agent checks it again, with its own replay cache.
+			if pc.Cnf != nil {
+				err := token.ErrProofMissing
+				if proof.DPoP != "" {
+					err = v.dpop.Verify(token.Proof{JWT: proof.DPoP, HTM: proof.HTM, HTU: proof.HTU, Token: tok, JKT: pc.Cnf.JKT}, v.o.Now())
+				}
+				if err != nil {
+					return nil, v.bindingRejection(scope, err, nil, want)
+				}
 			}
 		}
 		var rej *Rejection

@@ -269,6 +269,21 @@ func (a *Agent) StepUp(ctx context.Context, scopes []string) (*stepup.TokenResul
 	return a.Client.CompleteVerification(ctx, ch.ChallengeID, map[string]string{"code": code})
 }
 
+// StepUpWith is StepUp for a token with authorization details or a key
+// (o.AuthorizationDetails, o.Cnf); o.Method is TOTP whatever it says.
+func (a *Agent) StepUpWith(ctx context.Context, o stepup.StartOptions) (*stepup.TokenResult, error) {
+	o.Method = api.TOTP
+	ch, err := a.Client.StartVerificationWith(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	code, err := a.Code(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return a.Client.CompleteVerification(ctx, ch.ChallengeID, map[string]string{"code": code})
+}
+
 // Code returns a TOTP code of an enrolled credential that the agent has
 // not seen yet, waiting for the next time step when all are spent.
 func (a *Agent) Code(ctx context.Context) (string, error) {
