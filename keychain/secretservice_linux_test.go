@@ -591,3 +591,52 @@ func BenchmarkLoadSecretService(b *testing.B) {
 	startKeyring(b)
 	benchLoad(b, "secretservice", Options{})
 }
+
+// TestSecretServiceSessionLeadingZeroSecret: a DH-AES session whose shared
+// secret begins with a zero byte (one session in 256) stores and reads
+// secrets like any other. Its key used to differ from gnome-keyring's (the
+// library hashed the secret without its leading zeros), so the put was
+// refused and a get did not decrypt: the agent then could not start on a
+// sound keychain (the chaos loop's "did not start again").
+func TestSecretServiceSessionLeadingZeroSecret(t *testing.T) {
+	startKeyring(t)
+	s := openSS(t, 5*time.Second)
+	svc, err := secretservice.NewService()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &ssConn{svc: svc, conn: libConn(svc)}
+	for i := 0; i < 4000; i++ {
+		sess, n, err := openDHSession(c.conn, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 128 {
+			svc.CloseSession(sess)
+			continue
+		}
+		t.Logf("session %d: the shared secret has %d significant bytes of 128", i+1, n)
+		c.session = sess
+		s.mu.Lock()
+		old := s.cur
+		s.cur = c
+		s.mu.Unlock()
+		if old != nil {
+			old.close()
+		}
+		ctx := context.Background()
+		want := []byte(`{"a":"leading zero"}`)
+		if err := s.Put(ctx, "test", "lz", want); err != nil {
+			t.Fatalf("put on that session: %v", err)
+		}
+		if s.cur != c {
+			t.Fatal("the put dropped the session (it was refused and tried again on a new one)")
+		}
+		got, err := s.Get(ctx, "test", "lz")
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("get on that session: %q, %v", got, err)
+		}
+		return
+	}
+	t.Fatal("no session in 4000 had a shared secret with a leading zero byte")
+}
