@@ -2,6 +2,8 @@ package keychain
 
 import (
 	"context"
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
@@ -423,6 +425,102 @@ func (s *SecretService) List(ctx context.Context, kind string) ([]string, error)
 	}
 	sort.Strings(names)
 	return names, nil
+}
+
+// GetAll returns every item of kind, by name, in three round trips
+// whatever their number: one search, the items' attributes asked for all
+// at once (pipelined), and one GetSecrets for every secret. The agent's
+// start loads each kind this way; item by item it took three round trips
+// an item, seconds on a loaded machine with a few hundred tokens.
+func (s *SecretService) GetAll(ctx context.Context, kind string) (map[string][]byte, error) {
+	out := map[string][]byte{}
+	err := s.do(ctx, "load", func(c *ssConn) error {
+		items, err := c.svc.SearchCollection(secretservice.DefaultCollection, attrs(kind, ""))
+		if err != nil || len(items) == 0 {
+			return err
+		}
+		// At most 64 calls in flight: a bus counts pending replies per
+		// connection (dbus-daemon's built-in limit is 128).
+		const window = 64
+		calls := make([]*dbus.Call, len(items))
+		send := func(i int) {
+			calls[i] = c.conn.Object(secretservice.SecretServiceInterface, items[i]).
+				Go("org.freedesktop.DBus.Properties.Get", 0, nil, "org.freedesktop.Secret.Item", "Attributes")
+		}
+		for i := 0; i < len(items) && i < window; i++ {
+			send(i)
+		}
+		names := make(map[dbus.ObjectPath]string, len(items))
+		for i := range items {
+			call := calls[i]
+			<-call.Done
+			if i+window < len(items) {
+				send(i + window)
+			}
+			var v dbus.Variant
+			if err := call.Store(&v); err != nil {
+				var de dbus.Error
+				if errors.As(err, &de) && (de.Name == "org.freedesktop.Secret.Error.NoSuchObject" || de.Name == "org.freedesktop.DBus.Error.UnknownObject") {
+					continue // deleted since the search
+				}
+				return fmt.Errorf("failed to get attributes: %w", err)
+			}
+			a, ok := v.Value().(map[string]string)
+			if !ok {
+				return errors.New("failed to coerce item attributes")
+			}
+			if n := a["name"]; n != "" {
+				names[items[i]] = n
+			}
+		}
+		var secrets map[dbus.ObjectPath]secretservice.Secret
+		err = c.svc.ServiceObj().Call("org.freedesktop.Secret.Service.GetSecrets", 0, items, c.session.Path).Store(&secrets)
+		if err != nil {
+			return fmt.Errorf("failed to get secrets: %w", err)
+		}
+		for path, sec := range secrets {
+			n, ok := names[path]
+			if !ok {
+				continue
+			}
+			d, err := decryptSecret(c.session.AESKey, sec.Parameters, sec.Value)
+			if err != nil {
+				return errors.New("cannot decrypt the secret from the Secret Service session")
+			}
+			if _, dup := out[n]; !dup {
+				out[n] = d
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// decryptSecret undoes the DH-AES session's AES-128-CBC with PKCS#7
+// padding (what the library's GetSecret does, for GetSecrets).
+func decryptSecret(key, iv, ct []byte) ([]byte, error) {
+	b, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	if len(iv) != aes.BlockSize || len(ct) == 0 || len(ct)%aes.BlockSize != 0 {
+		return nil, errors.New("bad ciphertext")
+	}
+	pt := make([]byte, len(ct))
+	cipher.NewCBCDecrypter(b, iv).CryptBlocks(pt, ct)
+	n := int(pt[len(pt)-1])
+	if n == 0 || n > aes.BlockSize || n > len(pt) {
+		return nil, errors.New("bad padding")
+	}
+	for _, x := range pt[len(pt)-n:] {
+		if int(x) != n {
+			return nil, errors.New("bad padding")
+		}
+	}
+	return pt[:len(pt)-n], nil
 }
 
 func (s *SecretService) Backend() string { return "secretservice" }

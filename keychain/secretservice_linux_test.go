@@ -640,3 +640,46 @@ func TestSecretServiceSessionLeadingZeroSecret(t *testing.T) {
 	}
 	t.Fatal("no session in 4000 had a shared secret with a leading zero byte")
 }
+
+// TestSecretServiceGetAll: a whole kind read at once (the agent's start)
+// holds what item-by-item reads give, and nothing of other kinds.
+func TestSecretServiceGetAll(t *testing.T) {
+	startKeyring(t)
+	s := openSS(t, 5*time.Second)
+	ctx := context.Background()
+	want := map[string][]byte{}
+	for i := 0; i < 200; i++ { // past the bus's 128 pending replies a connection
+		n := fmt.Sprintf("t%02d", i)
+		d := []byte(fmt.Sprintf(`{"n":%d,"pad":%q}`, i, strings.Repeat("x", i)))
+		if err := s.Put(ctx, "bulk", n, d); err != nil {
+			t.Fatal(err)
+		}
+		want[n] = d
+	}
+	if err := s.Delete(ctx, "bulk", "t07"); err != nil {
+		t.Fatal(err)
+	}
+	delete(want, "t07")
+	if err := s.Put(ctx, "other", "t01", []byte("not bulk")); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetAll(ctx, "bulk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("GetAll: %d items, want %d", len(got), len(want))
+	}
+	for n, d := range want {
+		if !bytes.Equal(got[n], d) {
+			t.Errorf("GetAll[%s] = %q, want %q", n, got[n], d)
+		}
+		one, err := s.Get(ctx, "bulk", n)
+		if err != nil || !bytes.Equal(one, d) {
+			t.Errorf("Get(%s) = %q, %v", n, one, err)
+		}
+	}
+	if empty, err := s.GetAll(ctx, "none"); err != nil || len(empty) != 0 {
+		t.Errorf("GetAll of an empty kind: %v, %v", empty, err)
+	}
+}

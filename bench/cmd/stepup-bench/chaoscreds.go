@@ -77,6 +77,10 @@ type opStart struct {
 func (cl *credLedger) expected(op string) time.Duration {
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
+	return cl.expectedLocked(op)
+}
+
+func (cl *credLedger) expectedLocked(op string) time.Duration {
 	if d, ok := cl.dur[op]; ok {
 		return d
 	}
@@ -496,8 +500,8 @@ func credWorker(sock string, cl *credLedger, led *ledger, assertion func(string)
 			cl.st.ops[op] = o
 			// Cut before its answer: it takes at least this long, so
 			// the next kill aims later.
-			if e := time.Since(prevAt) * 5 / 4; e > cl.dur[op] {
-				cl.dur[op] = e
+			if d := cl.expectedLocked(op); time.Since(prevAt) > d/2 {
+				cl.dur[op] = d * 5 / 4
 			}
 			cl.mu.Unlock()
 		}
