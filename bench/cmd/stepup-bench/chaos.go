@@ -56,6 +56,7 @@ type chaosConfig struct {
 	ownKR     bool
 	krFault   string
 	tokenTTL  time.Duration
+	pace      time.Duration
 }
 
 type chaosToken struct {
@@ -89,10 +90,12 @@ func chaosMain(args []string) error {
 	fs.DurationVar(&c.deadline, "deadline", 5*time.Second, "with -freeze-pid or -keyring-fault: the longest a request may wait (the keychain's 2 s call timeout, twice, and a margin)")
 	fs.BoolVar(&c.creds, "creds", true, "also enroll and remove TOTP credentials, step up with TOTP and recovery codes and regenerate the recovery set in each burst, and check them after each restart (needs oathtool)")
 	fs.BoolVar(&c.audit, "audit-verify", true, "after each restart run `stepupctl audit verify` (the chain against the agent's head) and check that status reports no audit break")
-	fs.BoolVar(&c.ownKR, "own-keyring", false, "with -keychain secretservice: start a private D-Bus bus and gnome-keyring for the run (needed by -keyring-fault)")
+	fs.BoolVar(&c.ownKR, "own-keyring", false, "with -keychain secretservice: start a private D-Bus bus and gnome-keyring for the run (needed by -keyring-fault); without it the session's Secret Service must hold no other agent's items")
 	fs.StringVar(&c.krFault, "keyring-fault", "", "with -own-keyring: in each burst `freeze` gnome-keyring (SIGSTOP 0-6 s), `kill` it (SIGKILL, started again after 0-3 s), or `both` in turn; the agent is killed only once it reports the keychain back, and every request must be answered within -deadline")
 	fs.DurationVar(&c.tokenTTL, "token-ttl", 3*time.Minute, "the ttl of the minted scope: every check runs seconds after its mint, and a short ttl keeps the keychain from filling up over a long run")
+	fs.DurationVar(&c.pace, "pace", 0, "each mint worker waits this long between its requests (a write rate gnome-keyring keeps up with)")
 	fs.Parse(args)
+	chaosPace = c.pace
 	ctx := context.Background()
 	slowest.limit = c.deadline
 	if c.freezePID == 0 && c.krFault == "" {
@@ -372,7 +375,7 @@ func chaosMain(args []string) error {
 			// killed only once it says so (its writes made meanwhile are
 			// then in gnome-keyring).
 			t = time.Now()
-			if err := waitKeychainBack(sock, 30*time.Second); err != nil {
+			if err := waitKeychainBack(sock, 60*time.Second); err != nil {
 				violate("after gnome-keyring's %s (burst %d): %v", fault, kills+1, err)
 			}
 			faults.back.add(time.Since(t))
@@ -442,7 +445,7 @@ func chaosWorker(sock string, w int, led *ledger, assertion func(string) (string
 		select {
 		case <-stop:
 			return
-		default:
+		case <-time.After(chaosPace):
 		}
 		// Resets are rare (one request in 25): each revokes every token
 		// of the scope, and tokens minted while one ran are left out of
@@ -531,6 +534,9 @@ func (led *ledger) minted(tok string, gen0 int, busy0 bool) {
 		led.pending[tok] = true
 	}
 }
+
+// chaosPace is -pace.
+var chaosPace time.Duration
 
 // chaosErrs counts the mints refused (not cut by a kill), by message.
 var chaosErrs = &errCount{m: map[string]int{}}

@@ -211,6 +211,7 @@ func (cl *credLedger) check(r *rpc, kill int, violate func(string, ...any)) {
 		case enEnrolled:
 			if !listed || lc.ID != t.id {
 				violate("an enrollment answered before kill %d (%s, %s) is not listed after the restart", kill, label, t.id)
+				delete(cl.totp, label) // follow what the agent holds, so one loss is reported once
 			} else {
 				cl.st.enrolledFound++
 			}
@@ -238,9 +239,10 @@ func (cl *credLedger) check(r *rpc, kill int, violate func(string, ...any)) {
 		case enRemoved:
 			if listed {
 				violate("a credential removed before kill %d (%s) is listed after the restart", kill, label)
-			} else {
-				cl.st.removedAbsent++
+				t.state, t.id = enEnrolled, lc.ID
+				break
 			}
+			cl.st.removedAbsent++
 			delete(cl.totp, label)
 		}
 	}
