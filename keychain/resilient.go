@@ -110,20 +110,9 @@ func (r *resilient) loadKind(ctx context.Context, kind string) error {
 	if r.loaded[kind] {
 		return nil
 	}
-	names, err := r.backend.List(ctx, kind)
+	items, err := loadAll(ctx, r.backend, kind)
 	if err != nil {
 		return err
-	}
-	items := make(map[string][]byte, len(names))
-	for _, n := range names {
-		d, err := r.backend.Get(ctx, kind, n)
-		if errors.Is(err, ErrNotFound) {
-			continue // deleted between List and Get
-		}
-		if err != nil {
-			return err
-		}
-		items[n] = d
 	}
 	if !r.lockWrites(ctx) {
 		return ctx.Err()
@@ -140,6 +129,35 @@ func (r *resilient) loadKind(ctx context.Context, kind string) error {
 	}
 	r.loaded[kind] = true
 	return nil
+}
+
+// bulkGetter is implemented by backends that read a whole kind at once
+// (the Secret Service: three round trips instead of three an item).
+type bulkGetter interface {
+	GetAll(ctx context.Context, kind string) (map[string][]byte, error)
+}
+
+// loadAll reads every item of kind from b.
+func loadAll(ctx context.Context, b Store, kind string) (map[string][]byte, error) {
+	if bg, ok := b.(bulkGetter); ok {
+		return bg.GetAll(ctx, kind)
+	}
+	names, err := b.List(ctx, kind)
+	if err != nil {
+		return nil, err
+	}
+	items := make(map[string][]byte, len(names))
+	for _, n := range names {
+		d, err := b.Get(ctx, kind, n)
+		if errors.Is(err, ErrNotFound) {
+			continue // deleted between List and Get
+		}
+		if err != nil {
+			return nil, err
+		}
+		items[n] = d
+	}
+	return items, nil
 }
 
 // ensureLoaded loads a kind not in Kinds on first use, while the backend

@@ -591,3 +591,95 @@ func BenchmarkLoadSecretService(b *testing.B) {
 	startKeyring(b)
 	benchLoad(b, "secretservice", Options{})
 }
+
+// TestSecretServiceSessionLeadingZeroSecret: a DH-AES session whose shared
+// secret begins with a zero byte (one session in 256) stores and reads
+// secrets like any other. Its key used to differ from gnome-keyring's (the
+// library hashed the secret without its leading zeros), so the put was
+// refused and a get did not decrypt: the agent then could not start on a
+// sound keychain (the chaos loop's "did not start again").
+func TestSecretServiceSessionLeadingZeroSecret(t *testing.T) {
+	startKeyring(t)
+	s := openSS(t, 5*time.Second)
+	svc, err := secretservice.NewService()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &ssConn{svc: svc, conn: libConn(svc)}
+	for i := 0; i < 4000; i++ {
+		sess, n, err := openDHSession(c.conn, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 128 {
+			svc.CloseSession(sess)
+			continue
+		}
+		t.Logf("session %d: the shared secret has %d significant bytes of 128", i+1, n)
+		c.session = sess
+		s.mu.Lock()
+		old := s.cur
+		s.cur = c
+		s.mu.Unlock()
+		if old != nil {
+			old.close()
+		}
+		ctx := context.Background()
+		want := []byte(`{"a":"leading zero"}`)
+		if err := s.Put(ctx, "test", "lz", want); err != nil {
+			t.Fatalf("put on that session: %v", err)
+		}
+		if s.cur != c {
+			t.Fatal("the put dropped the session (it was refused and tried again on a new one)")
+		}
+		got, err := s.Get(ctx, "test", "lz")
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("get on that session: %q, %v", got, err)
+		}
+		return
+	}
+	t.Fatal("no session in 4000 had a shared secret with a leading zero byte")
+}
+
+// TestSecretServiceGetAll: a whole kind read at once (the agent's start)
+// holds what item-by-item reads give, and nothing of other kinds.
+func TestSecretServiceGetAll(t *testing.T) {
+	startKeyring(t)
+	s := openSS(t, 5*time.Second)
+	ctx := context.Background()
+	want := map[string][]byte{}
+	for i := 0; i < 200; i++ { // past the bus's 128 pending replies a connection
+		n := fmt.Sprintf("t%02d", i)
+		d := []byte(fmt.Sprintf(`{"n":%d,"pad":%q}`, i, strings.Repeat("x", i)))
+		if err := s.Put(ctx, "bulk", n, d); err != nil {
+			t.Fatal(err)
+		}
+		want[n] = d
+	}
+	if err := s.Delete(ctx, "bulk", "t07"); err != nil {
+		t.Fatal(err)
+	}
+	delete(want, "t07")
+	if err := s.Put(ctx, "other", "t01", []byte("not bulk")); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetAll(ctx, "bulk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("GetAll: %d items, want %d", len(got), len(want))
+	}
+	for n, d := range want {
+		if !bytes.Equal(got[n], d) {
+			t.Errorf("GetAll[%s] = %q, want %q", n, got[n], d)
+		}
+		one, err := s.Get(ctx, "bulk", n)
+		if err != nil || !bytes.Equal(one, d) {
+			t.Errorf("Get(%s) = %q, %v", n, one, err)
+		}
+	}
+	if empty, err := s.GetAll(ctx, "none"); err != nil || len(empty) != 0 {
+		t.Errorf("GetAll of an empty kind: %v, %v", empty, err)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	mrand "math/rand/v2"
@@ -20,6 +21,8 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+	"github.com/stepup-agent/stepup-agent/internal/keyringtest"
+	"github.com/stepup-agent/stepup-agent/keychain"
 )
 
 // The chaos subcommand (docs/RELIABILITY.md, "Chaos"):
@@ -48,6 +51,12 @@ type chaosConfig struct {
 	freezePID int
 	deadline  time.Duration
 	fullFS    string
+	creds     bool
+	audit     bool
+	ownKR     bool
+	krFault   string
+	tokenTTL  time.Duration
+	pace      time.Duration
 }
 
 type chaosToken struct {
@@ -78,12 +87,43 @@ func chaosMain(args []string) error {
 	fs.Var(&c.agentArgs, "agent-arg", "an extra argument for the agent (repeatable)")
 	fs.StringVar(&c.fullFS, "fullfs", "", "instead of the kill loop: put the state directory on a tmpfs of `SIZE` (e.g. 512k; needs root), fill it, mint into it, free it, mint again, restart, and check (file keychain)")
 	fs.IntVar(&c.freezePID, "freeze-pid", 0, "SIGSTOP this `PID` (the Secret Service's gnome-keyring-daemon) for a random 0-6 s in each burst, then SIGCONT; every request must still be answered within -deadline")
-	fs.DurationVar(&c.deadline, "deadline", 5*time.Second, "with -freeze-pid: the longest a request may wait (the keychain's 2 s call timeout, twice, and a margin)")
+	fs.DurationVar(&c.deadline, "deadline", 5*time.Second, "with -freeze-pid or -keyring-fault: the longest a request may wait (the keychain's 2 s call timeout, twice, and a margin)")
+	fs.BoolVar(&c.creds, "creds", true, "also enroll and remove TOTP credentials, step up with TOTP and recovery codes and regenerate the recovery set in each burst, and check them after each restart (needs oathtool)")
+	fs.BoolVar(&c.audit, "audit-verify", true, "after each restart run `stepupctl audit verify` (the chain against the agent's head) and check that status reports no audit break")
+	fs.BoolVar(&c.ownKR, "own-keyring", false, "with -keychain secretservice: start a private D-Bus bus and gnome-keyring for the run (needed by -keyring-fault); without it the session's Secret Service must hold no other agent's items")
+	fs.StringVar(&c.krFault, "keyring-fault", "", "with -own-keyring: in each burst `freeze` gnome-keyring (SIGSTOP 0-6 s), `kill` it (SIGKILL, started again after 0-3 s), or `both` in turn; the agent is killed only once it reports the keychain back, and every request must be answered within -deadline")
+	fs.DurationVar(&c.tokenTTL, "token-ttl", 3*time.Minute, "the ttl of the minted scope: every check runs seconds after its mint, and a short ttl keeps the keychain from filling up over a long run")
+	fs.DurationVar(&c.pace, "pace", 0, "each mint worker waits this long between its requests (a write rate gnome-keyring keeps up with)")
 	fs.Parse(args)
+	chaosPace = c.pace
 	ctx := context.Background()
 	slowest.limit = c.deadline
-	if c.freezePID == 0 {
+	if c.freezePID == 0 && c.krFault == "" {
 		slowest.limit = 0
+	}
+	if c.krFault != "" && (!c.ownKR || c.keychain != "secretservice") {
+		return errors.New("-keyring-fault needs -own-keyring and -keychain secretservice")
+	}
+	if c.creds {
+		if _, err := exec.LookPath("oathtool"); err != nil {
+			return errors.New("-creds needs oathtool (scripts/install-deps.sh installs it)")
+		}
+	}
+	var kr *keyringtest.Keyring
+	if c.ownKR {
+		var err error
+		kr, err = keyringtest.Start(func(addr string) error {
+			os.Setenv("DBUS_SESSION_BUS_ADDRESS", addr)
+			s, err := keychain.OpenSecretService(context.Background(), keychain.Options{Timeout: time.Second})
+			if err == nil {
+				s.Close()
+			}
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("own keyring: %w", err)
+		}
+		defer kr.Close()
 	}
 
 	dir, err := socketDir()
@@ -96,7 +136,7 @@ func chaosMain(args []string) error {
 		return err
 	}
 	bin := filepath.Join(dir, "bin")
-	if err := runCmd(ctx, root, 5*time.Minute, "go", "build", "-o", bin+"/", "./cmd/stepup-agent"); err != nil {
+	if err := runCmd(ctx, root, 5*time.Minute, "go", "build", "-o", bin+"/", "./cmd/stepup-agent", "./cmd/stepupctl"); err != nil {
 		return err
 	}
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
@@ -105,7 +145,17 @@ func chaosMain(args []string) error {
 	os.WriteFile(jwksPath, jwks, 0o600)
 	pol := filepath.Join(dir, "config", "stepup", "policy.yaml")
 	os.MkdirAll(filepath.Dir(pol), 0o700)
-	os.WriteFile(pol, []byte(fmt.Sprintf("limits: {maxFailures: 1000000, window: 1s}\nexternalJwt: {jwks: %q, subject: chaos, issuer: chaos-backend, audience: stepup-agent}\nscopes:\n  chaos:single: {ttl: 60m, singleUse: true, methods: [external_jwt]}\n  chaos:multi: {ttl: 60m, singleUse: false, methods: [external_jwt]}\n", jwksPath)), 0o600)
+	// The audit log rotates every 256 KiB, so that kills land amid
+	// rotations too.
+	os.WriteFile(pol, []byte(fmt.Sprintf("limits: {maxFailures: 1000000, window: 1s}\n"+
+		"audit: {maxSize: 256KiB}\n"+
+		"externalJwt: {jwks: %q, subject: chaos, issuer: chaos-backend, audience: stepup-agent}\n"+
+		"scopes:\n"+
+		"  chaos:single: {ttl: %s, singleUse: true, methods: [external_jwt, totp, recovery_code]}\n"+
+		"  chaos:multi: {ttl: 60m, singleUse: false, methods: [external_jwt]}\n"+
+		"  credential:link: {ttl: 60m, methods: [external_jwt]}\n"+
+		"  credential:update: {ttl: 60m, methods: [external_jwt]}\n"+
+		"  credential:unlink: {ttl: 5m, methods: [external_jwt]}\n", jwksPath, c.tokenTTL)), 0o600)
 	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.EdDSA, Key: priv}, (&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", "chaos"))
 	if err != nil {
 		return err
@@ -124,6 +174,7 @@ func chaosMain(args []string) error {
 	}
 	env := benchEnv(dir)
 	sock := filepath.Join(dir, "chaos.sock")
+	ctlEnv := append(append([]string{}, env...), "STEPUP_AUTH_SOCK="+sock)
 	audit := filepath.Join(dir, "audit.jsonl")
 	start := func() (*exec.Cmd, error) {
 		os.Remove(sock)
@@ -149,8 +200,11 @@ func chaosMain(args []string) error {
 	}
 	led := &ledger{valid: map[string]bool{}, consumed: map[string]bool{}, reset: map[string]bool{}, pending: map[string]bool{}}
 	var violations []string
+	var vmu sync.Mutex
 	violate := func(format string, a ...any) {
 		m := fmt.Sprintf(format, a...)
+		vmu.Lock()
+		defer vmu.Unlock()
 		violations = append(violations, m)
 		fmt.Fprintln(os.Stderr, "VIOLATION:", m)
 	}
@@ -158,8 +212,13 @@ func chaosMain(args []string) error {
 	deadline := time.Now().Add(c.duration)
 	kills := 0
 	var startFails int
+	cl := newCredLedger()
+	var prof chaosProfile
+	runStart := time.Now()
 	for kills < c.kills && time.Now().Before(deadline) {
+		t0 := time.Now()
 		cmd, err := start()
+		prof.start.add(time.Since(t0))
 		if err != nil {
 			violate("%v", err)
 			startFails++
@@ -168,6 +227,14 @@ func chaosMain(args []string) error {
 			}
 			continue
 		}
+		if c.creds && cl.totp["chaos-base"] == nil {
+			if err := cl.setup(sock); err != nil {
+				cmd.Process.Kill()
+				cmd.Wait()
+				return fmt.Errorf("enrolling the first TOTP credential: %w", err)
+			}
+		}
+		t1 := time.Now()
 		// Check what the last run's answers promised.
 		chk, err := dialRPC(sock)
 		if err != nil {
@@ -212,8 +279,38 @@ func chaosMain(args []string) error {
 			// the next round with a clean ledger of this run's promises.
 			led.valid, led.consumed, led.reset, led.assertion, led.pending = map[string]bool{}, map[string]bool{}, map[string]bool{}, nil, map[string]bool{}
 			led.mu.Unlock()
+			if c.creds && kills > 0 {
+				cl.check(chk, kills, violate)
+			}
+			if c.audit {
+				var st struct {
+					Audit struct {
+						Break   string `json:"break"`
+						Warning string `json:"warning"`
+					} `json:"audit"`
+				}
+				if err := chk.call("status", map[string]any{}, &st); err != nil {
+					violate("status after kill %d: %v", kills, err)
+				} else if st.Audit.Break != "" {
+					violate("after kill %d the agent reports an audit chain break: %s", kills, st.Audit.Break)
+				}
+			}
 			chk.c.Close()
 		}
+		if c.audit {
+			vc := exec.Command(filepath.Join(bin, "stepupctl"), "audit", "verify")
+			vc.Env = ctlEnv
+			if out, err := vc.CombinedOutput(); err != nil {
+				violate("stepupctl audit verify after kill %d: %v: %s", kills, err, strings.TrimSpace(string(out)))
+			} else {
+				cl.st.auditVerified++
+			}
+			if m, _ := filepath.Glob(filepath.Join(dir, "audit.break-*")); len(m) > 0 {
+				violate("after kill %d the agent set the audit log aside as broken: %v", kills, m)
+			}
+		}
+		prof.check.add(time.Since(t1))
+		t2 := time.Now()
 		if c.checkCmd != "" {
 			hc := exec.Command("sh", "-c", c.checkCmd)
 			hc.Env = append(os.Environ(), "STATE="+dir, "AUDIT="+audit)
@@ -231,24 +328,82 @@ func chaosMain(args []string) error {
 				chaosWorker(sock, w, led, assertion, stop)
 			}(w)
 		}
+		var killAt time.Time // zero: a random moment up to -max-delay
+		if c.creds {
+			first := make(chan opStart, 1)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				credWorker(sock, cl, led, assertion, stop, violate, first)
+			}()
+			// The kill falls at a random moment of the credential
+			// worker's first operation (or soon after it): a third of
+			// them are cut, at any point, and the rest answered.
+			select {
+			case o := <-first:
+				killAt = o.at.Add(time.Duration(mrand.Int64N(int64(max(c.maxDelay, cl.expected(o.op)*3/2)))))
+			case <-time.After(5 * time.Second):
+			}
+		}
 		if c.freezePID > 0 {
 			syscall.Kill(c.freezePID, syscall.SIGSTOP)
 			time.Sleep(time.Duration(mrand.Int64N(int64(6 * time.Second))))
 			syscall.Kill(c.freezePID, syscall.SIGCONT)
 		}
-		time.Sleep(time.Duration(mrand.Int64N(int64(c.maxDelay))))
+		if c.krFault != "" {
+			time.Sleep(time.Duration(mrand.Int64N(int64(c.maxDelay))))
+			fault := c.krFault
+			if fault == "both" {
+				fault = [2]string{"freeze", "kill"}[kills%2]
+			}
+			t := time.Now()
+			if fault == "freeze" {
+				kr.Signal(syscall.SIGSTOP)
+				time.Sleep(time.Duration(mrand.Int64N(int64(6 * time.Second))))
+				kr.Signal(syscall.SIGCONT)
+				faults.freezes++
+			} else {
+				kr.Kill()
+				time.Sleep(time.Duration(mrand.Int64N(int64(3 * time.Second))))
+				if err := kr.StartDaemon(); err != nil {
+					violate("gnome-keyring did not start again: %v", err)
+				}
+				faults.kills++
+			}
+			faults.down.add(time.Since(t))
+			// Nothing may be lost once the keychain is back: the agent is
+			// killed only once it says so (its writes made meanwhile are
+			// then in gnome-keyring).
+			t = time.Now()
+			if err := waitKeychainBack(sock, 60*time.Second); err != nil {
+				violate("after gnome-keyring's %s (burst %d): %v", fault, kills+1, err)
+			}
+			faults.back.add(time.Since(t))
+		}
+		if killAt.IsZero() || c.krFault != "" {
+			time.Sleep(time.Duration(mrand.Int64N(int64(c.maxDelay))))
+		} else {
+			time.Sleep(time.Until(killAt))
+		}
 		cmd.Process.Signal(syscall.SIGKILL)
 		cmd.Wait()
 		close(stop)
 		wg.Wait()
+		prof.burst.add(time.Since(t2))
 		kills++
 		if kills%50 == 0 {
-			fmt.Fprintf(os.Stderr, "chaos: %d kills, %d violations\n", kills, len(violations))
+			fmt.Fprintf(os.Stderr, "chaos: %d kills, %d violations, %s\n", kills, len(violations), time.Since(runStart).Round(time.Second))
 		}
 	}
-	if c.freezePID > 0 {
+	fmt.Printf("per cycle (mean, max): agent start to socket %s; checks after the restart %s; burst %s; %d cycles in %s\n",
+		prof.start, prof.check, prof.burst, kills, time.Since(runStart).Round(time.Second))
+	if c.krFault != "" {
+		fmt.Printf("gnome-keyring faults: %d freezes, %d kills; down (mean, max) %s; the agent reported the keychain back after (mean, max) %s\n",
+			faults.freezes, faults.kills, faults.down, faults.back)
+	}
+	if c.freezePID > 0 || c.krFault != "" {
 		slowest.mu.Lock()
-		fmt.Printf("keychain frozen (SIGSTOP) 0-6 s in every burst: the slowest answer took %v (deadline %v); answers later than the deadline: %d\n", slowest.max.Round(time.Millisecond), c.deadline, slowest.late)
+		fmt.Printf("keychain faults in every burst: the slowest answer took %v (deadline %v); answers later than the deadline: %d\n", slowest.max.Round(time.Millisecond), c.deadline, slowest.late)
 		if slowest.late > 0 {
 			violations = append(violations, fmt.Sprintf("%d answers later than %v while the keychain was frozen", slowest.late, c.deadline))
 		}
@@ -259,6 +414,9 @@ func chaosMain(args []string) error {
 	chaosErrs.mu.Unlock()
 	fmt.Printf("chaos (%s keychain): %d kills; checked after restarts: %d tokens still valid, %d consumed tokens refused, %d reset tokens refused, %d assertions refused on replay; violations: %d\n",
 		c.keychain, kills, tokensChecked, consumedChecked, resetChecked, replayChecked, len(violations))
+	if c.creds || c.audit {
+		fmt.Printf("credentials and audit: %s\n", cl.st)
+	}
 	for i, v := range violations {
 		if i == 10 {
 			fmt.Printf("  ... %d more\n", len(violations)-10)
@@ -287,10 +445,13 @@ func chaosWorker(sock string, w int, led *ledger, assertion func(string) (string
 		select {
 		case <-stop:
 			return
-		default:
+		case <-time.After(chaosPace):
 		}
-		switch x := rng.IntN(10); {
-		case x < 6 || len(mine) == 0: // mint
+		// Resets are rare (one request in 25): each revokes every token
+		// of the scope, and tokens minted while one ran are left out of
+		// the checks.
+		switch x := rng.IntN(100); {
+		case x < 60 || len(mine) == 0: // mint
 			a, _ := assertion("chaos:single")
 			var tr struct{ Token string }
 			led.mu.Lock()
@@ -306,17 +467,12 @@ func chaosWorker(sock string, w int, led *ledger, assertion func(string) (string
 				continue
 			}
 			chaosErrs.ok()
+			led.minted(tr.Token, gen0, busy0)
 			led.mu.Lock()
-			led.valid[tr.Token] = true
-			if busy0 || led.resets > 0 || led.resetGen != gen0 {
-				// A reset ran while this mint did: whether it revoked
-				// the token depends on an order no answer tells.
-				led.pending[tr.Token] = true
-			}
 			led.assertion = append(led.assertion, a)
 			led.mu.Unlock()
 			mine = append(mine, tr.Token)
-		case x < 9: // consume
+		case x < 96: // consume
 			tok := mine[len(mine)-1]
 			mine = mine[:len(mine)-1]
 			led.mu.Lock()
@@ -364,6 +520,23 @@ func chaosWorker(sock string, w int, led *ledger, assertion func(string) (string
 		}
 	}
 }
+
+// minted records a token an answer handed out; gen0 and busy0 are the
+// reset generation and whether a reset was in flight when its request
+// was sent.
+func (led *ledger) minted(tok string, gen0 int, busy0 bool) {
+	led.mu.Lock()
+	defer led.mu.Unlock()
+	led.valid[tok] = true
+	if busy0 || led.resets > 0 || led.resetGen != gen0 {
+		// A reset ran while this mint did: whether it revoked the token
+		// depends on an order no answer tells.
+		led.pending[tok] = true
+	}
+}
+
+// chaosPace is -pace.
+var chaosPace time.Duration
 
 // chaosErrs counts the mints refused (not cut by a kill), by message.
 var chaosErrs = &errCount{m: map[string]int{}}
@@ -512,6 +685,63 @@ func fullFS(c chaosConfig, dir string, env []string, start func() (*exec.Cmd, er
 		return fmt.Errorf("%d violations", len(violations))
 	}
 	return nil
+}
+
+// chaosProfile is where a cycle's time goes.
+type chaosProfile struct{ start, check, burst durStat }
+
+type durStat struct {
+	n        int
+	sum, max time.Duration
+}
+
+func (d *durStat) add(x time.Duration) {
+	d.n++
+	d.sum += x
+	d.max = max(d.max, x)
+}
+
+func (d durStat) String() string {
+	if d.n == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%s, %s", (d.sum / time.Duration(d.n)).Round(time.Millisecond), d.max.Round(time.Millisecond))
+}
+
+// faults counts what -keyring-fault did.
+var faults struct {
+	freezes, kills int
+	down, back     durStat
+}
+
+// waitKeychainBack waits until the agent's status says its keychain is
+// available (it has written what it kept in memory meanwhile).
+func waitKeychainBack(sock string, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	var last string
+	for time.Now().Before(deadline) {
+		r, err := dialRPC(sock)
+		if err == nil {
+			var st struct {
+				Keychain struct {
+					Available bool   `json:"available"`
+					Warning   string `json:"warning"`
+				} `json:"keychain"`
+			}
+			err = r.call("status", map[string]any{}, &st)
+			r.c.Close()
+			if err == nil && st.Keychain.Available {
+				return nil
+			}
+			if err == nil {
+				last = st.Keychain.Warning
+			} else {
+				last = err.Error()
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("the agent did not report its keychain available within %s (last: %s)", d, last)
 }
 
 // logTail returns the last n bytes of the file at path, on one line.
