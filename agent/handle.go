@@ -32,14 +32,14 @@ type protoMethod struct {
 // protocol is the table of protocol methods. A new protocol method is one
 // line here, its params and result types in api/, and its Agent method.
 var protocol = map[string]protoMethod{
-	api.MethodIsStepUpRequired:     {call: typed((*Agent).isStepUpRequired), inline: true},
+	api.MethodIsStepUpRequired:     {call: scoped((*Agent).isStepUpRequired), inline: true},
 	api.MethodPromptStepUpAuth:     {call: typed(prompter(routeAuto)), changes: true},
 	api.MethodPromptMfa:            {call: typed(prompter(routeMFA)), changes: true},
 	api.MethodPromptReauthenticate: {call: typed(prompter(routeReauth)), changes: true},
 	api.MethodUnlock:               {call: typed((*Agent).UnlockPrompt), changes: true},
 	api.MethodStartVerification:    {call: typed((*Agent).StartVerification), changes: true},
 	api.MethodCompleteVerification: {call: typed((*Agent).CompleteVerification), changes: true},
-	api.MethodGetToken:             {call: typed((*Agent).getToken), inline: true},
+	api.MethodGetToken:             {call: scoped((*Agent).getToken), inline: true},
 	api.MethodVerifyToken:          {call: typed((*Agent).VerifyToken), inline: true, changes: true},
 	api.MethodResetState:           {call: typed((*Agent).resetState), inline: true, changes: true},
 	api.MethodEnrollStart:          {call: typed((*Agent).EnrollStart), changes: true},
@@ -66,6 +66,67 @@ func typed[P, R any](fn func(a *Agent, ctx context.Context, p *P) (R, error)) fu
 		}
 		return fn(a, ctx, p)
 	}
+}
+
+// scoped is typed for the methods whose params are api.ScopeParams, the
+// hot path: params that are exactly {"scope":"NAME"}, NAME printable
+// ASCII without escapes, are read without encoding/json (which decodes
+// them to the same value); any other params go through typed.
+func scoped[R any](fn func(a *Agent, ctx context.Context, p *api.ScopeParams) (R, error)) func(*Agent, context.Context, json.RawMessage) (any, error) {
+	slow := typed(fn)
+	return func(a *Agent, ctx context.Context, params json.RawMessage) (any, error) {
+		if scope, ok := scopeOnly(params); ok {
+			return fn(a, ctx, &api.ScopeParams{Scope: scope})
+		}
+		return slow(a, ctx, params)
+	}
+}
+
+// scopeOnly reads params of the one shape {"scope":"NAME"} (JSON
+// whitespace allowed between tokens), where NAME holds only printable
+// ASCII other than the quote and the backslash. For anything else it reports false.
+func scopeOnly(b []byte) (string, bool) {
+	const key = `"scope"`
+	i := jsonSpace(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return "", false
+	}
+	i = jsonSpace(b, i+1)
+	if len(b)-i < len(key) || string(b[i:i+len(key)]) != key {
+		return "", false
+	}
+	i = jsonSpace(b, i+len(key))
+	if i >= len(b) || b[i] != ':' {
+		return "", false
+	}
+	i = jsonSpace(b, i+1)
+	if i >= len(b) || b[i] != '"' {
+		return "", false
+	}
+	start := i + 1
+	j := start
+	for ; j < len(b) && b[j] != '"'; j++ {
+		if c := b[j]; c < 0x20 || c >= 0x7f || c == '\\' {
+			return "", false
+		}
+	}
+	if j >= len(b) {
+		return "", false
+	}
+	k := jsonSpace(b, j+1)
+	if k >= len(b) || b[k] != '}' || jsonSpace(b, k+1) != len(b) {
+		return "", false
+	}
+	return string(b[start:j]), true
+}
+
+// jsonSpace returns the index of the first byte at or after i that is not
+// JSON whitespace.
+func jsonSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
 }
 
 func prompter(rt route) func(a *Agent, ctx context.Context, p *api.PromptParams) (*api.TokenResult, error) {
@@ -183,6 +244,13 @@ func cause(err error) string {
 
 // persistWait bounds how long an answer waits for its keychain writes.
 const persistWait = 5 * time.Second
+
+// Immediate reports the methods the server may answer in the goroutine
+// that accepted the connection (ipc.Immediate): isStepUpRequired only,
+// which answers from memory, writes no audit record and waits on
+// nothing. (getToken audits a refusal, with an fsync; the methods marked
+// changes wait for the keychain.)
+func (a *Agent) Immediate(m string) bool { return m == api.MethodIsStepUpRequired }
 
 // Blocking reports the methods that may wait on a person, a program or the
 // network (ipc.Handler): every method the table does not mark inline.

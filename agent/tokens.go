@@ -105,7 +105,7 @@ func (a *Agent) IsStepUpRequired(ctx context.Context, p *api.ScopeParams) (*api.
 			return res, nil
 		}
 	}
-	res.Methods, _ = a.available(routeAuto, []string{scope})
+	res.Methods = a.availableFor(scope)
 	if len(res.Methods) > 0 {
 		res.DefaultMethod = res.Methods[0]
 		res.Credentials, res.DefaultCredentialID = a.credentialRefs(res.Methods)

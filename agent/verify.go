@@ -89,12 +89,39 @@ func (a *Agent) available(rt route, scopes []string) ([]string, error) {
 		}
 		family = api.ReauthMethods
 	default:
-		if mfa {
-			family = api.MFAMethods
-		} else {
-			family = api.ReauthMethods
-		}
+		family = autoFamily(mfa)
 	}
+	out := a.usableOf(family, scopes)
+	if len(out) == 0 {
+		if a.creds.count() == 0 {
+			return out, api.Errorf(api.CodeNotEnrolled, "no verification method is enrolled").
+				WithHint("enroll an authenticator app with: stepupctl enroll totp")
+		}
+		return out, api.Errorf(api.CodeNotEnrolled, "none of the enrolled methods may be used for these scopes").
+			WithHint("the policy's methods list for the scope names the allowed ones; enroll one of them")
+	}
+	return out, nil
+}
+
+// availableFor is available(routeAuto, [scope]) without the error, for
+// isStepUpRequired, which lists what is usable (none is an answer, not
+// an error) on every call.
+func (a *Agent) availableFor(scope string) []string {
+	scopes := [1]string{scope}
+	return a.usableOf(autoFamily(a.creds.hasMFA()), scopes[:])
+}
+
+// autoFamily is the route of promptStepUpAuth: MFA when enrolled, else
+// re-authentication.
+func autoFamily(mfa bool) []string {
+	if mfa {
+		return api.MFAMethods
+	}
+	return api.ReauthMethods
+}
+
+// usableOf lists the methods of family usable now that every scope allows.
+func (a *Agent) usableOf(family, scopes []string) []string {
 	out := []string{}
 	for _, m := range family {
 		if !a.usable(m) {
@@ -108,15 +135,7 @@ func (a *Agent) available(rt route, scopes []string) ([]string, error) {
 			out = append(out, m)
 		}
 	}
-	if len(out) == 0 {
-		if a.creds.count() == 0 {
-			return out, api.Errorf(api.CodeNotEnrolled, "no verification method is enrolled").
-				WithHint("enroll an authenticator app with: stepupctl enroll totp")
-		}
-		return out, api.Errorf(api.CodeNotEnrolled, "none of the enrolled methods may be used for these scopes").
-			WithHint("the policy's methods list for the scope names the allowed ones; enroll one of them")
-	}
-	return out, nil
+	return out
 }
 
 // The caps on the scopes of one request, so that every prompt shows every

@@ -354,9 +354,10 @@ func methodName(b []byte) string {
 
 // JSONAppender is a result that writes its own JSON: the server appends
 // it to the answer instead of calling encoding/json. AppendJSON must
-// append exactly what json.Marshal would write for the value.
+// append exactly what json.Marshal would write for the value, and fail
+// where json.Marshal fails.
 type JSONAppender interface {
-	AppendJSON(b []byte) []byte
+	AppendJSON(b []byte) ([]byte, error)
 }
 
 // answerBuf is a pooled buffer an answer is encoded into, with an
@@ -398,7 +399,11 @@ func (a *answerBuf) appendResult(id []byte, res any) error {
 	a.b.Write(id)
 	a.b.WriteString(`,"result":`)
 	if ap, ok := res.(JSONAppender); ok {
-		a.b.Write(ap.AppendJSON(a.b.AvailableBuffer()))
+		out, err := ap.AppendJSON(a.b.AvailableBuffer())
+		if err != nil {
+			return err
+		}
+		a.b.Write(out)
 	} else {
 		if err := a.enc.Encode(res); err != nil {
 			return err

@@ -43,4 +43,7 @@ func (p *progressWriter) Write(b []byte) (int, error) {
 
 func isTimeout(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }
 
+// errWouldBlock is a read's error in no-wait mode when nothing is there.
+var errWouldBlock = errors.New("ipc: nothing to read yet")
+
 var _ io.Writer = (*progressWriter)(nil)

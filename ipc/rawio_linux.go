@@ -24,6 +24,9 @@ type rawIO struct {
 	rc         syscall.RawConn
 	beforeWait func()        // runs before a read waits (the line deadline)
 	timeout    time.Duration // a write fails after this without progress
+	// noWait: a read that would wait fails with errWouldBlock instead
+	// (the accepting goroutine reads what came with the connection).
+	noWait bool
 }
 
 // newRawIO returns the reader and writer of nc's requests and answers.
@@ -42,39 +45,49 @@ func newRawIO(nc net.Conn, beforeWait func(), timeout time.Duration) (r io.Reade
 	return x, x
 }
 
+// setNoWait switches r, a reader newRawIO returned, to failing with
+// errWouldBlock instead of waiting (on) or back. It reports whether r can.
+func setNoWait(r io.Reader, on bool) bool {
+	x, ok := r.(*rawIO)
+	if ok {
+		x.noWait = on
+	}
+	return ok
+}
+
 func (x *rawIO) Read(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
 	var n int
 	var errno syscall.Errno
-	read := func(wait bool) error {
-		return x.rc.Read(func(fd uintptr) bool {
-			for {
-				m, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
-				switch e {
-				case syscall.EINTR:
-					continue
-				case syscall.EAGAIN:
-					if !wait {
-						n, errno = -1, 0
-						return true
-					}
-					return false // wait in the netpoller
+	wouldBlock := false
+	err := x.rc.Read(func(fd uintptr) bool {
+		for {
+			m, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+			switch e {
+			case syscall.EINTR:
+				continue
+			case syscall.EAGAIN:
+				if x.noWait {
+					wouldBlock = true
+					return true
 				}
-				n, errno = int(m), e
-				return true
+				// Nothing there: arm the line deadline, then wait in
+				// the netpoller (which calls this again when the
+				// socket is readable).
+				x.beforeWait()
+				return false
 			}
-		})
-	}
-	err := read(false)
-	if err == nil && n < 0 { // nothing there: arm the deadline, then wait
-		x.beforeWait()
-		err = read(true)
-	}
+			n, errno = int(m), e
+			return true
+		}
+	})
 	switch {
 	case err != nil:
 		return 0, err
+	case wouldBlock:
+		return 0, errWouldBlock
 	case errno != 0:
 		return 0, os.NewSyscallError("read", errno)
 	case n == 0:

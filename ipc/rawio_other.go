@@ -14,3 +14,6 @@ import (
 func newRawIO(nc net.Conn, before func(), timeout time.Duration) (r io.Reader, w io.Writer) {
 	return &hookReader{nc: nc, before: before}, &progressWriter{nc: nc, timeout: timeout}
 }
+
+// setNoWait reports false: only Linux's raw reader reads without waiting.
+func setNoWait(io.Reader, bool) bool { return false }

@@ -40,6 +40,18 @@ type Handler interface {
 	Blocking(method string) bool
 }
 
+// Immediate is an optional interface of a Handler. Immediate(method)
+// reports that the method answers at once from memory, waiting on
+// nothing (not on a person, a program, the network or a keychain write).
+// A connection's first request, when it came with the connection and its
+// method is immediate, is then answered by the goroutine that accepted
+// the connection, before it starts the connection's own: the answer does
+// not wait for that hand-off. Everything else is as for any inline
+// method (Handler.Blocking).
+type Immediate interface {
+	Immediate(method string) bool
+}
+
 // Server serves a Handler on listeners.
 type Server struct {
 	Handler Handler
@@ -349,14 +361,16 @@ func drainRefused(c net.Conn, msg []byte) {
 }
 
 func (s *Server) startConn(nc net.Conn, peer *Peer, rc *remote.Conn) {
-	base := WithPeer(s.base, peer)
+	ctx := WithPeer(s.base, peer)
 	if rc != nil {
-		base = remote.NewContext(base, rc)
+		ctx = remote.NewContext(ctx, rc)
 	}
-	ctx, cancel := context.WithCancel(base)
-	c := &conn{srv: s, nc: nc, peer: peer, ctx: ctx, cancel: cancel,
+	// The context is made cancellable (by the client's hang-up) on the
+	// first blocking request only: inline requests never wait on it.
+	c := &conn{srv: s, nc: nc, peer: peer, ctx: ctx,
 		stopCh: make(chan struct{})}
 	r, w := newRawIO(nc, c.armRead, s.WriteTimeout)
+	c.rawR = r
 	c.br = readers.Get().(*bufio.Reader)
 	c.br.Reset(r)
 	c.tail = &tailWriter{w: w}
@@ -367,13 +381,49 @@ func (s *Server) startConn(nc net.Conn, peer *Peer, rc *remote.Conn) {
 		s.release(peer)
 		s.mu.Unlock()
 		nc.Close()
-		cancel()
 		return
 	}
 	s.conns[c] = struct{}{}
 	s.connWG.Add(1)
 	s.mu.Unlock()
+	// A remote request is audited (a file written and synced): never
+	// in the accepting goroutine.
+	if im, ok := s.Handler.(Immediate); ok && rc == nil {
+		c.serveFirst(im)
+	}
 	go c.serve()
+}
+
+// serveFirst answers, in the accepting goroutine, the connection's first
+// request when it is already there (one read that does not wait), whole,
+// and its method is immediate. Anything else it leaves in the buffer for
+// serve, which goes on from there.
+func (c *conn) serveFirst(im Immediate) {
+	if !setNoWait(c.rawR, true) {
+		return
+	}
+	defer setNoWait(c.rawR, false)
+	if _, err := c.br.Peek(1); err != nil {
+		return // nothing yet, or an error serve meets again
+	}
+	buf, _ := c.br.Peek(c.br.Buffered())
+	i := bytes.IndexByte(buf, '\n')
+	if i < 0 {
+		return
+	}
+	req, ok := scanEnvelope(bytes.TrimSpace(buf[:i]))
+	if !ok || !req.hasMethod {
+		return
+	}
+	if m := methodName(req.Method); !im.Immediate(m) || c.srv.Handler.Blocking(m) {
+		return
+	}
+	line, err := c.br.ReadSlice('\n') // the line is buffered: no read
+	if err != nil {
+		return
+	}
+	c.handleLine(line)
+	c.flush()
 }
 
 // Shutdown stops accepting, stops reading new requests, lets in-flight
@@ -402,11 +452,15 @@ func (s *Server) Shutdown(ctx context.Context) {
 }
 
 type conn struct {
-	srv    *Server
-	nc     net.Conn
-	peer   *Peer
+	srv  *Server
+	nc   net.Conn
+	peer *Peer
+	// ctx is the requests' context; cancel, set with the first blocking
+	// request (by serve's goroutine, before it starts that request), ends
+	// it when the client hangs up.
 	ctx    context.Context
 	cancel context.CancelFunc
+	rawR   io.Reader // the reader under br
 
 	// Read by serve's goroutine only (armRead runs inside its reads).
 	br           *bufio.Reader
@@ -584,13 +638,21 @@ func (c *conn) serve() {
 			go func() { c.inflight.Wait(); close(idle) }()
 			waitHangUp(c.nc, idle)
 		}
-		c.cancel()
+		c.cancelRequests()
 	}
 	c.inflight.Wait()
-	c.cancel()
+	c.cancelRequests()
 	c.flush()
 	c.nc.Close()
 	c.recycle()
+}
+
+// cancelRequests cancels the context of the connection's blocking
+// requests (dismissing their prompts); serve's goroutine calls it.
+func (c *conn) cancelRequests() {
+	if c.cancel != nil {
+		c.cancel()
+	}
 }
 
 // A connection's buffers come from pools: a new connection allocates
@@ -660,15 +722,19 @@ func (c *conn) handleLine(line []byte) {
 	params := json.RawMessage(req.Params)
 	notify := len(id) == 0
 	if c.srv.Handler.Blocking(method) {
+		if c.cancel == nil {
+			c.ctx, c.cancel = context.WithCancel(c.ctx)
+		}
 		if !c.acquire() {
 			return
 		}
 		c.inflight.Add(1)
 		idCopy := append(json.RawMessage(nil), id...)
 		paramsCopy := append(json.RawMessage(nil), params...)
+		ctx := c.ctx
 		go func() {
 			defer func() { <-c.sem; c.inflight.Done() }()
-			res, err := c.srv.Handler.Handle(c.ctx, method, paramsCopy)
+			res, err := c.srv.Handler.Handle(ctx, method, paramsCopy)
 			if !notify {
 				c.respond(idCopy, method, res, err)
 				c.flush()
@@ -720,7 +786,7 @@ func (c *conn) acquire() bool {
 			return false
 		case <-t.C:
 			if hungUp(c.nc) {
-				c.cancel()
+				c.cancelRequests()
 				return false
 			}
 		}

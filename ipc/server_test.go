@@ -45,6 +45,26 @@ func (h *testHandler) Handle(ctx context.Context, m string, params json.RawMessa
 	return nil, api.Errorf(api.CodeMethodNotFound, "unknown method %q", m)
 }
 
+// immediateHandler is testHandler with "echo" (and, which the server
+// must not take up, the blocking "block") immediate: the first request of
+// a connection may be answered by the accepting goroutine.
+type immediateHandler struct{ testHandler }
+
+func (h *immediateHandler) Immediate(m string) bool { return m == "echo" || m == "block" }
+
+// bothHandlers runs a test against a testHandler and an immediateHandler,
+// each with a blocked channel of its own.
+func bothHandlers(t *testing.T, test func(t *testing.T, h Handler, blocked chan error)) {
+	t.Run("inline", func(t *testing.T) {
+		b := make(chan error, 1)
+		test(t, &testHandler{blocked: b}, b)
+	})
+	t.Run("immediate", func(t *testing.T) {
+		b := make(chan error, 1)
+		test(t, &immediateHandler{testHandler{blocked: b}}, b)
+	})
+}
+
 func startServer(t *testing.T, h Handler) (string, *Server) {
 	t.Helper()
 	return startServerWith(t, h, nil)
@@ -94,8 +114,10 @@ func roundTrip(t *testing.T, path, in string, answers int) []string {
 	return out
 }
 
-func TestFraming(t *testing.T) {
-	path, _ := startServer(t, &testHandler{})
+func TestFraming(t *testing.T) { bothHandlers(t, testFraming) }
+
+func testFraming(t *testing.T, h Handler, _ chan error) {
+	path, _ := startServer(t, h)
 	cases := []struct {
 		name, in string
 		want     []string
@@ -112,6 +134,12 @@ func TestFraming(t *testing.T) {
 			[]string{`"id":5,"result":null`}},
 		{"internal error hides its text", `{"jsonrpc":"2.0","id":6,"method":"internal"}` + "\n",
 			[]string{`"id":6,"error":{"code":-32603,"message":"internal error in internal; see the agent's log"`}},
+		{"pipelined, in order", `{"jsonrpc":"2.0","id":7,"method":"echo","params":1}` + "\n" + `{"jsonrpc":"2.0","id":8,"method":"echo","params":2}` + "\n" + `{"jsonrpc":"2.0","id":9,"method":"nope"}` + "\n",
+			[]string{`"id":7,"result":1`, `"id":8,"result":2`, `"id":9,"error":{"code":-32601`}},
+		{"blank lines first", "\n  \n" + `{"jsonrpc":"2.0","id":10,"method":"echo","params":3}` + "\n",
+			[]string{`"id":10,"result":3`}},
+		{"first line a notification", `{"jsonrpc":"2.0","method":"echo","params":1}` + "\n" + `{"jsonrpc":"2.0","id":11,"method":"echo","params":4}` + "\n",
+			[]string{`"id":11,"result":4`}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -127,8 +155,10 @@ func TestFraming(t *testing.T) {
 
 // A last line without its newline is served when the client shuts down
 // its side (as socat does at the end of its input).
-func TestLastLineAtHalfClose(t *testing.T) {
-	path, _ := startServer(t, &testHandler{})
+func TestLastLineAtHalfClose(t *testing.T) { bothHandlers(t, testLastLineAtHalfClose) }
+
+func testLastLineAtHalfClose(t *testing.T, h Handler, _ chan error) {
+	path, _ := startServer(t, h)
 	c, err := net.Dial("unix", path)
 	if err != nil {
 		t.Fatal(err)
@@ -171,8 +201,9 @@ func TestLongLineClosesConnection(t *testing.T) {
 	}
 }
 
-func TestHangUpCancelsBlockingRequest(t *testing.T) {
-	h := &testHandler{blocked: make(chan error, 1)}
+func TestHangUpCancelsBlockingRequest(t *testing.T) { bothHandlers(t, testHangUpCancels) }
+
+func testHangUpCancels(t *testing.T, h Handler, blocked chan error) {
 	path, _ := startServer(t, h)
 	c, err := net.Dial("unix", path)
 	if err != nil {
@@ -182,7 +213,7 @@ func TestHangUpCancelsBlockingRequest(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	c.Close()
 	select {
-	case err := <-h.blocked:
+	case err := <-blocked:
 		if err != context.Canceled {
 			t.Fatalf("handler saw %v", err)
 		}
@@ -209,8 +240,9 @@ func TestHalfCloseIsNotAHangUp(t *testing.T) {
 	}
 }
 
-func TestOutOfOrderAnswers(t *testing.T) {
-	h := &testHandler{blocked: make(chan error, 1)}
+func TestOutOfOrderAnswers(t *testing.T) { bothHandlers(t, testOutOfOrderAnswers) }
+
+func testOutOfOrderAnswers(t *testing.T, h Handler, _ chan error) {
 	path, _ := startServer(t, h)
 	c, err := net.Dial("unix", path)
 	if err != nil {

@@ -1,0 +1,78 @@
+package api
+
+import (
+	"encoding/json"
+	"strconv"
+)
+
+// AppendJSON appends r as encoding/json marshals it, without reflection:
+// the answer to isStepUpRequired is the agent's hot path (the server
+// appends it to the answer line; ipc.JSONAppender). It fails where
+// json.Marshal fails (an expiry outside the years 0-9999).
+func (r *StepUpRequired) AppendJSON(b []byte) ([]byte, error) {
+	b = append(b, `{"required":`...)
+	b = strconv.AppendBool(b, r.Required)
+	b = append(b, `,"scope":`...)
+	b = appendJSONString(b, r.Scope)
+	b = append(b, `,"methods":`...)
+	if r.Methods == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, '[')
+		for i, m := range r.Methods {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, m)
+		}
+		b = append(b, ']')
+	}
+	if r.DefaultMethod != "" {
+		b = append(b, `,"defaultMethod":`...)
+		b = appendJSONString(b, r.DefaultMethod)
+	}
+	if r.ExpiresAt != nil {
+		b = append(b, `,"expiresAt":"`...)
+		var err error
+		if b, err = r.ExpiresAt.AppendText(b); err != nil {
+			return b, err
+		}
+		b = append(b, '"')
+	}
+	if len(r.Credentials) > 0 {
+		c, err := json.Marshal(r.Credentials)
+		if err != nil {
+			return b, err
+		}
+		b = append(b, `,"credentials":`...)
+		b = append(b, c...)
+	}
+	if r.DefaultCredentialID != "" {
+		b = append(b, `,"defaultCredentialId":`...)
+		b = appendJSONString(b, r.DefaultCredentialID)
+	}
+	if r.Locked {
+		b = append(b, `,"locked":true`...)
+	}
+	if r.Bind != "" {
+		b = append(b, `,"bind":`...)
+		b = appendJSONString(b, r.Bind)
+	}
+	return append(b, '}'), nil
+}
+
+// appendJSONString appends s quoted as json.Marshal quotes it. Printable
+// ASCII that needs no escape (scope and method names) is copied; anything
+// else goes through encoding/json, which escapes <, > and &, control
+// characters, invalid UTF-8, U+2028 and U+2029.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s) // a string always marshals
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
