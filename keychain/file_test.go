@@ -1,6 +1,7 @@
 package keychain
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -217,5 +218,73 @@ func TestFileRefusesFIFOWithoutBlocking(t *testing.T) {
 			w.Close()
 		}
 		t.Fatal("OpenFile blocked on a FIFO in place of the file")
+	}
+}
+
+// fileContent is the file's format, as encoding/json reads it.
+type fileContent struct {
+	Version int                          `json:"version"`
+	Items   map[string]map[string][]byte `json:"items"`
+}
+
+// TestFileFormat: the file is written byte for byte as encoding/json
+// writes the items (keys sorted, values base64), although the backend
+// holds only where each value is, and a value written by hand with JSON
+// escapes is read as encoding/json reads it.
+func TestFileFormat(t *testing.T) {
+	dir := t.TempDir()
+	f, err := OpenFile(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	want := map[string]map[string][]byte{
+		KindToken:      {"b": []byte("bee"), "a<&>\"\\é": []byte{0, 1, 2, 255}, "empty": {}},
+		KindCredential: {"x": bytes.Repeat([]byte("credential "), 100)},
+	}
+	for k, m := range want {
+		for n, v := range m {
+			if err := f.Put(ctx, k, n, v); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// A replaced and a deleted item, written again from the file.
+	f.Put(ctx, KindToken, "b", []byte("bee2"))
+	want[KindToken]["b"] = []byte("bee2")
+	f.Put(ctx, KindLimit, "gone", []byte("x"))
+	f.Delete(ctx, KindLimit, "gone")
+	exp, _ := json.Marshal(fileContent{Version: 1, Items: want})
+	if got, _ := os.ReadFile(f.Path()); string(got) != string(exp) {
+		t.Fatalf("file\n%s\nwant\n%s", got, exp)
+	}
+	for _, m := range f.items {
+		for n, v := range m {
+			if v.n < 0 && v.data != nil {
+				t.Errorf("%s held in memory after a save", n)
+			}
+		}
+	}
+	f.Close()
+
+	// By hand: "QUJD" (ABC) written with an escape, "null", and an
+	// unknown top-level key.
+	os.WriteFile(filepath.Join(dir, FileName), []byte(`{"note":[1,{"a":2}],"items":{"token":{"e":"\u0051UJD","n":null,"p":"QUJD"}},"version":1}`), 0o600)
+	f, err = OpenFile(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for n, w := range map[string]string{"e": "ABC", "n": "", "p": "ABC"} {
+		if v, err := f.Get(ctx, KindToken, n); err != nil || string(v) != w {
+			t.Errorf("%s: %q, %v; want %q", n, v, err, w)
+		}
+	}
+	if err := f.Put(ctx, KindToken, "q", []byte("Q")); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(f.Path())
+	if want := `{"version":1,"items":{"token":{"e":"QUJD","n":null,"p":"QUJD","q":"UQ=="}}}`; string(got) != want {
+		t.Fatalf("rewritten %s, want %s", got, want)
 	}
 }

@@ -122,6 +122,20 @@ func TestEmailUntrustedCertificate(t *testing.T) {
 	noMail(t, s)
 }
 
+// TestEmailStartTLSRequired: with tls starttls, a server that does not
+// offer STARTTLS gets nothing, not even the password.
+func TestEmailStartTLSRequired(t *testing.T) {
+	s := startSMTP(t, plainSMTP, nil, map[string]string{smtpUser: smtpPass})
+	log, logs := observed()
+	m := NewEmail(method.Deps{Policy: smtpPolicy(s, "starttls", smtpUser), Logger: log}, password(smtpPass))
+	_, _, err := m.EnrollStart(context.Background(), method.EnrollParams{Address: "a@example.com"})
+	if err == nil || !strings.Contains(err.Error(), "STARTTLS") {
+		t.Fatalf("sent without STARTTLS: %v", err)
+	}
+	noMail(t, s)
+	assertNotLogged(t, logs, smtpPass)
+}
+
 // TestEmailNoTLSLoopback: tls none is allowed to a loopback relay, without
 // authentication; to any other host it is refused.
 func TestEmailNoTLSLoopback(t *testing.T) {

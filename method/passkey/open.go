@@ -6,7 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"html/template"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,13 +24,13 @@ import (
 // content only by the user. The file is removed once the browser has
 // loaded the page, and with its ceremony.
 
-var launcherTmpl = template.Must(template.New("launcher").Parse(`<!doctype html>
+const launcherPage = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="referrer" content="no-referrer">
-<meta http-equiv="refresh" content="0;url={{.}}">
+<meta http-equiv="refresh" content="0;url={{.URL}}">
 <title>stepup-agent passkey</title></head>
-<body><p><a href="{{.}}">Continue to the stepup-agent passkey page</a></p></body></html>
-`))
+<body><p><a href="{{.URL}}">Continue to the stepup-agent passkey page</a></p></body></html>
+`
 
 // launchDir is the private directory of a Method's launcher files,
 // created on first use.
@@ -105,7 +105,7 @@ func (l *launchDir) write(url string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	err = launcherTmpl.Execute(f, url)
+	_, err = io.WriteString(f, fill(launcherPage, "URL", url))
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

@@ -9,7 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"html/template"
+	"html"
 	"io"
 	"net"
 	"net/http"
@@ -28,7 +28,19 @@ import (
 //go:embed static
 var static embed.FS
 
-var pageTmpl = template.Must(template.ParseFS(static, "static/page.html"))
+// fill returns page with each {{.KEY}} replaced by its value, escaped for
+// HTML text and double-quoted attribute values, the only places the
+// pages put them. Not html/template: text/template's reflective method
+// calls make the linker keep every exported method in the daemon
+// (docs/BENCHMARKS.md, "Notes"), and two fixed pages need no template
+// language.
+func fill(page string, kv ...string) string {
+	r := make([]string, 0, len(kv))
+	for i := 0; i+1 < len(kv); i += 2 {
+		r = append(r, "{{."+kv[i]+"}}", html.EscapeString(kv[i+1]))
+	}
+	return strings.NewReplacer(r...).Replace(page)
+}
 
 type kind int
 
@@ -455,7 +467,11 @@ func (s *server) page(w http.ResponseWriter, r *http.Request, c *ceremony) {
 	}
 	c.mu.Unlock()
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	if err := pageTmpl.Execute(w, d); err != nil {
+	page, err := static.ReadFile("static/page.html")
+	if err == nil {
+		_, err = io.WriteString(w, fill(string(page), "Mode", d.Mode, "Options", d.Options, "Title", d.Title))
+	}
+	if err != nil {
 		s.m.log.Debug("writing the passkey page", zap.Error(err))
 	}
 }

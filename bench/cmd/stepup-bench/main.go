@@ -46,7 +46,26 @@ type config struct {
 	tokens    int
 	out       string
 	extra     []string // NAME=COMMAND: more line-protocol servers, for A/B runs
-	only      bool     // the request measures only: no whole-process or memory part
+	only      onlyFlag // "requests": no whole-process or memory part; "memory": the agent's memory only
+}
+
+// onlyFlag is -only (the request measures) or -only=requests|memory.
+type onlyFlag string
+
+func (o *onlyFlag) String() string   { return string(*o) }
+func (o *onlyFlag) IsBoolFlag() bool { return true }
+func (o *onlyFlag) Set(v string) error {
+	switch v {
+	case "true", "requests":
+		*o = "requests"
+	case "false":
+		*o = ""
+	case "memory":
+		*o = "memory"
+	default:
+		return fmt.Errorf("want -only, -only=requests or -only=memory")
+	}
+	return nil
 }
 
 type multiFlag []string
@@ -75,7 +94,8 @@ func main() {
 	flag.IntVar(&c.tokens, "tokens", 10000, "live tokens for the memory measure")
 	var extra multiFlag
 	flag.Var(&extra, "extra", "also measure `NAME=COMMAND`, a server speaking stepup-agent's protocol (or echoing lines); {sock} in COMMAND is its socket path; repeatable (A/B runs of two builds)")
-	flag.BoolVar(&c.only, "only", false, "only the request measures (latency, CPU, throughput, connect); no report targets for the skipped ones")
+	flag.Var(&c.only, "only", "`-only` (or -only=requests): only the request measures (latency, CPU, throughput, connect), no report targets for the skipped ones; "+
+		"-only=memory: only stepup-agent's memory (idle, after the same request rounds run against it alone, with -tokens live tokens)")
 	flag.Parse()
 	c.extra = extra
 	if *quick {
@@ -178,12 +198,13 @@ func run(ctx context.Context, c *config) error {
 	defer os.RemoveAll(dir)
 	bin := filepath.Join(dir, "bin")
 	logf("building stepup-agent, stepupctl and bench/echo.c in %s", dir)
-	if err := runCmd(ctx, root, 5*time.Minute, "go", "build", "-o", bin+"/", "./cmd/stepup-agent", "./bench/goecho"); err != nil {
+	if err := runCmd(ctx, root, 5*time.Minute, "go", "build", "-o", bin+"/", "./bench/goecho"); err != nil {
 		return err
 	}
-	// stepupctl is built as it is shipped: without cgo, a static binary
-	// that skips the dynamic loader (README, "Install").
-	if err := runCmd(ctx, root, 5*time.Minute, "env", "CGO_ENABLED=0", "go", "build", "-o", bin+"/", "./cmd/stepupctl"); err != nil {
+	// stepup-agent and stepupctl are built as they are shipped on Linux:
+	// without cgo, static binaries that skip the dynamic loader (README,
+	// "Install"; packaging/install.sh).
+	if err := runCmd(ctx, root, 5*time.Minute, "env", "CGO_ENABLED=0", "go", "build", "-o", bin+"/", "./cmd/stepup-agent", "./cmd/stepupctl"); err != nil {
 		return err
 	}
 	if err := runCmd(ctx, root, time.Minute, "gcc", "-O2", "-o", filepath.Join(bin, "echo"), "bench/echo.c"); err != nil {
@@ -214,28 +235,32 @@ func run(ctx context.Context, c *config) error {
 	if err := add(startAgent(ctx, filepath.Join(bin, "stepup-agent"), dir, nameAgent, "memory", env)); err != nil {
 		return err
 	}
-	if err := add(startEcho(ctx, filepath.Join(bin, "echo"), dir, env)); err != nil {
-		return err
-	}
-	if err := add(startChild(ctx, nameGoEcho, filepath.Join(dir, "goecho.sock"), &protoGoEcho, env,
-		filepath.Join(dir, "goecho.log"), filepath.Join(bin, "goecho"), filepath.Join(dir, "goecho.sock"))); err != nil {
-		return err
-	}
-	if err := add(startSSHAgent(ctx, dir, env)); err != nil {
-		return err
-	}
-	if err := add(startGPGAgent(ctx, dir, env)); err != nil {
-		return err
-	}
-	for i, e := range c.extra {
-		name, cmdline, ok := strings.Cut(e, "=")
-		if !ok {
-			return fmt.Errorf("-extra %q: want NAME=COMMAND", e)
-		}
-		sock := filepath.Join(dir, fmt.Sprintf("extra%d.sock", i))
-		argv := strings.Fields(strings.ReplaceAll(cmdline, "{sock}", sock))
-		if err := add(startChild(ctx, name, sock, &protoExtra, env, filepath.Join(dir, fmt.Sprintf("extra%d.log", i)), argv...)); err != nil {
+	memOnly := c.only == "memory"
+	// -only=memory measures the agent alone.
+	if !memOnly {
+		if err := add(startEcho(ctx, filepath.Join(bin, "echo"), dir, env)); err != nil {
 			return err
+		}
+		if err := add(startChild(ctx, nameGoEcho, filepath.Join(dir, "goecho.sock"), &protoGoEcho, env,
+			filepath.Join(dir, "goecho.log"), filepath.Join(bin, "goecho"), filepath.Join(dir, "goecho.sock"))); err != nil {
+			return err
+		}
+		if err := add(startSSHAgent(ctx, dir, env)); err != nil {
+			return err
+		}
+		if err := add(startGPGAgent(ctx, dir, env)); err != nil {
+			return err
+		}
+		for i, e := range c.extra {
+			name, cmdline, ok := strings.Cut(e, "=")
+			if !ok {
+				return fmt.Errorf("-extra %q: want NAME=COMMAND", e)
+			}
+			sock := filepath.Join(dir, fmt.Sprintf("extra%d.sock", i))
+			argv := strings.Fields(strings.ReplaceAll(cmdline, "{sock}", sock))
+			if err := add(startChild(ctx, name, sock, &protoExtra, env, filepath.Join(dir, fmt.Sprintf("extra%d.log", i)), argv...)); err != nil {
+				return err
+			}
 		}
 	}
 	time.Sleep(time.Second)
@@ -275,12 +300,14 @@ func run(ctx context.Context, c *config) error {
 		res.rssLoaded[s.name], _ = rssOf(s.pid)
 	}
 
-	if c.only {
+	if c.only == "requests" {
 		res.elapsed = time.Since(res.started)
 		report(os.Stdout, res, "")
 		return nil
 	}
-	logf("whole process: stepupctl check wallet:export vs ssh-add -l and gpg-connect-agent")
+	if !memOnly {
+		logf("whole process: stepupctl check wallet:export vs ssh-add -l and gpg-connect-agent")
+	}
 	sockOf := func(name string) string {
 		for _, s := range servers {
 			if s.name == name {
@@ -289,9 +316,11 @@ func run(ctx context.Context, c *config) error {
 		}
 		return ""
 	}
-	res.proc, res.procTool, err = wholeProcess(ctx, c, env, filepath.Join(bin, "stepupctl"), sockOf(nameAgent), sockOf(nameSSH), sockOf(nameGPG))
-	if err != nil {
-		return err
+	if !memOnly {
+		res.proc, res.procTool, err = wholeProcess(ctx, c, env, filepath.Join(bin, "stepupctl"), sockOf(nameAgent), sockOf(nameSSH), sockOf(nameGPG))
+		if err != nil {
+			return err
+		}
 	}
 	for _, s := range servers {
 		s.stop()
@@ -307,6 +336,11 @@ func run(ctx context.Context, c *config) error {
 
 	var w io.Writer = os.Stdout
 	var keep string
+	if memOnly {
+		report(w, res, "")
+		logf("done in %s", res.elapsed.Round(time.Second))
+		return nil
+	}
 	if c.out != "" {
 		if old, err := os.ReadFile(c.out); err == nil {
 			keep = keptSections(string(old))

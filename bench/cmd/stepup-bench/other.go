@@ -20,6 +20,7 @@ import (
 
 	"github.com/stepup-agent/stepup-agent/api"
 	"github.com/stepup-agent/stepup-agent/keychain"
+	"github.com/stepup-agent/stepup-agent/peer"
 	"github.com/stepup-agent/stepup-agent/token"
 	"golang.org/x/sys/unix"
 )
@@ -264,6 +265,14 @@ func writeTokens(dir string, n int) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
+	// The tokens are bound as the agent binds what it mints
+	// (agent/tokens.go): to the caller that stepped up, here this
+	// harness's own process, with the default bind mode, so that the
+	// harness's check is admitted.
+	minter, err := peer.IdentifyPID(os.Getpid())
+	if err != nil {
+		return 0, err
+	}
 	now := time.Now()
 	exp := now.Add(10 * time.Minute).Truncate(time.Second)
 	tokens := map[string][]byte{}
@@ -272,14 +281,17 @@ func writeTokens(dir string, n int) (int64, error) {
 		rand.Read(b[:])
 		jti := base64.RawURLEncoding.EncodeToString(b[:])
 		scope := benchScope(i)
-		tok, err := signer.Mint(api.Claims{Issuer: "stepup-agent", Subject: "bench", Scope: scope, ID: jti,
-			IssuedAt: now.Unix(), Expiry: exp.Unix(), AuthTime: now.Unix(), AMR: []string{"otp"}})
+		claims := api.Claims{Issuer: "stepup-agent", Subject: "bench", Scope: scope, ID: jti,
+			IssuedAt: now.Unix(), Expiry: exp.Unix(), AuthTime: now.Unix(), AMR: []string{"otp"}}
+		token.SetBinding(&claims, api.TOTP, nil, nil)
+		tok, err := signer.Mint(claims)
 		if err != nil {
 			return 0, err
 		}
 		// The fields of agent.held.
 		item, _ := json.Marshal(map[string]any{"jti": jti, "token": tok, "scopes": []string{scope},
-			"expiresAt": exp, "singleUse": false, "method": "totp"})
+			"expiresAt": exp, "singleUse": false, "method": api.TOTP,
+			"minter": minter, "bind": []peer.Mode{peer.DefaultMode}})
 		tokens[jti] = item
 	}
 	content := map[string]any{"version": 1, "items": map[string]map[string][]byte{

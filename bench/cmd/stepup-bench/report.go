@@ -116,7 +116,8 @@ func report(w io.Writer, r *results, keep string) {
 	p("run of the harness. Regenerate this file (2-4 minutes; needs gcc,\n")
 	p("openssh-client and gpg-agent, and uses hyperfine when installed):\n\n")
 	p("    go run ./bench/cmd/stepup-bench -o docs/BENCHMARKS.md\n\n")
-	p("(`-quick` for a rough run in ~30 s.) The tables below are written by the\n")
+	p("(`-quick` for a rough run in ~30 s; `-only=memory` for the agent's memory\n")
+	p("alone, idle, after the request rounds and with live tokens.) The tables below are written by the\n")
 	p("harness; the sections \"Notes\" and \"Keychain\" are written by hand and kept\n")
 	p("when it rewrites the file. Go micro-benchmarks of the request path:\n")
 	p("`go test -run '^$' -bench . ./ipc/ ./agent/`.\n\n")
@@ -127,7 +128,7 @@ func report(w io.Writer, r *results, keep string) {
 	p("| date | %s (took %s) |\n", r.started.Format("2006-01-02 15:04 MST"), r.elapsed.Round(time.Second))
 	p("| tree | `%s` |\n", m.at)
 	p("| machine | %d CPUs, %s, %s RAM; %s |\n", m.nproc, m.cpuModel, m.memTotal, m.kernel)
-	p("| stepup-agent | built from the tree with %s; `--keychain memory --prompter none`, built-in policy |\n", m.goVersion)
+	p("| stepup-agent | built from the tree with %s, `CGO_ENABLED=0` (as shipped on Linux); `--keychain memory --prompter none`, built-in policy |\n", m.goVersion)
 	p("| ssh-agent | %s; one ed25519 key loaded |\n", m.ssh)
 	p("| gpg-agent | %s; own GNUPGHOME |\n", m.gpg)
 	p("| echo | `bench/echo.c`, %s, `-O2` |\n", m.gcc)
@@ -137,21 +138,23 @@ func report(w io.Writer, r *results, keep string) {
 	G := nameGPG
 	p("## Targets (issue 14)\n\n")
 	p("| target | measured | |\n| --- | --- | --- |\n")
-	p("| server CPU per sequential `isStepUpRequired` ≤ 1.5× the echo floor's | %.2f µs vs %.2f µs: %s | %s |\n",
-		cpuReq[A], cpuReq[E], ratio(cpuReq[A], cpuReq[E]), metStr(cpuReq[A] <= 1.5*cpuReq[E]))
-	p("| server CPU per request at %d connections ≤ 2.5× the floor's | %.2f µs vs %.2f µs: %s | %s |\n",
-		c.conns, tputCPU[A], tputCPU[E], ratio(tputCPU[A], tputCPU[E]), metStr(tputCPU[A] <= 2.5*tputCPU[E]))
-	p("| %d-connection throughput ≥ 1.5× ssh-agent's | %.0f vs %.0f req/s: %s | %s |\n",
-		c.conns, rps[A], rps[S], ratio(rps[A], rps[S]), metStr(rps[A] >= 1.5*rps[S]))
-	p("| %d-connection throughput ≥ 1.3× gpg-agent's | %.0f vs %.0f req/s: %s | %s |\n",
-		c.conns, rps[A], rps[G], ratio(rps[A], rps[G]), metStr(rps[A] >= 1.3*rps[G]))
-	p("| new connection + request p50 ≤ ssh-agent's | %.1f µs vs %.1f µs: %s | %s |\n",
-		conP50[A], conP50[S], ratio(conP50[A], conP50[S]), metStr(conP50[A] <= conP50[S]))
-	if len(r.proc) == 3 {
-		p("| `stepupctl check` ≤ `gpg-connect-agent`'s, whole process | %.2f ms vs %.2f ms: %s | %s |\n",
-			procMed(0)/1000, procMed(2)/1000, ratio(procMed(0), procMed(2)), metStr(procMed(0) <= procMed(2)))
+	if c.only != "memory" {
+		p("| server CPU per sequential `isStepUpRequired` ≤ 1.5× the echo floor's | %.2f µs vs %.2f µs: %s | %s |\n",
+			cpuReq[A], cpuReq[E], ratio(cpuReq[A], cpuReq[E]), metStr(cpuReq[A] <= 1.5*cpuReq[E]))
+		p("| server CPU per request at %d connections ≤ 2.5× the floor's | %.2f µs vs %.2f µs: %s | %s |\n",
+			c.conns, tputCPU[A], tputCPU[E], ratio(tputCPU[A], tputCPU[E]), metStr(tputCPU[A] <= 2.5*tputCPU[E]))
+		p("| %d-connection throughput ≥ 1.5× ssh-agent's | %.0f vs %.0f req/s: %s | %s |\n",
+			c.conns, rps[A], rps[S], ratio(rps[A], rps[S]), metStr(rps[A] >= 1.5*rps[S]))
+		p("| %d-connection throughput ≥ 1.3× gpg-agent's | %.0f vs %.0f req/s: %s | %s |\n",
+			c.conns, rps[A], rps[G], ratio(rps[A], rps[G]), metStr(rps[A] >= 1.3*rps[G]))
+		p("| new connection + request p50 ≤ ssh-agent's | %.1f µs vs %.1f µs: %s | %s |\n",
+			conP50[A], conP50[S], ratio(conP50[A], conP50[S]), metStr(conP50[A] <= conP50[S]))
+		if len(r.proc) == 3 {
+			p("| `stepupctl check` ≤ `gpg-connect-agent`'s, whole process | %.2f ms vs %.2f ms: %s | %s |\n",
+				procMed(0)/1000, procMed(2)/1000, ratio(procMed(0), procMed(2)), metStr(procMed(0) <= procMed(2)))
+		}
 	}
-	if !c.only {
+	if c.only != "requests" {
 		p("| RSS idle ≤ 12 MiB | %s (%s anonymous, %s file-backed) | %s |\n", mib(r.rssIdle[A].rss),
 			mib(r.rssIdle[A].anon), mib(r.rssIdle[A].file), metStr(r.rssIdle[A].rss <= 12<<20))
 		p("| RSS after the %d-connection load ≤ 14 MiB | %s | %s |\n", c.conns, mib(r.rssLoaded[A].rss), metStr(r.rssLoaded[A].rss <= 14<<20))
@@ -160,78 +163,80 @@ func report(w io.Writer, r *results, keep string) {
 	}
 	p("\n")
 
-	p("## Requests\n\n| server | request (answer) |\n| --- | --- |\n")
-	for _, n := range names {
-		p("| %s | %s |\n", n, r.requests[n])
-	}
-	p("\n")
-
-	p("## Server CPU per request\n\n")
-	p("utime+stime of the server process from `/proc/PID/stat` before and after\n")
-	p("%d requests on one persistent connection (client and server pinned to CPU %d),\n", c.latN, m.nproc-1)
-	p("and over the 64-connection run. Lower is better.\n\n")
-	p("| server | CPU/request, 1 conn | rounds | × echo | × ssh-agent | CPU/request, %d conns | × echo |\n", c.conns)
-	p("| --- | --- | --- | --- | --- | --- | --- |\n")
-	for _, n := range names {
-		xs := durs(r.lat[n], func(x latencyResult) time.Duration { return x.cpuPerReq })
-		p("| %s | %.2f µs | %s | %s | %s | %.2f µs | %s |\n", n, cpuReq[n], spread(xs, "%.2f"),
-			ratio(cpuReq[n], cpuReq[E]), ratio(cpuReq[n], cpuReq[S]), tputCPU[n], ratio(tputCPU[n], tputCPU[E]))
-	}
-	p("\n")
-
-	p("## Latency on one persistent connection\n\n")
-	p("Round-trip time of each of %d requests sent one after another, client thread\n", c.latN)
-	p("(blocking system calls, no Go scheduler in the path) and server pinned to one CPU.\n\n")
-	p("| server | p50 | p99 | p50 rounds | p50 × echo | p50 × ssh-agent |\n| --- | --- | --- | --- | --- | --- |\n")
-	for _, n := range names {
-		xs := durs(r.lat[n], func(x latencyResult) time.Duration { return x.p50 })
-		p("| %s | %.1f µs | %.1f µs | %s | %s | %s |\n", n, latP50[n], latP99[n], spread(xs, "%.1f"),
-			ratio(latP50[n], latP50[E]), ratio(latP50[n], latP50[S]))
-	}
-	p("\n")
-
-	p("## Throughput over %d concurrent connections\n\n", c.conns)
-	p("Each connection sends its next request when the answer to the last one has\n")
-	p("arrived (no pipelining), for %s per round after a warm-up; client and\n", c.tputDur)
-	p("server share the machine's %d CPUs, unpinned. Higher is better.\n\n", m.nproc)
-	p("| server | requests/s | rounds | × echo | × ssh-agent | server CPUs busy |\n| --- | --- | --- | --- | --- | --- |\n")
-	for _, n := range names {
-		xs := floats(r.tput[n], func(x throughputResult) float64 { return x.rps })
-		p("| %s | %.0f | %s | %s | %s | %.2f |\n", n, rps[n], spread(xs, "%.0f"),
-			ratio(rps[n], rps[E]), ratio(rps[n], rps[S]), tputUtil[n])
-	}
-	p("\n")
-
-	p("## Connect per request\n\n")
-	p("A new connection for each request: connect, read the greeting (gpg-agent),\n")
-	p("one request and answer, close; %d per round, pinned as for latency.\n\n", c.connN)
-	p("| server | p50 | p99 | p50 × echo | p50 × ssh-agent | server CPU/connection | × echo |\n| --- | --- | --- | --- | --- | --- | --- |\n")
-	for _, n := range names {
-		p("| %s | %.1f µs | %.1f µs | %s | %s | %.1f µs | %s |\n", n, conP50[n], conP99[n],
-			ratio(conP50[n], conP50[E]), ratio(conP50[n], conP50[S]), conCPU[n], ratio(conCPU[n], conCPU[E]))
-	}
-	p("\n")
-
-	if len(r.proc) == 3 {
-		p("## Whole process: `stepupctl check` against `ssh-add -l` and `gpg-connect-agent`\n\n")
-		p("Wall time of the whole command (fork, exec, dynamic loading or Go runtime\n")
-		p("start, connect, one request, exit), measured with %s: %d rounds of %d runs\n", r.procTool, c.procRound, c.procRuns)
-		p("each after 10 warm-up runs, no shell. `stepupctl check` exits 1 here (step-up\n")
-		p("is required), `ssh-add -l` exits 0 (it lists the key), `gpg-connect-agent -S SOCK\n")
-		p("NOP /bye` sends one Assuan request to gpg-agent's socket and exits 0.\n\n")
-		p("| command | median wall | rounds | user | system | × ssh-add -l | × gpg-connect-agent |\n| --- | --- | --- | --- | --- | --- | --- |\n")
-		for i, pr := range r.proc {
-			xs := durs(pr.median, func(d time.Duration) time.Duration { return d })
-			p("| `%s` | %.2f ms | %s | %.2f ms | %.2f ms | %s | %s |\n", pr.name, procMed(i)/1000,
-				spread(scale(xs, 1e-3), "%.2f"),
-				medianF(durs(pr.userMean, func(d time.Duration) time.Duration { return d }))/1000,
-				medianF(durs(pr.sysMean, func(d time.Duration) time.Duration { return d }))/1000,
-				ratio(procMed(i), procMed(1)), ratio(procMed(i), procMed(2)))
+	if c.only != "memory" {
+		p("## Requests\n\n| server | request (answer) |\n| --- | --- |\n")
+		for _, n := range names {
+			p("| %s | %s |\n", n, r.requests[n])
 		}
 		p("\n")
-	}
 
-	if c.only {
+		p("## Server CPU per request\n\n")
+		p("utime+stime of the server process from `/proc/PID/stat` before and after\n")
+		p("%d requests on one persistent connection (client and server pinned to CPU %d),\n", c.latN, m.nproc-1)
+		p("and over the 64-connection run. Lower is better.\n\n")
+		p("| server | CPU/request, 1 conn | rounds | × echo | × ssh-agent | CPU/request, %d conns | × echo |\n", c.conns)
+		p("| --- | --- | --- | --- | --- | --- | --- |\n")
+		for _, n := range names {
+			xs := durs(r.lat[n], func(x latencyResult) time.Duration { return x.cpuPerReq })
+			p("| %s | %.2f µs | %s | %s | %s | %.2f µs | %s |\n", n, cpuReq[n], spread(xs, "%.2f"),
+				ratio(cpuReq[n], cpuReq[E]), ratio(cpuReq[n], cpuReq[S]), tputCPU[n], ratio(tputCPU[n], tputCPU[E]))
+		}
+		p("\n")
+
+		p("## Latency on one persistent connection\n\n")
+		p("Round-trip time of each of %d requests sent one after another, client thread\n", c.latN)
+		p("(blocking system calls, no Go scheduler in the path) and server pinned to one CPU.\n\n")
+		p("| server | p50 | p99 | p50 rounds | p50 × echo | p50 × ssh-agent |\n| --- | --- | --- | --- | --- | --- |\n")
+		for _, n := range names {
+			xs := durs(r.lat[n], func(x latencyResult) time.Duration { return x.p50 })
+			p("| %s | %.1f µs | %.1f µs | %s | %s | %s |\n", n, latP50[n], latP99[n], spread(xs, "%.1f"),
+				ratio(latP50[n], latP50[E]), ratio(latP50[n], latP50[S]))
+		}
+		p("\n")
+
+		p("## Throughput over %d concurrent connections\n\n", c.conns)
+		p("Each connection sends its next request when the answer to the last one has\n")
+		p("arrived (no pipelining), for %s per round after a warm-up; client and\n", c.tputDur)
+		p("server share the machine's %d CPUs, unpinned. Higher is better.\n\n", m.nproc)
+		p("| server | requests/s | rounds | × echo | × ssh-agent | server CPUs busy |\n| --- | --- | --- | --- | --- | --- |\n")
+		for _, n := range names {
+			xs := floats(r.tput[n], func(x throughputResult) float64 { return x.rps })
+			p("| %s | %.0f | %s | %s | %s | %.2f |\n", n, rps[n], spread(xs, "%.0f"),
+				ratio(rps[n], rps[E]), ratio(rps[n], rps[S]), tputUtil[n])
+		}
+		p("\n")
+
+		p("## Connect per request\n\n")
+		p("A new connection for each request: connect, read the greeting (gpg-agent),\n")
+		p("one request and answer, close; %d per round, pinned as for latency.\n\n", c.connN)
+		p("| server | p50 | p99 | p50 × echo | p50 × ssh-agent | server CPU/connection | × echo |\n| --- | --- | --- | --- | --- | --- | --- |\n")
+		for _, n := range names {
+			p("| %s | %.1f µs | %.1f µs | %s | %s | %.1f µs | %s |\n", n, conP50[n], conP99[n],
+				ratio(conP50[n], conP50[E]), ratio(conP50[n], conP50[S]), conCPU[n], ratio(conCPU[n], conCPU[E]))
+		}
+		p("\n")
+
+		if len(r.proc) == 3 {
+			p("## Whole process: `stepupctl check` against `ssh-add -l` and `gpg-connect-agent`\n\n")
+			p("Wall time of the whole command (fork, exec, dynamic loading or Go runtime\n")
+			p("start, connect, one request, exit), measured with %s: %d rounds of %d runs\n", r.procTool, c.procRound, c.procRuns)
+			p("each after 10 warm-up runs, no shell. `stepupctl check` exits 1 here (step-up\n")
+			p("is required), `ssh-add -l` exits 0 (it lists the key), `gpg-connect-agent -S SOCK\n")
+			p("NOP /bye` sends one Assuan request to gpg-agent's socket and exits 0.\n\n")
+			p("| command | median wall | rounds | user | system | × ssh-add -l | × gpg-connect-agent |\n| --- | --- | --- | --- | --- | --- | --- |\n")
+			for i, pr := range r.proc {
+				xs := durs(pr.median, func(d time.Duration) time.Duration { return d })
+				p("| `%s` | %.2f ms | %s | %.2f ms | %.2f ms | %s | %s |\n", pr.name, procMed(i)/1000,
+					spread(scale(xs, 1e-3), "%.2f"),
+					medianF(durs(pr.userMean, func(d time.Duration) time.Duration { return d }))/1000,
+					medianF(durs(pr.sysMean, func(d time.Duration) time.Duration { return d }))/1000,
+					ratio(procMed(i), procMed(1)), ratio(procMed(i), procMed(2)))
+			}
+			p("\n")
+		}
+
+	}
+	if c.only == "requests" {
 		return
 	}
 	p("## Memory\n\n")
@@ -250,9 +255,9 @@ func report(w io.Writer, r *results, keep string) {
 	p("tokens it mints. The agent starts with `--keychain file`, loads them, checks\n")
 	p("every signature and holds them; the harness checks that the first and the\n")
 	p("last scope need no step-up (%v), waits 2 s and reads VmRSS. There is no\n", map[bool]string{true: "they do not", false: "**check failed**"}[mr.verified])
-	p("benchmark-only path in the daemon. With the `file` backend each token is in\n")
-	p("memory twice: the backend's items and the agent's token store (the\n")
-	p("resilient store's mirror releases tokens once the agent has loaded them).\n\n")
+	p("benchmark-only path in the daemon. Each token is bound, as the agent binds\n")
+	p("what it mints, to the caller that stepped up (here the harness's own\n")
+	p("process, with its parent chain) with the default bind mode, `client`.\n\n")
 	p("| stepup-agent `--keychain file` | RSS | anonymous | start until answering |\n| --- | --- | --- | --- |\n")
 	p("| no tokens | %s | %s | |\n", mib(mr.fileIdle.rss), mib(mr.fileIdle.anon))
 	p("| %d live tokens | %s | %s | %s |\n", mr.tokens, mib(mr.fileTokens.rss), mib(mr.fileTokens.anon), mr.loadTime.Round(time.Millisecond))
