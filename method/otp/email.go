@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"time"
 
 	"github.com/stepup-agent/stepup-agent/api"
 	"github.com/stepup-agent/stepup-agent/method"
@@ -24,16 +25,15 @@ const (
 
 // NewEmail returns the email_otp method. Mail goes out through the SMTP
 // server of the policy's delivery.smtp (read at every delivery, so a
-// reloaded policy applies at once); password returns the SMTP password
+// reloaded policy applies at once); cfg.Secret returns the SMTP password
 // from the keychain when delivery.smtp.username is set.
 //
 // The library is github.com/wneessen/go-mail: maintained, context-aware
 // (DialAndSendWithContext), STARTTLS-mandatory by default, and it builds
 // correct MIME, which net/smtp leaves to the caller.
-func NewEmail(deps method.Deps, password SecretFunc, opts ...Option) *Method {
-	o := collect(opts)
-	s := &smtpSender{deps: deps, password: password, rootCAs: o.rootCAs}
-	return newMethod(api.EmailOTP, []string{"mail", "otp"}, deps, s, o)
+func NewEmail(cfg Config) *Method {
+	s := &smtpSender{deps: cfg.Deps, password: cfg.Secret, rootCAs: cfg.RootCAs}
+	return newMethod(api.EmailOTP, []string{"mail", "otp"}, cfg, s)
 }
 
 type smtpSender struct {
@@ -104,7 +104,7 @@ func (s *smtpSender) send(ctx context.Context, dest, text string) error {
 	}
 	opts = append(opts, mail.WithPort(port))
 	if dl, ok := ctx.Deadline(); ok {
-		if d := timeUntil(dl); d > 0 {
+		if d := time.Until(dl); d > 0 { // a deadline on the wall clock
 			opts = append(opts, mail.WithTimeout(d))
 		}
 	}
