@@ -34,6 +34,16 @@ const (
 	MethodUnlock               = "unlock"
 )
 
+// Methods lists every protocol method's name. The agent's table of
+// protocol methods (agent/handle.go) has a row for each, as its test
+// checks, and docs/protocol.md a section for each.
+var Methods = []string{
+	MethodIsStepUpRequired, MethodPromptStepUpAuth, MethodPromptMfa, MethodPromptReauthenticate,
+	MethodStartVerification, MethodCompleteVerification, MethodGetToken, MethodVerifyToken,
+	MethodResetState, MethodEnrollStart, MethodEnrollFinish, MethodListCredentials,
+	MethodRemoveCredential, MethodStatus, MethodJWKS, MethodRequestExternalAuth, MethodLock, MethodUnlock, MethodAuditHead,
+}
+
 // Verification method names on the wire and in the policy.
 const (
 	// MFA methods.
