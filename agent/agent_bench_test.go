@@ -31,8 +31,8 @@ func benchAgent(tb testing.TB) *Agent {
 	tb.Helper()
 	pol := policy.Default()
 	deps := method.Deps{Policy: func() *policy.Policy { return pol }, Logger: zap.NewNop()}
-	ms := []method.Method{totpm.New(), recovery.New(deps)}
-	if pw := password.New(deps, password.Config{}); pw != nil {
+	ms := []method.Method{totpm.New(totpm.Config{Deps: deps}), recovery.New(recovery.Config{Deps: deps})}
+	if pw := password.New(password.Config{Deps: deps}); pw != nil {
 		ms = append(ms, pw)
 	}
 	a, err := New(callerCtx(), Config{

@@ -75,8 +75,7 @@ func (f *fixture) code(offset time.Duration) string {
 func newFixture(t *testing.T, p prompt.Prompter, enroll bool) *fixture {
 	t.Helper()
 	f := &fixture{now: time.Unix(1_800_000_000, 0), pol: policy.Default()}
-	tm := totpm.New()
-	tm.Now = f.clock
+	tm := totpm.New(totpm.Config{Deps: method.Deps{Now: f.clock}})
 	a, err := New(callerCtx(), Config{
 		Store:   keychain.NewMemory(),
 		Policy:  func() *policy.Policy { return f.pol },
@@ -384,7 +383,7 @@ func (m *oneShot) AMR() []string           { return []string{"swk"} }
 func (m *oneShot) SingleShot() bool        { return true }
 func (m *oneShot) NeedsNoCredential() bool { return true }
 func (m *oneShot) Ask(state any) method.Ask {
-	return method.Ask{Prompt: "Signature:", Description: state.(string), Field: "signature"}
+	return method.Ask{Label: "Signature:", Input: api.InputText, Field: "signature", Text: state.(string)}
 }
 func (m *oneShot) EnrollStart(context.Context, method.EnrollParams) (any, api.EnrollPayload, error) {
 	return nil, nil, errors.New("no")
@@ -392,7 +391,7 @@ func (m *oneShot) EnrollStart(context.Context, method.EnrollParams) (any, api.En
 func (m *oneShot) EnrollFinish(context.Context, any, json.RawMessage) (*method.Credential, error) {
 	return nil, errors.New("no")
 }
-func (m *oneShot) Start(ctx context.Context, creds []*method.Credential) (any, any, error) {
+func (m *oneShot) Start(context.Context, method.StartRequest) (any, any, error) {
 	n := m.starts.Add(1)
 	msg := "message " + string(rune('0'+n))
 	return msg, map[string]string{"message": msg}, nil

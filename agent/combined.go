@@ -173,7 +173,7 @@ func (a *Agent) promptCombined(ctx context.Context, pr prompt.Prompter, deadline
 		}
 		impl := a.methods.get(m).(method.Armed)
 		armedNames = append(armedNames, m)
-		phrases = append(phrases, strings.TrimSuffix(impl.Ask(c.state).Description, "."))
+		phrases = append(phrases, strings.TrimSuffix(impl.Ask(c.state).Hint, "."))
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -184,20 +184,20 @@ func (a *Agent) promptCombined(ctx context.Context, pr prompt.Prompter, deadline
 	impl := a.methods.get(f.typed)
 	ask := impl.Ask(typed.state)
 	names := append(slices.Clone(armedNames), f.typed)
-	text := ask.Description
+	text := ask.Hint
 	if len(phrases) > 0 {
-		text = strings.Join(phrases, ", or ") + ", or " + lowerFirst(ask.Description)
+		text = strings.Join(phrases, ", or ") + ", or " + lowerFirst(ask.Hint)
 	}
 	shown := *typed
 	shown.method = strings.Join(names, " or ")
-	desc, err := a.describe(ctx, &shown, p, method.Ask{Description: text})
+	desc, err := a.describe(ctx, &shown, p, method.Ask{Hint: text, Text: ask.Text})
 	if err != nil {
 		return nil, err
 	}
 
 	lastErr := ""
 	for {
-		req := promptRequest(p, desc, ask.Prompt, lastErr, deadline)
+		req := promptRequest(p, desc, ask.Label, lastErr, deadline)
 		answer, err := pr.GetPIN(pctx, req)
 		mu.Lock()
 		w, res := won, result

@@ -27,30 +27,50 @@ type protoMethod struct {
 	// waits until those writes are done (docs/keychain.md, "Crash
 	// safety").
 	changes bool
+	// remote is what a caller through the remote socket may do with the
+	// method (agent/remote.go, docs/remote.md). The zero value refuses
+	// it: a new method is local only until its row says otherwise.
+	remote remoteUse
+	// route is a prompt method's family of verification methods.
+	route route
+	// does says what the method does, for a remote caller's refusal
+	// ("a remote caller may not enroll credentials").
+	does string
 }
+
+// remoteUse is how a remote caller may use a protocol method.
+type remoteUse int
+
+const (
+	remoteRefuse remoteUse = iota // never through the remote socket
+	remoteServe                   // served as asked, within the policy's remote scopes
+	remoteStart                   // startVerification: the policy's remote methods, never an unlock
+	remotePrompt                  // a prompt: the policy's remote methods; it goes where the local ssh runs
+	remoteOwn                     // resetState: only the remote caller's own tokens
+)
 
 // protocol is the table of protocol methods. A new protocol method is one
 // line here, its params and result types in api/, and its Agent method.
 var protocol = map[string]protoMethod{
-	api.MethodIsStepUpRequired:     {call: scoped((*Agent).isStepUpRequired), inline: true},
-	api.MethodPromptStepUpAuth:     {call: typed(prompter(routeAuto)), changes: true},
-	api.MethodPromptMfa:            {call: typed(prompter(routeMFA)), changes: true},
-	api.MethodPromptReauthenticate: {call: typed(prompter(routeReauth)), changes: true},
-	api.MethodUnlock:               {call: typed((*Agent).UnlockPrompt), changes: true},
-	api.MethodStartVerification:    {call: typed((*Agent).StartVerification), changes: true},
-	api.MethodCompleteVerification: {call: typed((*Agent).CompleteVerification), changes: true},
-	api.MethodGetToken:             {call: scoped((*Agent).getToken), inline: true},
-	api.MethodVerifyToken:          {call: typed((*Agent).VerifyToken), inline: true, changes: true},
-	api.MethodResetState:           {call: typed((*Agent).resetState), inline: true, changes: true},
-	api.MethodEnrollStart:          {call: typed((*Agent).EnrollStart), changes: true},
-	api.MethodEnrollFinish:         {call: typed((*Agent).EnrollFinish), changes: true},
-	api.MethodListCredentials:      {call: typed((*Agent).listCredentials), inline: true},
-	api.MethodRemoveCredential:     {call: typed((*Agent).removeCredential), inline: true, changes: true},
-	api.MethodStatus:               {call: typed((*Agent).status), inline: true},
-	api.MethodJWKS:                 {call: typed((*Agent).jwks), inline: true},
-	api.MethodRequestExternalAuth:  {call: typed((*Agent).ExternalAuth), changes: true},
-	api.MethodLock:                 {call: typed((*Agent).lockMethod), inline: true, changes: true},
-	api.MethodAuditHead:            {call: typed((*Agent).auditHead), inline: true},
+	api.MethodIsStepUpRequired:     {call: scoped((*Agent).isStepUpRequired), inline: true, remote: remoteServe},
+	api.MethodPromptStepUpAuth:     {call: typed(prompter(routeAuto)), changes: true, remote: remotePrompt, route: routeAuto},
+	api.MethodPromptMfa:            {call: typed(prompter(routeMFA)), changes: true, remote: remotePrompt, route: routeMFA},
+	api.MethodPromptReauthenticate: {call: typed(prompter(routeReauth)), changes: true, remote: remotePrompt, route: routeReauth},
+	api.MethodUnlock:               {call: typed((*Agent).UnlockPrompt), changes: true, does: "unlock the agent"},
+	api.MethodStartVerification:    {call: typed((*Agent).StartVerification), changes: true, remote: remoteStart},
+	api.MethodCompleteVerification: {call: typed((*Agent).CompleteVerification), changes: true, remote: remoteServe},
+	api.MethodGetToken:             {call: scoped((*Agent).getToken), inline: true, remote: remoteServe},
+	api.MethodVerifyToken:          {call: typed((*Agent).VerifyToken), inline: true, changes: true, remote: remoteServe},
+	api.MethodResetState:           {call: typed((*Agent).resetState), inline: true, changes: true, remote: remoteOwn},
+	api.MethodEnrollStart:          {call: typed((*Agent).EnrollStart), changes: true, does: "enroll credentials"},
+	api.MethodEnrollFinish:         {call: typed((*Agent).EnrollFinish), changes: true, does: "enroll credentials"},
+	api.MethodListCredentials:      {call: typed((*Agent).listCredentials), inline: true, does: "list credentials"},
+	api.MethodRemoveCredential:     {call: typed((*Agent).removeCredential), inline: true, changes: true, does: "remove credentials"},
+	api.MethodStatus:               {call: typed((*Agent).status), inline: true, remote: remoteServe},
+	api.MethodJWKS:                 {call: typed((*Agent).jwks), inline: true, remote: remoteServe},
+	api.MethodRequestExternalAuth:  {call: typed((*Agent).ExternalAuth), changes: true, does: "step up with a backend's assertion"},
+	api.MethodLock:                 {call: typed((*Agent).lockMethod), inline: true, changes: true, does: "lock the agent"},
+	api.MethodAuditHead:            {call: typed((*Agent).auditHead), inline: true, does: "read the audit log's head"},
 }
 
 // typed turns a handler of typed params into one of raw params: the one

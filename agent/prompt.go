@@ -149,7 +149,7 @@ func (a *Agent) promptOnce(ctx context.Context, rt route, p *api.PromptParams, u
 	}
 	lastErr := ""
 	for {
-		req := promptRequest(p, desc, ask.Prompt, lastErr, deadline)
+		req := promptRequest(p, desc, ask.Label, lastErr, deadline)
 		var response json.RawMessage
 		if ask.Field == "" {
 			response, err = a.waitElsewhere(ctx, pr, impl, c, req)
@@ -282,8 +282,11 @@ func (a *Agent) describe(ctx context.Context, c *challenge, p *api.PromptParams,
 		fmt.Fprintf(&b, "Reason: %s\n", sanitize(p.Reason))
 	}
 	fmt.Fprintf(&b, "Method: %s", c.method)
-	if ask.Description != "" {
-		fmt.Fprintf(&b, "\n%s", ask.Description)
+	if ask.Hint != "" {
+		fmt.Fprintf(&b, "\n%s", ask.Hint)
+	}
+	if ask.Text != "" {
+		fmt.Fprintf(&b, "\n%s", ask.Text)
 	}
 	desc := b.String()
 	if n := prompt.DescriptionLen(desc); n > prompt.MaxDescription && c.bind.details != nil {

@@ -31,33 +31,13 @@ func remoteKey(ctx context.Context) string {
 // anyCaller is best's remote argument that matches every token (status).
 const anyCaller = "\x00any"
 
-// remoteRefused are the methods a remote caller may never call, with
-// what they would do, for the refusal.
-var remoteRefused = map[string]string{
-	api.MethodEnrollStart:         "enroll credentials",
-	api.MethodEnrollFinish:        "enroll credentials",
-	api.MethodRemoveCredential:    "remove credentials",
-	api.MethodListCredentials:     "list credentials",
-	api.MethodLock:                "lock the agent",
-	api.MethodUnlock:              "unlock the agent",
-	api.MethodRequestExternalAuth: "step up with a backend's assertion",
-	api.MethodAuditHead:           "read the audit log's head",
-}
-
-// promptRoutes are the prompt methods and their routes.
-var promptRoutes = map[string]route{
-	api.MethodPromptStepUpAuth:     routeAuto,
-	api.MethodPromptMfa:            routeMFA,
-	api.MethodPromptReauthenticate: routeReauth,
-}
-
 // handleRemote serves one request that came through the remote socket.
 func (a *Agent) handleRemote(ctx context.Context, rc *remote.Conn, m string, pm protoMethod, params json.RawMessage) (any, error) {
 	var res any
-	params, claim, err := a.remoteGate(ctx, rc, m, params)
+	params, claim, err := a.remoteGate(ctx, rc, m, pm, params)
 	from := a.persist.mark()
 	if err == nil {
-		if m == api.MethodResetState {
+		if pm.remote == remoteOwn {
 			res, err = a.remoteReset(ctx, params)
 		} else {
 			res, err = pm.call(a, ctx, params)
@@ -99,8 +79,12 @@ func remoteForbidden(format string, args ...any) *api.Error {
 // remoteGate refuses what a remote caller may not do and rewrites a
 // prompt's params so that the prompt goes to the local ssh's terminal or
 // desktop. It returns the params to serve and the caller's claim.
-func (a *Agent) remoteGate(ctx context.Context, rc *remote.Conn, m string, params json.RawMessage) (json.RawMessage, string, error) {
-	if what, ok := remoteRefused[m]; ok {
+func (a *Agent) remoteGate(ctx context.Context, rc *remote.Conn, m string, pm protoMethod, params json.RawMessage) (json.RawMessage, string, error) {
+	if pm.remote == remoteRefuse {
+		what := pm.does
+		if what == "" {
+			what = "call " + m
+		}
 		return nil, "", remoteForbidden("a remote caller (through %s) may not %s", rc, what).
 			WithHint("run it on this machine, not through the forwarded socket (docs/remote.md)")
 	}
@@ -130,9 +114,9 @@ func (a *Agent) remoteGate(ctx context.Context, rc *remote.Conn, m string, param
 				WithHint("the policy's remote.scopes lists what callers through the remote socket may use (docs/remote.md); ask on this machine instead")
 		}
 	}
-	rt, isPrompt := promptRoutes[m]
-	switch {
-	case m == api.MethodStartVerification:
+	rt := pm.route
+	switch pm.remote {
+	case remoteStart:
 		if str("purpose") == "unlock" {
 			return nil, "", remoteForbidden("a remote caller (through %s) may not unlock the agent", rc).
 				WithHint("unlock on this machine: stepupctl unlock")
@@ -141,7 +125,7 @@ func (a *Agent) remoteGate(ctx context.Context, rc *remote.Conn, m string, param
 			return nil, "", remoteMethodRefused(mm)
 		}
 		return params, "", nil
-	case !isPrompt:
+	case remoteServe, remoteOwn:
 		return params, "", nil
 	}
 	var claim *api.ClientClaim

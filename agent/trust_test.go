@@ -116,14 +116,16 @@ type slowCheck struct {
 func (m *slowCheck) Name() string            { return api.Password }
 func (m *slowCheck) AMR() []string           { return []string{"pwd"} }
 func (m *slowCheck) NeedsNoCredential() bool { return true }
-func (m *slowCheck) Ask(any) method.Ask      { return method.Ask{Prompt: "Password:", Field: "password"} }
+func (m *slowCheck) Ask(any) method.Ask {
+	return method.Ask{Label: "Password:", Input: api.InputPassword, Field: "password"}
+}
 func (m *slowCheck) EnrollStart(context.Context, method.EnrollParams) (any, api.EnrollPayload, error) {
 	return nil, nil, errors.New("no")
 }
 func (m *slowCheck) EnrollFinish(context.Context, any, json.RawMessage) (*method.Credential, error) {
 	return nil, errors.New("no")
 }
-func (m *slowCheck) Start(context.Context, []*method.Credential) (any, any, error) {
+func (m *slowCheck) Start(context.Context, method.StartRequest) (any, any, error) {
 	return nil, struct{}{}, nil
 }
 func (m *slowCheck) Complete(ctx context.Context, _ any, _ []*method.Credential, resp json.RawMessage) (*method.Credential, error) {
@@ -206,8 +208,8 @@ func TestAbandonedPasswordGuessesCount(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "svc"), []byte("auth required pam_deny.so\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	pm := password.New(method.Deps{}, password.Config{Service: "svc", Helper: helper, ConfDirs: []string{dir}})
-	if why := pm.(interface{ Unavailable() error }).Unavailable(); why != nil {
+	pm := password.New(password.Config{Service: "svc", Helper: helper, ConfDirs: []string{dir}})
+	if why := pm.Unavailable(); why != nil {
 		t.Fatalf("the fake helper is not usable here: %v", why)
 	}
 	a, err := New(context.Background(), Config{Methods: []method.Method{pm}})
@@ -312,11 +314,10 @@ func TestOneClientCannotStarveTheOthers(t *testing.T) {
 // and a TOTP code reused right after enrolling says to wait for the next.
 func TestMessagesSayWhatToDo(t *testing.T) {
 	f := &fixture{now: time.Unix(1_800_000_000, 0), pol: policy.Default()}
-	tm := totpm.New()
-	tm.Now = f.clock
+	tm := totpm.New(totpm.Config{Deps: method.Deps{Now: f.clock}})
 	a, err := New(context.Background(), Config{
 		Store: keychain.NewMemory(), Policy: func() *policy.Policy { return f.pol },
-		Methods: []method.Method{tm, recovery.New(method.Deps{})}, Now: f.clock,
+		Methods: []method.Method{tm, recovery.New(recovery.Config{})}, Now: f.clock,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -402,7 +403,7 @@ func TestTheLargestScopeListFitsAPrompt(t *testing.T) {
 			t.Fatalf("%d bytes of scopes refused: %v", size, err)
 		}
 		c := &challenge{method: api.TOTP, scopes: normScopes(scopes)}
-		desc, err := f.a.describe(ctx, c, &api.PromptParams{Reason: strings.Repeat("é", 300)}, totpm.New().Ask(nil))
+		desc, err := f.a.describe(ctx, c, &api.PromptParams{Reason: strings.Repeat("é", 300)}, totpm.New(totpm.Config{}).Ask(nil))
 		if err != nil {
 			t.Fatalf("the largest scope list allowed is refused by the prompt: %v", err)
 		}
@@ -429,7 +430,7 @@ func (slowEnroll) EnrollFinish(ctx context.Context, _ any, resp json.RawMessage)
 	<-ctx.Done()
 	return nil, ctx.Err()
 }
-func (slowEnroll) Start(context.Context, []*method.Credential) (any, any, error) {
+func (slowEnroll) Start(context.Context, method.StartRequest) (any, any, error) {
 	return nil, struct{}{}, nil
 }
 func (slowEnroll) Complete(context.Context, any, []*method.Credential, json.RawMessage) (*method.Credential, error) {

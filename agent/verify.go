@@ -211,7 +211,7 @@ func checkTimeout(secs int) error {
 // verification it starts (a combined factor, a single-shot method's next
 // challenge) mints an unbound token.
 func (a *Agent) beginFor(ctx context.Context, rt route, m string, p *api.PromptParams, unlock bool) (*challenge, error) {
-	c, _, err := a.begin(ctx, rt, m, p.RequestedScopes, unlock)
+	c, _, err := a.begin(ctx, rt, m, p.RequestedScopes, unlock, false)
 	if err != nil {
 		return nil, err
 	}
@@ -221,8 +221,9 @@ func (a *Agent) beginFor(ctx context.Context, rt route, m string, p *api.PromptP
 }
 
 // begin starts a verification with method m (or the default of rt) for
-// scopes. Callers must not hold a.mu.
-func (a *Agent) begin(ctx context.Context, rt route, m string, scopes []string, unlock bool) (*challenge, any, error) {
+// scopes; customUI is set for startVerification, whose client shows the
+// ask and collects the answer itself. Callers must not hold a.mu.
+func (a *Agent) begin(ctx context.Context, rt route, m string, scopes []string, unlock, customUI bool) (*challenge, any, error) {
 	if !unlock {
 		if err := a.checkScopes(ctx, scopes); err != nil {
 			return nil, nil, err
@@ -253,7 +254,7 @@ func (a *Agent) begin(ctx context.Context, rt route, m string, scopes []string, 
 		return nil, nil, err
 	}
 	scopes = normScopes(scopes)
-	state, ch, err := a.methods.get(m).Start(method.WithScopes(ctx, scopes), a.creds.of(m))
+	state, ch, err := a.methods.get(m).Start(ctx, method.StartRequest{Creds: a.creds.of(m), Scopes: scopes, CustomUI: customUI})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -390,15 +391,15 @@ func (a *Agent) StartVerification(ctx context.Context, p *api.StartVerificationP
 			a.challenges.release(o)
 		}
 	}()
-	c, ch, err := a.begin(ctx, routeAuto, p.Method, p.RequestedScopes, unlock)
+	c, ch, err := a.begin(ctx, routeAuto, p.Method, p.RequestedScopes, unlock, true)
 	if err != nil && !unlock {
 		var ae *api.Error
 		// The custom-UI path may name any usable method of either
 		// route, within the routing rules.
 		if errors.As(err, &ae) && ae.Code == api.CodeForbidden && api.IsReauth(p.Method) {
-			c, ch, err = a.begin(ctx, routeReauth, p.Method, p.RequestedScopes, unlock)
+			c, ch, err = a.begin(ctx, routeReauth, p.Method, p.RequestedScopes, unlock, true)
 		} else if errors.As(err, &ae) && ae.Code == api.CodeForbidden && api.IsMFA(p.Method) {
-			c, ch, err = a.begin(ctx, routeMFA, p.Method, p.RequestedScopes, unlock)
+			c, ch, err = a.begin(ctx, routeMFA, p.Method, p.RequestedScopes, unlock, true)
 		}
 	}
 	if err != nil {
@@ -417,7 +418,8 @@ func (a *Agent) StartVerification(ctx context.Context, p *api.StartVerificationP
 	}
 	a.challenges.fill(o, c)
 	filled = true
-	return &api.Challenge{ChallengeID: o.ID, Method: c.method, ExpiresAt: o.Expires.UTC(), Challenge: raw}, nil
+	return &api.Challenge{ChallengeID: o.ID, Method: c.method, ExpiresAt: o.Expires.UTC(), Challenge: raw,
+		Ask: a.methods.get(c.method).Ask(c.state)}, nil
 }
 
 // CompleteVerification answers completeVerification.

@@ -34,6 +34,16 @@ const (
 	MethodUnlock               = "unlock"
 )
 
+// Methods lists every protocol method's name. The agent's table of
+// protocol methods (agent/handle.go) has a row for each, as its test
+// checks, and docs/protocol.md a section for each.
+var Methods = []string{
+	MethodIsStepUpRequired, MethodPromptStepUpAuth, MethodPromptMfa, MethodPromptReauthenticate,
+	MethodStartVerification, MethodCompleteVerification, MethodGetToken, MethodVerifyToken,
+	MethodResetState, MethodEnrollStart, MethodEnrollFinish, MethodListCredentials,
+	MethodRemoveCredential, MethodStatus, MethodJWKS, MethodRequestExternalAuth, MethodLock, MethodUnlock, MethodAuditHead,
+}
+
 // Verification method names on the wire and in the policy.
 const (
 	// MFA methods.
@@ -161,7 +171,45 @@ type Challenge struct {
 	Method      string          `json:"method"`
 	ExpiresAt   time.Time       `json:"expiresAt"`
 	Challenge   json.RawMessage `json:"challenge"`
+	// Ask is an extension: what to show the user for this challenge, the
+	// same text the agent's own prompt shows (docs/protocol.md,
+	// "startVerification, completeVerification").
+	Ask Ask `json:"ask"`
 }
+
+// Ask is what to ask the user for a challenge: a custom UI renders it
+// instead of a text of its own per method, and the agent's own prompt
+// shows the same.
+type Ask struct {
+	// Label is the input's label, e.g. "Code:".
+	Label string `json:"label"`
+	// Input is the kind of input (InputDigits, ...); InputNone: nothing
+	// is typed, completeVerification with {} answers once the user has
+	// acted elsewhere (a passkey page, a fingerprint reader).
+	Input string `json:"input"`
+	// Field is the member of completeVerification's response the answer
+	// goes in ("code", "password", "signature"); empty with InputNone.
+	Field string `json:"field,omitempty"`
+	// Hint is a line to show before the input, e.g. "A code was sent to
+	// a***@example.com.".
+	Hint string `json:"hint,omitempty"`
+	// Text is the challenge's text to show whole, after Hint: the
+	// wallet's sign-in message, the passkey page's address on the
+	// custom-UI path.
+	Text string `json:"text,omitempty"`
+}
+
+// The kinds of input of an Ask.
+const (
+	InputDigits   = "digits"   // a numeric code (TOTP, email, SMS); not echoed
+	InputCode     = "code"     // a code of letters and digits (a recovery code); not echoed
+	InputPassword = "password" // a password; not echoed
+	InputText     = "text"     // text pasted whole (a signature); may be echoed
+	InputNone     = "none"     // nothing typed: the answer arrives elsewhere
+)
+
+// Secret reports whether the input is hidden as it is typed.
+func (a Ask) Secret() bool { return a.Input != InputText && a.Input != InputNone }
 
 // CompleteVerificationParams are the params of completeVerification.
 type CompleteVerificationParams struct {

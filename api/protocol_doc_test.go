@@ -8,12 +8,7 @@ import (
 	"testing"
 )
 
-var allMethods = []string{
-	MethodIsStepUpRequired, MethodPromptStepUpAuth, MethodPromptMfa, MethodPromptReauthenticate,
-	MethodStartVerification, MethodCompleteVerification, MethodGetToken, MethodVerifyToken,
-	MethodResetState, MethodEnrollStart, MethodEnrollFinish, MethodListCredentials,
-	MethodRemoveCredential, MethodStatus, MethodJWKS, MethodRequestExternalAuth, MethodLock, MethodUnlock, MethodAuditHead,
-}
+var allMethods = Methods
 
 // TestProtocolDoc keeps docs/protocol.md honest: every method is
 // documented, every example line is well-formed JSON-RPC naming a real

@@ -332,14 +332,7 @@ func decodeEnvelope(line []byte) (envelope, error) {
 // a request costs no allocation; any other name is copied.
 var methodNames = func() map[string]string {
 	m := map[string]string{}
-	for _, n := range []string{
-		api.MethodIsStepUpRequired, api.MethodPromptStepUpAuth, api.MethodPromptMfa,
-		api.MethodPromptReauthenticate, api.MethodStartVerification, api.MethodCompleteVerification,
-		api.MethodGetToken, api.MethodVerifyToken, api.MethodResetState, api.MethodEnrollStart,
-		api.MethodEnrollFinish, api.MethodListCredentials, api.MethodRemoveCredential,
-		api.MethodStatus, api.MethodJWKS, api.MethodRequestExternalAuth, api.MethodLock,
-		api.MethodUnlock, api.MethodAuditHead,
-	} {
+	for _, n := range api.Methods {
 		m[n] = n
 	}
 	return m

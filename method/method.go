@@ -47,14 +47,22 @@ type EnrollParams struct {
 	Raw     json.RawMessage // the whole params object
 }
 
-// Ask tells the agent's prompt what to ask the user for a challenge.
-type Ask struct {
-	Prompt      string // the input's label, e.g. "Authenticator code:"
-	Description string // an extra line, e.g. "A code was sent to a***@example.com"
-	// Field is the response member the typed answer goes in ("code",
-	// "password", "signature"). Empty: nothing is typed; the method
-	// implements Waiter and the prompt only offers Cancel.
-	Field string
+// Ask says what to ask the user for a challenge: the agent's own prompt
+// shows it, and startVerification sends it to a custom UI (api.Ask), so
+// that each method's text is written once, here in its package.
+type Ask = api.Ask
+
+// StartRequest is what a verification is started for.
+type StartRequest struct {
+	// Creds are the user's credentials of this method.
+	Creds []*Credential
+	// Scopes are the scopes the token will carry, normalised, so that a
+	// method can name them to the user (the wallet's sign-in message).
+	Scopes []string
+	// CustomUI is set on the custom-UI path (startVerification): the
+	// client shows the Ask and collects the answer itself, and the agent
+	// opens nothing for the user.
+	CustomUI bool
 }
 
 // Method is one verification method.
@@ -74,15 +82,17 @@ type Method interface {
 	EnrollFinish(ctx context.Context, state any, response json.RawMessage) (*Credential, error)
 
 	// Start begins a verification against the user's credentials of this
-	// method. challenge is sent to the client as is ({} for TOTP).
-	Start(ctx context.Context, creds []*Credential) (state any, challenge any, err error)
+	// method (r.Creds). challenge is sent to the client as is ({} for
+	// TOTP).
+	Start(ctx context.Context, r StartRequest) (state any, challenge any, err error)
 	// Complete checks response against the current credentials. It
 	// returns the credential that matched, with Secret updated when the
 	// method keeps state (TOTP's last counter, a passkey's sign count);
 	// the agent stores it. A wrong answer is ErrVerificationFailed.
 	// The agent never runs two Completes of one method at once.
 	Complete(ctx context.Context, state any, creds []*Credential, response json.RawMessage) (*Credential, error)
-	// Ask says what to prompt for.
+	// Ask says what to prompt for: Label, Input and Field always, Hint
+	// and Text as the challenge needs.
 	Ask(state any) Ask
 }
 
@@ -138,10 +148,41 @@ type RecoveryGenerator interface {
 	Generate(ctx context.Context) (cred *Credential, codes []string, err error)
 }
 
-// Deps are what methods may use from the agent.
+// Deps are what every method takes from the agent, the same way: each
+// method package's constructor is New(Config), and its Config embeds Deps.
 type Deps struct {
-	Policy func() *policy.Policy
+	// Now is the agent's clock, the one the agent itself uses; nil means
+	// time.Now.
+	Now func() time.Time
+	// Logger is the agent's logger; nil means no log.
 	Logger *zap.Logger
+	// Policy returns the policy in force; nil means the built-in defaults.
+	Policy func() *policy.Policy
+}
+
+// Clock returns the clock: Now, or time.Now when unset.
+func (d Deps) Clock() func() time.Time {
+	if d.Now == nil {
+		return time.Now
+	}
+	return d.Now
+}
+
+// Log returns the logger named after the method (name), a no-op one when
+// unset.
+func (d Deps) Log(name string) *zap.Logger {
+	if d.Logger == nil {
+		return zap.NewNop()
+	}
+	return d.Logger.Named(name)
+}
+
+// PolicyNow returns the policy in force.
+func (d Deps) PolicyNow() *policy.Policy {
+	if d.Policy == nil {
+		return policy.Default()
+	}
+	return d.Policy()
 }
 
 type promptEnvKey struct{}
@@ -157,18 +198,4 @@ func WithPromptEnv(ctx context.Context, env api.PromptEnv) context.Context {
 func PromptEnvFrom(ctx context.Context) (api.PromptEnv, bool) {
 	env, ok := ctx.Value(promptEnvKey{}).(api.PromptEnv)
 	return env, ok
-}
-
-type scopesKey struct{}
-
-// WithScopes returns ctx carrying the scopes a verification is for, so
-// that a method can name them to the user (the wallet's sign-in message).
-func WithScopes(ctx context.Context, scopes []string) context.Context {
-	return context.WithValue(ctx, scopesKey{}, scopes)
-}
-
-// ScopesFrom returns the scopes carried by ctx.
-func ScopesFrom(ctx context.Context) []string {
-	s, _ := ctx.Value(scopesKey{}).([]string)
-	return s
 }

@@ -1,7 +1,6 @@
 package prompt
 
 import (
-	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stepup-agent/stepup-agent/internal/ptytest"
 	"github.com/stepup-agent/stepup-agent/internal/testenv"
 
 	"github.com/creack/pty"
@@ -106,9 +106,7 @@ type term struct {
 	t      *testing.T
 	master *os.File
 	slave  *os.File
-	mu     sync.Mutex
-	screen bytes.Buffer
-	done   chan struct{}
+	screen *ptytest.Screen
 }
 
 func newTerm(t *testing.T) *term {
@@ -118,35 +116,18 @@ func newTerm(t *testing.T) *term {
 		missing(t, "a pseudo-terminal: %v", err)
 	}
 	pty.Setsize(m, &pty.Winsize{Rows: 24, Cols: 80})
-	tm := &term{t: t, master: m, slave: s, done: make(chan struct{})}
-	go func() {
-		defer close(tm.done)
-		buf := make([]byte, 4096)
-		for {
-			n, err := m.Read(buf)
-			tm.mu.Lock()
-			tm.screen.Write(buf[:n])
-			tm.mu.Unlock()
-			if err != nil {
-				return
-			}
-		}
-	}()
+	tm := &term{t: t, master: m, slave: s, screen: ptytest.Collect(m)}
 	t.Cleanup(func() {
 		s.Close()
 		m.Close()
-		<-tm.done
+		<-tm.screen.Done()
 	})
 	return tm
 }
 
 func (tm *term) name() string { return tm.slave.Name() }
 
-func (tm *term) output() string {
-	tm.mu.Lock()
-	defer tm.mu.Unlock()
-	return tm.screen.String()
-}
+func (tm *term) output() string { return tm.screen.String() }
 
 // waitFor waits until the terminal has shown want.
 func (tm *term) waitFor(want string, d time.Duration) {

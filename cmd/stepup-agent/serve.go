@@ -284,8 +284,10 @@ func startAgent(ctx context.Context, o *options, pol *policy.Holder, log *zap.Lo
 
 	prompts := newPrompts(o.prompter, log)
 	pol.OnApply(func(p *policy.Policy) { prompts.policyDriver(p.Prompt.Driver) })
-	deps := method.Deps{Policy: pol.Get, Logger: log}
+	// One clock for the agent and every method.
+	deps := method.Deps{Now: time.Now, Policy: pol.Get, Logger: log}
 	a, err = agent.New(ctx, agent.Config{
+		Now:          deps.Now,
 		Store:        store,
 		Policy:       pol.Get,
 		PolicyStatus: pol.Status,
@@ -343,20 +345,18 @@ func (p *prompts) get() prompt.Selector {
 
 // methods are the verification methods this build offers.
 func methods(deps method.Deps, store keychain.Store, log *zap.Logger, pamHelper string) []method.Method {
-	ms := []method.Method{totp.New()}
-	ms = append(ms,
-		passkey.New(deps),
-		otp.NewEmail(deps, otp.KeychainSecret(store, otp.ItemSMTPPassword)),
-		otp.NewSMS(deps, otp.KeychainSecret(store, otp.ItemSMSToken)),
-		recovery.New(deps),
-		wallet.New(deps, wallet.Config{}),
-	)
+	ms := []method.Method{
+		totp.New(totp.Config{Deps: deps}),
+		passkey.New(passkey.Config{Deps: deps}),
+		otp.NewEmail(otp.Config{Deps: deps, Secret: otp.KeychainSecret(store, otp.ItemSMTPPassword)}),
+		otp.NewSMS(otp.Config{Deps: deps, Secret: otp.KeychainSecret(store, otp.ItemSMSToken)}),
+		recovery.New(recovery.Config{Deps: deps}),
+		wallet.New(wallet.Config{Deps: deps}),
+	}
 	// fprintd answers on the system bus; the method asks it in the
-	// background (Available never waits), starting now.
-	var fp method.Method = fingerprint.New(fingerprint.Config{Tune: func() (time.Duration, int) {
-		f := deps.Policy().Fingerprint
-		return f.Timeout.D(), f.MaxTries
-	}})
+	// background (Available never waits), starting now. It reads the
+	// policy's fingerprint section at each verification.
+	var fp method.Method = fingerprint.New(fingerprint.Config{Deps: deps})
 	if fp != nil {
 		if av, ok := fp.(method.Availability); ok {
 			_ = av.Available()
@@ -368,16 +368,14 @@ func methods(deps method.Deps, store keychain.Store, log *zap.Logger, pamHelper 
 	// STEPUP_PAM_SERVICE names another PAM service than stepup-agent.
 	// The method logs whether it is available (the helper, the service
 	// file) when it is first asked, here at start.
-	pw := password.New(deps, password.Config{Service: os.Getenv("STEPUP_PAM_SERVICE"), Helper: pamHelper})
-	if u, ok := pw.(interface{ Unavailable() error }); ok {
-		u.Unavailable()
-	}
+	pw := password.New(password.Config{Deps: deps, Service: os.Getenv("STEPUP_PAM_SERVICE"), Helper: pamHelper})
+	pw.Unavailable()
 	return append(ms, pw)
 }
 
 // externalVerifier checks backend assertions against the policy's JWK Set.
 func externalVerifier(deps method.Deps) agent.ExternalVerifier {
-	return externaljwt.NewVerifier(externaljwt.Options{Logger: deps.Logger})
+	return externaljwt.New(externaljwt.Config{Deps: deps})
 }
 
 // openLogFile opens $XDG_STATE_HOME/stepup/agent.log (0600, in a 0700

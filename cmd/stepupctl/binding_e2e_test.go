@@ -23,7 +23,6 @@ import (
 
 	"errors"
 
-	"github.com/creack/pty"
 	"github.com/stepup-agent/stepup-agent/api"
 	"github.com/stepup-agent/stepup-agent/ipc/stepup"
 	"github.com/stepup-agent/stepup-agent/token"
@@ -198,35 +197,7 @@ func (b *bindAgent) startTTY(script string) *ptyClient {
 // startPTYCmd starts c on a new terminal and collects what it prints.
 func (b *bindAgent) startPTYCmd(c *exec.Cmd) *ptyClient {
 	b.t.Helper()
-	m, err := pty.StartWithSize(c, &pty.Winsize{Rows: 24, Cols: 120})
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	p := &ptyClient{cmd: c, master: m, done: make(chan error, 1)}
-	readDone := make(chan struct{})
-	go func() {
-		defer close(readDone)
-		buf := make([]byte, 4096)
-		for {
-			n, err := m.Read(buf)
-			p.mu.Lock()
-			p.out.Write(buf[:n])
-			p.mu.Unlock()
-			if err != nil {
-				return
-			}
-		}
-	}()
-	go func() {
-		err := c.Wait()
-		select {
-		case <-readDone:
-		case <-time.After(2 * time.Second):
-		}
-		p.done <- err
-	}()
-	b.t.Cleanup(func() { c.Process.Kill(); m.Close() })
-	return p
+	return startPTYClient(b.t, c, 120)
 }
 
 // auditSession reports whether this test runs in an audit login session

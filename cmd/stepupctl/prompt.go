@@ -194,26 +194,17 @@ func (a *app) stepUpHere(ctx context.Context, scopes []string, f *promptFlags, p
 }
 
 // askHere reads one answer for challenge ch and returns the response JSON.
+// What it shows and where the answer goes is the agent's ask (the label,
+// the kind of input, the hint and any text to show whole), the same as
+// the agent's own prompt shows.
 func (a *app) askHere(ch api.Challenge, answers *bufio.Reader, scopes []string, purpose string) ([]byte, error) {
-	field, label := "code", "Code: "
-	// The challenge's payload, typed (api/payloads.go); the
-	// members a method does not send stay empty.
-	var info struct {
-		api.OTPChallenge
-		api.WalletChallenge
-		api.PasskeyCeremony
-	}
-	_ = jsonUnmarshal(ch.Challenge, &info)
-	switch ch.Method {
-	case api.Password:
-		field, label = "password", "Password: "
-	case api.Wallet:
-		field, label = "signature", "Signature (0x…): "
-	case api.Passkey, api.Fingerprint:
-		field = ""
+	ask := ch.Ask
+	if ask.Input == "" {
+		// An agent older than the ask: a code, as most methods take.
+		ask = api.Ask{Label: "Code:", Input: api.InputCode, Field: "code"}
 	}
 	if answers != nil {
-		if field == "" {
+		if ask.Input == api.InputNone {
 			return []byte("{}"), nil
 		}
 		line, err := answers.ReadString('\n')
@@ -221,7 +212,7 @@ func (a *app) askHere(ch api.Challenge, answers *bufio.Reader, scopes []string, 
 		if line == "" && err != nil {
 			return nil, errNoAnswer
 		}
-		return jsonMarshal(map[string]string{field: line})
+		return jsonMarshal(map[string]string{ask.Field: line})
 	}
 	tty, err := openTTY()
 	if err != nil {
@@ -234,31 +225,24 @@ func (a *app) askHere(ch api.Challenge, answers *bufio.Reader, scopes []string, 
 		what = "unlock stepup-agent"
 	}
 	fmt.Fprintf(tty, "stepup-agent: %s with %s.\n", what, ch.Method)
-	switch ch.Method {
-	case api.TOTP:
-		fmt.Fprintln(tty, "Enter the 6-digit code from your authenticator app.")
-	case api.RecoveryCode:
-		fmt.Fprintln(tty, "Enter one of your recovery codes (each works once).")
-	case api.EmailOTP, api.SMSOTP:
-		fmt.Fprintf(tty, "A code was sent to %s.\n", info.Destination)
-	case api.Wallet:
-		fmt.Fprintf(tty, "Sign this message with your wallet (personal_sign):\n\n%s\n\n", info.Message)
-	case api.Fingerprint:
-		// completeVerification with {} answers when fprintd reports a match.
-		fmt.Fprintln(tty, "Touch the fingerprint reader.")
-		return []byte("{}"), nil
-	case api.Passkey:
-		fmt.Fprintf(tty, "Open %s in your browser and use your passkey; then press Enter.\n", info.URL)
-		bufio.NewReader(tty).ReadString('\n')
+	if ask.Hint != "" {
+		fmt.Fprintln(tty, ask.Hint)
+	}
+	if ask.Text != "" {
+		fmt.Fprintf(tty, "\n%s\n\n", ask.Text)
+	}
+	if ask.Input == api.InputNone {
+		// completeVerification with {} answers once the user has acted
+		// (fprintd reports a match, the passkey page has posted).
 		return []byte("{}"), nil
 	}
-	fmt.Fprint(tty, label)
+	fmt.Fprint(tty, ask.Label+" ")
 	var answer string
-	if ch.Method == api.Wallet {
-		answer, err = bufio.NewReader(eofReader{tty}).ReadString('\n')
-	} else {
+	if ask.Secret() {
 		answer, err = readSecret(tty)
 		fmt.Fprintln(tty)
+	} else {
+		answer, err = bufio.NewReader(eofReader{tty}).ReadString('\n')
 	}
 	answer = strings.TrimSpace(answer)
 	if err != nil && answer == "" {
@@ -267,7 +251,7 @@ func (a *app) askHere(ch api.Challenge, answers *bufio.Reader, scopes []string, 
 		}
 		return nil, err
 	}
-	return jsonMarshal(map[string]string{field: answer})
+	return jsonMarshal(map[string]string{ask.Field: answer})
 }
 
 // openTTY opens the controlling terminal.

@@ -8,7 +8,6 @@ package main
 // own, so where each prompt opens depends only on the requester.
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -17,11 +16,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/stepup-agent/stepup-agent/internal/ptytest"
 	"github.com/stepup-agent/stepup-agent/internal/testenv"
 
 	"github.com/creack/pty"
@@ -233,58 +232,46 @@ func (a *peAgent) answerGUI(code string) {
 	a.xdo("key", "Return")
 }
 
-// ptyClient is stepupctl on a terminal of its own.
+// ptyClient is stepupctl (or ssh) on a terminal of its own.
 type ptyClient struct {
 	cmd    *exec.Cmd
 	master *os.File
-	mu     sync.Mutex
-	out    bytes.Buffer
-	done   chan error
+	out    *ptytest.Screen
+	done   chan error // the command's exit, once what it printed last is read
 }
 
-func (a *peAgent) startOnTTY(env []string, args ...string) *ptyClient {
-	a.t.Helper()
-	c := exec.Command(filepath.Join(binDir, "stepupctl"), args...)
-	c.Env = append(append([]string{}, a.env...), env...)
-	m, err := pty.StartWithSize(c, &pty.Winsize{Rows: 24, Cols: 100})
+// startPTYClient starts c on a new terminal cols wide and collects what it
+// prints; the test's end kills it.
+func startPTYClient(t testing.TB, c *exec.Cmd, cols uint16) *ptyClient {
+	t.Helper()
+	m, err := pty.StartWithSize(c, &pty.Winsize{Rows: 24, Cols: cols})
 	if err != nil {
-		a.t.Fatal(err)
+		t.Fatal(err)
 	}
-	p := &ptyClient{cmd: c, master: m, done: make(chan error, 1)}
-	readDone := make(chan struct{})
-	go func() {
-		defer close(readDone)
-		buf := make([]byte, 4096)
-		for {
-			n, err := m.Read(buf)
-			p.mu.Lock()
-			p.out.Write(buf[:n])
-			p.mu.Unlock()
-			if err != nil {
-				return
-			}
-		}
-	}()
+	p := &ptyClient{cmd: c, master: m, out: ptytest.Collect(m), done: make(chan error, 1)}
 	go func() {
 		err := c.Wait()
 		select { // let the reader drain what the client printed last
-		case <-readDone:
+		case <-p.out.Done():
 		case <-time.After(2 * time.Second):
 		}
 		p.done <- err
 	}()
-	a.t.Cleanup(func() {
+	t.Cleanup(func() {
 		c.Process.Kill()
 		m.Close()
 	})
 	return p
 }
 
-func (p *ptyClient) screen() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.out.String()
+func (a *peAgent) startOnTTY(env []string, args ...string) *ptyClient {
+	a.t.Helper()
+	c := exec.Command(filepath.Join(binDir, "stepupctl"), args...)
+	c.Env = append(append([]string{}, a.env...), env...)
+	return startPTYClient(a.t, c, 100)
 }
+
+func (p *ptyClient) screen() string { return p.out.String() }
 
 func (p *ptyClient) waitFor(t *testing.T, want string) {
 	t.Helper()

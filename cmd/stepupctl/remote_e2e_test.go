@@ -72,24 +72,7 @@ func startRemoteWorld(t *testing.T) *remoteWorld {
 	w := &remoteWorld{peAgent: a, serverSock: filepath.Join(dir, "srv", "agent.sock")}
 	ssh := exec.Command("ssh", "-F", srv.Config, "-N", "-R", w.serverSock+":"+remoteSock, "build-01")
 	ssh.Env = append(peBaseEnv(), "TERM=xterm")
-	m, err := pty.StartWithSize(ssh, &pty.Winsize{Rows: 24, Cols: 120})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.sshOut = &ptyClient{cmd: ssh, master: m, done: make(chan error, 1)}
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, err := m.Read(buf)
-			w.sshOut.mu.Lock()
-			w.sshOut.out.Write(buf[:n])
-			w.sshOut.mu.Unlock()
-			if err != nil {
-				return
-			}
-		}
-	}()
-	t.Cleanup(func() { ssh.Process.Kill(); ssh.Wait(); m.Close() })
+	w.sshOut = startPTYClient(t, ssh, 120)
 	if err := waitSock(w.serverSock, 15*time.Second); err != nil {
 		t.Fatalf("the forwarded socket never appeared on the server: %v\nsshd log:\n%s", err, srv.Log())
 	}

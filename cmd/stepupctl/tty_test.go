@@ -1,91 +1,27 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/creack/pty"
+	"github.com/stepup-agent/stepup-agent/api"
+	"github.com/stepup-agent/stepup-agent/internal/ptytest"
 	"github.com/stepup-agent/stepup-agent/ipc/stepup"
 )
 
-// ptySession runs a stepupctl command on a pseudo-terminal, as a person
+// startPTY runs a stepupctl command on a pseudo-terminal, as a person
 // at a terminal would.
-type ptySession struct {
-	t   *testing.T
-	f   *os.File
-	cmd *exec.Cmd
-	mu  sync.Mutex
-	out bytes.Buffer
-}
-
-func startPTY(t *testing.T, env []string, args ...string) *ptySession {
+func startPTY(t *testing.T, env []string, args ...string) *ptytest.Session {
 	t.Helper()
 	cmd := exec.Command(filepath.Join(binDir, "stepupctl"), args...)
 	cmd.Env = env
-	f, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 60, Cols: 120})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &ptySession{t: t, f: f, cmd: cmd}
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, err := f.Read(buf)
-			s.mu.Lock()
-			s.out.Write(buf[:n])
-			s.mu.Unlock()
-			if err != nil {
-				return
-			}
-		}
-	}()
-	t.Cleanup(func() { cmd.Process.Kill(); f.Close() })
-	return s
-}
-
-// expect waits until the screen matches re and returns the submatches.
-func (s *ptySession) expect(re string) []string {
-	s.t.Helper()
-	rx := regexp.MustCompile(re)
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		s.mu.Lock()
-		m := rx.FindStringSubmatch(s.out.String())
-		s.mu.Unlock()
-		if m != nil {
-			return m
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	s.t.Fatalf("screen never matched %q; it shows:\n%s", re, s.screen())
-	return nil
-}
-
-func (s *ptySession) screen() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.out.String()
-}
-
-func (s *ptySession) wait() error {
-	done := make(chan error, 1)
-	go func() { done <- s.cmd.Wait() }()
-	select {
-	case err := <-done:
-		return err
-	case <-time.After(10 * time.Second):
-		s.t.Fatalf("stepupctl did not exit; screen:\n%s", s.screen())
-		return nil
-	}
+	return ptytest.Start(t, cmd)
 }
 
 func oathtool(t *testing.T, secret, offset string) string {
@@ -126,34 +62,29 @@ func TestTerminalFallback(t *testing.T) {
 
 	// Enrollment on the terminal: QR code, secret, code typed back.
 	enroll := startPTY(t, env, "enroll", "totp")
-	enroll.expect(`Scan this QR code with your authenticator app:`)
-	secret := enroll.expect(`or enter this secret by hand: ([A-Z2-7]+)`)[1]
-	enroll.expect(`Code from the app: `)
-	if !strings.ContainsAny(enroll.screen(), "▀▄█") {
-		t.Errorf("no QR code on the screen:\n%s", enroll.screen())
+	enroll.Expect(`Scan this QR code with your authenticator app:`)
+	secret := enroll.Expect(`or enter this secret by hand: ([A-Z2-7]+)`)[1]
+	enroll.Expect(`Code from the app: `)
+	if !strings.ContainsAny(enroll.Screen(), "▀▄█") {
+		t.Errorf("no QR code on the screen:\n%s", enroll.Screen())
 	}
-	enroll.f.Write([]byte("000000\n"))
-	enroll.expect(`totp enrollment not confirmed: wrong, expired or already used code; try again\.`)
-	enroll.f.Write([]byte(oathtool(t, secret, "now - 30 seconds") + "\n"))
-	enroll.expect(`Enrolled totp credential totp-`)
-	if err := enroll.wait(); err != nil {
-		t.Fatalf("enroll: %v\n%s", err, enroll.screen())
+	enroll.Write("000000\n")
+	enroll.Expect(`totp enrollment not confirmed: wrong, expired or already used code; try again\.`)
+	enroll.Write(oathtool(t, secret, "now - 30 seconds") + "\n")
+	enroll.Expect(`Enrolled totp credential totp-`)
+	if err := enroll.Wait(); err != nil {
+		t.Fatalf("enroll: %v\n%s", err, enroll.Screen())
 	}
+	recoveryCode := enroll.Expect(`Keep them somewhere safe:\s+([0-9a-z]{4}-[0-9a-z]{4}-[0-9a-z]{4})\s`)[1]
 
 	// Step-up: the agent cannot prompt (--prompter none), so stepupctl
 	// asks on its terminal, without echo.
 	code := oathtool(t, secret, "")
 	p := startPTY(t, env, "prompt", "wallet:export")
-	p.expect(`stepup-agent: step up for wallet:export with totp\.`)
-	p.expect(`Code: `)
-	p.f.Write([]byte(code + "\n"))
-	p.expect(`Stepped up with totp for wallet:export: single-use token`)
-	if err := p.wait(); err != nil {
-		t.Fatalf("prompt: %v\n%s", err, p.screen())
-	}
-	if strings.Contains(p.screen(), code) {
-		t.Fatalf("the code was echoed:\n%s", p.screen())
-	}
+	p.Expect(`stepup-agent: step up for wallet:export with totp\.`)
+	p.Expect(`Enter the 6-digit code from your authenticator app\.`)
+	p.Expect(`Code: `)
+	p.AnswerSecret(code, `Stepped up with totp for wallet:export: single-use token`)
 	// The token is bound to stepupctl in that terminal (bind: client):
 	// this test program, another client, is not handed it, and status
 	// says whom it is bound to.
@@ -169,12 +100,33 @@ func TestTerminalFallback(t *testing.T) {
 		t.Fatalf("no token bound to stepupctl in its terminal after the terminal step-up: %+v", st.Tokens)
 	}
 
+	// What stepupctl shows is what the agent's startVerification asks:
+	// for a recovery code, its own label and hint; the code is not
+	// echoed either.
+	for m, want := range map[string]api.Ask{
+		api.TOTP:         {Label: "Code:", Input: api.InputDigits, Field: "code", Hint: "Enter the 6-digit code from your authenticator app."},
+		api.RecoveryCode: {Label: "Recovery code:", Input: api.InputCode, Field: "code", Hint: "Enter one of your unused recovery codes (each works once)."},
+	} {
+		ch, err := c.StartVerification(context.Background(), m, []string{"wallet:delegate"})
+		if err != nil {
+			t.Fatalf("startVerification %s: %v", m, err)
+		}
+		if ch.Ask != want {
+			t.Fatalf("startVerification %s asks %+v, want %+v", m, ch.Ask, want)
+		}
+	}
+	rc := startPTY(t, env, "prompt", "--method", "recovery_code", "wallet:delegate")
+	rc.Expect(`stepup-agent: step up for wallet:delegate with recovery_code\.`)
+	rc.Expect(`Enter one of your unused recovery codes \(each works once\)\.`)
+	rc.Expect(`Recovery code: `)
+	rc.AnswerSecret(recoveryCode, `Stepped up with recovery_code for wallet:delegate: multi-use token`)
+
 	// Ctrl-D at the prompt cancels.
 	p2 := startPTY(t, env, "prompt", "wallet:sign")
-	p2.expect(`Code: `)
-	p2.f.Write([]byte{4})
-	p2.expect(`stepupctl: cancelled at the terminal`)
-	if err := p2.wait(); err == nil {
+	p2.Expect(`Code: `)
+	p2.Write("\x04")
+	p2.Expect(`stepupctl: cancelled at the terminal`)
+	if err := p2.Wait(); err == nil {
 		t.Fatal("a cancelled prompt exited 0")
 	}
 }

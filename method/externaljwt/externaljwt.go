@@ -21,9 +21,9 @@
 //
 // The JWK Set is a file or an https URL (http only to a loopback address,
 // for tests). A file is re-read when its modification time or size
-// changes; a URL is cached for Options.TTL and fetched again at once when
+// changes; a URL is cached for Config.TTL and fetched again at once when
 // an assertion names a kid the cached set lacks (key rotation), at most
-// once per Options.MinRefetch (10 s by default).
+// once per Config.MinRefetch (10 s by default).
 package externaljwt
 
 import (
@@ -44,7 +44,7 @@ import (
 // Algorithms are the signature algorithms accepted.
 var Algorithms = []jose.SignatureAlgorithm{jose.EdDSA, jose.ES256, jose.RS256}
 
-// Defaults of Options.
+// Defaults of Config.
 const (
 	DefaultTTL         = 5 * time.Minute
 	DefaultMinRefetch  = 10 * time.Second
@@ -57,9 +57,12 @@ const (
 	maxJTILen          = 256
 )
 
-// Options configure a Verifier. The zero value is usable.
-type Options struct {
-	Logger *zap.Logger
+// Config configures the external_jwt method's Verifier. The zero value
+// is usable.
+type Config struct {
+	// Deps: the agent's clock (exp, nbf, iat and the JWK Set cache) and
+	// logger.
+	method.Deps
 	// HTTPTimeout bounds one fetch of a JWK Set URL (default 10 s).
 	HTTPTimeout time.Duration
 	// TTL is how long a fetched JWK Set is used before it is fetched again.
@@ -72,8 +75,6 @@ type Options struct {
 	// MaxLifetime refuses assertions whose exp is further ahead: the agent
 	// keeps every jti until its exp.
 	MaxLifetime time.Duration
-	// Now is the clock; nil means time.Now.
-	Now func() time.Time
 }
 
 // Assertion is what a verified assertion says.
@@ -104,16 +105,13 @@ func refused(format string, args ...any) error {
 
 // Verifier checks assertions. It is safe for concurrent use.
 type Verifier struct {
-	opt  Options
+	opt  Config
 	log  *zap.Logger
 	keys *keyCache
 }
 
-// NewVerifier returns a Verifier.
-func NewVerifier(o Options) *Verifier {
-	if o.Logger == nil {
-		o.Logger = zap.NewNop()
-	}
+// New returns the external_jwt method's Verifier.
+func New(o Config) *Verifier {
 	if o.HTTPTimeout <= 0 {
 		o.HTTPTimeout = DefaultHTTPTimeout
 	}
@@ -132,10 +130,8 @@ func NewVerifier(o Options) *Verifier {
 	if o.MaxLifetime <= 0 {
 		o.MaxLifetime = DefaultMaxLifetime
 	}
-	if o.Now == nil {
-		o.Now = time.Now
-	}
-	log := o.Logger.Named("external_jwt")
+	o.Now = o.Clock()
+	log := o.Log("external_jwt")
 	return &Verifier{opt: o, log: log, keys: newKeyCache(o, log)}
 }
 

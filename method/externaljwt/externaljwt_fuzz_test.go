@@ -12,6 +12,7 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+	"github.com/stepup-agent/stepup-agent/method"
 	"github.com/stepup-agent/stepup-agent/policy"
 )
 
@@ -66,7 +67,7 @@ func FuzzVerifyAssertion(f *testing.F) {
 	f.Add("eyJhbGciOiJub25lIn0.eyJzdWIiOiJhbGljZSJ9.")
 	f.Add("a.b.c.d.e")
 	cfg := policy.ExternalJwt{JWKS: path, Subject: "alice", Issuer: "https://backend.example", Audience: "stepup-agent"}
-	v := NewVerifier(Options{Now: func() time.Time { return now }})
+	v := New(Config{Deps: method.Deps{Now: func() time.Time { return now }}})
 	f.Fuzz(func(t *testing.T, assertion string) {
 		_, err := v.VerifyAssertion(context.Background(), assertion, []string{"wallet:export"}, cfg)
 		if err != nil {

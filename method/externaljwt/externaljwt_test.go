@@ -149,7 +149,7 @@ func TestFileJWKS(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "jwks.json")
 	writeJWKS(t, path, be.jwks("ed", "ec", "rsa"), time.Now().Add(-time.Hour))
 	cfg := policy.ExternalJwt{JWKS: path, Subject: "alice", Issuer: "https://backend.example", Audience: "stepup-agent"}
-	v := NewVerifier(Options{})
+	v := New(Config{})
 	now := time.Now()
 	scopes := []string{"wallet:export"}
 
@@ -294,7 +294,7 @@ func TestFileRotation(t *testing.T) {
 	t0 := time.Now().Add(-time.Hour)
 	writeJWKS(t, path, be.jwks("k1"), t0)
 	cfg := policy.ExternalJwt{JWKS: path, Subject: "alice"}
-	v := NewVerifier(Options{})
+	v := New(Config{})
 	now := time.Now()
 	if _, _, err := v.Verify(ctx, be.sign("k1", good(now, "a")), []string{"wallet:sign"}, cfg); err != nil {
 		t.Fatal(err)
@@ -316,7 +316,7 @@ func TestFileRotation(t *testing.T) {
 		t.Fatalf("after a broken write: %v", err)
 	}
 	// A missing file is an error, not a pass.
-	v2 := NewVerifier(Options{})
+	v2 := New(Config{})
 	if _, _, err := v2.Verify(ctx, be.sign("k2", good(now, "f")), []string{"wallet:sign"}, policy.ExternalJwt{JWKS: path + ".missing", Subject: "alice"}); err == nil {
 		t.Fatal("missing JWKS file: accepted")
 	}
@@ -361,7 +361,7 @@ func TestURLRotation(t *testing.T) {
 	be.add("new", jose.EdDSA)
 	srv := newJWKSServer(t, be.jwks("old"))
 	clk := &fakeClock{t: time.Now()}
-	v := NewVerifier(Options{Now: clk.now, TTL: time.Hour, MinRefetch: 10 * time.Second})
+	v := New(Config{Deps: method.Deps{Now: clk.now}, TTL: time.Hour, MinRefetch: 10 * time.Second})
 	cfg := policy.ExternalJwt{JWKS: srv.URL + "/.well-known/jwks.json", Subject: "alice"}
 	scopes := []string{"wallet:export"}
 
@@ -417,7 +417,7 @@ func TestURLRules(t *testing.T) {
 	ctx := context.Background()
 	be := newBackend(t)
 	be.add("k", jose.EdDSA)
-	v := NewVerifier(Options{HTTPTimeout: 2 * time.Second})
+	v := New(Config{HTTPTimeout: 2 * time.Second})
 	for _, u := range []string{"http://example.com/jwks.json", "http://10.1.2.3/jwks.json"} {
 		_, _, err := v.Verify(ctx, be.sign("k", good(time.Now(), "x")), []string{"a"}, policy.ExternalJwt{JWKS: u, Subject: "alice"})
 		if err == nil || !strings.Contains(err.Error(), "https") {
@@ -504,7 +504,7 @@ func TestVerifyKeepsJTIThroughTheLeeway(t *testing.T) {
 	cfg := policy.ExternalJwt{JWKS: path, Subject: "alice"}
 	issued := time.Now().Truncate(time.Second)
 	clock := issued
-	v := NewVerifier(Options{Now: func() time.Time { return clock }})
+	v := New(Config{Deps: method.Deps{Now: func() time.Time { return clock }}})
 	tok := be.sign("ed", good(issued, "leeway"))
 	_, keep, err := v.Verify(ctx, tok, []string{"wallet:sign"}, cfg)
 	if err != nil {

@@ -20,7 +20,7 @@ import (
 
 // keyCache holds the JWK Sets by source (a path or a URL).
 type keyCache struct {
-	opt  Options
+	opt  Config
 	log  *zap.Logger
 	http *http.Client
 
@@ -37,7 +37,7 @@ type source struct {
 	size    int64     // file
 }
 
-func newKeyCache(o Options, log *zap.Logger) *keyCache {
+func newKeyCache(o Config, log *zap.Logger) *keyCache {
 	c := &keyCache{opt: o, log: log, sources: map[string]*source{}}
 	c.http = &http.Client{
 		Timeout: o.HTTPTimeout,

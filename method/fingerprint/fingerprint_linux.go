@@ -29,16 +29,15 @@ const Name = "fingerprint"
 // Config tunes the method; the zero value is fprintd's and pam_fprintd's
 // usual behaviour.
 type Config struct {
+	// Deps: the clock times the availability cache; the policy in force
+	// is read at each verification for its timeout and tries
+	// (fingerprint.timeout, fingerprint.maxTries), whose zero values keep
+	// Timeout and MaxTries.
+	method.Deps
 	// Timeout bounds one verification (default 30s, pam_fprintd's).
 	Timeout time.Duration
 	// MaxTries is how many no-matches end a verification (default 3).
 	MaxTries int
-	// Now is the clock for the availability cache; nil means time.Now.
-	Now func() time.Time
-	// Tune, when set, is asked at each verification for the policy's
-	// timeout and tries (fingerprint.timeout, fingerprint.maxTries);
-	// zero values keep Timeout and MaxTries.
-	Tune func() (timeout time.Duration, maxTries int)
 }
 
 var (
@@ -55,6 +54,7 @@ func (m *Method) Armed() bool { return true }
 // Method is the fingerprint method.
 type Method struct {
 	cfg Config
+	now func() time.Time
 
 	mu      sync.Mutex
 	checked time.Time
@@ -70,10 +70,7 @@ func New(cfg Config) *Method {
 	if cfg.MaxTries <= 0 {
 		cfg.MaxTries = 3
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	return &Method{cfg: cfg}
+	return &Method{cfg: cfg, now: cfg.Clock()}
 }
 
 func (m *Method) Name() string  { return Name }
@@ -103,7 +100,7 @@ var errNotChecked = errors.New("the fingerprint reader has not been checked yet"
 func (m *Method) Available() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if (m.checked.IsZero() || m.cfg.Now().Sub(m.checked) >= availTTL) && !m.probing {
+	if (m.checked.IsZero() || m.now().Sub(m.checked) >= availTTL) && !m.probing {
 		m.probing = true
 		go m.refresh()
 	}
@@ -119,7 +116,7 @@ func (m *Method) Probe(ctx context.Context) error {
 	err := m.probe(ctx)
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.checked, m.avail = m.cfg.Now(), err
+	m.checked, m.avail = m.now(), err
 	return err
 }
 
@@ -129,7 +126,7 @@ func (m *Method) refresh() {
 	err := m.probe(ctx)
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.checked, m.avail, m.probing = m.cfg.Now(), err, false
+	m.checked, m.avail, m.probing = m.now(), err, false
 }
 
 func (m *Method) probe(ctx context.Context) error {
@@ -210,8 +207,8 @@ type session struct {
 // the call (startVerification returns at once; the answer is the touch),
 // bounded by the method's timeout; a hang-up cancels it through Wait or
 // Complete.
-func (m *Method) Start(ctx context.Context, creds []*method.Credential) (any, any, error) {
-	if len(creds) == 0 {
+func (m *Method) Start(ctx context.Context, r method.StartRequest) (any, any, error) {
+	if len(r.Creds) == 0 {
 		return nil, nil, errors.New("fingerprint: no credential")
 	}
 	c, err := fprintd.Connect(ctx)
@@ -224,9 +221,9 @@ func (m *Method) Start(ctx context.Context, creds []*method.Credential) (any, an
 		return nil, nil, userError(err)
 	}
 	timeout, tries := m.cfg.Timeout, m.cfg.MaxTries
-	if m.cfg.Tune != nil {
-		if t, n := m.cfg.Tune(); t > 0 || n > 0 {
-			timeout, tries = cmp.Or(t, timeout), cmp.Or(n, tries)
+	if m.cfg.Policy != nil {
+		if p := m.cfg.Policy(); p != nil {
+			timeout, tries = cmp.Or(p.Fingerprint.Timeout.D(), timeout), cmp.Or(p.Fingerprint.MaxTries, tries)
 		}
 	}
 	vctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -322,7 +319,7 @@ func (m *Method) Complete(ctx context.Context, state any, creds []*method.Creden
 
 // Ask: nothing is typed; the prompt offers Cancel while the reader waits.
 func (m *Method) Ask(any) method.Ask {
-	return method.Ask{Prompt: "Fingerprint:", Description: "Touch the fingerprint reader.", Field: ""}
+	return method.Ask{Label: "Fingerprint:", Input: api.InputNone, Hint: "Touch the fingerprint reader."}
 }
 
 // SingleShot: a finished verification cannot be answered again; after a

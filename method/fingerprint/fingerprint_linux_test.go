@@ -65,7 +65,7 @@ func released(t *testing.T, f *fakefprintd.Fprintd) {
 
 func verify(t *testing.T, ctx context.Context, m *fingerprint.Method, cred *method.Credential) error {
 	t.Helper()
-	st, ch, err := m.Start(ctx, []*method.Credential{cred})
+	st, ch, err := m.Start(ctx, method.StartRequest{Creds: []*method.Credential{cred}})
 	if err != nil {
 		return err
 	}
@@ -144,7 +144,7 @@ func TestRetryScanShownThenMatch(t *testing.T) {
 		<-gate
 		f.Status("verify-match", true)
 	})
-	st, _, err := m.Start(ctx, []*method.Credential{cred})
+	st, _, err := m.Start(ctx, method.StartRequest{Creds: []*method.Credential{cred}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,7 +222,7 @@ func TestHangUpMidVerification(t *testing.T) {
 	_, f := fakefprintd.StartTest(ctx, t, "right-index-finger")
 	m := fingerprint.New(fingerprint.Config{})
 	cred := enrolled(t, ctx, m)
-	st, _, err := m.Start(ctx, []*method.Credential{cred})
+	st, _, err := m.Start(ctx, method.StartRequest{Creds: []*method.Credential{cred}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,7 +245,7 @@ func TestFprintdGoesAway(t *testing.T) {
 	_, f := fakefprintd.StartTest(ctx, t, "right-index-finger")
 	m := fingerprint.New(fingerprint.Config{})
 	cred := enrolled(t, ctx, m)
-	st, _, err := m.Start(ctx, []*method.Credential{cred})
+	st, _, err := m.Start(ctx, method.StartRequest{Creds: []*method.Credential{cred}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -294,7 +294,7 @@ func TestCompleteCannotBeForged(t *testing.T) {
 	m := fingerprint.New(fingerprint.Config{})
 	cred := enrolled(t, ctx, m)
 	f.OnVerifyStart(func(int) { f.Status("verify-no-match", true) })
-	st, _, err := m.Start(ctx, []*method.Credential{cred})
+	st, _, err := m.Start(ctx, method.StartRequest{Creds: []*method.Credential{cred}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,10 +19,9 @@ const Unavailable = "the fingerprint method uses fprintd, which runs only on Lin
 
 // Config tunes the method (unused here).
 type Config struct {
+	method.Deps
 	Timeout  time.Duration
 	MaxTries int
-	Now      func() time.Time
-	Tune     func() (time.Duration, int)
 }
 
 // New returns nil: there is no fprintd on this platform.

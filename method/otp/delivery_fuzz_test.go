@@ -90,7 +90,7 @@ func FuzzSMSWebhookReply(f *testing.F) {
 	srv := newReplayServer(f)
 	p := policy.Default()
 	p.Delivery.SMS = &policy.SMS{Webhook: "http://127.0.0.1:" + strconv.Itoa(srv.port()) + "/send", Format: "json"}
-	m := NewSMS(method.Deps{Policy: func() *policy.Policy { return p }, Logger: zap.NewNop()}, password(fuzzSecret))
+	m := NewSMS(Config{Deps: method.Deps{Policy: func() *policy.Policy { return p }, Logger: zap.NewNop()}, Secret: password(fuzzSecret)})
 	f.Fuzz(func(t *testing.T, reply []byte) {
 		srv.set(reply)
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
@@ -125,7 +125,7 @@ func FuzzSMTPReply(f *testing.F) {
 	srv := newReplayServer(f)
 	p := policy.Default()
 	p.Delivery.SMTP = &policy.SMTP{Host: "127.0.0.1", Port: srv.port(), TLS: "none", From: "stepup@example.com"}
-	m := NewEmail(method.Deps{Policy: func() *policy.Policy { return p }, Logger: zap.NewNop()}, nil)
+	m := NewEmail(Config{Deps: method.Deps{Policy: func() *policy.Policy { return p }, Logger: zap.NewNop()}})
 	f.Fuzz(func(t *testing.T, reply []byte) {
 		srv.set(reply)
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)

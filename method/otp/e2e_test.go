@@ -7,12 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stepup-agent/stepup-agent/api"
+	"github.com/stepup-agent/stepup-agent/internal/ptytest"
 	"github.com/stepup-agent/stepup-agent/ipc/stepup/stepuptest"
 )
 
@@ -175,4 +177,55 @@ func TestE2ESMSOTP(t *testing.T) {
 	if strings.Contains(a.Log(), code) {
 		t.Fatal("the agent's log carries a code")
 	}
+}
+
+// TestE2EEmailOTPStepupctl: stepupctl on a terminal, with an agent that
+// cannot prompt, steps up with an emailed code through
+// startVerification/completeVerification, and shows what the agent's
+// ask says (the label, and where the code went), not a text of its own.
+func TestE2EEmailOTPStepupctl(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end")
+	}
+	s := startSMTP(t, plainSMTP, nil, nil)
+	pol := fmt.Sprintf("delivery:\n  smtp: {host: 127.0.0.1, port: %d, tls: none, from: stepup@example.com}\n", s.Port)
+	a := stepuptest.Start(t, stepuptest.Options{Policy: pol})
+	ctl := stepuptest.Build(t, "stepupctl")
+	ctx := e2eCtx(t)
+	c := a.Client
+
+	res, err := c.EnrollStart(ctx, api.EnrollStartParams{Method: api.EmailOTP, Address: "alice@example.com"})
+	if err != nil {
+		t.Fatalf("enrollStart: %v", err)
+	}
+	code, _, _ := codeFromMail(t, waitMail(t, s).Data)
+	if _, err := c.EnrollFinish(ctx, res.EnrollmentID, map[string]string{"code": code}); err != nil {
+		t.Fatalf("enrollFinish: %v", err)
+	}
+
+	// The ask on the wire.
+	ch, err := c.StartVerification(ctx, api.EmailOTP, []string{"wallet:sign"})
+	if err != nil {
+		t.Fatalf("startVerification: %v", err)
+	}
+	want := api.Ask{Label: "Email code:", Input: api.InputDigits, Field: "code", Hint: "A code was sent to a***@example.com"}
+	if ch.Ask != want {
+		t.Fatalf("startVerification's ask is %+v, want %+v", ch.Ask, want)
+	}
+	code, _, _ = codeFromMail(t, waitMail(t, s).Data)
+	if _, err := c.CompleteVerification(ctx, ch.ChallengeID, map[string]string{ch.Ask.Field: code}); err != nil {
+		t.Fatalf("completeVerification with the ask's field: %v", err)
+	}
+
+	// stepupctl renders it on its terminal.
+	cmd := exec.Command(ctl, "prompt", "--method", "email_otp", "wallet:export")
+	cmd.Env = append(a.Env(), "TERM=xterm")
+	p := ptytest.Start(t, cmd)
+	p.Expect(`stepup-agent: step up for wallet:export with email_otp\.`)
+	p.Expect(`A code was sent to a\*\*\*@example\.com`)
+	p.Expect(`Email code: `)
+	code, _, _ = codeFromMail(t, waitMail(t, s).Data)
+	p.Write(wrong(code) + "\n")
+	p.Expect(`email_otp verification failed: wrong, expired or already used code; try again\.`)
+	p.AnswerSecret(code, `Stepped up with email_otp for wallet:export: single-use token`)
 }

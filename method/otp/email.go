@@ -26,7 +26,7 @@ const (
 
 // NewEmail returns the email_otp method. Mail goes out through the SMTP
 // server of the policy's delivery.smtp (read at every delivery, so a
-// reloaded policy applies at once); password returns the SMTP password
+// reloaded policy applies at once); cfg.Secret returns the SMTP password
 // from the keychain when delivery.smtp.username is set.
 //
 // Mail goes out through the standard library's net/smtp (smtp.go: the
@@ -36,10 +36,9 @@ const (
 // reflective method calls keep every exported method of every type in
 // the daemon's binary: 3.6 MB of it and about 2 MiB of resident memory
 // at rest (docs/BENCHMARKS.md, "Notes").
-func NewEmail(deps method.Deps, password SecretFunc, opts ...Option) *Method {
-	o := collect(opts)
-	s := &smtpSender{deps: deps, password: password, rootCAs: o.rootCAs}
-	return newMethod(api.EmailOTP, []string{"mail", "otp"}, deps, s, o)
+func NewEmail(cfg Config) *Method {
+	s := &smtpSender{deps: cfg.Deps, password: cfg.Secret, rootCAs: cfg.RootCAs}
+	return newMethod(api.EmailOTP, []string{"mail", "otp"}, cfg, s)
 }
 
 type smtpSender struct {

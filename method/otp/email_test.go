@@ -54,7 +54,7 @@ func TestEmailStartTLS(t *testing.T) {
 	cert, pool := selfSigned(t)
 	s := startSMTP(t, startTLSSMTP, cert, map[string]string{smtpUser: smtpPass})
 	log, logs := observed()
-	m := NewEmail(method.Deps{Policy: smtpPolicy(s, "starttls", smtpUser), Logger: log}, password(smtpPass), WithRootCAs(pool))
+	m := NewEmail(Config{Deps: method.Deps{Policy: smtpPolicy(s, "starttls", smtpUser), Logger: log}, Secret: password(smtpPass), RootCAs: pool})
 	ctx := context.Background()
 
 	cred := enrollEmail(t, m, s, "Alice@Example.COM")
@@ -62,7 +62,7 @@ func TestEmailStartTLS(t *testing.T) {
 		t.Fatalf("credential %+v", cred)
 	}
 
-	st, ch, err := m.Start(ctx, []*method.Credential{cred})
+	st, ch, err := m.Start(ctx, method.StartRequest{Creds: []*method.Credential{cred}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +70,7 @@ func TestEmailStartTLS(t *testing.T) {
 		t.Fatalf("challenge %v", ch)
 	}
 	ask := m.Ask(st)
-	if ask.Field != "code" || ask.Description != "A code was sent to A***@example.com" {
+	if ask.Field != "code" || ask.Hint != "A code was sent to A***@example.com" {
 		t.Fatalf("ask %+v", ask)
 	}
 	msg := waitMail(t, s)
@@ -103,7 +103,7 @@ func TestEmailStartTLS(t *testing.T) {
 func TestEmailImplicitTLS(t *testing.T) {
 	cert, pool := selfSigned(t)
 	s := startSMTP(t, implicitTLSSMTP, cert, map[string]string{smtpUser: smtpPass})
-	m := NewEmail(method.Deps{Policy: smtpPolicy(s, "tls", smtpUser), Logger: zap.NewNop()}, password(smtpPass), WithRootCAs(pool))
+	m := NewEmail(Config{Deps: method.Deps{Policy: smtpPolicy(s, "tls", smtpUser), Logger: zap.NewNop()}, Secret: password(smtpPass), RootCAs: pool})
 	cred := enrollEmail(t, m, s, "bob@example.org")
 	if cred.Label != "b***@example.org" {
 		t.Fatal(cred.Label)
@@ -115,7 +115,7 @@ func TestEmailImplicitTLS(t *testing.T) {
 func TestEmailUntrustedCertificate(t *testing.T) {
 	cert, _ := selfSigned(t)
 	s := startSMTP(t, startTLSSMTP, cert, nil)
-	m := NewEmail(method.Deps{Policy: smtpPolicy(s, "starttls", ""), Logger: zap.NewNop()}, nil)
+	m := NewEmail(Config{Deps: method.Deps{Policy: smtpPolicy(s, "starttls", ""), Logger: zap.NewNop()}})
 	if _, _, err := m.EnrollStart(context.Background(), method.EnrollParams{Address: "a@example.com"}); err == nil {
 		t.Fatal("sent through an untrusted certificate")
 	}
@@ -127,7 +127,7 @@ func TestEmailUntrustedCertificate(t *testing.T) {
 func TestEmailStartTLSRequired(t *testing.T) {
 	s := startSMTP(t, plainSMTP, nil, map[string]string{smtpUser: smtpPass})
 	log, logs := observed()
-	m := NewEmail(method.Deps{Policy: smtpPolicy(s, "starttls", smtpUser), Logger: log}, password(smtpPass))
+	m := NewEmail(Config{Deps: method.Deps{Policy: smtpPolicy(s, "starttls", smtpUser), Logger: log}, Secret: password(smtpPass)})
 	_, _, err := m.EnrollStart(context.Background(), method.EnrollParams{Address: "a@example.com"})
 	if err == nil || !strings.Contains(err.Error(), "STARTTLS") {
 		t.Fatalf("sent without STARTTLS: %v", err)
@@ -140,7 +140,7 @@ func TestEmailStartTLSRequired(t *testing.T) {
 // authentication; to any other host it is refused.
 func TestEmailNoTLSLoopback(t *testing.T) {
 	s := startSMTP(t, plainSMTP, nil, nil)
-	m := NewEmail(method.Deps{Policy: smtpPolicy(s, "none", ""), Logger: zap.NewNop()}, nil)
+	m := NewEmail(Config{Deps: method.Deps{Policy: smtpPolicy(s, "none", ""), Logger: zap.NewNop()}})
 	cred := enrollEmail(t, m, s, "carol@example.net")
 	if cred == nil {
 		t.Fatal("no credential")
@@ -148,7 +148,7 @@ func TestEmailNoTLSLoopback(t *testing.T) {
 
 	p := policy.Default()
 	p.Delivery.SMTP = &policy.SMTP{Host: "smtp.example.com", Port: 25, TLS: "none", From: "x@example.com"}
-	m2 := NewEmail(method.Deps{Policy: func() *policy.Policy { return p }, Logger: zap.NewNop()}, nil)
+	m2 := NewEmail(Config{Deps: method.Deps{Policy: func() *policy.Policy { return p }, Logger: zap.NewNop()}})
 	_, _, err := m2.EnrollStart(context.Background(), method.EnrollParams{Address: "a@example.com"})
 	if err == nil || !strings.Contains(err.Error(), "loopback") {
 		t.Fatalf("tls none to a remote host: %v", err)
@@ -159,7 +159,7 @@ func TestEmailWrongPassword(t *testing.T) {
 	cert, pool := selfSigned(t)
 	s := startSMTP(t, startTLSSMTP, cert, map[string]string{smtpUser: smtpPass})
 	log, logs := observed()
-	m := NewEmail(method.Deps{Policy: smtpPolicy(s, "starttls", smtpUser), Logger: log}, password("not-the-password"), WithRootCAs(pool))
+	m := NewEmail(Config{Deps: method.Deps{Policy: smtpPolicy(s, "starttls", smtpUser), Logger: log}, Secret: password("not-the-password"), RootCAs: pool})
 	_, _, err := m.EnrollStart(context.Background(), method.EnrollParams{Address: "a@example.com"})
 	if err == nil {
 		t.Fatal("sent with a wrong password")
@@ -172,7 +172,7 @@ func TestEmailWrongPassword(t *testing.T) {
 }
 
 func TestEmailNotConfigured(t *testing.T) {
-	m := NewEmail(method.Deps{Policy: policy.Default, Logger: zap.NewNop()}, nil)
+	m := NewEmail(Config{Deps: method.Deps{Policy: policy.Default, Logger: zap.NewNop()}})
 	_, _, err := m.EnrollStart(context.Background(), method.EnrollParams{Address: "a@example.com"})
 	var ae *api.Error
 	if !errors.As(err, &ae) || ae.Data.Hint == "" {
@@ -188,11 +188,11 @@ func TestEmailNotConfigured(t *testing.T) {
 func TestEmailExpiry(t *testing.T) {
 	s := startSMTP(t, plainSMTP, nil, nil)
 	clk := newClock()
-	m := NewEmail(method.Deps{Policy: smtpPolicy(s, "none", ""), Logger: zap.NewNop()}, nil, WithClock(clk.Now))
+	m := NewEmail(Config{Deps: method.Deps{Policy: smtpPolicy(s, "none", ""), Logger: zap.NewNop(), Now: clk.Now}})
 	cred := enrollEmail(t, m, s, "dave@example.com")
 	ctx := context.Background()
 
-	st, _, err := m.Start(ctx, []*method.Credential{cred})
+	st, _, err := m.Start(ctx, method.StartRequest{Creds: []*method.Credential{cred}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +203,7 @@ func TestEmailExpiry(t *testing.T) {
 	}
 
 	// Just inside the lifetime it works.
-	st, _, err = m.Start(ctx, []*method.Credential{cred})
+	st, _, err = m.Start(ctx, method.StartRequest{Creds: []*method.Credential{cred}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,10 +218,10 @@ func TestEmailExpiry(t *testing.T) {
 // the right one is refused.
 func TestEmailTriesCap(t *testing.T) {
 	s := startSMTP(t, plainSMTP, nil, nil)
-	m := NewEmail(method.Deps{Policy: smtpPolicy(s, "none", ""), Logger: zap.NewNop()}, nil)
+	m := NewEmail(Config{Deps: method.Deps{Policy: smtpPolicy(s, "none", ""), Logger: zap.NewNop()}})
 	cred := enrollEmail(t, m, s, "erin@example.com")
 	ctx := context.Background()
-	st, _, err := m.Start(ctx, []*method.Credential{cred})
+	st, _, err := m.Start(ctx, method.StartRequest{Creds: []*method.Credential{cred}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,17 +242,17 @@ func TestEmailTriesCap(t *testing.T) {
 func TestEmailResend(t *testing.T) {
 	s := startSMTP(t, plainSMTP, nil, nil)
 	clk := newClock()
-	m := NewEmail(method.Deps{Policy: smtpPolicy(s, "none", ""), Logger: zap.NewNop()}, nil, WithClock(clk.Now))
+	m := NewEmail(Config{Deps: method.Deps{Policy: smtpPolicy(s, "none", ""), Logger: zap.NewNop(), Now: clk.Now}})
 	cred := enrollEmail(t, m, s, "frank@example.com")
 	ctx := context.Background()
 
-	st1, _, err := m.Start(ctx, []*method.Credential{cred})
+	st1, _, err := m.Start(ctx, method.StartRequest{Creds: []*method.Credential{cred}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	code1, _, _ := codeFromMail(t, waitMail(t, s).Data)
 	clk.Advance(ResendInterval / 2)
-	st2, _, err := m.Start(ctx, []*method.Credential{cred})
+	st2, _, err := m.Start(ctx, method.StartRequest{Creds: []*method.Credential{cred}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,13 +265,13 @@ func TestEmailResend(t *testing.T) {
 		t.Fatal("a consumed code worked again through the first challenge")
 	}
 
-	st3, _, err := m.Start(ctx, []*method.Credential{cred})
+	st3, _, err := m.Start(ctx, method.StartRequest{Creds: []*method.Credential{cred}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	code3, _, _ := codeFromMail(t, waitMail(t, s).Data)
 	clk.Advance(ResendInterval + time.Second)
-	st4, _, err := m.Start(ctx, []*method.Credential{cred})
+	st4, _, err := m.Start(ctx, method.StartRequest{Creds: []*method.Credential{cred}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,10 +290,10 @@ func TestEmailResend(t *testing.T) {
 // meanwhile does not verify.
 func TestEmailRemovedCredential(t *testing.T) {
 	s := startSMTP(t, plainSMTP, nil, nil)
-	m := NewEmail(method.Deps{Policy: smtpPolicy(s, "none", ""), Logger: zap.NewNop()}, nil)
+	m := NewEmail(Config{Deps: method.Deps{Policy: smtpPolicy(s, "none", ""), Logger: zap.NewNop()}})
 	cred := enrollEmail(t, m, s, "gina@example.com")
 	ctx := context.Background()
-	st, _, err := m.Start(ctx, []*method.Credential{cred})
+	st, _, err := m.Start(ctx, method.StartRequest{Creds: []*method.Credential{cred}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,14 +307,14 @@ func TestEmailRemovedCredential(t *testing.T) {
 // code, and the other way round.
 func TestEnrollCodeDoesNotVerify(t *testing.T) {
 	s := startSMTP(t, plainSMTP, nil, nil)
-	m := NewEmail(method.Deps{Policy: smtpPolicy(s, "none", ""), Logger: zap.NewNop()}, nil)
+	m := NewEmail(Config{Deps: method.Deps{Policy: smtpPolicy(s, "none", ""), Logger: zap.NewNop()}})
 	cred := enrollEmail(t, m, s, "hank@example.com")
 	ctx := context.Background()
 	if _, _, err := m.EnrollStart(ctx, method.EnrollParams{Address: "hank@example.com"}); err != nil {
 		t.Fatal(err)
 	}
 	enrollCode, _, _ := codeFromMail(t, waitMail(t, s).Data)
-	st, _, err := m.Start(ctx, []*method.Credential{cred})
+	st, _, err := m.Start(ctx, method.StartRequest{Creds: []*method.Credential{cred}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -381,7 +381,7 @@ func TestSMTPDeadline(t *testing.T) {
 	}()
 	p := policy.Default()
 	p.Delivery.SMTP = &policy.SMTP{Host: "127.0.0.1", Port: ln.Addr().(*net.TCPAddr).Port, TLS: "none", From: "stepup@example.com"}
-	m := NewEmail(method.Deps{Policy: func() *policy.Policy { return p }, Logger: zap.NewNop()}, nil)
+	m := NewEmail(Config{Deps: method.Deps{Policy: func() *policy.Policy { return p }, Logger: zap.NewNop()}})
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	start := time.Now()

@@ -66,41 +66,24 @@ type sender interface {
 	send(ctx context.Context, dest, text string) error
 }
 
-// options are the settings Option changes.
-type options struct {
-	now     func() time.Time
-	rootCAs *x509.CertPool
-	client  *http.Client
+// Config configures email_otp (NewEmail) or sms_otp (NewSMS).
+type Config struct {
+	method.Deps
+	// Secret returns the delivery's secret from the keychain: the SMTP
+	// password when delivery.smtp.username is set, or the SMS webhook's
+	// token. nil means none.
+	Secret SecretFunc
+	// RootCAs makes deliveries trust only this pool for TLS (tests use it
+	// for a self-signed server certificate); nil means the system roots.
+	RootCAs *x509.CertPool
+	// HTTPClient replaces the SMS webhook's HTTP client.
+	HTTPClient *http.Client
 }
-
-// Option configures NewEmail and NewSMS.
-type Option func(*options)
-
-// WithClock replaces time.Now (tests).
-func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
-
-// WithRootCAs makes deliveries trust only pool for TLS (tests use it for a
-// self-signed server certificate); the default is the system roots.
-func WithRootCAs(pool *x509.CertPool) Option { return func(o *options) { o.rootCAs = pool } }
-
-// WithHTTPClient replaces the SMS webhook's HTTP client.
-func WithHTTPClient(c *http.Client) Option { return func(o *options) { o.client = c } }
-
-func collect(opts []Option) *options {
-	o := &options{now: time.Now}
-	for _, f := range opts {
-		f(o)
-	}
-	return o
-}
-
-func timeUntil(t time.Time) time.Duration { return time.Until(t) }
 
 // Method is email_otp or sms_otp.
 type Method struct {
 	name   string
 	amr    []string
-	deps   method.Deps
 	log    *zap.Logger
 	sender sender
 	now    func() time.Time
@@ -128,13 +111,9 @@ type challengeState struct {
 	masked string
 }
 
-func newMethod(name string, amr []string, deps method.Deps, s sender, o *options) *Method {
-	m := &Method{name: name, amr: amr, deps: deps, sender: s, now: o.now, pending: map[string]*pending{}}
-	m.log = deps.Logger
-	if m.log == nil {
-		m.log = zap.NewNop()
-	}
-	m.log = m.log.With(zap.String("method", name))
+func newMethod(name string, amr []string, cfg Config, s sender) *Method {
+	m := &Method{name: name, amr: amr, sender: s, now: cfg.Clock(), pending: map[string]*pending{}}
+	m.log = cfg.Deps.Log("").With(zap.String("method", name))
 	return m
 }
 
@@ -159,14 +138,12 @@ func (m *Method) AMR() []string { return append([]string(nil), m.amr...) }
 
 // Ask implements method.Method.
 func (m *Method) Ask(state any) method.Ask {
-	a := method.Ask{Prompt: "Code:", Field: "code"}
-	if st, ok := state.(*challengeState); ok {
-		a.Description = "A code was sent to " + st.masked
-	}
+	a := method.Ask{Label: "SMS code:", Input: api.InputDigits, Field: "code"}
 	if m.name == api.EmailOTP {
-		a.Prompt = "Email code:"
-	} else {
-		a.Prompt = "SMS code:"
+		a.Label = "Email code:"
+	}
+	if st, ok := state.(*challengeState); ok {
+		a.Hint = "A code was sent to " + st.masked
 	}
 	return a
 }
@@ -267,10 +244,10 @@ func (m *Method) EnrollFinish(ctx context.Context, state any, response json.RawM
 
 // Start implements method.Method: it sends a code to the oldest of creds
 // and returns {destination} (masked).
-func (m *Method) Start(ctx context.Context, creds []*method.Credential) (any, any, error) {
+func (m *Method) Start(ctx context.Context, r method.StartRequest) (any, any, error) {
 	// The oldest enrolled destination gets the code.
 	var mine []*method.Credential
-	for _, c := range creds {
+	for _, c := range r.Creds {
 		if c != nil && c.Method == m.name {
 			mine = append(mine, c)
 		}
@@ -346,6 +323,7 @@ func (m *Method) issue(ctx context.Context, purpose, dest, credID string) (*chal
 	text := fmt.Sprintf("Your stepup verification code is %s. It is valid for %d minutes. If you did not ask for it, someone may be using your computer: do not share it.", code, int(CodeLifetime/time.Minute))
 
 	sctx := ctx
+	// The context's deadline is on the wall clock, not the agent's.
 	if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > SendTimeout {
 		var cancel context.CancelFunc
 		sctx, cancel = context.WithTimeout(ctx, SendTimeout)

@@ -30,21 +30,20 @@ const (
 //
 //   - format json (the default): a JSON body {to, body} (and from, when
 //     delivery.sms.from is set), with "Authorization: Bearer TOKEN" when
-//     token returns one;
+//     cfg.Secret returns one;
 //   - format twilio: a Twilio-compatible form (To, From, Body) with HTTP
-//     basic auth: token is "ACCOUNT_SID:AUTH_TOKEN", or just the auth
+//     basic auth: the secret is "ACCOUNT_SID:AUTH_TOKEN", or just the auth
 //     token when the webhook's path names the account (/Accounts/SID/).
 //
 // The webhook must be https, or http to a loopback address (a local
 // relay). Redirects are not followed.
-func NewSMS(deps method.Deps, token SecretFunc, opts ...Option) *Method {
-	o := collect(opts)
-	c := o.client
+func NewSMS(cfg Config) *Method {
+	c := cfg.HTTPClient
 	if c == nil {
 		c = &http.Client{
 			Transport: &http.Transport{
 				Proxy:               http.ProxyFromEnvironment,
-				TLSClientConfig:     &tls.Config{RootCAs: o.rootCAs, MinVersion: tls.VersionTLS12},
+				TLSClientConfig:     &tls.Config{RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12},
 				TLSHandshakeTimeout: SendTimeout / 3,
 				MaxIdleConns:        2,
 				IdleConnTimeout:     SendTimeout,
@@ -53,8 +52,8 @@ func NewSMS(deps method.Deps, token SecretFunc, opts ...Option) *Method {
 	}
 	cc := *c
 	cc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	s := &smsSender{deps: deps, token: token, client: &cc}
-	return newMethod(api.SMSOTP, []string{"sms", "otp"}, deps, s, o)
+	s := &smsSender{deps: cfg.Deps, token: cfg.Secret, client: &cc}
+	return newMethod(api.SMSOTP, []string{"sms", "otp"}, cfg, s)
 }
 
 type smsSender struct {

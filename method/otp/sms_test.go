@@ -68,7 +68,7 @@ func smsPolicy(webhook, format, from string) func() *policy.Policy {
 func TestSMSJSON(t *testing.T) {
 	h := startHook(t)
 	log, logs := observed()
-	m := NewSMS(method.Deps{Policy: smsPolicy(h.srv.URL+"/send", "json", ""), Logger: log}, password("hook-token"))
+	m := NewSMS(Config{Deps: method.Deps{Policy: smsPolicy(h.srv.URL+"/send", "json", ""), Logger: log}, Secret: password("hook-token")})
 	ctx := context.Background()
 
 	st, res, err := m.EnrollStart(ctx, method.EnrollParams{Phone: "+1 (555) 123-4567"})
@@ -105,14 +105,14 @@ func TestSMSJSON(t *testing.T) {
 		t.Fatalf("credential %+v", cred)
 	}
 
-	st, ch, err := m.Start(ctx, []*method.Credential{cred})
+	st, ch, err := m.Start(ctx, method.StartRequest{Creds: []*method.Credential{cred}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if ch.(*api.OTPChallenge).Destination != "+1******4567" {
 		t.Fatal(ch)
 	}
-	if a := m.Ask(st); a.Description != "A code was sent to +1******4567" || a.Field != "code" {
+	if a := m.Ask(st); a.Hint != "A code was sent to +1******4567" || a.Field != "code" {
 		t.Fatalf("ask %+v", a)
 	}
 	r = h.wait(t)
@@ -130,7 +130,7 @@ func TestSMSJSON(t *testing.T) {
 func TestSMSTwilio(t *testing.T) {
 	h := startHook(t)
 	webhook := h.srv.URL + "/2010-04-01/Accounts/AC123/Messages.json"
-	m := NewSMS(method.Deps{Policy: smsPolicy(webhook, "twilio", "+15550000000"), Logger: zap.NewNop()}, password("auth-token"))
+	m := NewSMS(Config{Deps: method.Deps{Policy: smsPolicy(webhook, "twilio", "+15550000000"), Logger: zap.NewNop()}, Secret: password("auth-token")})
 	ctx := context.Background()
 	st, _, err := m.EnrollStart(ctx, method.EnrollParams{Phone: "+447700900123"})
 	if err != nil {
@@ -156,7 +156,7 @@ func TestSMSTwilio(t *testing.T) {
 func TestSMSExpired(t *testing.T) {
 	h := startHook(t)
 	clk := newClock()
-	m := NewSMS(method.Deps{Policy: smsPolicy(h.srv.URL, "", ""), Logger: zap.NewNop()}, nil, WithClock(clk.Now))
+	m := NewSMS(Config{Deps: method.Deps{Policy: smsPolicy(h.srv.URL, "", ""), Logger: zap.NewNop(), Now: clk.Now}})
 	st, _, err := m.EnrollStart(context.Background(), method.EnrollParams{Phone: "+15551234567"})
 	if err != nil {
 		t.Fatal(err)
@@ -176,7 +176,7 @@ func TestSMSExpired(t *testing.T) {
 func TestSMSWebhookFailure(t *testing.T) {
 	h := startHook(t)
 	h.status = http.StatusBadGateway
-	m := NewSMS(method.Deps{Policy: smsPolicy(h.srv.URL, "json", ""), Logger: zap.NewNop()}, nil)
+	m := NewSMS(Config{Deps: method.Deps{Policy: smsPolicy(h.srv.URL, "json", ""), Logger: zap.NewNop()}})
 	_, _, err := m.EnrollStart(context.Background(), method.EnrollParams{Phone: "+15551234567"})
 	if err == nil || !strings.Contains(err.Error(), "502") {
 		t.Fatalf("failed webhook: %v", err)
@@ -191,12 +191,12 @@ func TestSMSWebhookFailure(t *testing.T) {
 
 func TestSMSWebhookMustBeHTTPS(t *testing.T) {
 	for _, u := range []string{"http://sms.example.com/send", "https://user:pw@sms.example.com/send", "ftp://x"} {
-		m := NewSMS(method.Deps{Policy: smsPolicy(u, "json", ""), Logger: zap.NewNop()}, nil)
+		m := NewSMS(Config{Deps: method.Deps{Policy: smsPolicy(u, "json", ""), Logger: zap.NewNop()}})
 		if _, _, err := m.EnrollStart(context.Background(), method.EnrollParams{Phone: "+15551234567"}); err == nil {
 			t.Errorf("webhook %s accepted", u)
 		}
 	}
-	m := NewSMS(method.Deps{Policy: smsPolicy("", "", ""), Logger: zap.NewNop()}, nil)
+	m := NewSMS(Config{Deps: method.Deps{Policy: smsPolicy("", "", ""), Logger: zap.NewNop()}})
 	if _, _, err := m.EnrollStart(context.Background(), method.EnrollParams{Phone: "15551234567"}); !errors.Is(err, api.ErrInvalidParams) {
 		t.Errorf("phone without +: %v", err)
 	}
@@ -209,7 +209,7 @@ func TestSMSDeadline(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-block }))
 	defer srv.Close()
 	defer close(block)
-	m := NewSMS(method.Deps{Policy: smsPolicy(srv.URL, "json", ""), Logger: zap.NewNop()}, nil)
+	m := NewSMS(Config{Deps: method.Deps{Policy: smsPolicy(srv.URL, "json", ""), Logger: zap.NewNop()}})
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	start := time.Now()

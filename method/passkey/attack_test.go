@@ -146,7 +146,7 @@ func TestOtherUserCannotUseCeremony(t *testing.T) {
 	fakeXDGOpen(t, b)
 	snoop := startSnoop(t, 25*time.Second)
 	log, logs := testLogger()
-	m := New(method.Deps{Logger: log})
+	m := New(Config{Deps: method.Deps{Logger: log}})
 	defer m.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -178,12 +178,12 @@ func TestOtherUserCannotUseCeremony(t *testing.T) {
 	cred.ID = "pk1"
 
 	// Step-up through the page the agent opens (the prompt's path).
-	st, _, err = m.Start(ctx, []*method.Credential{cred})
+	st, _, err = m.Start(ctx, method.StartRequest{Creds: []*method.Credential{cred}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a := m.Ask(st); strings.Contains(a.Description, st.(*ceremony).token) {
-		t.Fatalf("the prompt's text (a zenity command line) carries the page's address: %q", a.Description)
+	if a := m.Ask(st); strings.Contains(a.Hint, st.(*ceremony).token) {
+		t.Fatalf("the prompt's text (a zenity command line) carries the page's address: %q", a.Hint)
 	}
 	wctx := method.WithPromptEnv(ctx, envForPrompt())
 	resp, err := m.Wait(wctx, st)

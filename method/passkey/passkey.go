@@ -39,6 +39,7 @@ package passkey
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -76,25 +77,23 @@ const (
 // return once the browser has been asked to open it.
 type Opener func(ctx context.Context, path string) error
 
-// Option configures New.
-type Option func(*Method)
-
-// WithOpener replaces the browser opener (xdg-open on Linux, open on
-// macOS). Tests drive a headless browser with it.
-func WithOpener(o Opener) Option { return func(m *Method) { m.open = o } }
-
-// WithCeremonyTimeout sets how long a ceremony's page and options stay
-// valid (default 5 minutes).
-func WithCeremonyTimeout(d time.Duration) Option { return func(m *Method) { m.ceremonyTimeout = d } }
-
-// WithIdleTimeout sets how long the page server lingers after its last
-// ceremony ended (default 30 seconds).
-func WithIdleTimeout(d time.Duration) Option { return func(m *Method) { m.idleTimeout = d } }
+// Config configures the passkey method.
+type Config struct {
+	method.Deps
+	// Opener replaces the browser opener (xdg-open on Linux, open on
+	// macOS). Tests drive a headless browser with it.
+	Opener Opener
+	// CeremonyTimeout is how long a ceremony's page and options stay
+	// valid (DefaultCeremonyTimeout when zero).
+	CeremonyTimeout time.Duration
+	// IdleTimeout is how long the page server lingers after its last
+	// ceremony ended (DefaultIdleTimeout when zero).
+	IdleTimeout time.Duration
+}
 
 // Method is the passkey method. One Method owns one loopback page server,
 // started when a ceremony needs it and stopped when idle.
 type Method struct {
-	deps            method.Deps
 	log             *zap.Logger
 	open            Opener
 	ceremonyTimeout time.Duration
@@ -104,15 +103,15 @@ type Method struct {
 }
 
 // New returns the passkey method.
-func New(deps method.Deps, opts ...Option) *Method {
-	m := &Method{deps: deps, open: defaultOpener, ceremonyTimeout: DefaultCeremonyTimeout, idleTimeout: DefaultIdleTimeout}
-	m.log = deps.Logger
-	if m.log == nil {
-		m.log = zap.NewNop()
+func New(cfg Config) *Method {
+	m := &Method{
+		log:             cfg.Log("").With(zap.String("method", api.Passkey)),
+		open:            cfg.Opener,
+		ceremonyTimeout: cmp.Or(cfg.CeremonyTimeout, DefaultCeremonyTimeout),
+		idleTimeout:     cmp.Or(cfg.IdleTimeout, DefaultIdleTimeout),
 	}
-	m.log = m.log.With(zap.String("method", api.Passkey))
-	for _, o := range opts {
-		o(m)
+	if m.open == nil {
+		m.open = defaultOpener
 	}
 	m.srv.m = m
 	return m
@@ -136,22 +135,38 @@ func (m *Method) Name() string { return api.Passkey }
 func (m *Method) AMR() []string { return []string{"hwk", "user", "mfa"} }
 
 // Ask implements method.Method: nothing is typed; the browser page is
-// where the user answers (Field empty: the prompt only offers Cancel).
+// where the user answers (InputNone: the prompt only offers Cancel).
 func (m *Method) Ask(state any) method.Ask {
-	a := method.Ask{Prompt: "Passkey"}
-	if c, ok := state.(*ceremony); ok {
-		verb := "Confirm with your passkey"
-		if c.kind == kindCreate {
-			verb = "Create your passkey"
-		}
-		// Never the page's address: a prompt's text may be a command
-		// line (zenity --text), readable by every local user.
-		a.Description = verb + " in the browser page that opened."
-		if p, err := c.launcherPath(); err == nil {
-			a.Description += " If none did, open file://" + p + " in your browser."
-		}
+	a := method.Ask{Label: "Passkey", Input: api.InputNone}
+	c, ok := state.(*ceremony)
+	if !ok {
+		return a
+	}
+	verb := "Confirm with your passkey"
+	if c.kind == kindCreate {
+		verb = "Create your passkey"
+	}
+	if c.customUI {
+		// The client shows the page itself (the agent opens nothing):
+		// its address goes to the client only, as in the challenge.
+		a.Hint = "Open this page in your browser and " + lowerFirst(verb) + ":"
+		a.Text = c.url
+		return a
+	}
+	// Never the page's address: a prompt's text may be a command
+	// line (zenity --text), readable by every local user.
+	a.Hint = verb + " in the browser page that opened."
+	if p, err := c.launcherPath(); err == nil {
+		a.Hint += " If none did, open file://" + p + " in your browser."
 	}
 	return a
+}
+
+func lowerFirst(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToLower(s[:1]) + s[1:]
 }
 
 // user is the webauthn.User the ceremonies run for.
@@ -283,9 +298,9 @@ func (m *Method) finishCreate(c *ceremony, body []byte, origin string) (*webauth
 
 // Start implements method.Method: the challenge is {url, publicKey} for
 // an assertion by any of the user's passkeys.
-func (m *Method) Start(ctx context.Context, creds []*method.Credential) (any, any, error) {
+func (m *Method) Start(ctx context.Context, r method.StartRequest) (any, any, error) {
 	var descs []protocol.CredentialDescriptor
-	for _, mc := range creds {
+	for _, mc := range r.Creds {
 		s, err := decodeSecret(mc)
 		if err != nil {
 			m.log.Warn("unreadable passkey credential", zap.String("credential", mc.ID))
@@ -319,6 +334,7 @@ func (m *Method) Start(ctx context.Context, creds []*method.Credential) (any, an
 		return nil, nil, err
 	}
 	c.setup(opts, *session, nil, "")
+	c.customUI = r.CustomUI
 	m.log.Info("passkey verification started", zap.String("origin", c.origin), zap.Int("credentials", len(descs)))
 	return c, &api.PasskeyCeremony{URL: c.url, PublicKey: json.RawMessage(opts)}, nil
 }

@@ -79,7 +79,7 @@ func verifyInPage(t *testing.T, m *Method, creds []*method.Credential) (*method.
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	st, ch, err := m.Start(ctx, creds)
+	st, ch, err := m.Start(ctx, method.StartRequest{Creds: creds})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +88,7 @@ func verifyInPage(t *testing.T, m *Method, creds []*method.Credential) (*method.
 		t.Fatalf("challenge %v", c)
 	}
 	a := m.Ask(st)
-	if a.Field != "" || !strings.Contains(a.Description, "file://"+st.(*ceremony).launcher) || strings.Contains(a.Description, st.(*ceremony).token) {
+	if a.Field != "" || !strings.Contains(a.Hint, "file://"+st.(*ceremony).launcher) || strings.Contains(a.Hint, st.(*ceremony).token) {
 		t.Fatalf("ask %+v", a)
 	}
 	resp, err := m.Wait(method.WithPromptEnv(ctx, api.PromptEnv{}), st)
@@ -126,7 +126,7 @@ func signCount(t *testing.T, c *method.Credential) uint32 {
 func TestPasskeyChromium(t *testing.T) {
 	b := newBrowser(t)
 	log, logs := testLogger()
-	m := New(method.Deps{Logger: log}, WithOpener(b.opener(t)), WithIdleTimeout(200*time.Millisecond))
+	m := New(Config{Deps: method.Deps{Logger: log}, Opener: b.opener(t), IdleTimeout: 200 * time.Millisecond})
 	defer m.Close()
 
 	cred := enroll(t, m, b)
@@ -172,7 +172,7 @@ func TestPasskeyChromium(t *testing.T) {
 	ctx := context.Background()
 
 	t.Run("custom UI, tampered signature", func(t *testing.T) {
-		st, ch, err := m.Start(ctx, creds)
+		st, ch, err := m.Start(ctx, method.StartRequest{Creds: creds})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -189,7 +189,7 @@ func TestPasskeyChromium(t *testing.T) {
 
 	var good json.RawMessage
 	t.Run("custom UI and replay", func(t *testing.T) {
-		st, ch, err := m.Start(ctx, creds)
+		st, ch, err := m.Start(ctx, method.StartRequest{Creds: creds})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -205,7 +205,7 @@ func TestPasskeyChromium(t *testing.T) {
 			t.Fatalf("replay into the same ceremony: %v", err)
 		}
 		// Replayed into a fresh ceremony (another challenge).
-		st2, _, err := m.Start(ctx, creds)
+		st2, _, err := m.Start(ctx, method.StartRequest{Creds: creds})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -287,7 +287,7 @@ func TestPasskeyChromium(t *testing.T) {
 // Host pinned to localhost:PORT, one GET, strict CSP, same-origin JSON
 // POSTs of bounded size, loopback only, stop when idle.
 func TestPageServer(t *testing.T) {
-	m := New(method.Deps{Logger: zap.NewNop()}, WithIdleTimeout(100*time.Millisecond), WithOpener(func(context.Context, string) error { return nil }))
+	m := New(Config{Deps: method.Deps{Logger: zap.NewNop()}, IdleTimeout: 100 * time.Millisecond, Opener: func(context.Context, string) error { return nil }})
 	defer m.Close()
 	ctx := context.Background()
 	st, res, err := m.EnrollStart(ctx, method.EnrollParams{})
@@ -438,7 +438,7 @@ func TestPageServer(t *testing.T) {
 
 // TestCeremonyExpiry: a ceremony nobody answers ends with a timeout.
 func TestCeremonyExpiry(t *testing.T) {
-	m := New(method.Deps{}, WithCeremonyTimeout(200*time.Millisecond), WithIdleTimeout(50*time.Millisecond), WithOpener(func(context.Context, string) error { return nil }))
+	m := New(Config{CeremonyTimeout: 200 * time.Millisecond, IdleTimeout: 50 * time.Millisecond, Opener: func(context.Context, string) error { return nil }})
 	defer m.Close()
 	st, _, err := m.EnrollStart(context.Background(), method.EnrollParams{})
 	if err != nil {
@@ -452,7 +452,7 @@ func TestCeremonyExpiry(t *testing.T) {
 
 // TestWaitCancelled: Wait returns when its context ends.
 func TestWaitCancelled(t *testing.T) {
-	m := New(method.Deps{}, WithOpener(func(context.Context, string) error { return errors.New("no browser") }))
+	m := New(Config{Opener: func(context.Context, string) error { return errors.New("no browser") }})
 	defer m.Close()
 	st, _, err := m.EnrollStart(context.Background(), method.EnrollParams{})
 	if err != nil {
@@ -466,9 +466,9 @@ func TestWaitCancelled(t *testing.T) {
 }
 
 func TestStartWithoutPasskeys(t *testing.T) {
-	m := New(method.Deps{})
+	m := New(Config{})
 	defer m.Close()
-	if _, _, err := m.Start(context.Background(), nil); !errors.Is(err, api.ErrNotEnrolled) {
+	if _, _, err := m.Start(context.Background(), method.StartRequest{}); !errors.Is(err, api.ErrNotEnrolled) {
 		t.Fatalf("no passkeys: %v", err)
 	}
 	if m.Port() != 0 {
@@ -501,12 +501,12 @@ func TestWaitOpensOnlyForThePrompt(t *testing.T) {
 	runtimeDir(t)
 	var mu sync.Mutex
 	var opened []string
-	m := New(method.Deps{}, WithOpener(func(_ context.Context, p string) error {
+	m := New(Config{Opener: func(_ context.Context, p string) error {
 		mu.Lock()
 		defer mu.Unlock()
 		opened = append(opened, p)
 		return nil
-	}))
+	}})
 	defer m.Close()
 	st, _, err := m.EnrollStart(context.Background(), method.EnrollParams{})
 	if err != nil {
@@ -540,7 +540,7 @@ func TestWaitOpensOnlyForThePrompt(t *testing.T) {
 // loaded; the address is nowhere else on disk.
 func TestLauncherIsPrivate(t *testing.T) {
 	rt := runtimeDir(t)
-	m := New(method.Deps{}, WithOpener(func(context.Context, string) error { return nil }))
+	m := New(Config{Opener: func(context.Context, string) error { return nil }})
 	defer m.Close()
 	st, res, err := m.EnrollStart(context.Background(), method.EnrollParams{})
 	if err != nil {

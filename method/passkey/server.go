@@ -65,6 +65,10 @@ type ceremony struct {
 	url    string
 	origin string
 	srv    *server
+	// customUI: started by startVerification; the client shows the
+	// page, so the Ask names its address (set once, before the agent
+	// sees the ceremony).
+	customUI bool
 
 	openOnce sync.Once
 	ended    chan struct{} // closed by server.end

@@ -45,7 +45,7 @@ func (m *Method) check(ctx context.Context, helper, password string) error {
 	// even if something it started still holds the pipe.
 	stdout := &capped{max: pamproto.MaxLine + 1}
 	cmd.Stdout = stdout
-	start := time.Now()
+	start := time.Now() // how long the helper took, for the log: not the agent's clock
 	if err := cmd.Start(); err != nil {
 		return m.failed("cannot start %s: %v", helper, err)
 	}

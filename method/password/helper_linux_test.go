@@ -38,7 +38,7 @@ func fakeHelper(t *testing.T, script string) *Method {
 	if err := os.WriteFile(filepath.Join(conf, "svc"), []byte("auth required pam_deny.so\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return newMethod(method.Deps{}, Config{Service: "svc", Helper: p, ConfDirs: []string{conf}, Timeout: 10 * time.Second})
+	return New(Config{Service: "svc", Helper: p, ConfDirs: []string{conf}, Timeout: 10 * time.Second})
 }
 
 func wantCode(t *testing.T, err error, code int, contains string) {
@@ -240,7 +240,7 @@ func TestUnavailable(t *testing.T) {
 		if err.(*api.Error).Data.Hint == "" {
 			t.Fatal("no hint")
 		}
-		_, _, serr := m.Start(ctx, nil)
+		_, _, serr := m.Start(ctx, method.StartRequest{})
 		wantCode(t, serr, api.CodeNotEnrolled, contains)
 		_, cerr := m.Complete(ctx, nil, nil, pw("x"))
 		wantCode(t, cerr, api.CodeNotEnrolled, contains)
@@ -316,11 +316,11 @@ func TestFoundNextToTheAgent(t *testing.T) {
 }
 
 func TestDefaults(t *testing.T) {
-	m := newMethod(method.Deps{}, Config{})
+	m := New(Config{})
 	if m.cfg.Service != DefaultService || m.cfg.Timeout != DefaultTimeout || m.Name() != api.Password {
 		t.Fatal("defaults")
 	}
-	if a := m.Ask(nil); a.Field != "password" || !strings.Contains(a.Description, "login password") {
+	if a := m.Ask(nil); a.Field != "password" || !strings.Contains(a.Hint, "login password") {
 		t.Fatalf("Ask = %+v", a)
 	}
 	if _, _, err := m.EnrollStart(context.Background(), method.EnrollParams{}); err == nil {

@@ -177,21 +177,21 @@ func credOf(t *testing.T, name string) *syscall.Credential {
 func TestPasswordThroughPAM(t *testing.T) {
 	name, password := testUser(t)
 	core, logs := observer.New(zap.DebugLevel)
-	m := newMethod(method.Deps{Logger: zap.New(core)}, Config{Service: testService, Helper: realHelper(t)})
+	m := New(Config{Deps: method.Deps{Logger: zap.New(core)}, Service: testService, Helper: realHelper(t)})
 	m.cred, m.user = credOf(t, name), name
 	ctx := context.Background()
 
 	if !m.NeedsNoCredential() {
 		t.Fatalf("with the helper and its service file the method needs no credential: %v", m.Unavailable())
 	}
-	st, ch, err := m.Start(ctx, nil)
+	st, ch, err := m.Start(ctx, method.StartRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := json.Marshal(ch); string(b) != "{}" {
 		t.Fatalf("challenge %s", b)
 	}
-	if a := m.Ask(st); a.Field != "password" || !strings.Contains(a.Description, name) {
+	if a := m.Ask(st); a.Field != "password" || !strings.Contains(a.Hint, name) {
 		t.Fatalf("Ask = %+v", a)
 	}
 	if _, err := m.Complete(ctx, st, nil, pw(password)); err != nil {
@@ -212,7 +212,7 @@ func TestPasswordThroughPAM(t *testing.T) {
 	}
 	// The helper checks the account of the user it runs as: run as root,
 	// the test user's password does not pass.
-	asRoot := newMethod(method.Deps{}, Config{Service: testService, Helper: realHelper(t)})
+	asRoot := New(Config{Service: testService, Helper: realHelper(t)})
 	if _, err := asRoot.Complete(ctx, nil, nil, pw(password)); !errors.Is(err, method.ErrVerificationFailed) {
 		t.Fatalf("the test user's password passed for root: %v", err)
 	}
@@ -395,7 +395,7 @@ func TestNoNewPrivsProbe(t *testing.T) {
 		t.Skip("the child half of TestNoNewPrivsRefusesEveryPassword")
 	}
 	// A helper and a service file that exist: only no_new_privs is amiss.
-	m := newMethod(method.Deps{}, Config{Helper: "/usr/bin/true", Service: "common-auth"})
+	m := New(Config{Helper: "/usr/bin/true", Service: "common-auth"})
 	if !noNewPrivs() {
 		t.Fatal("noNewPrivs() is false under setpriv --no-new-privs")
 	}

@@ -54,6 +54,7 @@ const DefaultTimeout = 30 * time.Second
 // user through the stepup-agent service with the helper installed beside
 // the agent.
 type Config struct {
+	method.Deps
 	// Service is the PAM service name (a file of that name in
 	// /etc/pam.d).
 	Service string
@@ -75,6 +76,7 @@ var DefaultConfDirs = []string{"/etc/pam.d", "/usr/lib/pam.d"}
 // Method is the password method. Create it with New.
 type Method struct {
 	cfg  Config
+	now  func() time.Time
 	log  *zap.Logger
 	user string // for the prompt only; the helper finds the user itself
 
@@ -105,20 +107,14 @@ var (
 // New returns the password method for the user the agent runs as. It is
 // never nil; when the helper or the PAM service file is missing the
 // method is not offered and Unavailable says why.
-func New(d method.Deps, cfg Config) method.Method { return newMethod(d, cfg) }
-
-func newMethod(d method.Deps, cfg Config) *Method {
+func New(cfg Config) *Method {
 	if cfg.Service == "" {
 		cfg.Service = DefaultService
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
 	}
-	log := d.Logger
-	if log == nil {
-		log = zap.NewNop()
-	}
-	m := &Method{cfg: cfg, log: log.Named(api.Password), exe: os.Executable, nnp: noNewPrivs}
+	m := &Method{cfg: cfg, now: cfg.Clock(), log: cfg.Log(api.Password), exe: os.Executable, nnp: noNewPrivs}
 	if u, err := user.Current(); err == nil {
 		m.user = u.Username
 	}
@@ -155,7 +151,7 @@ func (m *Method) NeedsNoCredential() bool {
 func (m *Method) availability() (string, *api.Error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if now := time.Now(); m.checked.IsZero() || now.Sub(m.checked) >= recheck {
+	if now := m.now(); m.checked.IsZero() || now.Sub(m.checked) >= recheck {
 		m.helper, m.why = m.probe()
 		m.checked = now
 		if s := fmt.Sprint(m.why); s != m.logged {
@@ -310,7 +306,7 @@ func (m *Method) EnrollFinish(ctx context.Context, state any, response json.RawM
 
 // Start checks that PAM can be asked (the helper and the service file
 // are there); the challenge is {}.
-func (m *Method) Start(ctx context.Context, creds []*method.Credential) (any, any, error) {
+func (m *Method) Start(ctx context.Context, r method.StartRequest) (any, any, error) {
 	if _, why := m.availability(); why != nil {
 		return nil, nil, why
 	}
@@ -323,7 +319,7 @@ func (m *Method) Ask(state any) method.Ask {
 	if m.user != "" {
 		d = fmt.Sprintf("Enter the login password of %s.", m.user)
 	}
-	return method.Ask{Prompt: "Password:", Description: d, Field: "password"}
+	return method.Ask{Label: "Password:", Input: api.InputPassword, Field: "password", Hint: d}
 }
 
 type response struct {

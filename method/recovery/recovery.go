@@ -82,13 +82,14 @@ var (
 	_ method.RecoveryGenerator = (*Method)(nil)
 )
 
+// Config configures the recovery_code method.
+type Config struct {
+	method.Deps
+}
+
 // New returns the recovery_code method.
-func New(d method.Deps) *Method {
-	log := d.Logger
-	if log == nil {
-		log = zap.NewNop()
-	}
-	return &Method{log: log.Named(api.RecoveryCode), params: DefaultParams, now: time.Now}
+func New(cfg Config) *Method {
+	return &Method{log: cfg.Log(api.RecoveryCode), params: DefaultParams, now: cfg.Clock()}
 }
 
 // Name is api.RecoveryCode.
@@ -159,9 +160,9 @@ func (m *Method) EnrollFinish(ctx context.Context, state any, response json.RawM
 }
 
 // Start checks that some code is left; the challenge is {}.
-func (m *Method) Start(ctx context.Context, creds []*method.Credential) (any, any, error) {
+func (m *Method) Start(ctx context.Context, r method.StartRequest) (any, any, error) {
 	left := 0
-	for _, c := range creds {
+	for _, c := range r.Creds {
 		left += m.Remaining(c)
 	}
 	if left == 0 {
@@ -173,7 +174,7 @@ func (m *Method) Start(ctx context.Context, creds []*method.Credential) (any, an
 
 // Ask prompts for a code.
 func (m *Method) Ask(state any) method.Ask {
-	return method.Ask{Prompt: "Recovery code:", Description: "Enter one of your unused recovery codes.", Field: "code"}
+	return method.Ask{Label: "Recovery code:", Input: api.InputCode, Field: "code", Hint: "Enter one of your unused recovery codes (each works once)."}
 }
 
 type response struct {

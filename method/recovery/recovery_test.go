@@ -20,7 +20,7 @@ import (
 // check many codes stay quick under the race detector.
 func fast(t *testing.T) (*Method, *observer.ObservedLogs) {
 	core, logs := observer.New(zap.DebugLevel)
-	m := New(method.Deps{Logger: zap.New(core)})
+	m := New(Config{Deps: method.Deps{Logger: zap.New(core)}})
 	m.params = Params{Time: 1, Memory: 64, Threads: 1, KeyLen: 32}
 	return m, logs
 }
@@ -60,7 +60,7 @@ func TestEachCodeWorksOnce(t *testing.T) {
 	}
 	creds := []*method.Credential{cred}
 	for i, c := range codes {
-		if _, _, err := m.Start(ctx, creds); err != nil {
+		if _, _, err := m.Start(ctx, method.StartRequest{Creds: creds}); err != nil {
 			t.Fatalf("Start with %d left: %v", m.Remaining(creds[0]), err)
 		}
 		// The user may type it in upper case, with spaces.
@@ -84,7 +84,7 @@ func TestEachCodeWorksOnce(t *testing.T) {
 			t.Fatalf("reused code: err = %v", err)
 		}
 	}
-	if _, _, err := m.Start(ctx, creds); !errors.Is(err, api.ErrNotEnrolled) {
+	if _, _, err := m.Start(ctx, method.StartRequest{Creds: creds}); !errors.Is(err, api.ErrNotEnrolled) {
 		t.Fatalf("Start with none left: %v", err)
 	}
 	for _, e := range logs.All() {
@@ -155,7 +155,7 @@ func TestEnrollRegenerates(t *testing.T) {
 // check hashes all ten codes with the real parameters.
 func TestDefaultCost(t *testing.T) {
 	ctx := context.Background()
-	m := New(method.Deps{})
+	m := New(Config{})
 	cred, _, err := m.Generate(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -35,22 +35,26 @@ type secret struct {
 	LastCounter uint64 `json:"lastCounter"`
 }
 
-// Method is the TOTP method.
-type Method struct {
-	// Now is the clock; nil means time.Now.
-	Now func() time.Time
-	// Issuer names the agent in authenticator apps.
+// Config configures the TOTP method.
+type Config struct {
+	method.Deps
+	// Issuer names the agent in authenticator apps; empty means
+	// "stepup-agent".
 	Issuer string
 }
 
-// New returns the TOTP method.
-func New() *Method { return &Method{Issuer: "stepup-agent"} }
+// Method is the TOTP method.
+type Method struct {
+	now    func() time.Time
+	issuer string
+}
 
-func (m *Method) now() time.Time {
-	if m.Now != nil {
-		return m.Now()
+// New returns the TOTP method.
+func New(cfg Config) *Method {
+	if cfg.Issuer == "" {
+		cfg.Issuer = "stepup-agent"
 	}
-	return time.Now()
+	return &Method{now: cfg.Clock(), issuer: cfg.Issuer}
 }
 
 func (m *Method) Name() string  { return api.TOTP }
@@ -80,7 +84,7 @@ func (m *Method) EnrollStart(ctx context.Context, p method.EnrollParams) (any, a
 	if p.Label != "" {
 		acct = p.Label
 	}
-	key, err := totp.Generate(totp.GenerateOpts{Issuer: m.Issuer, AccountName: acct, Period: period, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1})
+	key, err := totp.Generate(totp.GenerateOpts{Issuer: m.issuer, AccountName: acct, Period: period, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -108,8 +112,8 @@ func (m *Method) EnrollFinish(ctx context.Context, state any, response json.RawM
 }
 
 // Start needs nothing: the challenge is {}.
-func (m *Method) Start(ctx context.Context, creds []*method.Credential) (any, any, error) {
-	if len(creds) == 0 {
+func (m *Method) Start(ctx context.Context, r method.StartRequest) (any, any, error) {
+	if len(r.Creds) == 0 {
 		return nil, nil, fmt.Errorf("totp: no credential")
 	}
 	return nil, struct{}{}, nil
@@ -147,7 +151,7 @@ func (m *Method) Complete(ctx context.Context, state any, creds []*method.Creden
 
 // Ask prompts for the six digits.
 func (m *Method) Ask(any) method.Ask {
-	return method.Ask{Prompt: "Code:", Description: "Enter the 6-digit code from your authenticator app.", Field: "code"}
+	return method.Ask{Label: "Code:", Input: api.InputDigits, Field: "code", Hint: "Enter the 6-digit code from your authenticator app."}
 }
 
 // match returns the counter whose code equals code, within ±skew steps.

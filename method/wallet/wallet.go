@@ -34,14 +34,15 @@ import (
 	"go.uber.org/zap"
 )
 
-// Config sets the values of the EIP-4361 message. The zero value gives
-// domain "localhost", URI "http://localhost", chain ID 1 and five minutes.
+// Config configures the wallet method: the agent's Deps, and the values
+// of the EIP-4361 message. The zero value gives domain "localhost", URI
+// "http://localhost", chain ID 1 and five minutes.
 type Config struct {
+	method.Deps
 	Domain  string        // the authority that asks for the signature
 	URI     string        // the RFC 3986 URI the sign-in is for
 	ChainID int           // EIP-155 chain ID; 1 is Ethereum mainnet
 	TTL     time.Duration // from Issued At to Expiration Time
-	Now     func() time.Time
 }
 
 // DefaultTTL is how long a message may be signed.
@@ -50,13 +51,14 @@ const DefaultTTL = 5 * time.Minute
 // Method is the wallet method. Create it with New.
 type Method struct {
 	cfg Config
+	now func() time.Time
 	log *zap.Logger
 }
 
 var _ method.Method = (*Method)(nil)
 
 // New returns the wallet method.
-func New(d method.Deps, cfg Config) *Method {
+func New(cfg Config) *Method {
 	if cfg.Domain == "" {
 		cfg.Domain = "localhost"
 	}
@@ -69,14 +71,7 @@ func New(d method.Deps, cfg Config) *Method {
 	if cfg.TTL <= 0 {
 		cfg.TTL = DefaultTTL
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	log := d.Logger
-	if log == nil {
-		log = zap.NewNop()
-	}
-	return &Method{cfg: cfg, log: log.Named(api.Wallet)}
+	return &Method{cfg: cfg, now: cfg.Clock(), log: cfg.Log(api.Wallet)}
 }
 
 // Name is api.Wallet.
@@ -116,15 +111,6 @@ func (c *challenge) consume(now time.Time) error {
 	}
 	return nil
 }
-
-// WithScopes returns ctx carrying the scopes a verification is for; Start
-// names them in the sign-in message. The agent sets them with
-// method.WithScopes; this is the same.
-func WithScopes(ctx context.Context, scopes []string) context.Context {
-	return method.WithScopes(ctx, scopes)
-}
-
-func scopesFrom(ctx context.Context) []string { return method.ScopesFrom(ctx) }
 
 // statementChars are the characters EIP-4361's statement may hold besides
 // the space: RFC 3986's reserved and unreserved ones.
@@ -210,7 +196,7 @@ func (m *Method) EnrollStart(ctx context.Context, p method.EnrollParams) (any, a
 	if err != nil {
 		return nil, nil, api.Errorf(api.CodeInvalidParams, "%s", err.Error())
 	}
-	msg, exp, err := m.message(a, "Link this address to stepup-agent", m.cfg.Now())
+	msg, exp, err := m.message(a, "Link this address to stepup-agent", m.now())
 	if err != nil {
 		return nil, nil, err
 	}
@@ -249,8 +235,8 @@ func (m *Method) EnrollFinish(ctx context.Context, state any, resp json.RawMessa
 // Start writes a message for the oldest enrolled address. (With several
 // wallets enrolled, that one is asked for; remove the others to use
 // another.)
-func (m *Method) Start(ctx context.Context, creds []*method.Credential) (any, any, error) {
-	creds = slices.Clone(creds)
+func (m *Method) Start(ctx context.Context, r method.StartRequest) (any, any, error) {
+	creds := slices.Clone(r.Creds)
 	slices.SortStableFunc(creds, func(a, b *method.Credential) int {
 		if a == nil || b == nil {
 			return 0
@@ -272,7 +258,7 @@ func (m *Method) Start(ctx context.Context, creds []*method.Credential) (any, an
 		if err != nil {
 			continue
 		}
-		msg, exp, err := m.message(a, statement("Confirm it is you to stepup-agent", scopesFrom(ctx)), m.cfg.Now())
+		msg, exp, err := m.message(a, statement("Confirm it is you to stepup-agent", r.Scopes), m.now())
 		if err != nil {
 			return nil, nil, err
 		}
@@ -285,9 +271,10 @@ func (m *Method) Start(ctx context.Context, creds []*method.Credential) (any, an
 
 // Ask shows the message to sign; the answer is the signature.
 func (m *Method) Ask(state any) method.Ask {
-	a := method.Ask{Prompt: "Signature (0x…):", Field: "signature"}
+	a := method.Ask{Label: "Signature (0x…):", Input: api.InputText, Field: "signature",
+		Hint: "Sign this message with your wallet (personal_sign):"}
 	if st, ok := state.(*challenge); ok && st != nil {
-		a.Description = st.message
+		a.Text = st.message
 	}
 	return a
 }
@@ -307,7 +294,7 @@ func (m *Method) Complete(ctx context.Context, state any, creds []*method.Creden
 	}
 	if cred == nil {
 		// Removed since the challenge was issued.
-		_ = st.consume(m.cfg.Now())
+		_ = st.consume(m.now())
 		return nil, method.ErrVerificationFailed
 	}
 	if err := m.check(st, resp); err != nil {
@@ -318,7 +305,7 @@ func (m *Method) Complete(ctx context.Context, state any, creds []*method.Creden
 
 // check consumes st and verifies resp's signature over its message.
 func (m *Method) check(st *challenge, resp json.RawMessage) error {
-	if err := st.consume(m.cfg.Now()); err != nil {
+	if err := st.consume(m.now()); err != nil {
 		m.log.Info("signature refused", zap.String("why", err.Error()))
 		return fmt.Errorf("%w: %v", method.ErrVerificationFailed, err)
 	}

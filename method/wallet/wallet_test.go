@@ -121,7 +121,7 @@ func (c *clock) add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unloc
 func newClock() *clock               { return &clock{t: time.Now()} }
 func newMethod(c *clock) (*Method, *observer.ObservedLogs) {
 	core, logs := observer.New(zap.DebugLevel)
-	return New(method.Deps{Logger: zap.New(core)}, Config{Now: c.now}), logs
+	return New(Config{Deps: method.Deps{Logger: zap.New(core), Now: c.now}}), logs
 }
 
 // enroll enrolls w's address through EnrollStart/EnrollFinish.
@@ -143,7 +143,7 @@ func enroll(t *testing.T, m *Method, w *ethWallet, addr string) *method.Credenti
 
 func start(t *testing.T, m *Method, creds []*method.Credential) (any, string) {
 	t.Helper()
-	st, ch, err := m.Start(WithScopes(context.Background(), []string{"wallet:export", "credential:link"}), creds)
+	st, ch, err := m.Start(context.Background(), method.StartRequest{Creds: creds, Scopes: []string{"wallet:export", "credential:link"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -394,7 +394,7 @@ func TestNonce(t *testing.T) {
 
 func TestStartWithoutCredential(t *testing.T) {
 	m, _ := newMethod(newClock())
-	if _, _, err := m.Start(context.Background(), nil); !errors.Is(err, api.ErrNotEnrolled) {
+	if _, _, err := m.Start(context.Background(), method.StartRequest{}); !errors.Is(err, api.ErrNotEnrolled) {
 		t.Fatal(err)
 	}
 }
@@ -408,7 +408,7 @@ func TestStartAsksTheOldestAddress(t *testing.T) {
 	older := mk("b", "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed", time.Hour)
 	newer := mk("a", "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359", time.Minute)
 	for _, creds := range [][]*method.Credential{{older, newer}, {newer, older}} {
-		_, ch, err := m.Start(context.Background(), creds)
+		_, ch, err := m.Start(context.Background(), method.StartRequest{Creds: creds})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,0 +1,38 @@
+package agent
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/stepup-agent/stepup-agent/api"
+)
+
+// TestProtocolTable: the table has a row for every protocol method and
+// for nothing else, and each row says what a remote caller may do: a
+// refused method says what it does (for the refusal), a prompt method
+// names its route, and no prompt runs inline on the connection's reader.
+func TestProtocolTable(t *testing.T) {
+	for _, m := range api.Methods {
+		if _, ok := protocol[m]; !ok {
+			t.Errorf("protocol method %s has no row in the table", m)
+		}
+	}
+	for m, pm := range protocol {
+		if !slices.Contains(api.Methods, m) {
+			t.Errorf("the table serves %s, which api.Methods does not list", m)
+		}
+		switch pm.remote {
+		case remoteRefuse:
+			if pm.does == "" {
+				t.Errorf("%s is refused to remote callers without saying what it does", m)
+			}
+		case remotePrompt:
+			if pm.inline {
+				t.Errorf("prompt method %s runs inline", m)
+			}
+			if pm.route != routeOf(m) {
+				t.Errorf("prompt method %s has route %d, want %d", m, pm.route, routeOf(m))
+			}
+		}
+	}
+}
