@@ -200,27 +200,36 @@ func TestGlobalConnectionCap(t *testing.T) {
 // instead of waiting in the listen queue, and the server serves again once
 // descriptors are free. The server runs in a process of its own (this
 // test binary again) with RLIMIT_NOFILE at 32.
-func TestEMFILERefusedThenRecovered(t *testing.T) {
-	if os.Getenv("STEPUP_IPC_EMFILE_SERVER") != "" {
-		return
-	}
-	path := filepath.Join(t.TempDir(), "s.sock")
-	cmd := exec.Command(os.Args[0], "-test.run=^TestEMFILEServerHelper$")
-	cmd.Env = append(os.Environ(), "STEPUP_IPC_EMFILE_SERVER="+path)
+// startHelperServer runs this test binary's helper test (a server in a
+// process of its own) with env, stops it when t ends, and waits for its
+// socket, the path in env's first entry.
+func startHelperServer(t *testing.T, helper string, env ...string) *exec.Cmd {
+	t.Helper()
+	_, path, _ := strings.Cut(env[0], "=")
+	cmd := exec.Command(os.Args[0], "-test.run=^"+helper+"$")
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	for i := 0; ; i++ {
 		if _, err := os.Stat(path); err == nil {
-			break
+			return cmd
 		}
 		if i == 100 {
 			t.Fatal("helper server did not start")
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+func TestEMFILERefusedThenRecovered(t *testing.T) {
+	if os.Getenv("STEPUP_IPC_EMFILE_SERVER") != "" {
+		return
+	}
+	path := filepath.Join(t.TempDir(), "s.sock")
+	startHelperServer(t, "TestEMFILEServerHelper", "STEPUP_IPC_EMFILE_SERVER="+path)
 	var conns []net.Conn
 	var refusal string
 	for i := 0; i < 64 && refusal == ""; i++ {
@@ -298,22 +307,7 @@ func TestRefusedConnectionsHoldNoDescriptors(t *testing.T) {
 	}
 	const maxConns, flood = 16, 600
 	path := filepath.Join(t.TempDir(), "s.sock")
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCapServerHelper$")
-	cmd.Env = append(os.Environ(), "STEPUP_IPC_CAP_SERVER="+path, fmt.Sprintf("STEPUP_IPC_CAP=%d", maxConns))
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	for i := 0; ; i++ {
-		if _, err := os.Stat(path); err == nil {
-			break
-		}
-		if i == 100 {
-			t.Fatal("helper server did not start")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	cmd := startHelperServer(t, "TestCapServerHelper", "STEPUP_IPC_CAP_SERVER="+path, fmt.Sprintf("STEPUP_IPC_CAP=%d", maxConns))
 	fds := func() int {
 		ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", cmd.Process.Pid))
 		return len(ents)

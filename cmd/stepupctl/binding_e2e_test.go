@@ -358,29 +358,12 @@ func TestBindingE2EConcurrentOwnPrompt(t *testing.T) {
 // and invalid ones are -32602 with the reason.
 func TestBindingE2EDetails(t *testing.T) {
 	b := startBindAgent(t)
-	p := b.startOnTTY([]string{"TERM=xterm", "LANG=C.UTF-8"}, "prompt", "--json", "--method", "recovery_code",
+	tok := b.approveOnTTY(t, []string{"Approve:", "wallet_export: address 0x12ab"},
 		"--detail", "type=wallet_export", "--detail", "address=0x12ab", "t:user")
-	p.waitFor(t, "Recovery code:")
-	for _, want := range []string{"Approve:", "wallet_export: address 0x12ab"} {
-		if !strings.Contains(p.screen(), want) {
-			t.Fatalf("pinentry-tty does not show %q:\n%s", want, p.screen())
-		}
-	}
-	p.master.Write([]byte(b.code() + "\r"))
-	if err := p.wait(t); err != nil {
-		t.Fatalf("prompt: %v\n%s", err, p.screen())
-	}
-	out := p.screen()
-	var res struct {
-		Token string `json:"token"`
-	}
-	if err := json.NewDecoder(strings.NewReader(out[strings.Index(out, "{"):])).Decode(&res); err != nil {
-		t.Fatal(err)
-	}
 	ctx := context.Background()
 	c := &stepup.Client{Socket: b.sock}
 	want := []map[string]any{{"type": "wallet_export", "address": "0x12ab"}}
-	claims, err := c.VerifyTokenWith(ctx, res.Token, "t:user", stepup.VerifyOptions{AuthorizationDetails: want})
+	claims, err := c.VerifyTokenWith(ctx, tok, "t:user", stepup.VerifyOptions{AuthorizationDetails: want})
 	if err != nil {
 		t.Fatalf("verifyToken with the approved details: %v", err)
 	}
@@ -388,10 +371,10 @@ func TestBindingE2EDetails(t *testing.T) {
 		t.Fatalf("the token carries %s", claims.AuthorizationDetails)
 	}
 	other := []map[string]any{{"type": "wallet_export", "address": "0x99"}}
-	if _, err := c.VerifyTokenWith(ctx, res.Token, "t:user", stepup.VerifyOptions{AuthorizationDetails: other}); !errors.Is(err, api.ErrTokenInvalid) {
+	if _, err := c.VerifyTokenWith(ctx, tok, "t:user", stepup.VerifyOptions{AuthorizationDetails: other}); !errors.Is(err, api.ErrTokenInvalid) {
 		t.Fatalf("verifyToken with other details: %v, want 4007", err)
 	}
-	if _, err := c.VerifyToken(ctx, res.Token, "t:user", false); !errors.Is(err, api.ErrTokenInvalid) {
+	if _, err := c.VerifyToken(ctx, tok, "t:user", false); !errors.Is(err, api.ErrTokenInvalid) {
 		t.Fatalf("verifyToken without details: %v, want 4007", err)
 	}
 	// The token is held for these details only.
@@ -466,4 +449,30 @@ func TestBindingE2EDPoP(t *testing.T) {
 	if _, err := c.VerifyTokenWith(ctx, res.Token, "t:client", stepup.VerifyOptions{DPoP: good, HTM: htm, HTU: htu}); !errors.Is(err, api.ErrTokenInvalid) || !strings.Contains(err.Error(), "replay") {
 		t.Fatalf("a replayed proof: %v, want 4007 naming the replay", err)
 	}
+}
+
+// approveOnTTY runs stepupctl prompt --json --method recovery_code args on
+// a terminal, checks pinentry-tty shows each of wants, answers with a
+// recovery code and returns the token printed.
+func (b *bindAgent) approveOnTTY(t *testing.T, wants []string, args ...string) string {
+	t.Helper()
+	p := b.startOnTTY([]string{"TERM=xterm", "LANG=C.UTF-8"}, append([]string{"prompt", "--json", "--method", "recovery_code"}, args...)...)
+	p.waitFor(t, "Recovery code:")
+	for _, want := range wants {
+		if !strings.Contains(p.screen(), want) {
+			t.Fatalf("pinentry-tty does not show %q:\n%s", want, p.screen())
+		}
+	}
+	p.master.Write([]byte(b.code() + "\r"))
+	if err := p.wait(t); err != nil {
+		t.Fatalf("prompt: %v\n%s", err, p.screen())
+	}
+	out := p.screen()
+	var res struct {
+		Token string `json:"token"`
+	}
+	if i := strings.Index(out, "{"); i < 0 || json.NewDecoder(strings.NewReader(out[i:])).Decode(&res) != nil || res.Token == "" {
+		t.Fatalf("no token after the prompt:\n%s", out)
+	}
+	return res.Token
 }

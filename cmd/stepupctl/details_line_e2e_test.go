@@ -27,26 +27,10 @@ func TestBindingE2EDetailsNeverCutFromPinentrysLine(t *testing.T) {
 	// Details that fit: every entry and field on pinentry-tty's screen,
 	// '%' included (escaped on the line, shown as typed).
 	fit := `[{"type":"wallet_export","address":"0x12ab","memo":"100%-backup"},{"type":"notify","to":"ops@example.com"},{"type":"last_entry","marker":"end-of-details-7f3a"}]`
-	p := b.startOnTTY([]string{"TERM=xterm", "LANG=C.UTF-8"}, "prompt", "--json", "--method", "recovery_code", "--details-json", fit, "t:user")
-	p.waitFor(t, "Recovery code:")
-	for _, want := range []string{"Approve:", "wallet_export: address 0x12ab, memo 100%-backup", "notify: to ops@example.com", "last_entry: marker end-of-details-7f3a", "Method: recovery_code"} {
-		if !strings.Contains(p.screen(), want) {
-			t.Fatalf("pinentry-tty does not show %q:\n%s", want, p.screen())
-		}
-	}
-	p.master.Write([]byte(b.code() + "\r"))
-	if err := p.wait(t); err != nil {
-		t.Fatalf("prompt: %v\n%s", err, p.screen())
-	}
-	out := p.screen()
-	var res struct {
-		Token string `json:"token"`
-	}
-	if i := strings.Index(out, "{"); i < 0 || json.NewDecoder(strings.NewReader(out[i:])).Decode(&res) != nil || res.Token == "" {
-		t.Fatalf("no token after the prompt:\n%s", out)
-	}
+	tok := b.approveOnTTY(t, []string{"Approve:", "wallet_export: address 0x12ab, memo 100%-backup", "notify: to ops@example.com", "last_entry: marker end-of-details-7f3a", "Method: recovery_code"},
+		"--details-json", fit, "t:user")
 	c := &stepup.Client{Socket: b.sock}
-	if _, err := c.VerifyTokenWith(context.Background(), res.Token, "t:user", stepup.VerifyOptions{AuthorizationDetails: json.RawMessage(fit)}); err != nil {
+	if _, err := c.VerifyTokenWith(context.Background(), tok, "t:user", stepup.VerifyOptions{AuthorizationDetails: json.RawMessage(fit)}); err != nil {
 		t.Fatalf("the token does not carry the details shown: %v", err)
 	}
 

@@ -454,9 +454,7 @@ func chaosWorker(sock string, w int, led *ledger, assertion func(string) (string
 		case x < 60 || len(mine) == 0: // mint
 			a, _ := assertion("chaos:single")
 			var tr struct{ Token string }
-			led.mu.Lock()
-			gen0, busy0 := led.resetGen, led.resets > 0
-			led.mu.Unlock()
+			gen0, busy0 := led.resetMark()
 			if err := timed(func() error {
 				return r.call("requestExternalAuthElevatedToken", map[string]any{"assertion": a, "requestedScopes": []string{"chaos:single"}}, &tr)
 			}); err != nil {
@@ -524,6 +522,14 @@ func chaosWorker(sock string, w int, led *ledger, assertion func(string) (string
 // minted records a token an answer handed out; gen0 and busy0 are the
 // reset generation and whether a reset was in flight when its request
 // was sent.
+// resetMark is what minted needs to know of the resets around a mint:
+// the reset generation, and whether a reset is running, before it.
+func (led *ledger) resetMark() (gen int, busy bool) {
+	led.mu.Lock()
+	defer led.mu.Unlock()
+	return led.resetGen, led.resets > 0
+}
+
 func (led *ledger) minted(tok string, gen0 int, busy0 bool) {
 	led.mu.Lock()
 	defer led.mu.Unlock()

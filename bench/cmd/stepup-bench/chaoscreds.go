@@ -640,9 +640,7 @@ func credWorker(sock string, cl *credLedger, led *ledger, assertion func(string)
 			cl.mu.Lock()
 			fresh.last = freshCtr
 			cl.mu.Unlock()
-			led.mu.Lock()
-			gen0, busy0 := led.resetGen, led.resets > 0
-			led.mu.Unlock()
+			gen0, busy0 := led.resetMark()
 			tok, err := stepUp("totp", code)
 			if err != nil && isConnErr(err) {
 				cut()
@@ -662,9 +660,7 @@ func credWorker(sock string, cl *credLedger, led *ledger, assertion func(string)
 			cl.mu.Lock()
 			cl.rcUse[code] = false
 			cl.mu.Unlock()
-			led.mu.Lock()
-			gen0, busy0 := led.resetGen, led.resets > 0
-			led.mu.Unlock()
+			gen0, busy0 := led.resetMark()
 			tok, err := stepUp("recovery_code", code)
 			if err != nil && isConnErr(err) {
 				cut()
