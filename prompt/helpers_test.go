@@ -3,13 +3,10 @@ package prompt
 import (
 	"context"
 	"flag"
-	"fmt"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -23,22 +20,10 @@ import (
 
 var update = flag.Bool("update", false, "save screenshots of the GUI prompts into docs/img")
 
-// ownXvfb is the Xvfb TestMain started when the suite runs alone (without
-// scripts/test-in-session.sh's STEPUP_TEST_DISPLAY).
-var (
-	ownXvfb  *exec.Cmd
-	xvfbOnce sync.Once
-	xvfbDisp string
-	xvfbErr  error
-)
-
 func TestMain(m *testing.M) {
 	flag.Parse()
 	code := m.Run()
-	if ownXvfb != nil {
-		ownXvfb.Process.Signal(syscall.SIGTERM)
-		ownXvfb.Wait()
-	}
+	testenv.StopX()
 	os.Exit(code)
 }
 
@@ -58,46 +43,10 @@ func requireProgram(t *testing.T, name string) string {
 	return testenv.Program(t, name)
 }
 
-// testDisplay returns an X display for GUI tests: STEPUP_TEST_DISPLAY, or
-// an Xvfb this test binary starts (and TestMain stops).
+// testDisplay returns the test binary's own X display (testenv.XDisplay).
 func testDisplay(t *testing.T) string {
 	t.Helper()
-	if d := os.Getenv("STEPUP_TEST_DISPLAY"); d != "" {
-		return d
-	}
-	xvfbOnce.Do(func() {
-		xvfb, err := exec.LookPath("Xvfb")
-		if err != nil {
-			xvfbErr = err
-			return
-		}
-		for n := 100 + os.Getpid()%200; n < 400; n++ {
-			if _, err := os.Stat(fmt.Sprintf("/tmp/.X11-unix/X%d", n)); err == nil {
-				continue
-			}
-			d := ":" + strconv.Itoa(n)
-			cmd := exec.Command(xvfb, d, "-screen", "0", "1280x800x24", "-nolisten", "tcp")
-			if err := cmd.Start(); err != nil {
-				xvfbErr = err
-				return
-			}
-			deadline := time.Now().Add(10 * time.Second)
-			for time.Now().Before(deadline) {
-				if checkXDisplay(d) == nil {
-					ownXvfb, xvfbDisp = cmd, d
-					return
-				}
-				time.Sleep(50 * time.Millisecond)
-			}
-			cmd.Process.Kill()
-			cmd.Wait()
-		}
-		xvfbErr = fmt.Errorf("Xvfb did not start")
-	})
-	if xvfbDisp == "" {
-		missing(t, "an X display (Xvfb): %v", xvfbErr)
-	}
-	return xvfbDisp
+	return testenv.XDisplay(t)
 }
 
 // term is a pseudo-terminal standing in for the requester's terminal:

@@ -3,8 +3,7 @@
 # docs/prompts.md: screenshots of the GUI prompts (zenity, pinentry-gtk-2)
 # taken on an Xvfb display, and the text screens of the terminal prompts
 # (pinentry-tty, pinentry-curses) in a tmux pane. The prompt tests do the
-# work (-update); they start their own Xvfb unless STEPUP_TEST_DISPLAY
-# names one.
+# work (-update); they start an Xvfb of their own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p docs/img

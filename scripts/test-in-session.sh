@@ -1,23 +1,18 @@
 #!/usr/bin/env bash
 # Runs inside dbus-run-session (scripts/test.sh): starts the services the
-# tests talk to, runs the suites, stops what it started.
+# tests talk to and runs the suites; gnome-keyring ends with the session.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
 
 # A real Secret Service: unlocking first creates the default collection.
 eval "$(printf %s PASS | gnome-keyring-daemon --unlock --components=secrets)"
 export GNOME_KEYRING_CONTROL
 STEPUP_TEST_SECRET_SERVICE=1; export STEPUP_TEST_SECRET_SERVICE
 
-# An X display for zenity and pinentry-gtk2.
-display=:$((90 + RANDOM % 100))
-Xvfb "$display" -screen 0 1280x800x24 -nolisten tcp >/dev/null 2>&1 &
-pids+=($!)
-export STEPUP_TEST_DISPLAY=$display
+# zenity and pinentry-gtk-2 get an X display per test binary: each package
+# that needs one starts its own Xvfb (internal/testenv.XDisplay), since go
+# test runs packages side by side and one package's keys must not reach
+# another's window.
 
 export STEPUP_TEST_REQUIRE_ALL=${CI:-}   # in CI a missing prerequisite fails
 
@@ -40,5 +35,7 @@ STEPUP_TEST_DEB=1 go test -count=1 -run '^TestDebianPackage$' ./packaging
 # corpora as tests). gotestsum (the Go module proxy serves it) prints each
 # package and closes with the count of tests run, skipped and failed.
 echo "== go test -race"
+json=()
+[ -n "${STEPUP_TEST_JSON:-}" ] && json=(--jsonfile "$STEPUP_TEST_JSON")
 go run gotest.tools/gotestsum@v1.13.0 --format pkgname-and-test-fails \
-  --jsonfile "${STEPUP_TEST_JSON:-/dev/null}" -- -race -count=1 -timeout 30m ./... "$@"
+  "${json[@]}" -- -race -count=1 -timeout 30m ./... "$@"

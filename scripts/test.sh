@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs what the tests need, starts
-# a private D-Bus session with gnome-keyring and an Xvfb display, then runs
+# a private D-Bus session with gnome-keyring (the GUI tests start their own
+# Xvfb displays), then runs
 # go vet, the tests under the race detector (with the fuzz targets' seed
 # corpora) and the Node client's tests.
 set -euo pipefail

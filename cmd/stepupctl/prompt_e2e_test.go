@@ -107,7 +107,7 @@ func startPromptAgent(t *testing.T) *peAgent {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	a := &peAgent{t: t, dir: dir, sock: filepath.Join(dir, "run", "agent.sock"), log: filepath.Join(dir, "agent.log"), disp: peDisplay(t)}
+	a := &peAgent{t: t, dir: dir, sock: filepath.Join(dir, "run", "agent.sock"), log: filepath.Join(dir, "agent.log"), disp: testenv.XDisplay(t)}
 	os.Mkdir(filepath.Join(dir, "run"), 0o700)
 	base := append(peBaseEnv(),
 		"XDG_RUNTIME_DIR="+filepath.Join(dir, "run"),
@@ -434,36 +434,6 @@ func TestPromptE2EClientHangsUp(t *testing.T) {
 			t.Fatal("the terminal was left without echo")
 		}
 	})
-}
-
-// peDisplay is STEPUP_TEST_DISPLAY (scripts/test-in-session.sh) or an Xvfb
-// started for this test.
-func peDisplay(t *testing.T) string {
-	t.Helper()
-	if d := os.Getenv("STEPUP_TEST_DISPLAY"); d != "" {
-		return d
-	}
-	requireProgram(t, "Xvfb")
-	for n := 400 + os.Getpid()%100; n < 600; n++ {
-		sock := fmt.Sprintf("/tmp/.X11-unix/X%d", n)
-		if _, err := os.Stat(sock); err == nil {
-			continue
-		}
-		c := exec.Command("Xvfb", fmt.Sprintf(":%d", n), "-screen", "0", "1280x800x24", "-nolisten", "tcp")
-		if err := c.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Process.Signal(syscall.SIGTERM); c.Wait() })
-		for i := 0; i < 200; i++ {
-			if _, err := os.Stat(sock); err == nil {
-				return fmt.Sprintf(":%d", n)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		t.Fatal("Xvfb did not start")
-	}
-	t.Fatal("no free X display number")
-	return ""
 }
 
 // A program with neither a terminal nor a display, and an agent with no

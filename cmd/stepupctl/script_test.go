@@ -41,6 +41,7 @@ func TestMain(m *testing.M) {
 			return 1
 		}
 		defer os.RemoveAll(dir)
+		defer testenv.StopX()
 		os.Chmod(dir, 0o755) // scripts run a client as nobody
 		for _, c := range []string{"stepup-agent", "stepupctl"} {
 			cmd := exec.Command("go", "build", "-o", filepath.Join(dir, c), "../"+c)

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -230,36 +229,6 @@ func TestOtherUserCannotUseCeremony(t *testing.T) {
 // envForPrompt is the environment the agent's prompt hands the method.
 func envForPrompt() api.PromptEnv { return api.PromptEnv{Display: os.Getenv("DISPLAY")} }
 
-// xDisplay returns an X display for zenity: STEPUP_TEST_DISPLAY, or an
-// Xvfb the test starts and stops.
-func xDisplay(t *testing.T) string {
-	t.Helper()
-	if d := os.Getenv("STEPUP_TEST_DISPLAY"); d != "" {
-		return d
-	}
-	xvfb := testenv.Program(t, "Xvfb")
-	for n := 400 + os.Getpid()%200; n < 700; n++ {
-		sock := "/tmp/.X11-unix/X" + strconv.Itoa(n)
-		if _, err := os.Stat(sock); err == nil {
-			continue
-		}
-		cmd := exec.Command(xvfb, ":"+strconv.Itoa(n), "-screen", "0", "1024x768x24", "-nolisten", "tcp")
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-		for i := 0; i < 100; i++ {
-			if _, err := os.Stat(sock); err == nil {
-				return ":" + strconv.Itoa(n)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		t.Fatal("Xvfb did not start")
-	}
-	t.Fatal("no free X display number")
-	return ""
-}
-
 // TestE2EOtherUserPromptPath is the attack on the real agent's prompt
 // path: stepup-agent with --prompter zenity (real zenity on Xvfb) steps
 // the user up with the passkey through promptStepUpAuth; the agent shows
@@ -272,7 +241,7 @@ func TestE2EOtherUserPromptPath(t *testing.T) {
 		t.Skip("end-to-end")
 	}
 	testenv.Program(t, "zenity")
-	display := xDisplay(t)
+	display := testenv.XDisplay(t)
 	b := newBrowser(t)
 	fakeXDGOpen(t, b)
 	a := stepuptest.Start(t, stepuptest.Options{Prompter: "zenity"})
@@ -320,4 +289,10 @@ func TestE2EOtherUserPromptPath(t *testing.T) {
 	if !sawZenity || !sawOpener {
 		t.Errorf("the attacker did not see zenity's text (%v) or xdg-open's argument (%v): the test proves nothing", sawZenity, sawOpener)
 	}
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testenv.StopX() // the Xvfb of the zenity test, if it started one
+	os.Exit(code)
 }
