@@ -31,6 +31,7 @@ type persister struct {
 	cond     *sync.Cond
 	queue    []op
 	busy     bool
+	inflight int // writes of the batch under way not done yet
 	closed   bool
 	stopped  chan struct{}
 	failing  bool
@@ -158,10 +159,12 @@ func (p *persister) run() {
 			batch = p.takeRetries()
 		}
 		p.busy = true
+		p.inflight = len(batch)
 		p.mu.Unlock()
 		for _, o := range batch {
 			err := p.apply(o)
 			p.mu.Lock()
+			p.inflight--
 			if o.seq > p.written {
 				p.written = o.seq
 			}
@@ -285,6 +288,14 @@ func (p *persister) flush() {
 	for (len(p.queue) > 0 || p.busy) && !p.closed {
 		p.cond.Wait()
 	}
+}
+
+// unwritten is the number of writes not done yet: queued, under way, or
+// failed and waiting for a retry.
+func (p *persister) unwritten() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.queue) + p.inflight + len(p.retry)
 }
 
 // pending is the number of failed writes waiting for a retry.

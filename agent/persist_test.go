@@ -172,3 +172,37 @@ func TestNotStoredError(t *testing.T) {
 		t.Fatalf("got %d %q %+v", e.Code, e.Message, e.Data)
 	}
 }
+
+// slowStore is a memory keychain whose writes wait until released.
+type slowStore struct {
+	*keychain.Memory
+	release chan struct{}
+}
+
+func (s *slowStore) Put(ctx context.Context, k, n string, d []byte) error {
+	<-s.release
+	return s.Memory.Put(ctx, k, n, d)
+}
+
+// status says the keychain is available only once every change the agent
+// answered is written: a kill -9 while a write is queued or under way
+// would lose it, so status must not invite one (the chaos tool, and a
+// person, take "available" as "all of it is there").
+func TestStatusAvailableOnlyWhenWritten(t *testing.T) {
+	st := &slowStore{Memory: keychain.NewMemory(), release: make(chan struct{})}
+	p := newPersister(st, zap.NewNop())
+	go p.run()
+	t.Cleanup(p.close)
+	p.put(keychain.KindLimit, "a", 1)
+	p.put(keychain.KindLimit, "b", 2)
+	time.Sleep(50 * time.Millisecond) // the first write under way, the second queued
+	ks := keychainStatus(st, p.unwritten())
+	if ks.Available || !strings.Contains(ks.Warning, "2 change(s) not written to the keychain yet") {
+		t.Fatalf("status with two writes waiting: %+v", ks)
+	}
+	close(st.release)
+	p.flush()
+	if ks := keychainStatus(st, p.unwritten()); !ks.Available || ks.Warning != "" {
+		t.Fatalf("status once written: %+v", ks)
+	}
+}

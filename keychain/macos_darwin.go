@@ -74,7 +74,7 @@ func (m *MacOS) do(ctx context.Context, what string, fn func() error) error {
 		}
 		return fmt.Errorf("%w: macos %s: %v", ErrUnavailable, what, err)
 	case <-ctx.Done():
-		return fmt.Errorf("%w: macos %s: no answer within %s", ErrUnavailable, what, m.timeout)
+		return fmt.Errorf("%w: macos %s: %w within %s", ErrUnavailable, what, errNoAnswer, m.timeout)
 	}
 }
 

@@ -28,6 +28,10 @@ type Options struct {
 	// AutoTimeout bounds auto's check that the Secret Service answers
 	// (1s by default).
 	AutoTimeout time.Duration
+	// LoadTimeout bounds the load at open of a backend that is there but
+	// does not answer in Timeout (5×Timeout by default): a keychain
+	// daemon just started may take longer over its first calls.
+	LoadTimeout time.Duration
 }
 
 func (o Options) withDefaults() Options {
@@ -42,6 +46,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.AutoTimeout <= 0 {
 		o.AutoTimeout = time.Second
+	}
+	if o.LoadTimeout <= 0 {
+		o.LoadTimeout = 5 * o.Timeout
 	}
 	if o.StateDir == "" {
 		o.StateDir = DefaultStateDir()

@@ -93,13 +93,40 @@ func newResilient(ctx context.Context, backend Store, opts Options, fallback str
 	}
 	r.persistent = true
 	r.mirror = NewMemory()
-	for _, kind := range Kinds {
-		if err := r.loadKind(ctx, kind); err != nil {
-			return nil, fmt.Errorf("keychain %s: cannot load its items: %w", backend.Backend(), err)
-		}
+	if err := r.loadAtOpen(ctx); err != nil {
+		return nil, fmt.Errorf("keychain %s: cannot load its items: %w", backend.Backend(), err)
 	}
 	go r.prober()
 	return r, nil
+}
+
+// loadAtOpen loads every kind. A call the backend did not answer in its
+// deadline is tried again until LoadTimeout: a gnome-keyring started a
+// moment ago answers its first calls slowly, and the agent must not
+// refuse to start for that. A backend that refuses, or does not answer
+// by then, is an error: the agent does not start on a keychain it
+// cannot read (it would mint over state it has not seen).
+func (r *resilient) loadAtOpen(ctx context.Context) error {
+	deadline := time.Now().Add(r.opts.LoadTimeout)
+	for _, kind := range Kinds {
+		for {
+			err := r.loadKind(ctx, kind)
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, errNoAnswer) || time.Now().Add(r.opts.Timeout).After(deadline) {
+				return err
+			}
+			r.log.Warn("keychain slow to answer at start; trying again",
+				zap.String("backend", r.backend.Backend()), zap.String("kind", kind), zap.Error(err))
+			select {
+			case <-ctx.Done():
+				return err
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}
+	return nil
 }
 
 // loadKind copies a kind's items from the backend into the mirror, except
@@ -451,47 +478,79 @@ func (r *resilient) prober() {
 
 // recover pings the backend and, when it answers, writes the dirty set
 // and marks it available again. It reports whether the backend is back.
+//
+// It holds the write lock for one item at a time, not for the whole
+// dirty set: a keychain that has just come back can take a while over
+// each write (gnome-keyring rewrites its file for each), and requests
+// writing meanwhile must not wait behind all of them. Those writes see
+// the backend still unavailable and join the dirty set; the flush ends,
+// and the backend is available again, only when the set is empty under
+// the lock, so no change made meanwhile is left behind.
 func (r *resilient) recover(ctx context.Context) bool {
 	r.lastProbe.Store(time.Now().UnixNano())
 	pctx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
 	err := r.ping(pctx)
 	cancel()
 	if err != nil {
-		r.downMu.Lock()
-		r.downErr = err.Error()
-		r.downMu.Unlock()
+		r.noteDownErr(err)
 		return false
 	}
-	if !r.lockWrites(ctx) {
-		return false
-	}
-	defer r.unlockWrites()
 	n := 0
-	for k := range r.dirty {
-		wctx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
-		data, gerr := r.mirror.Get(wctx, k.kind, k.name)
-		if gerr == nil {
-			err = r.backend.Put(wctx, k.kind, k.name, data)
-		} else {
-			err = r.backend.Delete(wctx, k.kind, k.name)
-		}
-		cancel()
+	for {
+		done, err := r.flushOne(ctx)
 		if err != nil {
-			r.downMu.Lock()
-			r.downErr = err.Error()
-			r.downMu.Unlock()
+			r.noteDownErr(err)
 			return false
 		}
-		delete(r.dirty, k)
-		if r.isReleased(k.kind) {
-			r.mirror.Delete(ctx, k.kind, k.name) // written: the caller holds it
+		if done {
+			break
 		}
 		n++
 	}
-	r.available.Store(true)
 	r.log.Info("keychain answers again; changes made meanwhile are written",
 		zap.String("backend", r.backend.Backend()), zap.Int("written", n))
 	return true
+}
+
+// flushOne writes one item of the dirty set under the write lock. When
+// the set is empty it marks the backend available, still under the lock,
+// and reports done.
+func (r *resilient) flushOne(ctx context.Context) (done bool, err error) {
+	if !r.lockWrites(ctx) {
+		return false, ctx.Err()
+	}
+	defer r.unlockWrites()
+	var k itemKey
+	found := false
+	for k = range r.dirty {
+		found = true
+		break
+	}
+	if !found {
+		r.available.Store(true)
+		return true, nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
+	defer cancel()
+	if data, gerr := r.mirror.Get(wctx, k.kind, k.name); gerr == nil {
+		err = r.backend.Put(wctx, k.kind, k.name, data)
+	} else {
+		err = r.backend.Delete(wctx, k.kind, k.name)
+	}
+	if err != nil {
+		return false, err
+	}
+	delete(r.dirty, k)
+	if r.isReleased(k.kind) {
+		r.mirror.Delete(ctx, k.kind, k.name) // written: the caller holds it
+	}
+	return false, nil
+}
+
+func (r *resilient) noteDownErr(err error) {
+	r.downMu.Lock()
+	r.downErr = err.Error()
+	r.downMu.Unlock()
 }
 
 func (r *resilient) ping(ctx context.Context) error {

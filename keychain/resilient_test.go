@@ -25,13 +25,26 @@ type flaky struct {
 	down  atomic.Bool
 	hang  atomic.Bool
 	calls atomic.Int64
+	delay atomic.Int64 // nanoseconds each call takes (a slow keychain)
 }
 
 func (f *flaky) check(ctx context.Context) error {
 	f.calls.Add(1)
+	if d := time.Duration(f.delay.Load()); d > 0 {
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return ErrUnavailable
+		}
+	}
 	if f.hang.Load() {
-		<-ctx.Done()
-		return ErrUnavailable
+		// Real backends bound each call themselves (2s); so does this
+		// one, at 100ms, when the caller did not.
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+		return fmt.Errorf("%w: flaky: %w within the deadline", ErrUnavailable, errNoAnswer)
 	}
 	if f.down.Load() {
 		return ErrUnavailable
@@ -148,6 +161,53 @@ func TestResilientOutageAndRecovery(t *testing.T) {
 	}
 }
 
+// A keychain that comes back slow (gnome-keyring rewrites its file for
+// each item) takes a while over the changes made while it was down. A
+// write meanwhile waits for one of those writes, not for all of them, and
+// the store says it is available only once every change, the new one too,
+// is in the backend.
+func TestResilientRecoveryDoesNotHoldWriters(t *testing.T) {
+	ctx := context.Background()
+	fb := &flaky{Memory: NewMemory()}
+	r, err := newResilient(ctx, fb, Options{Timeout: time.Second, ProbeInterval: 20 * time.Millisecond}.withDefaults(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	fb.down.Store(true)
+	const n = 40
+	for i := range n {
+		r.Put(ctx, KindToken, fmt.Sprint("t", i), []byte("v"))
+	}
+	fb.delay.Store(int64(50 * time.Millisecond)) // the flush takes 2 s
+	fb.down.Store(false)
+	waitFor(t, "the flush to start", 3*time.Second, func() bool {
+		k, _ := fb.Memory.List(ctx, KindToken)
+		return len(k) > 0
+	})
+	start := time.Now()
+	if err := r.Delete(ctx, KindToken, "t39"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Put(ctx, KindConsumed, "jti", []byte("exp")); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Fatalf("two writes during the flush took %s: they waited for the whole flush", d)
+	}
+	if r.Available() {
+		t.Fatal("Available() while changes wait to be written")
+	}
+	waitFor(t, "recovery", 10*time.Second, r.Available)
+	names, _ := fb.Memory.List(ctx, KindToken)
+	if len(names) != n-1 || slices.Contains(names, "t39") {
+		t.Fatalf("backend holds %d tokens (t39 among them: %v), want %d without t39", len(names), slices.Contains(names, "t39"), n-1)
+	}
+	if got, err := fb.Memory.Get(ctx, KindConsumed, "jti"); err != nil || string(got) != "exp" {
+		t.Fatalf("the write made during the flush is not in the backend: %q, %v", got, err)
+	}
+}
+
 func TestResilientHangingBackendIsBounded(t *testing.T) {
 	ctx := context.Background()
 	fb := &flaky{Memory: NewMemory()}
@@ -197,6 +257,42 @@ func TestResilientCloseFlushes(t *testing.T) {
 	r.Close()
 	if got, err := fb.Memory.Get(ctx, KindConsumed, "jti"); err != nil || string(got) != "exp" {
 		t.Fatalf("Close did not write the pending change: %q, %v", got, err)
+	}
+}
+
+// A keychain that is there but slow over its first calls (gnome-keyring
+// just started) is waited for at open, up to LoadTimeout; one that
+// refuses is an error at once, and one still silent at LoadTimeout too.
+func TestResilientOpenWaitsForASlowStart(t *testing.T) {
+	ctx := context.Background()
+	fb := &flaky{Memory: NewMemory()}
+	fb.Memory.Put(ctx, KindToken, "t", []byte("v"))
+	fb.hang.Store(true)
+	time.AfterFunc(300*time.Millisecond, func() { fb.hang.Store(false) })
+	opts := Options{Timeout: 100 * time.Millisecond, LoadTimeout: 3 * time.Second, ProbeInterval: time.Hour}.withDefaults()
+	r, err := newResilient(ctx, fb, opts, "")
+	if err != nil {
+		t.Fatalf("open of a keychain slow for 300ms: %v", err)
+	}
+	if got, err := r.Get(ctx, KindToken, "t"); err != nil || string(got) != "v" {
+		t.Fatalf("Get after a slow start = %q, %v", got, err)
+	}
+	r.Close()
+
+	fb.hang.Store(true)
+	start := time.Now()
+	opts.LoadTimeout = 500 * time.Millisecond
+	if _, err := newResilient(ctx, fb, opts, ""); !errors.Is(err, errNoAnswer) {
+		t.Fatalf("open of a keychain that never answers: %v", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("open gave up after %s, LoadTimeout is 500ms", d)
+	}
+	fb.hang.Store(false)
+	fb.down.Store(true)
+	start = time.Now()
+	if _, err := newResilient(ctx, fb, opts, ""); err == nil || time.Since(start) > 100*time.Millisecond {
+		t.Fatalf("open of a keychain that refuses: %v after %s, want an error at once", err, time.Since(start))
 	}
 }
 

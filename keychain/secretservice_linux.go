@@ -270,7 +270,7 @@ func (s *SecretService) do(ctx context.Context, what string, fn func(c *ssConn) 
 		if c != nil {
 			s.drop(c) // unblocks the stuck call
 		}
-		return fmt.Errorf("%w: secretservice %s: no answer within %s", ErrUnavailable, what, s.timeout)
+		return fmt.Errorf("%w: secretservice %s: %w within %s", ErrUnavailable, what, errNoAnswer, s.timeout)
 	}
 }
 

@@ -28,6 +28,12 @@ var ErrNotFound = errors.New("keychain: item not found")
 // gone, locked, timed out). The agent keeps serving from memory.
 var ErrUnavailable = errors.New("keychain unavailable")
 
+// errNoAnswer wraps, besides ErrUnavailable, a call the backend did not
+// answer within its deadline: a daemon that is there but slow or frozen
+// (a gnome-keyring just started reads and decrypts its files first), as
+// against one that refused or is gone.
+var errNoAnswer = errors.New("no answer")
+
 // ErrNotStored wraps a write the backend answered with a failure of its
 // storage: a full filesystem or quota, a read-only filesystem, an I/O
 // error. Unlike a backend that is not answering, waiting does not help
