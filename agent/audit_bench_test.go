@@ -46,7 +46,7 @@ func BenchmarkAuditedStepUp(b *testing.B) {
 					b.Fatal(err)
 				}
 				if i++; i%1000 == 0 {
-					a.tokens.revoke(nil)
+					a.tokens.revoke(anyCaller, nil)
 				}
 				a.mu.Unlock()
 			}

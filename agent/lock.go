@@ -21,7 +21,7 @@ func (a *Agent) LockSession(ctx context.Context, reason string) int {
 
 func (a *Agent) lock(ctx context.Context, reason string, src *bool) int {
 	a.mu.Lock()
-	n := a.tokens.revoke(nil)
+	n := a.tokens.revoke(anyCaller, nil)
 	*src = true
 	a.locked = true
 	a.challenges.removeIf(func(c *challenge) bool { return !c.unlock })

@@ -10,6 +10,7 @@ import (
 	"github.com/stepup-agent/stepup-agent/api"
 	"github.com/stepup-agent/stepup-agent/keychain"
 	"github.com/stepup-agent/stepup-agent/method"
+	"github.com/stepup-agent/stepup-agent/peer"
 	"github.com/stepup-agent/stepup-agent/policy"
 	"go.uber.org/zap"
 )
@@ -59,10 +60,10 @@ func TestTokenStore(t *testing.T) {
 			do:     func(s *tokenStore) { s.drop(s.get("2")) }, scope: "a", want: "1", count: 1},
 		{name: "revoke by scope",
 			tokens: []*held{tok("1", time.Minute, false, "a", "b"), tok("2", time.Hour, false, "c")},
-			do:     func(s *tokenStore) { s.revoke([]string{"b"}) }, scope: "a", want: "", count: 1},
+			do:     func(s *tokenStore) { s.revoke(anyCaller, []string{"b"}) }, scope: "a", want: "", count: 1},
 		{name: "revoke all",
 			tokens: []*held{tok("1", time.Minute, false, "a"), tok("2", time.Hour, false, "c")},
-			do:     func(s *tokenStore) { s.revoke(nil) }, scope: "c", want: "", count: 0},
+			do:     func(s *tokenStore) { s.revoke(anyCaller, nil) }, scope: "c", want: "", count: 0},
 		{name: "sweep drops the expired",
 			tokens: []*held{tok("1", time.Minute, false, "a"), tok("2", time.Hour, false, "a")},
 			do:     func(s *tokenStore) { s.sweep(now.Add(2 * time.Minute)) }, scope: "a", want: "2", count: 1},
@@ -99,6 +100,40 @@ func TestTokenStore(t *testing.T) {
 				t.Fatalf("%d tokens in the keychain, want %d", n, tt.count)
 			}
 		})
+	}
+}
+
+// Tokens of one minter share one identity in memory, however each was
+// decoded, and the identity goes with the last of them.
+func TestTokenStoreSharesMinters(t *testing.T) {
+	p, _ := testPersister(t)
+	s := newTokenStore(p)
+	exp := time.Now().Add(time.Hour)
+	decode := func(pid int) *peer.Identity {
+		var id peer.Identity
+		b, _ := json.Marshal(peer.Identity{UID: 1000, Proc: peer.Proc{PID: pid, Start: 7}, Executable: "/usr/bin/stepupctl"})
+		json.Unmarshal(b, &id)
+		return &id
+	}
+	a, b, c := &held{JTI: "a", Scopes: []string{"x"}, ExpiresAt: exp, Minter: decode(10)},
+		&held{JTI: "b", Scopes: []string{"y"}, ExpiresAt: exp, Minter: decode(10)},
+		&held{JTI: "c", Scopes: []string{"x"}, ExpiresAt: exp, Minter: decode(11)}
+	s.load(a)
+	s.add(b)
+	s.load(c)
+	if a.Minter != b.Minter || a.Minter == c.Minter {
+		t.Fatalf("equal minters not shared (%p, %p) or different ones shared (%p)", a.Minter, b.Minter, c.Minter)
+	}
+	if n := len(s.minters.byKey); n != 2 {
+		t.Fatalf("%d identities held for 2 minters", n)
+	}
+	s.drop(a)
+	if n := len(s.minters.byKey); n != 2 {
+		t.Fatalf("an identity still used by b was let go (%d held)", n)
+	}
+	s.revoke(anyCaller, nil)
+	if len(s.minters.byKey) != 0 || len(s.minters.refs) != 0 {
+		t.Fatalf("identities left after every token went: %d, %d", len(s.minters.byKey), len(s.minters.refs))
 	}
 }
 

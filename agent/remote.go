@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"slices"
 	"strings"
 
 	"github.com/stepup-agent/stepup-agent/api"
@@ -241,28 +240,8 @@ func (a *Agent) remoteReset(ctx context.Context, params json.RawMessage) (*api.R
 	if err := decode(params, &p); err != nil {
 		return nil, err
 	}
-	n := a.tokens.revokeOf(remoteKey(ctx), p.Scopes)
+	n := a.tokens.revoke(remoteKey(ctx), p.Scopes)
 	a.audit(ctx, audit.Record{Event: audit.EventReset, Scopes: p.Scopes, Revoked: n, Result: "ok", Remote: remoteKey(ctx)})
 	return &api.ResetResult{Revoked: n}, nil
 }
 
-// revokeOf is revoke for the tokens minted through the remote connection
-// key only.
-func (s *tokenStore) revokeOf(key string, scopes []string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	for _, h := range s.byJTI {
-		if h.Remote != key {
-			continue
-		}
-		hit := len(scopes) == 0
-		for _, sc := range scopes {
-			hit = hit || slices.Contains(h.Scopes, sc)
-		}
-		if hit && s.dropLocked(h) {
-			n++
-		}
-	}
-	return n
-}

@@ -45,10 +45,10 @@ func TestTokenStoreRemoteSeparation(t *testing.T) {
 			t.Errorf("best(%s) for %q = %q, want %q", tc.scope, tc.caller, got, tc.want)
 		}
 	}
-	if n := s.revokeOf(b, nil); n != 0 {
+	if n := s.revoke(b, nil); n != 0 {
 		t.Fatalf("a reset through another connection revoked %d tokens", n)
 	}
-	if n := s.revokeOf(a, []string{"y"}); n != 1 || s.get("ra") != nil || s.get("local") == nil {
+	if n := s.revoke(a, []string{"y"}); n != 1 || s.get("ra") != nil || s.get("local") == nil {
 		t.Fatalf("a reset through the connection revoked %d, and ra held %v, local held %v", n, s.get("ra") != nil, s.get("local") != nil)
 	}
 }

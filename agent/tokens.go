@@ -302,7 +302,7 @@ func (a *Agent) VerifyToken(ctx context.Context, p *api.VerifyTokenParams) (*api
 
 // ResetState revokes the tokens of scopes, or all.
 func (a *Agent) ResetState(ctx context.Context, scopes []string) *api.ResetResult {
-	n := a.tokens.revoke(scopes)
+	n := a.tokens.revoke(anyCaller, scopes)
 	a.audit(ctx, audit.Record{Event: "reset", Scopes: scopes, Revoked: n, Result: "ok"})
 	return &api.ResetResult{Revoked: n}
 }

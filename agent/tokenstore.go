@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"encoding/json"
 	"slices"
 	"sort"
 	"sync"
@@ -74,6 +75,7 @@ type tokenStore struct {
 	mu      sync.Mutex
 	byJTI   map[string]*held
 	byScope map[string][]*held // every live token of each scope, unordered
+	minters minterSet          // one Identity per distinct minter
 }
 
 func newTokenStore(p *persister) *tokenStore {
@@ -82,6 +84,61 @@ func newTokenStore(p *persister) *tokenStore {
 		consumed: newExpirySet(keychain.KindConsumed, p),
 		byJTI:    map[string]*held{},
 		byScope:  map[string][]*held{},
+		minters:  minterSet{byKey: map[string]*minterRef{}, refs: map[*peer.Identity]*minterRef{}},
+	}
+}
+
+// minterSet holds one copy of each distinct minter identity: the tokens
+// one program stepped up for (over several connections, or read back
+// from the keychain, each its own decoded copy) share it. An identity
+// is a few hundred bytes (paths, the parent chain), as much as the rest
+// of a held token. Identities are never changed once read, so sharing
+// one is safe.
+type minterSet struct {
+	byKey map[string]*minterRef
+	refs  map[*peer.Identity]*minterRef
+}
+
+type minterRef struct {
+	key string
+	id  *peer.Identity
+	n   int // tokens held that point to id
+}
+
+// share returns the held copy of an identity equal to id, holding it
+// once more. Callers hold the token store's lock.
+func (m *minterSet) share(id *peer.Identity) *peer.Identity {
+	if id == nil {
+		return nil
+	}
+	if r, ok := m.refs[id]; ok {
+		r.n++
+		return id
+	}
+	b, err := json.Marshal(id)
+	if err != nil {
+		return id
+	}
+	key := string(b)
+	r, ok := m.byKey[key]
+	if !ok {
+		r = &minterRef{key: key, id: id}
+		m.byKey[key] = r
+		m.refs[id] = r
+	}
+	r.n++
+	return r.id
+}
+
+// release lets go of one hold of id (from share).
+func (m *minterSet) release(id *peer.Identity) {
+	r, ok := m.refs[id]
+	if !ok {
+		return
+	}
+	if r.n--; r.n == 0 {
+		delete(m.refs, id)
+		delete(m.byKey, r.key)
 	}
 }
 
@@ -110,6 +167,7 @@ func (s *tokenStore) forget(h *held) {
 }
 
 func (s *tokenStore) index(h *held) {
+	h.Minter = s.minters.share(h.Minter)
 	s.byJTI[h.JTI] = h
 	for _, sc := range h.Scopes {
 		s.byScope[sc] = append(s.byScope[sc], h)
@@ -191,6 +249,7 @@ func (s *tokenStore) unindex(h *held) bool {
 		return false
 	}
 	delete(s.byJTI, h.JTI)
+	s.minters.release(h.Minter)
 	for _, sc := range h.Scopes {
 		hs := slices.DeleteFunc(s.byScope[sc], func(o *held) bool { return o == h })
 		if len(hs) == 0 {
@@ -217,12 +276,16 @@ func (s *tokenStore) consume(h *held) bool {
 func (s *tokenStore) wasConsumed(jti string) bool { return s.consumed.has(jti) }
 
 // revoke drops the tokens that carry any of scopes (every token when
-// scopes is empty) and returns how many.
-func (s *tokenStore) revoke(scopes []string) int {
+// scopes is empty) and returns how many: the tokens stepped up through
+// the remote connection remote, or every token for anyCaller.
+func (s *tokenStore) revoke(remote string, scopes []string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := 0
 	for _, h := range s.byJTI {
+		if remote != anyCaller && h.Remote != remote {
+			continue
+		}
 		hit := len(scopes) == 0
 		for _, sc := range scopes {
 			hit = hit || slices.Contains(h.Scopes, sc)
