@@ -218,11 +218,35 @@ func (a *Agent) Handle(ctx context.Context, m string, params json.RawMessage) (a
 // one of them: what the agent answers as done survives a restart. A
 // request that failed anyway keeps its own error.
 func (a *Agent) settle(m string, from uint64, res any, err error) (any, error) {
+	deadline := time.Now().Add(persistWait)
 	perr := a.persist.barrier(from, persistWait)
+	if perr == nil && err == nil && a.persist.mark() > from {
+		a.waitFlushed(deadline)
+	}
 	if perr == nil || err != nil {
 		return res, err
 	}
 	return nil, notStoredError(m, perr)
+}
+
+// flushWaiter is the keychain store's WaitFlushed (keychain/resilient.go).
+type flushWaiter interface {
+	WaitFlushed(ctx context.Context) bool
+}
+
+// waitFlushed waits, until deadline, while a keychain that answers again
+// writes what changed while it did not: this request's writes are among
+// those changes, and it answers once they are stored. A keychain that is
+// not answering is not waited for (the change stays in memory, and
+// status says it is not written yet).
+func (a *Agent) waitFlushed(deadline time.Time) {
+	fw, ok := a.cfg.Store.(flushWaiter)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	fw.WaitFlushed(ctx)
 }
 
 // notStoredError is the 4011 of a request whose writes the keychain

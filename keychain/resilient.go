@@ -53,7 +53,12 @@ type resilient struct {
 	dirty map[itemKey]struct{} // guarded by wmu
 
 	available atomic.Bool
-	downMu    sync.Mutex
+	// recovering is set while the backend answers again and the dirty
+	// set is being written; flushed is closed, and replaced, when such
+	// a flush ends (guarded by downMu). WaitFlushed waits on it.
+	recovering atomic.Bool
+	flushed    chan struct{}
+	downMu     sync.Mutex
 	downSince time.Time
 	downErr   string
 	// The last write the backend refused (ErrNotStored), until one
@@ -81,6 +86,7 @@ func newResilient(ctx context.Context, backend Store, opts Options, fallback str
 		wmu:      make(chan struct{}, 1),
 		dirty:    map[itemKey]struct{}{},
 		kick:     make(chan struct{}, 1),
+		flushed:  make(chan struct{}),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
@@ -122,7 +128,10 @@ func (r *resilient) loadAtOpen(ctx context.Context) error {
 			select {
 			case <-ctx.Done():
 				return err
-			case <-time.After(200 * time.Millisecond):
+			// Half a deadline between tries: the call that timed out
+			// is still queued in the daemon, and tries in quick
+			// succession would only queue more work behind it.
+			case <-time.After(r.opts.Timeout / 2):
 			}
 		}
 	}
@@ -495,6 +504,8 @@ func (r *resilient) recover(ctx context.Context) bool {
 		r.noteDownErr(err)
 		return false
 	}
+	r.recovering.Store(true)
+	defer r.endFlush()
 	n := 0
 	for {
 		done, err := r.flushOne(ctx)
@@ -545,6 +556,44 @@ func (r *resilient) flushOne(ctx context.Context) (done bool, err error) {
 		r.mirror.Delete(ctx, k.kind, k.name) // written: the caller holds it
 	}
 	return false, nil
+}
+
+// endFlush ends a flush, however it went, and wakes WaitFlushed.
+func (r *resilient) endFlush() {
+	r.downMu.Lock()
+	r.recovering.Store(false)
+	close(r.flushed)
+	r.flushed = make(chan struct{})
+	r.downMu.Unlock()
+}
+
+// WaitFlushed waits, until ctx is done, while the backend answers again
+// and the changes made while it did not are being written, and reports
+// whether every change is in the backend (it is available). A backend
+// that is not answering is not waited for: the change stays in memory
+// (docs/keychain.md). Waiting during the flush is what keeps it short:
+// a request that changed state answers once its change is written, so
+// clients that write faster than a just-recovered keychain takes it
+// wait for it, rather than grow the set of changes it has to catch up
+// with.
+func (r *resilient) WaitFlushed(ctx context.Context) bool {
+	for {
+		if r.available.Load() {
+			return true
+		}
+		r.downMu.Lock()
+		ch := r.flushed
+		recovering := r.recovering.Load()
+		r.downMu.Unlock()
+		if !recovering {
+			return false
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return r.available.Load()
+		}
+	}
 }
 
 func (r *resilient) noteDownErr(err error) {

@@ -198,6 +198,13 @@ func TestResilientRecoveryDoesNotHoldWriters(t *testing.T) {
 	if r.Available() {
 		t.Fatal("Available() while changes wait to be written")
 	}
+	// A request that changed state waits for the flush, which writes its
+	// change too, and learns that it is stored.
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if !r.WaitFlushed(wctx) || !r.Available() {
+		t.Fatal("WaitFlushed returned before the flush wrote every change")
+	}
 	waitFor(t, "recovery", 10*time.Second, r.Available)
 	names, _ := fb.Memory.List(ctx, KindToken)
 	if len(names) != n-1 || slices.Contains(names, "t39") {
@@ -205,6 +212,29 @@ func TestResilientRecoveryDoesNotHoldWriters(t *testing.T) {
 	}
 	if got, err := fb.Memory.Get(ctx, KindConsumed, "jti"); err != nil || string(got) != "exp" {
 		t.Fatalf("the write made during the flush is not in the backend: %q, %v", got, err)
+	}
+}
+
+// A keychain that is not answering is not waited for: the change stays
+// in memory and the request goes on.
+func TestResilientWaitFlushedDoesNotWaitForADeadKeychain(t *testing.T) {
+	ctx := context.Background()
+	fb := &flaky{Memory: NewMemory()}
+	r, err := newResilient(ctx, fb, Options{Timeout: 100 * time.Millisecond, ProbeInterval: 50 * time.Millisecond}.withDefaults(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	fb.down.Store(true)
+	r.Put(ctx, KindLimit, "totp", []byte("1"))
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	if r.WaitFlushed(wctx) {
+		t.Fatal("WaitFlushed says written with the keychain down")
+	}
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Fatalf("WaitFlushed waited %s for a keychain that is down", d)
 	}
 }
 
