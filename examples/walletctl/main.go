@@ -192,17 +192,35 @@ func askCode(ctx context.Context, c *stepup.Client, o stepup.PromptOptions, in i
 	if err != nil {
 		return nil, err
 	}
+	// The agent says what to ask and where the answer goes (ask): the
+	// same label its own prompt shows, so walletctl has no text of its
+	// own per method. What is approved is said too.
 	what := strings.Join(o.Scopes, " ")
 	if d, _ := stepup.Details(o.AuthorizationDetails); d != nil {
 		what += " " + string(d)
 	}
-	fmt.Fprintf(stderr, "Code from your authenticator app for %s: ", what)
-	code := strings.TrimSpace(readLine(in))
-	fmt.Fprintln(stderr)
-	if code == "" {
-		return nil, api.Errorf(api.CodeCancelled, "no code entered")
+	fmt.Fprintf(stderr, "Step up for %s\n", what)
+	if ch.Ask.Hint != "" {
+		fmt.Fprintln(stderr, ch.Ask.Hint)
 	}
-	return c.CompleteVerification(ctx, ch.ChallengeID, map[string]string{"code": code})
+	if ch.Ask.Text != "" {
+		fmt.Fprintln(stderr, ch.Ask.Text)
+	}
+	field := ch.Ask.Field
+	if field == "" {
+		field = "code"
+	}
+	label := ch.Ask.Label
+	if label == "" {
+		label = "Code:"
+	}
+	fmt.Fprintf(stderr, "%s ", label)
+	answer := strings.TrimSpace(readLine(in))
+	fmt.Fprintln(stderr)
+	if answer == "" {
+		return nil, api.Errorf(api.CodeCancelled, "nothing entered")
+	}
+	return c.CompleteVerification(ctx, ch.ChallengeID, map[string]string{field: answer})
 }
 
 // readLine reads one line a byte at a time, leaving the rest of the input
