@@ -49,11 +49,17 @@ func benchAgent(tb testing.TB) *Agent {
 	return a
 }
 
+// mintFor mints a token for scope as a prompt does, and waits until it
+// is stored (as a request's answer does), after which it is handed out.
 func mintFor(tb testing.TB, a *Agent, scope string) *api.TokenResult {
+	from := a.persist.mark()
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	t, err := a.mint(callerCtx(), []string{scope}, api.TOTP, []string{"otp"}, bindingOf(callerCtx(), nil, nil))
+	a.mu.Unlock()
 	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := a.persist.barrier(from, persistWait); err != nil {
 		tb.Fatal(err)
 	}
 	return t

@@ -341,6 +341,7 @@ func TestTokensOfOneScopeFallBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.a.Flush() // stored, as a request's answer waits for
 	if got, _ := f.a.GetToken(ctx, &api.ScopeParams{Scope: "wallet:export"}); got == nil || got.Token != b.Token {
 		t.Fatal("the newer token is not the one handed out")
 	}

@@ -43,7 +43,7 @@ func (s *credSet) add(c *method.Credential) {
 		if s.creds[c.ID] == c {
 			delete(s.creds, c.ID)
 		}
-	})
+	}, nil)
 }
 
 // update stores c only if a credential with its id is still enrolled (it

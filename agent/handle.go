@@ -219,9 +219,14 @@ func (a *Agent) Handle(ctx context.Context, m string, params json.RawMessage) (a
 // request that failed anyway keeps its own error.
 func (a *Agent) settle(m string, from uint64, res any, err error) (any, error) {
 	deadline := time.Now().Add(persistWait)
+	target := a.persist.mark()
 	perr := a.persist.barrier(from, persistWait)
-	if perr == nil && err == nil && a.persist.mark() > from {
-		a.waitFlushed(deadline)
+	if perr == nil && err == nil && target > from {
+		// Answered as done: if its writes are not stored by the
+		// deadline, status says so until they are.
+		if !a.waitFlushed(deadline) || !a.persist.tried(target) {
+			a.persist.owe(target)
+		}
 	}
 	if perr == nil || err != nil {
 		return res, err
@@ -239,14 +244,24 @@ type flushWaiter interface {
 // those changes, and it answers once they are stored. A keychain that is
 // not answering is not waited for (the change stays in memory, and
 // status says it is not written yet).
-func (a *Agent) waitFlushed(deadline time.Time) {
+// It reports whether the keychain holds every change tried so far.
+func (a *Agent) waitFlushed(deadline time.Time) bool {
 	fw, ok := a.cfg.Store.(flushWaiter)
 	if !ok {
-		return
+		return storeAvailable(a.cfg.Store)
 	}
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
-	fw.WaitFlushed(ctx)
+	return fw.WaitFlushed(ctx)
+}
+
+// storeAvailable reports whether st answers and holds every change it
+// took (a store without Available always does).
+func storeAvailable(st keychain.Store) bool {
+	if av, ok := st.(interface{ Available() bool }); ok {
+		return av.Available()
+	}
+	return true
 }
 
 // notStoredError is the 4011 of a request whose writes the keychain

@@ -83,6 +83,7 @@ func TestTokenStore(t *testing.T) {
 			for _, h := range tt.tokens {
 				s.add(h)
 			}
+			p.flush() // stored: handed out from now on
 			if tt.do != nil {
 				tt.do(s)
 			}

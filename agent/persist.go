@@ -31,7 +31,7 @@ type persister struct {
 	cond     *sync.Cond
 	queue    []op
 	busy     bool
-	inflight int // writes of the batch under way not done yet
+	owed     uint64 // the newest seq answered before it was stored (owe), or 0
 	closed   bool
 	stopped  chan struct{}
 	failing  bool
@@ -51,6 +51,9 @@ type op struct {
 	// undo, set for a write that grants, takes the change back in
 	// memory when the keychain refuses it; such a write is not retried.
 	undo func()
+	// commit, set for a write that grants, makes the grant usable once
+	// the keychain took it (before any barrier waiting for it returns).
+	commit func()
 }
 
 type opKey struct{ kind, name string }
@@ -73,20 +76,22 @@ func newPersister(st keychain.Store, log *zap.Logger) *persister {
 
 // put queues a write that records a use or a restriction: on failure it
 // stays in force in memory and is retried.
-func (p *persister) put(kind, name string, v any) { p.putOp(kind, name, v, nil) }
+func (p *persister) put(kind, name string, v any) { p.putOp(kind, name, v, nil, nil) }
 
 // grant queues the write of something new that is handed out (a token, a
 // credential): on failure undo takes it back in memory and the request is
-// refused.
-func (p *persister) grant(kind, name string, v any, undo func()) { p.putOp(kind, name, v, undo) }
+// refused; once stored, commit (if set) makes it usable.
+func (p *persister) grant(kind, name string, v any, undo, commit func()) {
+	p.putOp(kind, name, v, undo, commit)
+}
 
-func (p *persister) putOp(kind, name string, v any, undo func()) {
+func (p *persister) putOp(kind, name string, v any, undo, commit func()) {
 	data, err := json.Marshal(v)
 	if err != nil {
 		p.log.Error("cannot encode keychain item", zap.String("kind", kind), zap.Error(err))
 		return
 	}
-	p.push(op{kind: kind, name: name, data: data, undo: undo})
+	p.push(op{kind: kind, name: name, data: data, undo: undo, commit: commit})
 }
 
 func (p *persister) del(kind, name string) { p.push(op{kind: kind, name: name}) }
@@ -159,12 +164,13 @@ func (p *persister) run() {
 			batch = p.takeRetries()
 		}
 		p.busy = true
-		p.inflight = len(batch)
 		p.mu.Unlock()
 		for _, o := range batch {
 			err := p.apply(o)
+			if err == nil && o.commit != nil {
+				o.commit() // without p.mu, like undo; before the barrier sees it written
+			}
 			p.mu.Lock()
-			p.inflight--
 			if o.seq > p.written {
 				p.written = o.seq
 			}
@@ -290,12 +296,43 @@ func (p *persister) flush() {
 	}
 }
 
-// unwritten is the number of writes not done yet: queued, under way, or
-// failed and waiting for a retry.
-func (p *persister) unwritten() int {
+// tried reports whether every write queued up to seq has been tried
+// (written, refused, or kept in memory by a keychain not answering).
+func (p *persister) tried(seq uint64) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return len(p.queue) + p.inflight + len(p.retry)
+	return p.written >= seq
+}
+
+// owe records that a request was answered as done before its writes,
+// queued up to seq, were stored (its wait for the keychain ran out, or
+// the keychain was not answering): a kill -9 now would lose them.
+func (p *persister) owe(seq uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.owed = max(p.owed, seq)
+}
+
+// owes reports whether an answered change may not be stored yet. stored
+// says whether the keychain holds every change tried so far (it answers
+// and has written what it kept in memory); a debt is settled once every
+// write up to it has been tried and the keychain then holds them.
+func (p *persister) owes(stored func() bool) bool {
+	p.mu.Lock()
+	owed, written := p.owed, p.written
+	p.mu.Unlock()
+	if owed == 0 {
+		return false
+	}
+	if written < owed || !stored() {
+		return true
+	}
+	p.mu.Lock()
+	if p.owed == owed {
+		p.owed = 0
+	}
+	p.mu.Unlock()
+	return false
 }
 
 // pending is the number of failed writes waiting for a retry.

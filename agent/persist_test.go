@@ -185,24 +185,92 @@ func (s *slowStore) Put(ctx context.Context, k, n string, d []byte) error {
 }
 
 // status says the keychain is available only once every change the agent
-// answered is written: a kill -9 while a write is queued or under way
-// would lose it, so status must not invite one (the chaos tool, and a
-// person, take "available" as "all of it is there").
-func TestStatusAvailableOnlyWhenWritten(t *testing.T) {
+// answered as done is stored: a kill -9 while an answered write is queued
+// or under way would lose it, so status must not invite one (the chaos
+// tool, and a person, take "available" as "all of it is there"). Writes
+// of requests not answered yet do not count: under a steady load some
+// write is always under way.
+func TestStatusAvailableOnlyWhenAnsweredIsStored(t *testing.T) {
 	st := &slowStore{Memory: keychain.NewMemory(), release: make(chan struct{})}
 	p := newPersister(st, zap.NewNop())
 	go p.run()
 	t.Cleanup(p.close)
+	stored := func() bool { return true }
 	p.put(keychain.KindLimit, "a", 1)
-	p.put(keychain.KindLimit, "b", 2)
-	time.Sleep(50 * time.Millisecond) // the first write under way, the second queued
-	ks := keychainStatus(st, p.unwritten())
-	if ks.Available || !strings.Contains(ks.Warning, "2 change(s) not written to the keychain yet") {
-		t.Fatalf("status with two writes waiting: %+v", ks)
+	if p.owes(stored) {
+		t.Fatal("a write no answer waited for counts as owed")
+	}
+	p.owe(p.mark()) // answered before the write was stored
+	if !p.owes(stored) {
+		t.Fatal("an answered write under way is not owed")
+	}
+	if ks := keychainStatus(st, true); ks.Available || !strings.Contains(ks.Warning, "not all written to the keychain yet") {
+		t.Fatalf("status with an answered write not stored: %+v", ks)
 	}
 	close(st.release)
 	p.flush()
-	if ks := keychainStatus(st, p.unwritten()); !ks.Available || ks.Warning != "" {
+	if !p.owes(func() bool { return false }) {
+		t.Fatal("owed settled while the keychain does not hold what was tried")
+	}
+	if p.owes(stored) {
+		t.Fatal("still owed once written and stored")
+	}
+	if ks := keychainStatus(st, false); !ks.Available || ks.Warning != "" {
 		t.Fatalf("status once written: %+v", ks)
+	}
+}
+
+// gateStore is a memory keychain whose writes wait for an answer on
+// answer: nil stores, an error refuses.
+type gateStore struct {
+	*keychain.Memory
+	answer chan error
+}
+
+func (g *gateStore) Put(ctx context.Context, k, n string, d []byte) error {
+	if err := <-g.answer; err != nil {
+		return err
+	}
+	return g.Memory.Put(ctx, k, n, d)
+}
+
+// The attacker's view of a mint the keychain is slow to store, and then
+// refuses: while its write is under way no request is handed the token
+// or may verify it (a getToken racing the mint would otherwise get a
+// token the refusal then takes back), and after the refusal it is gone.
+// Once a mint is stored, it is handed out.
+func TestMintNotHandedOutBeforeStored(t *testing.T) {
+	now := time.Now()
+	st := &gateStore{Memory: keychain.NewMemory(), answer: make(chan error)}
+	p := newPersister(st, zap.NewNop())
+	go p.run()
+	t.Cleanup(func() { close(st.answer); p.close() })
+	s := newTokenStore(p)
+	seen := func(jti string) bool {
+		h, _ := s.bestFor("a", now, want{})
+		return s.get(jti) != nil || s.best("a", now, anyCaller) != nil || h != nil || len(s.status(now, anyCaller)) != 0
+	}
+	from := p.mark()
+	s.add(&held{JTI: "refused", Scopes: []string{"a"}, ExpiresAt: now.Add(time.Hour)})
+	time.Sleep(20 * time.Millisecond) // the write is under way
+	if seen("refused") {
+		t.Fatal("a token whose write is under way is handed out")
+	}
+	st.answer <- fmt.Errorf("%w: %w", keychain.ErrNotStored, syscall.ENOSPC)
+	if err := p.barrier(from, 5*time.Second); err == nil {
+		t.Fatal("the refused mint's barrier: no error")
+	}
+	if seen("refused") {
+		t.Fatal("a refused token is handed out")
+	}
+
+	from = p.mark()
+	s.add(&held{JTI: "stored", Scopes: []string{"a"}, ExpiresAt: now.Add(time.Hour)})
+	st.answer <- nil
+	if err := p.barrier(from, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if !seen("stored") || s.get("stored") == nil {
+		t.Fatal("a stored token is not handed out once its mint answered")
 	}
 }

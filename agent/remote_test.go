@@ -29,6 +29,7 @@ func TestTokenStoreRemoteSeparation(t *testing.T) {
 	const a, b = "ssh build-01 (pid 10) started 5", "ssh build-02 (pid 11) started 6"
 	s.add(&held{JTI: "local", Scopes: []string{"x"}, ExpiresAt: now.Add(time.Minute)})
 	s.add(&held{JTI: "ra", Scopes: []string{"x", "y"}, ExpiresAt: now.Add(time.Hour), Remote: a})
+	p.flush()
 	for _, tc := range []struct{ scope, caller, want string }{
 		{"x", "", "local"},
 		{"y", "", ""},
@@ -174,6 +175,7 @@ func TestRemoteStatusShowsOnlyItsOwn(t *testing.T) {
 	f.a.tokens.add(&held{JTI: "local", Scopes: []string{"wallet:export"}, ExpiresAt: exp, Minter: local, Bind: []peer.Mode{peer.Client}})
 	f.a.tokens.add(&held{JTI: "mine", Scopes: []string{"deploy:prod"}, ExpiresAt: exp, Remote: mine})
 	f.a.tokens.add(&held{JTI: "other", Scopes: []string{"deploy:staging"}, ExpiresAt: exp, Remote: other})
+	f.a.Flush()
 
 	if st := f.a.Status(); len(st.Tokens) != 3 || st.Socket == "" {
 		t.Fatalf("local status: %d tokens, socket %q; want all 3 and the socket", len(st.Tokens), st.Socket)

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"fmt"
 	"os"
 	"strings"
 
@@ -12,7 +11,7 @@ import (
 // Status answers status. It never carries token values or secrets.
 func (a *Agent) Status() *api.Status {
 	st := &api.Status{Version: Version, PID: os.Getpid(), Tokens: []api.TokenStatus{}, Socket: a.cfg.Socket}
-	st.Keychain = keychainStatus(a.cfg.Store, a.persist.unwritten())
+	st.Keychain = keychainStatus(a.cfg.Store, a.persist.owes(func() bool { return storeAvailable(a.cfg.Store) }))
 	if a.cfg.PolicyStatus != nil {
 		st.Policy = a.cfg.PolicyStatus()
 	}
@@ -30,21 +29,19 @@ func (a *Agent) TokenCount() int {
 }
 
 // keychainStatus says where the state lives and whether all of it is
-// there: available is true only when the backend answers and none of the
-// agent's changes waits to be written (unwritten: queued, under way, or
-// to be tried again). A client that sees available may rely on a kill -9
-// losing nothing it was answered.
-func keychainStatus(s keychain.Store, unwritten int) api.KeychainStatus {
-	ks := api.KeychainStatus{Backend: s.Backend(), Available: unwritten == 0}
-	if av, ok := s.(interface{ Available() bool }); ok && !av.Available() {
-		ks.Available = false
-	}
+// there: available is true only when the backend answers and every
+// change the agent answered as done is stored (owed: one may not be, its
+// wait for the keychain having run out). A client that sees available
+// may rely on a kill -9 losing nothing it was answered; changes of
+// requests not answered yet are not counted.
+func keychainStatus(s keychain.Store, owed bool) api.KeychainStatus {
+	ks := api.KeychainStatus{Backend: s.Backend(), Available: !owed && storeAvailable(s)}
 	var ws []string
 	if w, ok := s.(keychain.Warner); ok && w.Warning() != "" {
 		ws = append(ws, w.Warning())
 	}
-	if unwritten > 0 {
-		ws = append(ws, fmt.Sprintf("%d change(s) not written to the keychain yet: a crash now would lose them", unwritten))
+	if owed && storeAvailable(s) {
+		ws = append(ws, "changes already answered are not all written to the keychain yet: a crash now would lose them")
 	}
 	ks.Warning = strings.Join(ws, "; ")
 	return ks

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/stepup-agent/stepup-agent/api"
@@ -34,6 +35,13 @@ type held struct {
 	Bind    []peer.Mode    `json:"bind,omitempty"`
 	Details string         `json:"details,omitempty"`
 	Cnf     *api.Cnf       `json:"cnf,omitempty"`
+
+	// pending is set while a newly minted token's write has not been
+	// stored: no request is handed it, nor may verify it, until the
+	// keychain took it, so that a mint the keychain refuses (and
+	// undoes) never gave a token out meanwhile. Tokens read back at
+	// start are stored.
+	pending atomic.Bool
 }
 
 // want is what a request asks a held token to match: its caller, the
@@ -154,8 +162,9 @@ func (s *tokenStore) load(h *held) {
 func (s *tokenStore) add(h *held) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	h.pending.Store(true)
 	s.index(h)
-	s.persist.grant(keychain.KindToken, h.JTI, h, func() { s.forget(h) })
+	s.persist.grant(keychain.KindToken, h.JTI, h, func() { s.forget(h) }, func() { h.pending.Store(false) })
 }
 
 // forget drops h from memory only: its write was refused, so the
@@ -191,7 +200,7 @@ func (s *tokenStore) bestFor(scope string, now time.Time, w want) (h, refused *h
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, t := range s.byScope[scope] {
-		if !t.ExpiresAt.After(now) || !t.matches(w) {
+		if !t.ExpiresAt.After(now) || t.pending.Load() || !t.matches(w) {
 			continue
 		}
 		if !t.admits(w) {
@@ -213,7 +222,7 @@ func (s *tokenStore) bestFor(scope string, now time.Time, w want) (h, refused *h
 func bestOf(hs []*held, now time.Time, remote string) *held {
 	var b *held
 	for _, h := range hs {
-		if (remote == anyCaller || h.Remote == remote) && h.ExpiresAt.After(now) && (b == nil || better(h, b)) {
+		if (remote == anyCaller || h.Remote == remote) && h.ExpiresAt.After(now) && !h.pending.Load() && (b == nil || better(h, b)) {
 			b = h
 		}
 	}
@@ -224,7 +233,10 @@ func bestOf(hs []*held, now time.Time, remote string) *held {
 func (s *tokenStore) get(jti string) *held {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.byJTI[jti]
+	if h := s.byJTI[jti]; h != nil && !h.pending.Load() {
+		return h
+	}
+	return nil
 }
 
 // drop forgets h and queues the delete. It reports whether h was held.
@@ -326,7 +338,7 @@ func (s *tokenStore) status(now time.Time, remote string) []api.TokenStatus {
 	out := []api.TokenStatus{}
 	for sc, hs := range s.byScope {
 		for _, h := range hs {
-			if !h.ExpiresAt.After(now) || remote != anyCaller && h.Remote != remote {
+			if !h.ExpiresAt.After(now) || h.pending.Load() || remote != anyCaller && h.Remote != remote {
 				continue
 			}
 			ts := api.TokenStatus{Scope: sc, ExpiresAt: h.ExpiresAt.UTC(), SingleUse: h.SingleUse, Method: h.Method}
