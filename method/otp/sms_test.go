@@ -1,10 +1,13 @@
 package otp
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -218,5 +221,49 @@ func TestSMSDeadline(t *testing.T) {
 	}
 	if time.Since(start) > 5*time.Second {
 		t.Fatal("deadline not honoured")
+	}
+}
+
+// A hostile or broken webhook that echoes the message it was sent (the
+// code) in its status line: the code reaches neither the error the
+// caller sees nor the log.
+func TestSMSWebhookEchoingTheCode(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				b, _ := io.ReadAll(io.LimitReader(req.Body, 1<<16))
+				var body struct{ Body string }
+				_ = json.Unmarshal(b, &body)
+				fmt.Fprintf(c, "HTTP/1.1 502 rejected: %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", body.Body)
+			}()
+		}
+	}()
+	log, logs := observed()
+	m := NewSMS(Config{Deps: method.Deps{Policy: smsPolicy("http://"+ln.Addr().String()+"/send", "json", ""), Logger: log}})
+	_, _, err = m.EnrollStart(context.Background(), method.EnrollParams{Phone: "+15551234567"})
+	if err == nil || !strings.Contains(err.Error(), "502") || !strings.Contains(err.Error(), "[redacted]") {
+		t.Fatalf("echoing webhook: %v (want a 502 with the code redacted)", err)
+	}
+	if codeRE.MatchString(err.Error()) {
+		t.Fatalf("the error carries the code: %v", err)
+	}
+	for _, e := range logs.All() {
+		if b, _ := json.Marshal(e.ContextMap()); codeRE.Match(b) || codeRE.MatchString(e.Message) {
+			t.Fatalf("the log carries the code: %s %s", e.Message, b)
+		}
 	}
 }
