@@ -3,6 +3,7 @@ package agent
 import (
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/stepup-agent/stepup-agent/api"
 )
@@ -34,5 +35,19 @@ func TestProtocolTable(t *testing.T) {
 				t.Errorf("prompt method %s has route %d, want %d", m, pm.route, routeOf(m))
 			}
 		}
+	}
+}
+
+// A request's wait for its writes ends within the bound counted from
+// its arrival, with room for the answer; after a handler that waited on
+// a person or the network, the wait counts from the handler's end.
+func TestSettleDeadline(t *testing.T) {
+	start := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	if got := settleDeadline(start, start.Add(20*time.Millisecond)); !got.Before(start.Add(persistWait)) || got.Before(start.Add(persistWait-time.Second)) {
+		t.Fatalf("fast handler: deadline %v after the start, want just under %v", got.Sub(start), persistWait)
+	}
+	end := start.Add(30 * time.Second) // a person answered a prompt
+	if got := settleDeadline(start, end); got.Sub(end) < persistWait-time.Second || got.Sub(end) >= persistWait {
+		t.Fatalf("after a prompt: deadline %v after the handler, want just under %v", got.Sub(end), persistWait)
 	}
 }

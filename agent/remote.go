@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/stepup-agent/stepup-agent/api"
 	"github.com/stepup-agent/stepup-agent/audit"
@@ -34,7 +35,7 @@ const anyCaller = "\x00any"
 func (a *Agent) handleRemote(ctx context.Context, rc *remote.Conn, m string, pm protoMethod, params json.RawMessage) (any, error) {
 	var res any
 	params, claim, err := a.remoteGate(ctx, rc, m, pm, params)
-	from := a.persist.mark()
+	from, start := a.persist.mark(), time.Now()
 	if err == nil {
 		if pm.remote == remoteOwn {
 			res, err = a.remoteReset(ctx, params)
@@ -45,7 +46,7 @@ func (a *Agent) handleRemote(ctx context.Context, rc *remote.Conn, m string, pm 
 			res = a.remoteStatus(ctx, st, rc)
 		}
 		if pm.changes {
-			res, err = a.settle(m, from, res, err)
+			res, err = a.settle(m, from, start, res, err)
 		}
 	}
 	err = wireError(err)
@@ -244,4 +245,3 @@ func (a *Agent) remoteReset(ctx context.Context, params json.RawMessage) (*api.R
 	a.audit(ctx, audit.Record{Event: audit.EventReset, Scopes: p.Scopes, Revoked: n, Result: "ok", Remote: remoteKey(ctx)})
 	return &api.ResetResult{Revoked: n}, nil
 }
-

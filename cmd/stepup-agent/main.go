@@ -18,6 +18,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 
 	"github.com/stepup-agent/stepup-agent/agent"
@@ -25,7 +26,18 @@ import (
 	"github.com/stepup-agent/stepup-agent/keychain"
 )
 
-func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+func main() {
+	// The agent holds its state for long and makes little garbage per
+	// request (a few hundred bytes): the collector's default target, a
+	// heap twice the live one, mostly keeps freed memory resident. Half
+	// again the live heap costs a collection every few thousand requests
+	// and keeps RSS near what is held (docs/BENCHMARKS.md). GOGC, when
+	// set, still decides.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(50)
+	}
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
 
 // options are the command line.
 type options struct {
