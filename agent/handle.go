@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"sync"
 	"syscall"
 	"time"
 
@@ -204,11 +206,16 @@ func (a *Agent) Handle(ctx context.Context, m string, params json.RawMessage) (a
 		return a.handleRemote(ctx, rc, m, pm, params) // remote.go
 	}
 	from, start := a.persist.mark(), time.Now()
+	var g *grants
+	if pm.changes {
+		g = &grants{}
+		ctx = context.WithValue(ctx, grantsKey{}, g)
+	}
 	res, err := pm.call(a, ctx, params)
 	if pm.changes {
 		// What this request changed is in the keychain before the
 		// client hears of it (docs/keychain.md, "Crash safety").
-		res, err = a.settle(m, from, start, res, err)
+		res, err = a.settle(m, from, start, g, res, err)
 	}
 	return res, wireError(err)
 }
@@ -216,22 +223,73 @@ func (a *Agent) Handle(ctx context.Context, m string, params json.RawMessage) (a
 // settle waits for the keychain writes of a request that changes state
 // (queued since from) and refuses the request when the keychain refused
 // one of them: what the agent answers as done survives a restart. A
-// request that failed anyway keeps its own error.
-func (a *Agent) settle(m string, from uint64, start time.Time, res any, err error) (any, error) {
+// request that failed anyway keeps its own error. A token the request
+// minted whose write is not stored by the deadline is abandoned and the
+// request refused: the client is never given a token the agent does
+// not hold. Any other change not stored by then (it stays in force in
+// memory) is owed: status says the keychain is not available until it
+// is stored.
+func (a *Agent) settle(m string, from uint64, start time.Time, g *grants, res any, err error) (any, error) {
 	deadline := settleDeadline(start, time.Now())
 	target := a.persist.mark()
 	perr := a.persist.barrier(from, time.Until(deadline))
-	if perr == nil && err == nil && target > from {
-		// Answered as done: if its writes are not stored by the
-		// deadline, status says so until they are.
-		if !a.waitFlushed(deadline) || !a.persist.tried(target) {
+	if perr == nil && target > from {
+		tried := a.persist.tried(target) // before the store's state: see owes
+		flushed := a.waitFlushed(deadline)
+		// A refusal may have come after the barrier returned.
+		if perr = a.persist.failedIn(from, target); perr == nil && (!tried || !flushed) {
 			a.persist.owe(target)
 		}
+	}
+	if perr == nil && err == nil && g.abandonUnstored(a.tokens) {
+		perr = fmt.Errorf("%w: not stored within %s", keychain.ErrUnavailable, persistWait)
 	}
 	if perr == nil || err != nil {
 		return res, err
 	}
 	return nil, notStoredError(m, perr)
+}
+
+// grants are the tokens a request minted (agent/tokens.go's mint adds
+// them), for settle.
+type grants struct {
+	mu sync.Mutex
+	hs []*held
+}
+
+type grantsKey struct{}
+
+// grantsOf returns the request's grants (nil outside a request that
+// changes state; add on nil does nothing).
+func grantsOf(ctx context.Context) *grants {
+	g, _ := ctx.Value(grantsKey{}).(*grants)
+	return g
+}
+
+func (g *grants) add(h *held) {
+	if g == nil {
+		return
+	}
+	g.mu.Lock()
+	g.hs = append(g.hs, h)
+	g.mu.Unlock()
+}
+
+// abandonUnstored abandons the minted tokens not stored yet and reports
+// whether there was one.
+func (g *grants) abandonUnstored(s *tokenStore) bool {
+	if g == nil {
+		return false
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	found := false
+	for _, h := range g.hs {
+		if s.abandon(h) {
+			found = true
+		}
+	}
+	return found
 }
 
 // flushWaiter is the keychain store's WaitFlushed (keychain/resilient.go).

@@ -128,22 +128,12 @@ func (p *persister) barrier(from uint64, timeout time.Duration) error {
 	t := time.AfterFunc(timeout, p.cond.Broadcast)
 	defer t.Stop()
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	target := p.queued
 	for p.written < target && !p.closed && time.Now().Before(deadline) {
 		p.cond.Wait()
 	}
-	if from < p.lost {
-		// Failures since from were dropped from the record: assume
-		// the worst.
-		return p.failures[len(p.failures)-1].err
-	}
-	for i := len(p.failures) - 1; i >= 0 && p.failures[i].seq > from; i-- {
-		if p.failures[i].seq <= target {
-			return p.failures[i].err
-		}
-	}
-	return nil
+	p.mu.Unlock()
+	return p.failedIn(from, target)
 }
 
 func (p *persister) run() {
@@ -304,6 +294,37 @@ func (p *persister) tried(seq uint64) bool {
 	return p.written >= seq
 }
 
+// failedIn returns the error of a write queued in (from, to] that the
+// keychain refused, or nil.
+func (p *persister) failedIn(from, to uint64) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if from < p.lost {
+		// Failures since from were dropped from the record: assume
+		// the worst.
+		return p.failures[len(p.failures)-1].err
+	}
+	for i := len(p.failures) - 1; i >= 0 && p.failures[i].seq > from; i-- {
+		if p.failures[i].seq <= to {
+			return p.failures[i].err
+		}
+	}
+	return nil
+}
+
+// retryUpTo reports whether a refused write queued up to seq waits for a
+// retry: it is in force in memory only.
+func (p *persister) retryUpTo(seq uint64) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, o := range p.retry {
+		if o.seq <= seq {
+			return true
+		}
+	}
+	return false
+}
+
 // owe records that a request was answered as done before its writes,
 // queued up to seq, were stored (its wait for the keychain ran out, or
 // the keychain was not answering): a kill -9 now would lose them.
@@ -324,7 +345,7 @@ func (p *persister) owes(stored func() bool) bool {
 	if owed == 0 {
 		return false
 	}
-	if written < owed || !stored() {
+	if written < owed || p.retryUpTo(owed) || !stored() {
 		return true
 	}
 	p.mu.Lock()

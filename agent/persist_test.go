@@ -274,3 +274,63 @@ func TestMintNotHandedOutBeforeStored(t *testing.T) {
 		t.Fatal("a stored token is not handed out once its mint answered")
 	}
 }
+
+// An answered change the keychain then refused (a full disk) stays in
+// force in memory and waits for a retry: it is owed until the retry
+// stores it, even though the keychain answers.
+func TestOwedUntilARefusedWriteIsRetried(t *testing.T) {
+	p, st := fullPersister(t)
+	stored := func() bool { return true }
+	st.full.Store(true)
+	from := p.mark()
+	p.put(keychain.KindConsumed, "jti", 1)
+	p.owe(p.mark())
+	p.barrier(from, 5*time.Second)
+	if !p.owes(stored) {
+		t.Fatal("a refused, answered write waiting for its retry is not owed")
+	}
+	st.full.Store(false)
+	waitUntil(t, "the retry stored", 5*time.Second, func() bool { return p.pending() == 0 })
+	if p.owes(stored) {
+		t.Fatal("still owed once the retry stored it")
+	}
+}
+
+// A mint whose write is not stored by its answer's deadline is
+// abandoned: never handed out, and deleted again if the write lands
+// after all; one already stored is not abandoned.
+func TestAbandonedMint(t *testing.T) {
+	now := time.Now()
+	st := &gateStore{Memory: keychain.NewMemory(), answer: make(chan error)}
+	p := newPersister(st, zap.NewNop())
+	go p.run()
+	t.Cleanup(func() { close(st.answer); p.close() })
+	s := newTokenStore(p)
+	g := &grants{}
+	h := &held{JTI: "late", Scopes: []string{"a"}, ExpiresAt: now.Add(time.Hour)}
+	s.add(h)
+	g.add(h)
+	time.Sleep(20 * time.Millisecond) // its write is under way
+	if !g.abandonUnstored(s) {
+		t.Fatal("a mint not stored yet was not abandoned")
+	}
+	st.answer <- nil // the write lands after all
+	waitUntil(t, "the late write deleted again", 5*time.Second, func() bool {
+		_, err := st.Memory.Get(context.Background(), keychain.KindToken, "late")
+		return errors.Is(err, keychain.ErrNotFound) && p.mark() > 1
+	})
+	if s.get("late") != nil || s.best("a", now, anyCaller) != nil || s.count() != 0 {
+		t.Fatal("an abandoned mint is held or handed out")
+	}
+
+	g = &grants{}
+	h = &held{JTI: "ok", Scopes: []string{"a"}, ExpiresAt: now.Add(time.Hour)}
+	from := p.mark()
+	s.add(h)
+	g.add(h)
+	st.answer <- nil
+	p.barrier(from, 5*time.Second)
+	if g.abandonUnstored(s) || s.get("ok") == nil {
+		t.Fatal("a stored mint was abandoned")
+	}
+}

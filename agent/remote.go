@@ -36,6 +36,11 @@ func (a *Agent) handleRemote(ctx context.Context, rc *remote.Conn, m string, pm 
 	var res any
 	params, claim, err := a.remoteGate(ctx, rc, m, pm, params)
 	from, start := a.persist.mark(), time.Now()
+	var g *grants
+	if pm.changes {
+		g = &grants{}
+		ctx = context.WithValue(ctx, grantsKey{}, g)
+	}
 	if err == nil {
 		if pm.remote == remoteOwn {
 			res, err = a.remoteReset(ctx, params)
@@ -46,7 +51,7 @@ func (a *Agent) handleRemote(ctx context.Context, rc *remote.Conn, m string, pm 
 			res = a.remoteStatus(ctx, st, rc)
 		}
 		if pm.changes {
-			res, err = a.settle(m, from, start, res, err)
+			res, err = a.settle(m, from, start, g, res, err)
 		}
 	}
 	err = wireError(err)

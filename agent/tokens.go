@@ -172,6 +172,7 @@ func (a *Agent) mint(ctx context.Context, scopes []string, m string, amr []strin
 	h := &held{JTI: jti, Token: tok, Scopes: scopes, ExpiresAt: exp, SingleUse: single, Method: m,
 		Minter: b.minter, Bind: a.modesOf(scopes), Details: b.details.Canonical(), Cnf: claims.Cnf, Remote: remoteKey(ctx)}
 	a.tokens.add(h)
+	grantsOf(ctx).add(h)
 	a.audit(ctx, audit.Record{Event: "stepup", Method: m, Scopes: scopes, JTI: jti, Result: "ok"})
 	return &api.TokenResult{Token: tok, Scopes: scopes, ExpiresAt: exp.UTC(), SingleUse: single, Method: m}, nil
 }

@@ -36,13 +36,23 @@ type held struct {
 	Details string         `json:"details,omitempty"`
 	Cnf     *api.Cnf       `json:"cnf,omitempty"`
 
-	// pending is set while a newly minted token's write has not been
-	// stored: no request is handed it, nor may verify it, until the
-	// keychain took it, so that a mint the keychain refuses (and
-	// undoes) never gave a token out meanwhile. Tokens read back at
-	// start are stored.
-	pending atomic.Bool
+	// state is heldStored, or for a newly minted token heldPending
+	// until the keychain took its write: no request is handed it, nor
+	// may verify it, before, so that a mint the keychain refuses (and
+	// undoes) never gave a token out meanwhile. A mint whose write was
+	// not stored by its answer's deadline is abandoned (heldAbandoned)
+	// and refused. Tokens read back at start are stored (the zero value).
+	state atomic.Int32
 }
+
+const (
+	heldStored int32 = iota
+	heldPending
+	heldAbandoned
+)
+
+// usable reports whether h may be handed out or verified.
+func (h *held) usable() bool { return h.state.Load() == heldStored }
 
 // want is what a request asks a held token to match: its caller, the
 // canonical details and the key.
@@ -162,9 +172,29 @@ func (s *tokenStore) load(h *held) {
 func (s *tokenStore) add(h *held) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	h.pending.Store(true)
+	h.state.Store(heldPending)
 	s.index(h)
-	s.persist.grant(keychain.KindToken, h.JTI, h, func() { s.forget(h) }, func() { h.pending.Store(false) })
+	s.persist.grant(keychain.KindToken, h.JTI, h, func() { s.forget(h) }, func() { s.stored(h) })
+}
+
+// stored makes a minted token usable once the keychain took its write.
+// If the mint was abandoned meanwhile, the keychain's copy is deleted.
+func (s *tokenStore) stored(h *held) {
+	if !h.state.CompareAndSwap(heldPending, heldStored) && h.state.Load() == heldAbandoned {
+		s.persist.del(keychain.KindToken, h.JTI)
+	}
+}
+
+// abandon gives up a minted token whose write is not stored yet (its
+// request's answer cannot wait longer): it is forgotten, never handed
+// out, and deleted from the keychain if its write lands after all. It
+// reports whether h was abandoned (false: it is stored, or was refused).
+func (s *tokenStore) abandon(h *held) bool {
+	if !h.state.CompareAndSwap(heldPending, heldAbandoned) {
+		return false
+	}
+	s.forget(h)
+	return true
 }
 
 // forget drops h from memory only: its write was refused, so the
@@ -200,7 +230,7 @@ func (s *tokenStore) bestFor(scope string, now time.Time, w want) (h, refused *h
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, t := range s.byScope[scope] {
-		if !t.ExpiresAt.After(now) || t.pending.Load() || !t.matches(w) {
+		if !t.ExpiresAt.After(now) || !t.usable() || !t.matches(w) {
 			continue
 		}
 		if !t.admits(w) {
@@ -222,7 +252,7 @@ func (s *tokenStore) bestFor(scope string, now time.Time, w want) (h, refused *h
 func bestOf(hs []*held, now time.Time, remote string) *held {
 	var b *held
 	for _, h := range hs {
-		if (remote == anyCaller || h.Remote == remote) && h.ExpiresAt.After(now) && !h.pending.Load() && (b == nil || better(h, b)) {
+		if (remote == anyCaller || h.Remote == remote) && h.ExpiresAt.After(now) && h.usable() && (b == nil || better(h, b)) {
 			b = h
 		}
 	}
@@ -233,7 +263,7 @@ func bestOf(hs []*held, now time.Time, remote string) *held {
 func (s *tokenStore) get(jti string) *held {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if h := s.byJTI[jti]; h != nil && !h.pending.Load() {
+	if h := s.byJTI[jti]; h != nil && h.usable() {
 		return h
 	}
 	return nil
@@ -338,7 +368,7 @@ func (s *tokenStore) status(now time.Time, remote string) []api.TokenStatus {
 	out := []api.TokenStatus{}
 	for sc, hs := range s.byScope {
 		for _, h := range hs {
-			if !h.ExpiresAt.After(now) || h.pending.Load() || remote != anyCaller && h.Remote != remote {
+			if !h.ExpiresAt.After(now) || !h.usable() || remote != anyCaller && h.Remote != remote {
 				continue
 			}
 			ts := api.TokenStatus{Scope: sc, ExpiresAt: h.ExpiresAt.UTC(), SingleUse: h.SingleUse, Method: h.Method}

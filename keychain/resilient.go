@@ -43,9 +43,12 @@ type resilient struct {
 
 	mirror *Memory
 
-	loadMu   sync.Mutex
-	loaded   map[string]bool
-	released map[string]bool // kinds the caller holds itself (Release)
+	loadMu sync.Mutex // held while loading; before wmu, never after it
+	loaded map[string]bool
+	// relMu guards released, the kinds the caller holds itself
+	// (Release); write and flushOne read it holding wmu.
+	relMu    sync.Mutex
+	released map[string]bool
 
 	// wmu serialises writes to the backend and the flush of the dirty set,
 	// so the backend sees changes in the order the mirror did.
@@ -59,12 +62,13 @@ type resilient struct {
 	recovering atomic.Bool
 	flushed    chan struct{}
 	downMu     sync.Mutex
-	downSince time.Time
-	downErr   string
+	downSince  time.Time
+	downErr    string
 	// The last write the backend refused (ErrNotStored), until one
 	// succeeds: guarded by downMu.
 	refusedSince time.Time
 	refusedErr   string
+	refusedCause error
 
 	lastProbe atomic.Int64 // unix nanoseconds
 	kick      chan struct{}
@@ -294,9 +298,9 @@ func (r *resilient) Release(kind string) {
 	if !r.persistent {
 		return // memory is the backend: the one copy
 	}
-	r.loadMu.Lock()
+	r.relMu.Lock()
 	r.released[kind] = true
-	r.loadMu.Unlock()
+	r.relMu.Unlock()
 	if !r.lockWrites(context.Background()) {
 		return
 	}
@@ -313,8 +317,8 @@ func (r *resilient) isReleased(kind string) bool {
 	if !r.persistent {
 		return false
 	}
-	r.loadMu.Lock()
-	defer r.loadMu.Unlock()
+	r.relMu.Lock()
+	defer r.relMu.Unlock()
 	return r.released[kind]
 }
 
@@ -354,7 +358,25 @@ func (r *resilient) write(ctx context.Context, kind, name string, data []byte, p
 	if !released {
 		mirror()
 	}
+	// restore puts the mirror back as it was, for a write refused.
+	restore := func() {
+		if released {
+			return
+		}
+		if oldErr == nil {
+			r.mirror.Put(ctx, kind, name, oldData)
+		} else {
+			r.mirror.Delete(ctx, kind, name)
+		}
+	}
 	if !r.available.Load() {
+		if err := r.refusal(); err != nil {
+			// The backend answers but its storage refused the
+			// catching up (a full disk after an outage): a new
+			// change fails closed as it would were it available.
+			restore()
+			return fmt.Errorf("%w: %w", ErrNotStored, err)
+		}
 		if released {
 			mirror()
 		}
@@ -377,13 +399,7 @@ func (r *resilient) write(ctx context.Context, kind, name string, data []byte, p
 		// (a full disk). Waiting in memory would answer the caller
 		// with something a restart undoes, so the item is put back
 		// as it was and the caller is told.
-		if !released {
-			if oldErr == nil {
-				r.mirror.Put(ctx, kind, name, oldData)
-			} else {
-				r.mirror.Delete(ctx, kind, name)
-			}
-		}
+		restore()
 		r.noteRefused(err)
 		return fmt.Errorf("%w: %w", ErrNotStored, err)
 	}
@@ -415,6 +431,18 @@ func (r *resilient) noteRefused(err error) {
 			zap.String("backend", r.backend.Backend()), zap.Error(err))
 	}
 	r.refusedErr = err.Error()
+	r.refusedCause = err
+}
+
+// refusal returns the storage failure the backend answered the last
+// write with, while no write has succeeded since, or nil.
+func (r *resilient) refusal() error {
+	r.downMu.Lock()
+	defer r.downMu.Unlock()
+	if r.refusedErr == "" {
+		return nil
+	}
+	return r.refusedCause
 }
 
 // noteStored ends a run of refused writes.
@@ -538,6 +566,7 @@ func (r *resilient) flushOne(ctx context.Context) (done bool, err error) {
 		break
 	}
 	if !found {
+		r.noteStored()
 		r.available.Store(true)
 		return true, nil
 	}
@@ -549,6 +578,9 @@ func (r *resilient) flushOne(ctx context.Context) (done bool, err error) {
 		err = r.backend.Delete(wctx, k.kind, k.name)
 	}
 	if err != nil {
+		if storageFailure(err) {
+			r.noteRefused(err)
+		}
 		return false, err
 	}
 	delete(r.dirty, k)

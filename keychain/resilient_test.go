@@ -524,3 +524,64 @@ func TestResilientStorageFailureIsRefused(t *testing.T) {
 		t.Fatalf("after a stored write: warning %q, logs %v", r.Warning(), logs.All())
 	}
 }
+
+// downThenFull is a backend that stops answering, then answers with a
+// full disk.
+type downThenFull struct {
+	full
+	down atomic.Bool
+}
+
+func (d *downThenFull) Put(ctx context.Context, k, n string, b []byte) error {
+	if d.down.Load() {
+		return ErrUnavailable
+	}
+	return d.full.Put(ctx, k, n, b)
+}
+
+func (d *downThenFull) Delete(ctx context.Context, k, n string) error {
+	if d.down.Load() {
+		return ErrUnavailable
+	}
+	return d.full.Delete(ctx, k, n)
+}
+
+func (d *downThenFull) List(ctx context.Context, k string) ([]string, error) {
+	if d.down.Load() {
+		return nil, ErrUnavailable
+	}
+	return d.full.List(ctx, k)
+}
+
+// A keychain that comes back from an outage with a full disk refuses the
+// catching up: from then on a new change is refused (ErrNotStored) as it
+// would be were the keychain available, instead of joining the changes
+// kept in memory, and the warning says the keychain cannot store.
+func TestResilientFullAfterOutageFailsClosed(t *testing.T) {
+	ctx := context.Background()
+	b := &downThenFull{full: full{Memory: NewMemory()}}
+	r, err := newResilient(ctx, b, Options{Timeout: 100 * time.Millisecond, ProbeInterval: 20 * time.Millisecond}.withDefaults(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	b.down.Store(true)
+	if err := r.Put(ctx, KindToken, "while-down", []byte("v")); err != nil {
+		t.Fatalf("a write while down: %v", err)
+	}
+	b.full.on.Store(true)
+	b.down.Store(false)
+	waitFor(t, "the catching up refused", 3*time.Second, func() bool { return strings.Contains(r.Warning(), "cannot store") })
+	err = r.Put(ctx, KindToken, "new", []byte("v"))
+	if !errors.Is(err, ErrNotStored) || !NoSpace(err) {
+		t.Fatalf("a new write to a keychain that refused the catching up: %v, want ErrNotStored (no space)", err)
+	}
+	b.full.on.Store(false)
+	waitFor(t, "recovery", 3*time.Second, r.Available)
+	if _, err := b.Memory.Get(ctx, KindToken, "while-down"); err != nil {
+		t.Fatalf("the change made while down was not written once space returned: %v", err)
+	}
+	if w := r.Warning(); w != "" {
+		t.Fatalf("warning after recovery: %q", w)
+	}
+}
