@@ -234,6 +234,16 @@ func (g *gateStore) Put(ctx context.Context, k, n string, d []byte) error {
 	return g.Memory.Put(ctx, k, n, d)
 }
 
+// gatePersister is a persister on a gateStore, running until the test
+// ends.
+func gatePersister(t *testing.T) (*persister, *gateStore) {
+	st := &gateStore{Memory: keychain.NewMemory(), answer: make(chan error)}
+	p := newPersister(st, zap.NewNop())
+	go p.run()
+	t.Cleanup(func() { close(st.answer); p.close() })
+	return p, st
+}
+
 // The attacker's view of a mint the keychain is slow to store, and then
 // refuses: while its write is under way no request is handed the token
 // or may verify it (a getToken racing the mint would otherwise get a
@@ -241,10 +251,7 @@ func (g *gateStore) Put(ctx context.Context, k, n string, d []byte) error {
 // Once a mint is stored, it is handed out.
 func TestMintNotHandedOutBeforeStored(t *testing.T) {
 	now := time.Now()
-	st := &gateStore{Memory: keychain.NewMemory(), answer: make(chan error)}
-	p := newPersister(st, zap.NewNop())
-	go p.run()
-	t.Cleanup(func() { close(st.answer); p.close() })
+	p, st := gatePersister(t)
 	s := newTokenStore(p)
 	seen := func(jti string) bool {
 		h, _ := s.bestFor("a", now, want{})
@@ -301,10 +308,7 @@ func TestOwedUntilARefusedWriteIsRetried(t *testing.T) {
 // after all; one already stored is not abandoned.
 func TestAbandonedMint(t *testing.T) {
 	now := time.Now()
-	st := &gateStore{Memory: keychain.NewMemory(), answer: make(chan error)}
-	p := newPersister(st, zap.NewNop())
-	go p.run()
-	t.Cleanup(func() { close(st.answer); p.close() })
+	p, st := gatePersister(t)
 	s := newTokenStore(p)
 	g := &grants{}
 	h := &held{JTI: "late", Scopes: []string{"a"}, ExpiresAt: now.Add(time.Hour)}

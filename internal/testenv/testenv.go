@@ -5,6 +5,7 @@ package testenv
 
 import (
 	"bytes"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -107,4 +108,35 @@ func RepoRoot(t testing.TB) string {
 		}
 		dir = parent
 	}
+}
+
+// Serve listens on network and addr until the test ends and runs serve
+// for each connection it accepts, in its own goroutine, closing the
+// connection after. It returns the address it listens on.
+func Serve(t testing.TB, network, addr string, serve func(c net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				serve(c)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// ServeLoopback is Serve on a loopback TCP port ("127.0.0.1:N").
+func ServeLoopback(t testing.TB, serve func(c net.Conn)) string {
+	t.Helper()
+	return Serve(t, "tcp", "127.0.0.1:0", serve)
 }

@@ -12,39 +12,26 @@ import (
 	"time"
 
 	"github.com/stepup-agent/stepup-agent/api"
+	"github.com/stepup-agent/stepup-agent/internal/testenv"
 )
 
 // recorder is an agent that records each request's params and answers
 // with result.
 func recorder(t *testing.T, result string) (string, <-chan map[string]json.RawMessage) {
 	path := filepath.Join(t.TempDir(), "a.sock")
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
 	got := make(chan map[string]json.RawMessage, 16)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
+	testenv.Serve(t, "unix", path, func(c net.Conn) {
+		s := bufio.NewScanner(c)
+		for s.Scan() {
+			var req struct {
+				ID     json.RawMessage            `json:"id"`
+				Params map[string]json.RawMessage `json:"params"`
 			}
-			go func() {
-				defer c.Close()
-				s := bufio.NewScanner(c)
-				for s.Scan() {
-					var req struct {
-						ID     json.RawMessage            `json:"id"`
-						Params map[string]json.RawMessage `json:"params"`
-					}
-					json.Unmarshal(s.Bytes(), &req)
-					got <- req.Params
-					fmt.Fprintf(c, `{"jsonrpc":"2.0","id":%s,"result":%s}`+"\n", req.ID, result)
-				}
-			}()
+			json.Unmarshal(s.Bytes(), &req)
+			got <- req.Params
+			fmt.Fprintf(c, `{"jsonrpc":"2.0","id":%s,"result":%s}`+"\n", req.ID, result)
 		}
-	}()
+	})
 	return path, got
 }
 

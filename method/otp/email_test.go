@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stepup-agent/stepup-agent/api"
+	"github.com/stepup-agent/stepup-agent/internal/testenv"
 	"github.com/stepup-agent/stepup-agent/method"
 	"github.com/stepup-agent/stepup-agent/policy"
 	"go.uber.org/zap"
@@ -359,28 +361,15 @@ func TestCodesAreUniform(t *testing.T) {
 // TestSMTPDeadline: a mail server that greets and then says nothing more
 // is abandoned at the context's deadline.
 func TestSMTPDeadline(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	done := make(chan struct{})
 	defer close(done)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				c.Write([]byte("220 localhost ESMTP\r\n"))
-				<-done
-			}()
-		}
-	}()
+	addr := testenv.ServeLoopback(t, func(c net.Conn) {
+		c.Write([]byte("220 localhost ESMTP\r\n"))
+		<-done
+	})
+	_, port, _ := net.SplitHostPort(addr)
 	p := policy.Default()
-	p.Delivery.SMTP = &policy.SMTP{Host: "127.0.0.1", Port: ln.Addr().(*net.TCPAddr).Port, TLS: "none", From: "stepup@example.com"}
+	p.Delivery.SMTP = &policy.SMTP{Host: "127.0.0.1", Port: atoi(port), TLS: "none", From: "stepup@example.com"}
 	m := NewEmail(Config{Deps: method.Deps{Policy: func() *policy.Policy { return p }, Logger: zap.NewNop()}})
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
@@ -391,4 +380,9 @@ func TestSMTPDeadline(t *testing.T) {
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("deadline not honoured: %v", d)
 	}
+}
+
+func atoi(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/stepup-agent/stepup-agent/api"
+	"github.com/stepup-agent/stepup-agent/internal/testenv"
 	"github.com/stepup-agent/stepup-agent/method"
 	"github.com/stepup-agent/stepup-agent/policy"
 	"go.uber.org/zap"
@@ -228,33 +229,19 @@ func TestSMSDeadline(t *testing.T) {
 // code) in its status line: the code reaches neither the error the
 // caller sees nor the log.
 func TestSMSWebhookEchoingTheCode(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				req, err := http.ReadRequest(bufio.NewReader(c))
-				if err != nil {
-					return
-				}
-				b, _ := io.ReadAll(io.LimitReader(req.Body, 1<<16))
-				var body struct{ Body string }
-				_ = json.Unmarshal(b, &body)
-				fmt.Fprintf(c, "HTTP/1.1 502 rejected: %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", body.Body)
-			}()
+	addr := testenv.ServeLoopback(t, func(c net.Conn) {
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			return
 		}
-	}()
+		b, _ := io.ReadAll(io.LimitReader(req.Body, 1<<16))
+		var body struct{ Body string }
+		_ = json.Unmarshal(b, &body)
+		fmt.Fprintf(c, "HTTP/1.1 502 rejected: %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", body.Body)
+	})
 	log, logs := observed()
-	m := NewSMS(Config{Deps: method.Deps{Policy: smsPolicy("http://"+ln.Addr().String()+"/send", "json", ""), Logger: log}})
-	_, _, err = m.EnrollStart(context.Background(), method.EnrollParams{Phone: "+15551234567"})
+	m := NewSMS(Config{Deps: method.Deps{Policy: smsPolicy("http://"+addr+"/send", "json", ""), Logger: log}})
+	_, _, err := m.EnrollStart(context.Background(), method.EnrollParams{Phone: "+15551234567"})
 	if err == nil || !strings.Contains(err.Error(), "502") || !strings.Contains(err.Error(), "[redacted]") {
 		t.Fatalf("echoing webhook: %v (want a 502 with the code redacted)", err)
 	}

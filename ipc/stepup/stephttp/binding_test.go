@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/stepup-agent/stepup-agent/api"
+	"github.com/stepup-agent/stepup-agent/internal/testenv"
 	"github.com/stepup-agent/stepup-agent/ipc/stepup"
 	"github.com/stepup-agent/stepup-agent/ipc/stepup/stephttp"
 	"github.com/stepup-agent/stepup-agent/token"
@@ -192,33 +193,19 @@ func TestMiddlewareMaxAgeAndACR(t *testing.T) {
 // noTokens is an agent that holds no token: every call answers 4007.
 func noTokens(t *testing.T) (*stepup.Client, <-chan map[string]json.RawMessage) {
 	path := filepath.Join(t.TempDir(), "a.sock")
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
 	seen := make(chan map[string]json.RawMessage, 32)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
+	testenv.Serve(t, "unix", path, func(c net.Conn) {
+		s := bufio.NewScanner(c)
+		for s.Scan() {
+			var req struct {
+				ID     json.RawMessage            `json:"id"`
+				Params map[string]json.RawMessage `json:"params"`
 			}
-			go func() {
-				defer c.Close()
-				s := bufio.NewScanner(c)
-				for s.Scan() {
-					var req struct {
-						ID     json.RawMessage            `json:"id"`
-						Params map[string]json.RawMessage `json:"params"`
-					}
-					json.Unmarshal(s.Bytes(), &req)
-					seen <- req.Params
-					fmt.Fprintf(c, `{"jsonrpc":"2.0","id":%s,"error":{"code":4007,"message":"no token","data":{"reason":"token_invalid"}}}`+"\n", req.ID)
-				}
-			}()
+			json.Unmarshal(s.Bytes(), &req)
+			seen <- req.Params
+			fmt.Fprintf(c, `{"jsonrpc":"2.0","id":%s,"error":{"code":4007,"message":"no token","data":{"reason":"token_invalid"}}}`+"\n", req.ID)
 		}
-	}()
+	})
 	return &stepup.Client{Socket: path}, seen
 }
 

@@ -23,40 +23,26 @@ import (
 // agent does; it records the methods called.
 func mintingAgent(t *testing.T, li *localIssuer) (string, <-chan string) {
 	path := filepath.Join(t.TempDir(), "a.sock")
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
 	calls := make(chan string, 32)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
+	testenv.Serve(t, "unix", path, func(c net.Conn) {
+		s := bufio.NewScanner(c)
+		for s.Scan() {
+			var req struct {
+				ID     json.RawMessage  `json:"id"`
+				Method string           `json:"method"`
+				Params api.PromptParams `json:"params"`
 			}
-			go func() {
-				defer c.Close()
-				s := bufio.NewScanner(c)
-				for s.Scan() {
-					var req struct {
-						ID     json.RawMessage  `json:"id"`
-						Method string           `json:"method"`
-						Params api.PromptParams `json:"params"`
-					}
-					json.Unmarshal(s.Bytes(), &req)
-					calls <- req.Method + " " + string(req.Params.AuthorizationDetails)
-					if req.Method == api.MethodGetToken {
-						fmt.Fprintf(c, `{"jsonrpc":"2.0","id":%s,"error":{"code":4007,"message":"no token","data":{"reason":"token_invalid"}}}`+"\n", req.ID)
-						continue
-					}
-					tok := li.mint(t, strings.Join(req.Params.RequestedScopes, " "), api.TOTP, string(req.Params.AuthorizationDetails), req.Params.Cnf, 0)
-					res, _ := json.Marshal(api.TokenResult{Token: tok, Scopes: req.Params.RequestedScopes, ExpiresAt: time.Now().Add(time.Minute), Method: api.TOTP})
-					fmt.Fprintf(c, `{"jsonrpc":"2.0","id":%s,"result":%s}`+"\n", req.ID, res)
-				}
-			}()
+			json.Unmarshal(s.Bytes(), &req)
+			calls <- req.Method + " " + string(req.Params.AuthorizationDetails)
+			if req.Method == api.MethodGetToken {
+				fmt.Fprintf(c, `{"jsonrpc":"2.0","id":%s,"error":{"code":4007,"message":"no token","data":{"reason":"token_invalid"}}}`+"\n", req.ID)
+				continue
+			}
+			tok := li.mint(t, strings.Join(req.Params.RequestedScopes, " "), api.TOTP, string(req.Params.AuthorizationDetails), req.Params.Cnf, 0)
+			res, _ := json.Marshal(api.TokenResult{Token: tok, Scopes: req.Params.RequestedScopes, ExpiresAt: time.Now().Add(time.Minute), Method: api.TOTP})
+			fmt.Fprintf(c, `{"jsonrpc":"2.0","id":%s,"result":%s}`+"\n", req.ID, res)
 		}
-	}()
+	})
 	return path, calls
 }
 
