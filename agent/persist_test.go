@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/stepup-agent/stepup-agent/api"
+	"github.com/stepup-agent/stepup-agent/internal/testenv"
 	"github.com/stepup-agent/stepup-agent/keychain"
 	"github.com/stepup-agent/stepup-agent/method"
 	"go.uber.org/zap"
@@ -116,7 +117,7 @@ func TestPersisterFullDisk(t *testing.T) {
 	}
 
 	st.full.Store(false)
-	waitUntil(t, "the retried consume stored", 5*time.Second, func() bool {
+	testenv.WaitFor(t, "the retried consume stored", 5*time.Second, func() bool {
 		_, tokErr := st.Memory.Get(ctx, keychain.KindToken, "live")
 		_, conErr := st.Memory.Get(ctx, keychain.KindConsumed, "live")
 		return errors.Is(tokErr, keychain.ErrNotFound) && conErr == nil && p.pending() == 0
@@ -146,17 +147,6 @@ func TestPersisterRetryKeepsNewest(t *testing.T) {
 	d, err := st.Memory.Get(ctx, keychain.KindLimit, "totp")
 	if err != nil || string(d) != "2" || p.pending() != 0 {
 		t.Fatalf("stored %q, %v, pending %d; want 2 and nothing pending", d, err, p.pending())
-	}
-}
-
-func waitUntil(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -297,7 +287,7 @@ func TestOwedUntilARefusedWriteIsRetried(t *testing.T) {
 		t.Fatal("a refused, answered write waiting for its retry is not owed")
 	}
 	st.full.Store(false)
-	waitUntil(t, "the retry stored", 5*time.Second, func() bool { return p.pending() == 0 })
+	testenv.WaitFor(t, "the retry stored", 5*time.Second, func() bool { return p.pending() == 0 })
 	if p.owes(stored) {
 		t.Fatal("still owed once the retry stored it")
 	}
@@ -319,7 +309,7 @@ func TestAbandonedMint(t *testing.T) {
 		t.Fatal("a mint not stored yet was not abandoned")
 	}
 	st.answer <- nil // the write lands after all
-	waitUntil(t, "the late write deleted again", 5*time.Second, func() bool {
+	testenv.WaitFor(t, "the late write deleted again", 5*time.Second, func() bool {
 		_, err := st.Memory.Get(context.Background(), keychain.KindToken, "late")
 		return errors.Is(err, keychain.ErrNotFound) && p.mark() > 1
 	})

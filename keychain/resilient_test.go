@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stepup-agent/stepup-agent/internal/testenv"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 )
@@ -82,17 +83,6 @@ func (f *flaky) List(ctx context.Context, k string) ([]string, error) {
 
 func (f *flaky) Backend() string { return "flaky" }
 
-func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func TestResilientOutageAndRecovery(t *testing.T) {
 	ctx := context.Background()
 	fb := &flaky{Memory: NewMemory()}
@@ -144,7 +134,7 @@ func TestResilientOutageAndRecovery(t *testing.T) {
 
 	// Back: the prober writes the puts and the delete, then reports it.
 	fb.down.Store(false)
-	waitFor(t, "recovery", 3*time.Second, r.Available)
+	testenv.WaitFor(t, "recovery", 3*time.Second, r.Available)
 	for _, n := range []string{"a", "b", "c"} {
 		if got, err := fb.Memory.Get(ctx, KindToken, n); err != nil || string(got) != n {
 			t.Fatalf("item %s not written through after recovery: %q, %v", n, got, err)
@@ -181,7 +171,7 @@ func TestResilientRecoveryDoesNotHoldWriters(t *testing.T) {
 	}
 	fb.delay.Store(int64(50 * time.Millisecond)) // the flush takes 2 s
 	fb.down.Store(false)
-	waitFor(t, "the flush to start", 3*time.Second, func() bool {
+	testenv.WaitFor(t, "the flush to start", 3*time.Second, func() bool {
 		k, _ := fb.Memory.List(ctx, KindToken)
 		return len(k) > 0
 	})
@@ -205,7 +195,7 @@ func TestResilientRecoveryDoesNotHoldWriters(t *testing.T) {
 	if !r.WaitFlushed(wctx) || !r.Available() {
 		t.Fatal("WaitFlushed returned before the flush wrote every change")
 	}
-	waitFor(t, "recovery", 10*time.Second, r.Available)
+	testenv.WaitFor(t, "recovery", 10*time.Second, r.Available)
 	names, _ := fb.Memory.List(ctx, KindToken)
 	if len(names) != n-1 || slices.Contains(names, "t39") {
 		t.Fatalf("backend holds %d tokens (t39 among them: %v), want %d without t39", len(names), slices.Contains(names, "t39"), n-1)
@@ -387,7 +377,7 @@ func TestResilientReadsOtherProgramsKindsThrough(t *testing.T) {
 		t.Fatal("Available() after a read the backend did not answer")
 	}
 	fb.down.Store(false)
-	waitFor(t, "recovery", 5*time.Second, func() bool { return r.recover(ctx) })
+	testenv.WaitFor(t, "recovery", 5*time.Second, func() bool { return r.recover(ctx) })
 	fb.Memory.Delete(ctx, "delivery", "smtp-password")
 	if _, err := r.Get(ctx, "delivery", "smtp-password"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Get after another program deleted it = %v", err)
@@ -428,7 +418,7 @@ func TestResilientReleasedKindIsNotMirrored(t *testing.T) {
 		t.Fatal("a change not yet written is not readable")
 	}
 	fb.down.Store(false)
-	waitFor(t, "recovery", 3*time.Second, r.Available)
+	testenv.WaitFor(t, "recovery", 3*time.Second, r.Available)
 	if got, _ := fb.Memory.Get(ctx, KindToken, "pending"); string(got) != "p" {
 		t.Fatal("a change made while down was not written")
 	}
@@ -571,13 +561,13 @@ func TestResilientFullAfterOutageFailsClosed(t *testing.T) {
 	}
 	b.full.on.Store(true)
 	b.down.Store(false)
-	waitFor(t, "the catching up refused", 3*time.Second, func() bool { return strings.Contains(r.Warning(), "cannot store") })
+	testenv.WaitFor(t, "the catching up refused", 3*time.Second, func() bool { return strings.Contains(r.Warning(), "cannot store") })
 	err = r.Put(ctx, KindToken, "new", []byte("v"))
 	if !errors.Is(err, ErrNotStored) || !NoSpace(err) {
 		t.Fatalf("a new write to a keychain that refused the catching up: %v, want ErrNotStored (no space)", err)
 	}
 	b.full.on.Store(false)
-	waitFor(t, "recovery", 3*time.Second, r.Available)
+	testenv.WaitFor(t, "recovery", 3*time.Second, r.Available)
 	if _, err := b.Memory.Get(ctx, KindToken, "while-down"); err != nil {
 		t.Fatalf("the change made while down was not written once space returned: %v", err)
 	}

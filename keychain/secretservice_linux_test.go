@@ -18,6 +18,7 @@ import (
 	dbus "github.com/keybase/dbus"
 	"github.com/keybase/go-keychain/secretservice"
 	"github.com/stepup-agent/stepup-agent/internal/keyringtest"
+	"github.com/stepup-agent/stepup-agent/internal/testenv"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 )
@@ -305,7 +306,7 @@ func TestSecretServiceKilledMidRun(t *testing.T) {
 	}
 
 	k.startGnomeKeyring()
-	waitFor(t, "the store to see the daemon back", 10*time.Second, av.Available)
+	testenv.WaitFor(t, "the store to see the daemon back", 10*time.Second, av.Available)
 	if got := k.secretTool("lookup", "service", ServiceAttr, "kind", KindToken, "name", "while-down"); got != "y" {
 		t.Fatalf("the write made while down was not written through: %q", got)
 	}
@@ -364,7 +365,7 @@ func TestSecretServiceFrozen(t *testing.T) {
 	}
 	t.Logf("20 concurrent calls to a frozen daemon returned in %s", time.Since(start))
 	// No goroutine is left waiting on the bus for them.
-	waitFor(t, "goroutines to settle", 2*time.Second, func() bool { return runtime.NumGoroutine() <= baseline+2 })
+	testenv.WaitFor(t, "goroutines to settle", 2*time.Second, func() bool { return runtime.NumGoroutine() <= baseline+2 })
 
 	// The resilient store: one write waits for the deadline, then memory.
 	start = time.Now()
@@ -385,7 +386,7 @@ func TestSecretServiceFrozen(t *testing.T) {
 	}
 
 	k.signal(syscall.SIGCONT)
-	waitFor(t, "recovery after SIGCONT", 10*time.Second, st.(Availability).Available)
+	testenv.WaitFor(t, "recovery after SIGCONT", 10*time.Second, st.(Availability).Available)
 	if got := k.secretTool("lookup", "service", ServiceAttr, "kind", KindToken, "name", "frozen-more-9"); got != "1" {
 		t.Fatalf("a write made while frozen was not written through: %q", got)
 	}

@@ -4,7 +4,10 @@
 package testenv
 
 import (
+	"bufio"
 	"bytes"
+	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -13,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // Strict reports whether a missing prerequisite must fail the test: in CI
@@ -139,4 +143,40 @@ func Serve(t testing.TB, network, addr string, serve func(c net.Conn)) string {
 func ServeLoopback(t testing.TB, serve func(c net.Conn)) string {
 	t.Helper()
 	return Serve(t, "tcp", "127.0.0.1:0", serve)
+}
+
+// WaitFor polls cond every 10ms until it holds, and fails the test,
+// naming what it waited for, when it does not within d.
+func WaitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// RecordingAgent is a stand-in agent on a Unix socket in a temporary
+// directory: it sends each request's params to the channel it returns
+// and answers every request with reply, the answer's member after its
+// id (`"result":{...}` or `"error":{...}`).
+func RecordingAgent(t testing.TB, reply string) (string, <-chan map[string]json.RawMessage) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "a.sock")
+	got := make(chan map[string]json.RawMessage, 32)
+	Serve(t, "unix", path, func(c net.Conn) {
+		s := bufio.NewScanner(c)
+		for s.Scan() {
+			var req struct {
+				ID     json.RawMessage            `json:"id"`
+				Params map[string]json.RawMessage `json:"params"`
+			}
+			json.Unmarshal(s.Bytes(), &req)
+			got <- req.Params
+			fmt.Fprintf(c, `{"jsonrpc":"2.0","id":%s,%s}`+"\n", req.ID, reply)
+		}
+	})
+	return path, got
 }

@@ -1,12 +1,7 @@
 package stepup
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
-	"fmt"
-	"net"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,28 +10,8 @@ import (
 	"github.com/stepup-agent/stepup-agent/internal/testenv"
 )
 
-// recorder is an agent that records each request's params and answers
-// with result.
-func recorder(t *testing.T, result string) (string, <-chan map[string]json.RawMessage) {
-	path := filepath.Join(t.TempDir(), "a.sock")
-	got := make(chan map[string]json.RawMessage, 16)
-	testenv.Serve(t, "unix", path, func(c net.Conn) {
-		s := bufio.NewScanner(c)
-		for s.Scan() {
-			var req struct {
-				ID     json.RawMessage            `json:"id"`
-				Params map[string]json.RawMessage `json:"params"`
-			}
-			json.Unmarshal(s.Bytes(), &req)
-			got <- req.Params
-			fmt.Fprintf(c, `{"jsonrpc":"2.0","id":%s,"result":%s}`+"\n", req.ID, result)
-		}
-	})
-	return path, got
-}
-
 func TestClientSendsBindingParams(t *testing.T) {
-	path, got := recorder(t, `{"required":true,"scope":"wallet:export","methods":["totp"],"credentials":[{"id":"c1","method":"totp","label":"phone"}],"defaultCredentialId":"c1","locked":true,"bind":"client","token":"t","scopes":["wallet:export"],"warnings":["createMfaToken is deprecated: x"]}`)
+	path, got := testenv.RecordingAgent(t, `"result":{"required":true,"scope":"wallet:export","methods":["totp"],"credentials":[{"id":"c1","method":"totp","label":"phone"}],"defaultCredentialId":"c1","locked":true,"bind":"client","token":"t","scopes":["wallet:export"],"warnings":["createMfaToken is deprecated: x"]}`)
 	c := &Client{Socket: path, Env: &api.PromptEnv{}}
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

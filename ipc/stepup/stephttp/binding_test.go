@@ -1,14 +1,11 @@
 package stephttp_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -192,20 +189,7 @@ func TestMiddlewareMaxAgeAndACR(t *testing.T) {
 
 // noTokens is an agent that holds no token: every call answers 4007.
 func noTokens(t *testing.T) (*stepup.Client, <-chan map[string]json.RawMessage) {
-	path := filepath.Join(t.TempDir(), "a.sock")
-	seen := make(chan map[string]json.RawMessage, 32)
-	testenv.Serve(t, "unix", path, func(c net.Conn) {
-		s := bufio.NewScanner(c)
-		for s.Scan() {
-			var req struct {
-				ID     json.RawMessage            `json:"id"`
-				Params map[string]json.RawMessage `json:"params"`
-			}
-			json.Unmarshal(s.Bytes(), &req)
-			seen <- req.Params
-			fmt.Fprintf(c, `{"jsonrpc":"2.0","id":%s,"error":{"code":4007,"message":"no token","data":{"reason":"token_invalid"}}}`+"\n", req.ID)
-		}
-	})
+	path, seen := testenv.RecordingAgent(t, `"error":{"code":4007,"message":"no token","data":{"reason":"token_invalid"}}`)
 	return &stepup.Client{Socket: path}, seen
 }
 

@@ -258,15 +258,7 @@ func (a *Agent) EnrollTOTP(t testing.TB, n int) {
 // (startVerification, completeVerification) with a TOTP code, and returns
 // the token the agent minted and now holds.
 func (a *Agent) StepUp(ctx context.Context, scopes []string) (*stepup.TokenResult, error) {
-	ch, err := a.Client.StartVerification(ctx, api.TOTP, scopes)
-	if err != nil {
-		return nil, err
-	}
-	code, err := a.Code(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return a.Client.CompleteVerification(ctx, ch.ChallengeID, map[string]string{"code": code})
+	return a.StepUpWith(ctx, stepup.StartOptions{Scopes: scopes})
 }
 
 // StepUpWith is StepUp for a token with authorization details or a key
