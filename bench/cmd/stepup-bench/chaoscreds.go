@@ -507,15 +507,25 @@ func credWorker(sock string, cl *credLedger, led *ledger, assertion func(string)
 			}
 			cl.mu.Unlock()
 		}
+		// lost handles the error of a step before the operation's own
+		// change (the token it needs, its enrollment's start): a cut
+		// connection ends the worker (it reports true), any other
+		// error is counted and the loop goes on.
+		lost := func(err error) bool {
+			if isConnErr(err) {
+				cut()
+				return true
+			}
+			chaosErrs.add(err)
+			return false
+		}
 		switch {
 		case op == "remove": // remove the oldest
 			t := enrolled[0]
 			if err := ensureUnlink(r, assertion); err != nil {
-				if isConnErr(err) {
-					cut()
+				if lost(err) {
 					return
 				}
-				chaosErrs.add(err)
 				continue
 			}
 			cl.mu.Lock()
@@ -537,20 +547,16 @@ func credWorker(sock string, cl *credLedger, led *ledger, assertion func(string)
 			cl.mu.Unlock()
 		case op == "regenerate": // regenerate the recovery set
 			if err := ensure("credential:update"); err != nil {
-				if isConnErr(err) {
-					cut()
+				if lost(err) {
 					return
 				}
-				chaosErrs.add(err)
 				continue
 			}
 			var es enrollStartResult
 			if err := timed(func() error { return r.call("enrollStart", map[string]any{"method": "recovery_code"}, &es) }); err != nil {
-				if isConnErr(err) {
-					cut()
+				if lost(err) {
 					return
 				}
-				chaosErrs.add(err)
 				continue
 			}
 			cl.mu.Lock()
@@ -575,11 +581,9 @@ func credWorker(sock string, cl *credLedger, led *ledger, assertion func(string)
 			cl.mu.Unlock()
 		case op == "enroll": // enroll a TOTP credential; one in five is left unfinished
 			if err := ensure("credential:link"); err != nil {
-				if isConnErr(err) {
-					cut()
+				if lost(err) {
 					return
 				}
-				chaosErrs.add(err)
 				continue
 			}
 			cl.mu.Lock()
@@ -589,11 +593,9 @@ func credWorker(sock string, cl *credLedger, led *ledger, assertion func(string)
 			cl.mu.Unlock()
 			var es enrollStartResult
 			if err := timed(func() error { return r.call("enrollStart", map[string]any{"method": "totp", "label": label}, &es) }); err != nil {
-				if isConnErr(err) {
-					cut()
+				if lost(err) {
 					return
 				}
-				chaosErrs.add(err)
 				continue
 			}
 			t := &chaosTOTP{label: label, secret: es.Secret, state: enStarted, order: order}
