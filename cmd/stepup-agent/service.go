@@ -45,13 +45,14 @@ func socketPath(ln net.Listener) string {
 
 // serviceStatus is the one-line STATUS= summary: tokens held, keychain
 // backend, locked or not. No scopes, no token values: anyone on the
-// machine can read it with systemctl status.
+// machine can read it with systemctl status. It reads counts only: the
+// full status describes every token, and the watchdog asks for this line
+// every few seconds.
 func serviceStatus(a *agent.Agent) string {
-	st := a.Status()
-	n := len(st.Tokens)
-	s := fmt.Sprintf("%d tokens held, keychain %s", n, st.Keychain.Backend)
+	n, backend := a.TokenCount(), a.Backend()
+	s := fmt.Sprintf("%d tokens held, keychain %s", n, backend)
 	if n == 1 {
-		s = fmt.Sprintf("1 token held, keychain %s", st.Keychain.Backend)
+		s = fmt.Sprintf("1 token held, keychain %s", backend)
 	}
 	if a.Locked() {
 		s += ", locked"
