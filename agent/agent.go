@@ -22,9 +22,9 @@ import (
 
 	"github.com/stepup-agent/stepup-agent/api"
 	"github.com/stepup-agent/stepup-agent/audit"
-	"github.com/stepup-agent/stepup-agent/ipc"
 	"github.com/stepup-agent/stepup-agent/keychain"
 	"github.com/stepup-agent/stepup-agent/method"
+	"github.com/stepup-agent/stepup-agent/peer"
 	"github.com/stepup-agent/stepup-agent/policy"
 	"github.com/stepup-agent/stepup-agent/prompt"
 	"github.com/stepup-agent/stepup-agent/token"
@@ -358,7 +358,7 @@ func contains(list []string, s string) bool {
 // who describes a request's client for the audit log.
 func who(ctx context.Context) audit.Record {
 	r := audit.Record{UID: os.Getuid()}
-	if p := ipc.PeerFrom(ctx); p != nil {
+	if p := peer.FromContext(ctx); p != nil {
 		r.PID, r.UID, r.Exe = p.PID, p.UID, p.Exe()
 	}
 	return r
@@ -385,14 +385,14 @@ func resultOf(err error) string {
 
 // clientExe is the executable of the request's client ("" if unknown).
 func clientExe(ctx context.Context) string {
-	if p := ipc.PeerFrom(ctx); p != nil {
+	if p := peer.FromContext(ctx); p != nil {
 		return p.Exe()
 	}
 	return ""
 }
 
 func clientDesc(ctx context.Context) string {
-	if p := ipc.PeerFrom(ctx); p != nil {
+	if p := peer.FromContext(ctx); p != nil {
 		return p.String()
 	}
 	return "a local client"

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/stepup-agent/stepup-agent/api"
-	"github.com/stepup-agent/stepup-agent/ipc"
+	"github.com/stepup-agent/stepup-agent/peer"
 )
 
 // The caps on operations open at once (custom-UI verifications,
@@ -23,8 +23,9 @@ const (
 	// openReserve is room of its own for priority operations
 	// (verifications that unlock the agent): ordinary ones from many
 	// clients at once cannot starve an unlock. A client holds at most
-	// one priority operation (a second replaces its first), so filling
-	// this room takes openReserve processes.
+	// one priority operation (a second replaces its first), and when the
+	// room is full a new one replaces the oldest, so no number of
+	// processes can keep an unlock out.
 	openReserve = 8
 )
 
@@ -63,7 +64,7 @@ func newOpenStore[T any](what string, ttl time.Duration, max, perOwner, reserve 
 // its peer process (pid and start time, so a reused pid is another
 // client), or "local" outside a connection.
 func ownerOf(ctx context.Context) string {
-	if p := ipc.PeerFrom(ctx); p != nil {
+	if p := peer.FromContext(ctx); p != nil {
 		return fmt.Sprintf("pid:%d:%d", p.PID, p.Start)
 	}
 	return "local"
@@ -90,18 +91,32 @@ func (s *openStore[T]) reserve(owner string, priority bool, now time.Time) (*ope
 		e.Data.RetryAfterSeconds = 60
 		return nil, e
 	}
-	ceiling := s.max
-	if priority {
-		ceiling = s.spare
+	if priority && s.classLocked(true) >= s.spare {
+		s.dropOldestPriorityLocked()
 	}
-	if s.classLocked(priority) >= ceiling {
-		e := api.Errorf(api.CodeRateLimited, "%d %s are already open; finish or let some expire first", ceiling, s.what)
+	if !priority && s.classLocked(false) >= s.max {
+		e := api.Errorf(api.CodeRateLimited, "%d %s are already open; finish or let some expire first", s.max, s.what)
 		e.Data.RetryAfterSeconds = 60
 		return nil, e
 	}
 	o := &open[T]{ID: randomID(), Owner: owner, Expires: now.Add(s.ttl), prio: priority}
 	s.items[o.ID] = o
 	return o, nil
+}
+
+// dropOldestPriorityLocked makes room for a priority operation: the one
+// opened first gives way (its completion then finds no such
+// verification), so that the room cannot be held shut.
+func (s *openStore[T]) dropOldestPriorityLocked() {
+	var oldest *open[T]
+	for _, o := range s.items {
+		if o.prio && (oldest == nil || o.Expires.Before(oldest.Expires)) {
+			oldest = o
+		}
+	}
+	if oldest != nil {
+		delete(s.items, oldest.ID)
+	}
 }
 
 // classLocked counts the open operations of one class (priority or not).

@@ -238,9 +238,21 @@ func TestOpenStore(t *testing.T) {
 			if s.get(first.ID, now) != nil {
 				return errors.New("the replaced priority operation is still open")
 			}
-			_, err = s.reserve("c2", true, now)
-			return err
-		}, want: "1 things are already open", open: 1},
+			return nil
+		}, open: 1},
+		{name: "a full priority room gives way to the newest", do: func(s *openStore[string]) error {
+			first, _ := s.reserve("c1", true, now)
+			s.fill(first, "a")
+			second, err := s.reserve("c2", true, now.Add(time.Second))
+			if err != nil {
+				return err
+			}
+			s.fill(second, "b")
+			if s.get(first.ID, now) != nil || s.get(second.ID, now) == nil {
+				return errors.New("the oldest priority operation did not give way")
+			}
+			return nil
+		}, open: 1},
 		{name: "cap after expiry makes room", do: func(s *openStore[string]) error {
 			s.add("a", "c", now)
 			s.add("b", "c", now)

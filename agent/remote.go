@@ -9,7 +9,7 @@ import (
 
 	"github.com/stepup-agent/stepup-agent/api"
 	"github.com/stepup-agent/stepup-agent/audit"
-	"github.com/stepup-agent/stepup-agent/ipc"
+	"github.com/stepup-agent/stepup-agent/peer"
 	"github.com/stepup-agent/stepup-agent/remote"
 )
 
@@ -22,7 +22,7 @@ import (
 // remoteKey names the SSH connection of a remote request ("" for a local
 // one): held tokens are handed only to callers with the same key.
 func remoteKey(ctx context.Context) string {
-	if p := ipc.PeerFrom(ctx); p != nil {
+	if p := peer.FromContext(ctx); p != nil {
 		return p.Remote
 	}
 	return ""
