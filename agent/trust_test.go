@@ -472,3 +472,62 @@ func TestAbandonedEnrollmentChecksCount(t *testing.T) {
 	_, err = a.EnrollFinish(context.Background(), &api.EnrollFinishParams{EnrollmentID: en.EnrollmentID, Response: json.RawMessage(`{}`)})
 	wantAPIError(t, err, api.CodeRateLimited, "too many failed wallet attempts")
 }
+
+// Issue 11 item 10: a scope's clients list holds for every scope of a
+// token handed out, not only the one asked about, and a client the list
+// leaves out is told so (4005 with a hint) instead of "required, no
+// methods".
+func TestClientsListHoldsForEveryScopeOfAToken(t *testing.T) {
+	f := &fixture{now: time.Unix(1_800_000_000, 0), pol: mustParse(t, `
+scopes:
+  deploy:prod:
+    clients: [/usr/local/bin/deployctl]
+    bind: user
+  docs:read:
+    bind: user
+`)}
+	a, err := New(context.Background(), Config{
+		Store: keychain.NewMemory(), Policy: func() *policy.Policy { return f.pol },
+		Methods: []method.Method{totpm.New(totpm.Config{Deps: method.Deps{Now: f.clock}})}, Now: f.clock,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go a.Run(ctx)
+	as := func(pid int, exe string) context.Context {
+		return peer.NewContext(context.Background(), &peer.Identity{UID: os.Getuid(), GID: os.Getgid(),
+			Proc: peer.Proc{PID: pid, Start: uint64(pid) * 7}, Executable: exe})
+	}
+	deployctl, other := as(4100, "/usr/local/bin/deployctl"), as(4200, "/usr/bin/docsview")
+	from := a.persist.mark()
+	a.mu.Lock()
+	_, err = a.mint(deployctl, []string{"docs:read", "deploy:prod"}, api.TOTP, []string{"otp"}, bindingOf(deployctl, nil, nil))
+	a.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.persist.barrier(from, persistWait); err != nil {
+		t.Fatal(err)
+	}
+	// The minter, whom both lists allow, gets it for either scope.
+	if g, err := a.GetToken(deployctl, &api.ScopeParams{Scope: "docs:read"}); err != nil || len(g.Scopes) != 2 {
+		t.Fatalf("deployctl getToken docs:read: %+v, %v", g, err)
+	}
+	// Another program may use docs:read, but the token also carries
+	// deploy:prod, which it may not: it is not handed over.
+	wantAPIError(t, func() error { _, err := a.GetToken(other, &api.ScopeParams{Scope: "docs:read"}); return err }(),
+		api.CodeForbidden, "may not use every scope of the token held for docs:read")
+	if r, err := a.IsStepUpRequired(other, &api.ScopeParams{Scope: "docs:read"}); err != nil || !r.Required {
+		t.Fatalf("docs:read for another program with only a co-scoped token: %+v, %v", r, err)
+	}
+	// For deploy:prod itself no step-up could help it: 4005 and a hint.
+	ae := wantAPIError(t, func() error { _, err := a.IsStepUpRequired(other, &api.ScopeParams{Scope: "deploy:prod"}); return err }(),
+		api.CodeForbidden, "/usr/bin/docsview may not use scope deploy:prod")
+	if !strings.Contains(ae.Data.Hint, "clients list") {
+		t.Fatalf("hint %q does not name the clients list", ae.Data.Hint)
+	}
+	wantAPIError(t, func() error { _, err := a.GetToken(other, &api.ScopeParams{Scope: "deploy:prod"}); return err }(),
+		api.CodeForbidden, "may not use")
+}
