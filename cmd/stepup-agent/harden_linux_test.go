@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -81,6 +82,16 @@ func TestMemoryClosedToSameUser(t *testing.T) {
 		t.Fatalf("another process of the agent's uid opened /proc/%d/mem", agent.Process.Pid)
 	} else if !strings.Contains(err.Error(), "ermission denied") {
 		t.Fatalf("opening the agent's memory failed, but not for want of permission: %v", err)
+	}
+	// No core file either: a crash must not write the agent's memory to
+	// disk (RLIMIT_CORE 0, soft and hard, so no child can raise it).
+	limits, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", agent.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	core := regexp.MustCompile(`(?m)^Max core file size\s+(\S+)\s+(\S+)`).FindStringSubmatch(string(limits))
+	if core == nil || core[1] != "0" || core[2] != "0" {
+		t.Fatalf("the agent's core file limit is %q, want 0 0:\n%s", core, limits)
 	}
 }
 
