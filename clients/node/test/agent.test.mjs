@@ -11,6 +11,15 @@ import {
 } from '../dist/index.js';
 import { build, startAgent, startWalletd, Totp, requireProgram, repoRoot } from './helpers.mjs';
 
+// restoreEnv puts process.env back as saved, in place: assigning a plain
+// object to process.env would cut it off from the process's real
+// environment (TMPDIR left pointing at a removed directory for the tests
+// that follow).
+function restoreEnv(saved) {
+  for (const k of Object.keys(process.env)) if (!(k in saved)) delete process.env[k];
+  Object.assign(process.env, saved);
+}
+
 const run = promisify(execFile);
 
 /** walletd's export states the wallet it exports: the token must carry these details. */
@@ -59,7 +68,7 @@ describe('stepup-agent-client', { skip: !ready && 'oathtool or go missing' }, ()
       process.env.TMPDIR = '/tmp';
       assert.equal(socketPath(), `/tmp/stepup-${process.getuid()}/agent.sock`);
     } finally {
-      process.env = saved;
+      restoreEnv(saved);
     }
   });
 
@@ -336,7 +345,7 @@ describe('stepup-agent-client', { skip: !ready && 'oathtool or go missing' }, ()
         }
       }
     } finally {
-      process.env = saved;
+      restoreEnv(saved);
       proc.kill('SIGTERM');
     }
     const last = await lines.next();
