@@ -13,12 +13,26 @@ export interface PromptEnv {
   lang?: string;
 }
 
+/** One credential a method can verify with (isStepUpRequired's list). */
+export interface CredentialRef {
+  id: string;
+  method: string;
+  label?: string;
+}
+
 export interface StepUpRequired {
   required: boolean;
   scope: string;
   methods: string[];
   defaultMethod?: string;
   expiresAt?: string;
+  /** The credentials of the listed methods, the default one first. */
+  credentials?: CredentialRef[];
+  defaultCredentialId?: string;
+  /** The agent is locked: every step-up is refused until unlock. */
+  locked?: boolean;
+  /** The scope's binding: process, client, session or user. */
+  bind?: string;
 }
 
 export interface TokenResult {
@@ -27,6 +41,8 @@ export interface TokenResult {
   expiresAt: string;
   singleUse: boolean;
   method: string;
+  /** What the agent ignored in the request, and why (a deprecated parameter). */
+  warnings?: string[];
 }
 
 export interface Token {
@@ -46,6 +62,9 @@ export interface Claims {
   auth_time: number;
   amr: string[];
   single_use: boolean;
+  acr?: string;
+  authorization_details?: AuthorizationDetail[];
+  cnf?: Cnf;
 }
 
 export interface Challenge {
@@ -82,6 +101,12 @@ export interface PromptOptions extends Binding {
   /** Shown in the prompt. */
   reason?: string;
   timeoutSeconds?: number;
+  /**
+   * @deprecated The seed SDK's parameter: the agent ignores it beside
+   * requestedScopes (and says so in the result's warnings) and refuses
+   * it alone. Pass requestedScopes instead.
+   */
+  createMfaToken?: boolean;
   /** Aborting dismisses the prompt. */
   signal?: AbortSignal;
 }
@@ -461,6 +486,7 @@ export class StepUpClient {
       timeoutSeconds: o.timeoutSeconds || undefined,
       authorizationDetails: o.authorizationDetails,
       cnf: o.cnf,
+      createMfaToken: o.createMfaToken,
       ...env,
     };
   }

@@ -122,6 +122,22 @@ describe('stepup-agent-client', { skip: !ready && 'oathtool or go missing' }, ()
     await assert.rejects(client.promptReauthenticate({ requestedScopes: ['wallet:sign'] }), (err) => err instanceof StepUpError && err.code === ErrorCode.Forbidden);
   });
 
+  test('createMfaToken (deprecated) is sent as the seed sends it: alone it is refused, naming requestedScopes', async () => {
+    await assert.rejects(client.promptStepUpAuth({ requestedScopes: [], createMfaToken: true }),
+      (err) => err instanceof StepUpError && err.code === ErrorCode.InvalidParams && /requestedScopes/.test(err.message));
+    // Beside requestedScopes it is ignored: the request goes on to the prompt (none here).
+    await assert.rejects(client.promptStepUpAuth({ requestedScopes: ['wallet:sign'], createMfaToken: true }), (err) => isNoPrompter(err));
+  });
+
+  test('isStepUpRequired answers with the binding, the lock and the credentials', async () => {
+    const r = await client.checkStepUp('wallet:sign');
+    assert.equal(r.required, true);
+    assert.ok(['process', 'client', 'session', 'user'].includes(r.bind), JSON.stringify(r));
+    assert.equal(r.locked ?? false, false);
+    assert.ok(r.credentials && r.credentials.some((c) => c.method === 'totp' && c.id), JSON.stringify(r));
+    assert.equal(r.defaultCredentialId, r.credentials[0].id);
+  });
+
   test('pipelined calls on one connection', async () => {
     const rs = await Promise.all(Array.from({ length: 20 }, (_, i) => client.checkStepUp(i % 2 ? 'wallet:sign' : 'wallet:export')));
     assert.equal(rs.length, 20);
