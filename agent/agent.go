@@ -367,6 +367,12 @@ func who(ctx context.Context) audit.Record {
 func (a *Agent) audit(ctx context.Context, r audit.Record) {
 	base := who(ctx)
 	r.PID, r.UID, r.Exe = base.PID, base.UID, base.Exe
+	// Every record names its caller as binding identifies it and its
+	// prompts name it (the script of an interpreter too); exe keeps the
+	// executable's full path.
+	if p := peer.FromContext(ctx); r.Caller == "" && p.Known() {
+		r.Caller = p.Display()
+	}
 	if err := a.cfg.Audit.Write(r); err != nil {
 		a.log.Warn("cannot write the audit log", zap.Error(err))
 	}

@@ -259,7 +259,7 @@ func callerOf(r *audit.Record) string {
 	if c == "" && r.Exe != "" {
 		c = filepath.Base(r.Exe)
 	}
-	if r.PID > 0 {
+	if r.PID > 0 && !strings.Contains(c, "(pid ") {
 		c = strings.TrimSpace(c + " (pid " + strconv.Itoa(r.PID) + ")")
 	}
 	if r.Remote != "" {
