@@ -164,6 +164,21 @@ func (a *Agent) promptCombined(ctx context.Context, pr prompt.Prompter, deadline
 		return res, err
 	}
 
+	// What an armed factor reports while it runs ("touch the reader
+	// again") is shown by asking again with it as the prompt's error
+	// line; the latest one wins.
+	notices := make(chan string, 1)
+	notify := func(msg string) {
+		select {
+		case <-notices:
+		default:
+		}
+		select {
+		case notices <- msg:
+		default:
+		}
+	}
+
 	var armedNames, phrases []string
 	for _, m := range f.armed {
 		c, err := a.beginFor(ctx, rt, m, p, unlock)
@@ -177,7 +192,7 @@ func (a *Agent) promptCombined(ctx context.Context, pr prompt.Prompter, deadline
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			a.runArmed(actx, rt, p, unlock, impl, c, finishOnce, dismiss)
+			a.runArmed(actx, rt, p, unlock, impl, c, finishOnce, dismiss, notify)
 		}()
 	}
 
@@ -198,7 +213,18 @@ func (a *Agent) promptCombined(ctx context.Context, pr prompt.Prompter, deadline
 	lastErr := ""
 	for {
 		req := promptRequest(p, desc, ask.Label, lastErr, deadline)
-		answer, err := pr.GetPIN(pctx, req)
+		gctx, closePrompt := context.WithCancel(pctx)
+		noticed := make(chan string, 1)
+		go func() {
+			select {
+			case msg := <-notices:
+				noticed <- msg
+				closePrompt()
+			case <-gctx.Done():
+			}
+		}()
+		answer, err := pr.GetPIN(gctx, req)
+		closePrompt()
 		mu.Lock()
 		w, res := won, result
 		mu.Unlock()
@@ -206,6 +232,14 @@ func (a *Agent) promptCombined(ctx context.Context, pr prompt.Prompter, deadline
 			return res, nil // an armed factor won and dismissed the prompt
 		}
 		if err != nil {
+			select {
+			case msg := <-noticed:
+				if pctx.Err() == nil {
+					lastErr = msg // shown as the prompt's error line
+					continue
+				}
+			default:
+			}
 			return nil, a.promptEnded(ctx, err, shown.method, typed.scopes)
 		}
 		resp, _ := json.Marshal(map[string]string{ask.Field: answer})
@@ -276,10 +310,12 @@ func (a *Agent) awaitArmed(ctx, pctx context.Context, pr prompt.Prompter, deadli
 // timeout re-arm it while the prompt is up; a lockout, a refusal or the
 // reader going away leave the other factors to the user.
 func (a *Agent) runArmed(ctx context.Context, rt route, p *api.PromptParams, unlock bool, impl method.Armed, c *challenge,
-	finishOnce func(*challenge, json.RawMessage) (*api.TokenResult, error), dismiss context.CancelFunc) {
+	finishOnce func(*challenge, json.RawMessage) (*api.TokenResult, error), dismiss context.CancelFunc, notify func(string)) {
 	m := impl.Name()
 	for {
+		stopWatch := watchProgress(ctx, impl, c.state, notify)
 		resp, err := impl.Wait(ctx, c.state)
+		stopWatch()
 		if ctx.Err() != nil {
 			return // another factor won, or the prompt ended: Wait stopped the verification
 		}
@@ -309,6 +345,32 @@ func (a *Agent) runArmed(ctx context.Context, rt route, p *api.PromptParams, unl
 			return
 		}
 	}
+}
+
+// watchProgress passes what an armed verification reports while it runs
+// (method.Progress) to notify, until the returned stop is called.
+func watchProgress(ctx context.Context, impl method.Method, state any, notify func(string)) (stop func()) {
+	pg, ok := impl.(method.Progress)
+	if !ok {
+		return func() {}
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, changed := pg.Progress(state)
+		for {
+			select {
+			case <-changed:
+				var msg string
+				msg, changed = pg.Progress(state)
+				notify(msg)
+			case <-wctx.Done():
+				return
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
 }
 
 func lowerFirst(s string) string {

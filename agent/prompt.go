@@ -224,6 +224,20 @@ func (a *Agent) waitElsewhere(ctx context.Context, pr prompt.Prompter, impl meth
 	}
 	wctx, cancel := context.WithCancel(method.WithPromptEnv(ctx, req.Env))
 	defer cancel()
+	// What the method reports meanwhile ("touch the reader again") is
+	// shown by showing the prompt again with it as the error line.
+	notices := make(chan string, 1)
+	stopWatch := watchProgress(wctx, impl, c.state, func(msg string) {
+		select {
+		case <-notices:
+		default:
+		}
+		select {
+		case notices <- msg:
+		default:
+		}
+	})
+	defer stopWatch()
 	var wg sync.WaitGroup
 	promptErr := make(chan error, 1)
 	wg.Add(1)
@@ -231,11 +245,33 @@ func (a *Agent) waitElsewhere(ctx context.Context, pr prompt.Prompter, impl meth
 		defer wg.Done()
 		req.OK = "Cancel"
 		req.Cancel = "Cancel"
-		err := pr.Confirm(wctx, req)
-		if err == nil {
-			err = prompt.ErrCancelled
+		for {
+			cctx, closePrompt := context.WithCancel(wctx)
+			noticed := make(chan string, 1)
+			go func() {
+				select {
+				case msg := <-notices:
+					noticed <- msg
+					closePrompt()
+				case <-cctx.Done():
+				}
+			}()
+			err := pr.Confirm(cctx, req)
+			closePrompt()
+			select {
+			case msg := <-noticed:
+				if wctx.Err() == nil {
+					req.Error = msg
+					continue
+				}
+			default:
+			}
+			if err == nil {
+				err = prompt.ErrCancelled
+			}
+			promptErr <- err
+			return
 		}
-		promptErr <- err
 	}()
 	type result struct {
 		resp json.RawMessage

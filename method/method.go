@@ -121,6 +121,14 @@ type Armed interface {
 	Armed() bool
 }
 
+// Progress is implemented by armed methods whose verification reports,
+// while it runs, something the user should read (fprintd's "the scan did
+// not work, touch the reader again"). It returns the latest message and a
+// channel closed when a newer one is there.
+type Progress interface {
+	Progress(state any) (string, <-chan struct{})
+}
+
 // SingleShot is implemented by methods whose challenge is used up by its
 // first answer, right or wrong (the wallet's sign-in message and its
 // nonce): after a wrong answer the agent starts a new challenge before it

@@ -335,6 +335,11 @@ func TestFingerprintE2EOrderWithoutCombining(t *testing.T) {
 	if strings.Contains(c.screen(), "Code:") {
 		t.Fatalf("the prompt asks for a code with combine: false:\n%s", c.screen())
 	}
+	// The reader alone shows what fprintd reports too.
+	if err := fp.Status("verify-retry-scan", false); err != nil {
+		t.Fatal(err)
+	}
+	c.waitFor(t, "The scan did not work. Touch the reader again.")
 	if err := fp.Status("verify-match", true); err != nil {
 		t.Fatal(err)
 	}
@@ -413,4 +418,38 @@ func TestFingerprintE2ECustomUI(t *testing.T) {
 		t.Fatalf("minted by %s with amr %v", m, amr)
 	}
 	waitCalls(t, fp, "Release", 1)
+}
+
+// What fprintd reports while the reader is armed (a scan that did not
+// work, a finger that did not match) is shown in the combined prompt,
+// which asks again with it as its error line; the reader stays armed and
+// a touch still mints.
+func TestFingerprintE2EProgressShown(t *testing.T) {
+	a, fp := startFingerprintAgent(t)
+	before := count(fp.Calls(), "VerifyStart")
+	c := a.startOnTTY(ttyEnv, "prompt", "--json", "wallet:export")
+	c.waitFor(t, combinedText)
+	waitCalls(t, fp, "VerifyStart", before+1)
+	if err := fp.Status("verify-retry-scan", false); err != nil {
+		t.Fatal(err)
+	}
+	c.waitFor(t, "The scan did not work. Touch the reader again.")
+	if err := fp.Status("verify-no-match", true); err != nil {
+		t.Fatal(err)
+	}
+	c.waitFor(t, "The fingerprint did not match. Try again.")
+	waitCalls(t, fp, "VerifyStart", before+2) // re-armed
+	if len(a.pinentries()) == 0 {
+		t.Fatalf("no code prompt after the progress messages:\n%s", c.screen())
+	}
+	if err := fp.Status("verify-match", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.wait(t); err != nil {
+		t.Fatalf("stepupctl: %v\n%s", err, c.screen())
+	}
+	if m, amr := tokenAMR(t, c.screen()); m != "fingerprint" || !slices.Equal(amr, []string{"fpt"}) {
+		t.Fatalf("minted by %s with amr %v", m, amr)
+	}
+	a.waitNoPinentry()
 }

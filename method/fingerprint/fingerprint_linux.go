@@ -199,8 +199,9 @@ type session struct {
 	v      *fprintd.Verification
 	cancel context.CancelFunc
 
-	mu     sync.Mutex
-	status string // the latest progress message
+	mu      sync.Mutex
+	status  string        // the latest progress message
+	changed chan struct{} // closed when status changes, then replaced
 }
 
 // Start claims the reader and starts verifying. The verification outlives
@@ -233,11 +234,15 @@ func (m *Method) Start(ctx context.Context, r method.StartRequest) (any, any, er
 		c.Close()
 		return nil, nil, userError(err)
 	}
-	s := &session{c: c, v: v, cancel: cancel, status: "Touch the fingerprint reader."}
+	s := &session{c: c, v: v, cancel: cancel, status: "Touch the fingerprint reader.", changed: make(chan struct{})}
 	go func() {
 		for e := range v.Events() {
 			s.mu.Lock()
 			s.status = e.Message
+			if e.Result != "verify-match" && e.Result != "finger-selected" {
+				close(s.changed)
+				s.changed = make(chan struct{})
+			}
 			s.mu.Unlock()
 		}
 		<-v.Done()
@@ -257,6 +262,19 @@ func (m *Method) Status(state any) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.status
+}
+
+// Progress is the latest progress message and a channel closed when a
+// newer one a person should read arrives (retry-scan, no-match and the
+// like; not the match itself), for the prompt that offers the reader.
+func (m *Method) Progress(state any) (string, <-chan struct{}) {
+	s, ok := state.(*session)
+	if !ok {
+		return "", nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.status, s.changed
 }
 
 // Events reports a verification's progress; closed when it ends.
