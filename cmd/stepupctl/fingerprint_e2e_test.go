@@ -51,6 +51,23 @@ func startFingerprintAgent(t *testing.T) (*peAgent, *fakefprintd.Fprintd) {
 
 // tokenAMR reads stepupctl prompt --json's output: the method and the
 // token's amr claim.
+// touchMints has fprintd report a match and checks that the prompt
+// ended with a token minted by the fingerprint (amr fpt) and that no
+// pinentry is left.
+func touchMints(t *testing.T, a *peAgent, fp *fakefprintd.Fprintd, c *ptyClient) {
+	t.Helper()
+	if err := fp.Status("verify-match", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.wait(t); err != nil {
+		t.Fatalf("stepupctl: %v\n%s", err, c.screen())
+	}
+	if m, amr := tokenAMR(t, c.screen()); m != "fingerprint" || !slices.Equal(amr, []string{"fpt"}) {
+		t.Fatalf("minted by %s with amr %v, want fingerprint/[fpt]", m, amr)
+	}
+	a.waitNoPinentry()
+}
+
 func tokenAMR(t *testing.T, out string) (string, []string) {
 	t.Helper()
 	i := strings.Index(out, "{")
@@ -130,16 +147,7 @@ func TestFingerprintE2ECombinedWrongCodeThenTouch(t *testing.T) {
 	}
 	a.waitPinentry() // asked again
 
-	if err := fp.Status("verify-match", true); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.wait(t); err != nil {
-		t.Fatalf("stepupctl: %v\n%s", err, c.screen())
-	}
-	if m, amr := tokenAMR(t, c.screen()); m != "fingerprint" || !slices.Equal(amr, []string{"fpt"}) {
-		t.Fatalf("minted by %s with amr %v, want fingerprint/[fpt]", m, amr)
-	}
-	a.waitNoPinentry()
+	touchMints(t, a, fp, c)
 	waitCalls(t, fp, "Release", 1)
 	if fp.Claimed() {
 		t.Fatal("the reader is still claimed")
@@ -290,16 +298,7 @@ func TestFingerprintE2ENoMatchKeepsPrompt(t *testing.T) {
 		t.Fatalf("stepupctl ended after a no-match: %v\n%s", err, c.screen())
 	default:
 	}
-	if err := fp.Status("verify-match", true); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.wait(t); err != nil {
-		t.Fatalf("stepupctl: %v\n%s", err, c.screen())
-	}
-	if m, amr := tokenAMR(t, c.screen()); m != "fingerprint" || !slices.Equal(amr, []string{"fpt"}) {
-		t.Fatalf("minted by %s with amr %v", m, amr)
-	}
-	a.waitNoPinentry()
+	touchMints(t, a, fp, c)
 }
 
 // writePolicy writes the agent's policy file and waits for it to load.
@@ -340,16 +339,7 @@ func TestFingerprintE2EOrderWithoutCombining(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.waitFor(t, "The scan did not work. Touch the reader again.")
-	if err := fp.Status("verify-match", true); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.wait(t); err != nil {
-		t.Fatalf("stepupctl: %v\n%s", err, c.screen())
-	}
-	if m, amr := tokenAMR(t, c.screen()); m != "fingerprint" || !slices.Equal(amr, []string{"fpt"}) {
-		t.Fatalf("minted by %s with amr %v", m, amr)
-	}
-	a.waitNoPinentry()
+	touchMints(t, a, fp, c)
 
 	fp.RefuseClaim("PermissionDenied")
 	c = a.startOnTTY(ttyEnv, "prompt", "--json", "wallet:export")
@@ -380,16 +370,7 @@ func TestFingerprintE2ECodeLockedOutReaderStillAnswers(t *testing.T) {
 	if !fp.Claimed() {
 		t.Fatal("the lockout of the code disarmed the reader")
 	}
-	if err := fp.Status("verify-match", true); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.wait(t); err != nil {
-		t.Fatalf("stepupctl: %v\n%s", err, c.screen())
-	}
-	if m, amr := tokenAMR(t, c.screen()); m != "fingerprint" || !slices.Equal(amr, []string{"fpt"}) {
-		t.Fatalf("minted by %s with amr %v", m, amr)
-	}
-	a.waitNoPinentry()
+	touchMints(t, a, fp, c)
 }
 
 // The custom-UI path (startVerification/completeVerification, as
@@ -442,14 +423,5 @@ func TestFingerprintE2EProgressShown(t *testing.T) {
 	if len(a.pinentries()) == 0 {
 		t.Fatalf("no code prompt after the progress messages:\n%s", c.screen())
 	}
-	if err := fp.Status("verify-match", true); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.wait(t); err != nil {
-		t.Fatalf("stepupctl: %v\n%s", err, c.screen())
-	}
-	if m, amr := tokenAMR(t, c.screen()); m != "fingerprint" || !slices.Equal(amr, []string{"fpt"}) {
-		t.Fatalf("minted by %s with amr %v", m, amr)
-	}
-	a.waitNoPinentry()
+	touchMints(t, a, fp, c)
 }
