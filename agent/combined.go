@@ -166,18 +166,8 @@ func (a *Agent) promptCombined(ctx context.Context, pr prompt.Prompter, deadline
 
 	// What an armed factor reports while it runs ("touch the reader
 	// again") is shown by asking again with it as the prompt's error
-	// line; the latest one wins.
-	notices := make(chan string, 1)
-	notify := func(msg string) {
-		select {
-		case <-notices:
-		default:
-		}
-		select {
-		case notices <- msg:
-		default:
-		}
-	}
+	// line.
+	notes := newNotices()
 
 	var armedNames, phrases []string
 	for _, m := range f.armed {
@@ -192,7 +182,7 @@ func (a *Agent) promptCombined(ctx context.Context, pr prompt.Prompter, deadline
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			a.runArmed(actx, rt, p, unlock, impl, c, finishOnce, dismiss, notify)
+			a.runArmed(actx, rt, p, unlock, impl, c, finishOnce, dismiss, notes.post)
 		}()
 	}
 
@@ -213,18 +203,11 @@ func (a *Agent) promptCombined(ctx context.Context, pr prompt.Prompter, deadline
 	lastErr := ""
 	for {
 		req := promptRequest(p, desc, ask.Label, lastErr, deadline)
-		gctx, closePrompt := context.WithCancel(pctx)
-		noticed := make(chan string, 1)
-		go func() {
-			select {
-			case msg := <-notices:
-				noticed <- msg
-				closePrompt()
-			case <-gctx.Done():
-			}
-		}()
-		answer, err := pr.GetPIN(gctx, req)
-		closePrompt()
+		var answer string
+		note, err := notes.during(pctx, func(ctx context.Context) (err error) {
+			answer, err = pr.GetPIN(ctx, req)
+			return err
+		})
 		mu.Lock()
 		w, res := won, result
 		mu.Unlock()
@@ -232,13 +215,9 @@ func (a *Agent) promptCombined(ctx context.Context, pr prompt.Prompter, deadline
 			return res, nil // an armed factor won and dismissed the prompt
 		}
 		if err != nil {
-			select {
-			case msg := <-noticed:
-				if pctx.Err() == nil {
-					lastErr = msg // shown as the prompt's error line
-					continue
-				}
-			default:
+			if note != "" && pctx.Err() == nil {
+				lastErr = note // shown as the prompt's error line
+				continue
 			}
 			return nil, a.promptEnded(ctx, err, shown.method, typed.scopes)
 		}
@@ -344,6 +323,51 @@ func (a *Agent) runArmed(ctx context.Context, rt route, p *api.PromptParams, unl
 			}
 			return
 		}
+	}
+}
+
+// notices holds the latest message a running method reported
+// (method.Progress) until a prompt shows it: a newer one replaces an
+// older one not shown yet.
+type notices chan string
+
+func newNotices() notices { return make(chan string, 1) }
+
+// post keeps msg as the latest message.
+func (n notices) post(msg string) {
+	select {
+	case <-n:
+	default:
+	}
+	select {
+	case n <- msg:
+	default:
+	}
+}
+
+// during runs show (a prompt) with a context that is cancelled when a
+// message comes, closing the prompt so that it can be shown again with
+// the message. It returns that message ("" if none closed it) and
+// show's error.
+func (n notices) during(ctx context.Context, show func(context.Context) error) (string, error) {
+	sctx, closePrompt := context.WithCancel(ctx)
+	defer closePrompt()
+	noticed := make(chan string, 1)
+	go func() {
+		select {
+		case msg := <-n:
+			noticed <- msg
+			closePrompt()
+		case <-sctx.Done():
+		}
+	}()
+	err := show(sctx)
+	closePrompt()
+	select {
+	case msg := <-noticed:
+		return msg, err
+	default:
+		return "", err
 	}
 }
 

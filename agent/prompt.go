@@ -226,17 +226,8 @@ func (a *Agent) waitElsewhere(ctx context.Context, pr prompt.Prompter, impl meth
 	defer cancel()
 	// What the method reports meanwhile ("touch the reader again") is
 	// shown by showing the prompt again with it as the error line.
-	notices := make(chan string, 1)
-	stopWatch := watchProgress(wctx, impl, c.state, func(msg string) {
-		select {
-		case <-notices:
-		default:
-		}
-		select {
-		case notices <- msg:
-		default:
-		}
-	})
+	notes := newNotices()
+	stopWatch := watchProgress(wctx, impl, c.state, notes.post)
 	defer stopWatch()
 	var wg sync.WaitGroup
 	promptErr := make(chan error, 1)
@@ -246,25 +237,10 @@ func (a *Agent) waitElsewhere(ctx context.Context, pr prompt.Prompter, impl meth
 		req.OK = "Cancel"
 		req.Cancel = "Cancel"
 		for {
-			cctx, closePrompt := context.WithCancel(wctx)
-			noticed := make(chan string, 1)
-			go func() {
-				select {
-				case msg := <-notices:
-					noticed <- msg
-					closePrompt()
-				case <-cctx.Done():
-				}
-			}()
-			err := pr.Confirm(cctx, req)
-			closePrompt()
-			select {
-			case msg := <-noticed:
-				if wctx.Err() == nil {
-					req.Error = msg
-					continue
-				}
-			default:
+			note, err := notes.during(wctx, func(ctx context.Context) error { return pr.Confirm(ctx, req) })
+			if note != "" && wctx.Err() == nil {
+				req.Error = note
+				continue
 			}
 			if err == nil {
 				err = prompt.ErrCancelled
