@@ -255,13 +255,8 @@ func (m *Method) Start(ctx context.Context, r method.StartRequest) (any, any, er
 // Status is the latest progress message of a verification (fprintd's
 // retry-scan and the like), for a prompt that shows it.
 func (m *Method) Status(state any) string {
-	s, ok := state.(*session)
-	if !ok {
-		return ""
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.status
+	msg, _ := m.Progress(state)
+	return msg
 }
 
 // Progress is the latest progress message and a channel closed when a
