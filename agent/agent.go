@@ -22,6 +22,7 @@ import (
 
 	"github.com/stepup-agent/stepup-agent/api"
 	"github.com/stepup-agent/stepup-agent/audit"
+	"github.com/stepup-agent/stepup-agent/audit/auditlog"
 	"github.com/stepup-agent/stepup-agent/keychain"
 	"github.com/stepup-agent/stepup-agent/method"
 	"github.com/stepup-agent/stepup-agent/peer"
@@ -57,7 +58,7 @@ type Config struct {
 	Methods []method.Method
 	// External verifies backend assertions; nil disables them.
 	External ExternalVerifier
-	Audit    *audit.Log
+	Audit    *auditlog.Log
 	Log      *zap.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time

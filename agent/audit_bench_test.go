@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/stepup-agent/stepup-agent/api"
-	"github.com/stepup-agent/stepup-agent/audit"
+	"github.com/stepup-agent/stepup-agent/audit/auditlog"
 	"github.com/stepup-agent/stepup-agent/keychain"
 	"github.com/stepup-agent/stepup-agent/policy"
 )
@@ -24,7 +24,7 @@ func BenchmarkAuditedStepUp(b *testing.B) {
 			store := keychain.NewMemory()
 			cfg := Config{Store: store}
 			if withLog {
-				l, err := audit.OpenLog(callerCtx(), audit.Options{Path: filepath.Join(b.TempDir(), "audit.jsonl"), Store: store})
+				l, err := auditlog.OpenLog(callerCtx(), auditlog.Options{Path: filepath.Join(b.TempDir(), "audit.jsonl"), Store: store})
 				if err != nil {
 					b.Fatal(err)
 				}

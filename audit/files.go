@@ -19,15 +19,15 @@ import (
 // maxLine bounds one record's line when reading.
 const maxLine = 1 << 20
 
-// lineHash is the hex SHA-256 of a line without its newline.
-func lineHash(line []byte) string {
+// LineHash is the hex SHA-256 of a line without its newline.
+func LineHash(line []byte) string {
 	h := sha256.Sum256(line)
 	return hex.EncodeToString(h[:])
 }
 
-// rotatedName is the name a rotated file gets: audit.jsonl whose first
+// RotatedName is the name a rotated file gets: audit.jsonl whose first
 // record is seq 101 becomes audit-000000000101.jsonl.
-func rotatedName(path string, first int64) string {
+func RotatedName(path string, first int64) string {
 	dir, base := filepath.Split(path)
 	ext := filepath.Ext(base)
 	stem := strings.TrimSuffix(base, ext)
@@ -93,8 +93,8 @@ func SetFiles(path string) ([]string, error) {
 	return out, nil
 }
 
-// open opens a log file, decompressing a .gz one.
-func open(name string) (io.ReadCloser, error) {
+// OpenFile opens a log file, decompressing a .gz one.
+func OpenFile(name string) (io.ReadCloser, error) {
 	f, err := os.Open(name)
 	if err != nil {
 		return nil, err
@@ -113,17 +113,17 @@ func open(name string) (io.ReadCloser, error) {
 	}{z, f}, nil
 }
 
-// line is one line of a log file.
-type line struct {
-	raw  []byte // without the newline
-	torn bool   // no newline at the end of the file
-	n    int    // line number, from 1
-	rec  *chainFields
-	err  error // not a record
+// Line is one line of a log file.
+type Line struct {
+	Raw  []byte // without the newline
+	Torn bool   // no newline at the end of the file
+	N    int    // line number, from 1
+	Rec  *ChainFields
+	Err  error // not a record
 }
 
-// chainFields are what the chain needs of a record.
-type chainFields struct {
+// ChainFields are what the chain needs of a record.
+type ChainFields struct {
 	Seq   int64  `json:"seq"`
 	Prev  string `json:"prev"`
 	Event string `json:"event"`
@@ -131,8 +131,8 @@ type chainFields struct {
 	Head  string `json:"head"`
 }
 
-// eachLine calls fn for every line of r; fn returning false stops.
-func eachLine(r io.Reader, fn func(l line) bool) error {
+// EachLine calls fn for every line of r; fn returning false stops.
+func EachLine(r io.Reader, fn func(l Line) bool) error {
 	br := bufio.NewReaderSize(r, 64<<10)
 	n := 0
 	for {
@@ -155,15 +155,15 @@ func eachLine(r io.Reader, fn func(l line) bool) error {
 			return err
 		}
 		n++
-		l := line{n: n, torn: err == io.EOF}
-		l.raw = append([]byte(nil), strings.TrimSuffix(string(b), "\n")...)
-		var c chainFields
-		if e := json.Unmarshal(l.raw, &c); e != nil {
-			l.err = errors.New("not a JSON record")
+		l := Line{N: n, Torn: err == io.EOF}
+		l.Raw = append([]byte(nil), strings.TrimSuffix(string(b), "\n")...)
+		var c ChainFields
+		if e := json.Unmarshal(l.Raw, &c); e != nil {
+			l.Err = errors.New("not a JSON record")
 		} else if c.Seq <= 0 || len(c.Prev) != 64 {
-			l.err = errors.New("record has no seq and prev")
+			l.Err = errors.New("record has no seq and prev")
 		} else {
-			l.rec = &c
+			l.Rec = &c
 		}
 		if !fn(l) || err == io.EOF {
 			return nil
@@ -171,36 +171,36 @@ func eachLine(r io.Reader, fn func(l line) bool) error {
 	}
 }
 
-// readLines reads every line of a file.
-func readLines(name string) ([]line, error) {
-	rc, err := open(name)
+// ReadLines reads every line of a file.
+func ReadLines(name string) ([]Line, error) {
+	rc, err := OpenFile(name)
 	if err != nil {
 		return nil, err
 	}
 	defer rc.Close()
-	var out []line
-	err = eachLine(rc, func(l line) bool { out = append(out, l); return true })
+	var out []Line
+	err = EachLine(rc, func(l Line) bool { out = append(out, l); return true })
 	return out, err
 }
 
 // ReadRecords calls fn with every line of a log file (a .gz one too) and
 // the record it holds (nil when the line is not a record).
 func ReadRecords(name string, fn func(raw []byte, r *Record) error) error {
-	rc, err := open(name)
+	rc, err := OpenFile(name)
 	if err != nil {
 		return err
 	}
 	defer rc.Close()
 	var ferr error
-	err = eachLine(rc, func(l line) bool {
+	err = EachLine(rc, func(l Line) bool {
 		var r *Record
-		if !l.torn {
+		if !l.Torn {
 			var rec Record
-			if json.Unmarshal(l.raw, &rec) == nil {
+			if json.Unmarshal(l.Raw, &rec) == nil {
 				r = &rec
 			}
 		}
-		ferr = fn(l.raw, r)
+		ferr = fn(l.Raw, r)
 		return ferr == nil
 	})
 	if ferr != nil {
@@ -211,3 +211,22 @@ func ReadRecords(name string, fn func(raw []byte, r *Record) error) error {
 
 // FirstSeq is the seq of a file's first record.
 func FirstSeq(name string) (int64, error) { return firstSeq(name) }
+
+func firstSeq(path string) (int64, error) {
+	rc, err := OpenFile(path)
+	if err != nil {
+		return 0, err
+	}
+	defer rc.Close()
+	var seq int64
+	err = EachLine(rc, func(l Line) bool {
+		if l.Rec != nil {
+			seq = l.Rec.Seq
+		}
+		return false
+	})
+	if seq == 0 && err == nil {
+		err = errors.New("the audit file's first record has no seq")
+	}
+	return seq, err
+}

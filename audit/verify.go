@@ -59,67 +59,67 @@ func Verify(files []string, o VerifyOptions) (*Report, error) {
 		rep.Problem = &Problem{Seq: seq, File: file, Line: n, Reason: fmt.Sprintf(format, args...)}
 	}
 	for _, name := range files {
-		rc, err := open(name)
+		rc, err := OpenFile(name)
 		if err != nil {
 			return nil, err
 		}
-		err = eachLine(rc, func(l line) bool {
+		err = EachLine(rc, func(l Line) bool {
 			want := expect
 			if want == 0 {
 				want = 1
-				if l.rec != nil {
-					want = l.rec.Seq
+				if l.Rec != nil {
+					want = l.Rec.Seq
 				}
 			}
 			switch {
-			case l.torn:
-				fail(want, name, l.n, "the record is cut short (no newline): the file was truncated or a write was torn")
+			case l.Torn:
+				fail(want, name, l.N, "the record is cut short (no newline): the file was truncated or a write was torn")
 				return false
-			case l.err != nil:
-				fail(want, name, l.n, "%v: the line was changed", l.err)
+			case l.Err != nil:
+				fail(want, name, l.N, "%v: the line was changed", l.Err)
 				return false
 			}
-			r := l.rec
+			r := l.Rec
 			switch {
 			case r.Seq > want:
-				fail(want, name, l.n, "found seq %d where seq %d belongs: records %d..%d are missing or out of order", r.Seq, want, want, r.Seq-1)
+				fail(want, name, l.N, "found seq %d where seq %d belongs: records %d..%d are missing or out of order", r.Seq, want, want, r.Seq-1)
 				return false
 			case r.Seq < want:
-				fail(want, name, l.n, "found seq %d where seq %d belongs: a record is repeated or out of order", r.Seq, want)
+				fail(want, name, l.N, "found seq %d where seq %d belongs: a record is repeated or out of order", r.Seq, want)
 				return false
 			}
 			if expect == 0 {
 				rep.First = r.Seq
 				if r.Seq == 1 && r.Prev != Zero {
-					fail(1, name, l.n, "the first record's prev is not 64 zeros")
+					fail(1, name, l.N, "the first record's prev is not 64 zeros")
 					return false
 				}
 			} else if r.Prev != prevHash {
-				fail(r.Seq-1, name, l.n-1, "record %d does not hash to the prev of record %d: one of them was changed", r.Seq-1, r.Seq)
-				if l.n == 1 {
+				fail(r.Seq-1, name, l.N-1, "record %d does not hash to the prev of record %d: one of them was changed", r.Seq-1, r.Seq)
+				if l.N == 1 {
 					rep.Problem.Line = 0
 					rep.Problem.Reason += " (the previous file ends with another record)"
 				}
 				return false
 			}
-			h := lineHash(l.raw)
+			h := LineHash(l.Raw)
 			switch r.Event {
 			case EventChainBreak:
-				fail(r.Seq, name, l.n, "the agent recorded a chain break here: the log it found at start did not reach or chain from its head %s", r.Head)
+				fail(r.Seq, name, l.N, "the agent recorded a chain break here: the log it found at start did not reach or chain from its head %s", r.Head)
 				return false
 			case EventCheckpoint:
 				rep.Checkpoints++
 				if o.JWKS == nil {
 					rep.Unchecked++
 				} else if err := checkJWS(r, o.JWKS); err != nil {
-					fail(r.Seq, name, l.n, "checkpoint: %v", err)
+					fail(r.Seq, name, l.N, "checkpoint: %v", err)
 					return false
 				}
 			}
 			if o.Head != nil && r.Seq == o.Head.Seq {
 				headSeen = true
 				if h != o.Head.Hash {
-					fail(r.Seq, name, l.n, "record %d is not the one the head names (hash %s): the log was rewritten", r.Seq, o.Head.Hash)
+					fail(r.Seq, name, l.N, "record %d is not the one the head names (hash %s): the log was rewritten", r.Seq, o.Head.Hash)
 					return false
 				}
 			}
@@ -149,7 +149,7 @@ func Verify(files []string, o VerifyOptions) (*Report, error) {
 
 // checkJWS verifies a checkpoint's signature and that it covers this
 // record's seq and prev.
-func checkJWS(r *chainFields, keys *jose.JSONWebKeySet) error {
+func checkJWS(r *ChainFields, keys *jose.JSONWebKeySet) error {
 	if r.JWS == "" {
 		return fmt.Errorf("no jws")
 	}

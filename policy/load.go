@@ -19,7 +19,7 @@ import (
 // other than this user or root, or writable by everyone): such a file
 // could weaken step-up behind the user's back.
 func Load(path string) (p *Policy, exists bool, err error) {
-	data, exists, err := readPolicy(path)
+	data, exists, err := ReadFile(path)
 	if err != nil {
 		return nil, exists, fmt.Errorf("%s: %w", path, err)
 	}
@@ -42,15 +42,15 @@ var ErrEmptyReload = errors.New("the policy file is empty (a write still under w
 // Reload is Load for a file that changed while the agent runs: the same,
 // except that an empty file is an error (ErrEmptyReload).
 func Reload(path string) (p *Policy, exists bool, err error) {
-	data, exists, err := readPolicy(path)
+	data, exists, err := ReadFile(path)
 	if err == nil && exists && len(bytes.TrimSpace(data)) == 0 {
 		return nil, true, fmt.Errorf("%s: %w", path, ErrEmptyReload)
 	}
 	return Load(path)
 }
 
-// readPolicy reads the file at path with the checks Load documents.
-func readPolicy(path string) (data []byte, exists bool, err error) {
+// ReadFile reads the file at path with the checks Load documents.
+func ReadFile(path string) (data []byte, exists bool, err error) {
 	// O_NONBLOCK: opening a FIFO planted at path must not hang the agent.
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if errors.Is(err, os.ErrNotExist) {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/stepup-agent/stepup-agent/agent"
 	"github.com/stepup-agent/stepup-agent/audit"
+	"github.com/stepup-agent/stepup-agent/audit/auditlog"
 	"github.com/stepup-agent/stepup-agent/ipc"
 	"github.com/stepup-agent/stepup-agent/keychain"
 	"github.com/stepup-agent/stepup-agent/method"
@@ -27,6 +28,7 @@ import (
 	"github.com/stepup-agent/stepup-agent/method/totp"
 	"github.com/stepup-agent/stepup-agent/method/wallet"
 	"github.com/stepup-agent/stepup-agent/policy"
+	"github.com/stepup-agent/stepup-agent/policy/reload"
 	"github.com/stepup-agent/stepup-agent/prompt"
 	"github.com/stepup-agent/stepup-agent/service"
 	"github.com/stepup-agent/stepup-agent/sockpath"
@@ -204,22 +206,22 @@ func startLogger(o *options, stderr io.Writer) (*zap.Logger, func()) {
 // exists but does not validate (or that others could have written) stops
 // the agent before it binds anything. Only a missing file gives the
 // built-in defaults. A reload later keeps the last good policy instead
-// (policy.Holder.Apply).
-func startPolicy(path string, log *zap.Logger) (*policy.Holder, error) {
+// (reload.Holder.Apply).
+func startPolicy(path string, log *zap.Logger) (*reload.Holder, error) {
 	p, exists, err := policy.Load(path)
 	if err != nil {
 		return nil, &startPolicyError{path: path, err: err}
 	}
-	pol := policy.NewHolder(path, log, nil)
+	pol := reload.NewHolder(path, log, nil)
 	pol.Apply(p, exists, nil)
 	return pol, nil
 }
 
 // reloadPolicy applies the policy file again when it changes and on
 // SIGHUP, until ctx ends.
-func reloadPolicy(ctx context.Context, path string, pol *policy.Holder, log *zap.Logger) {
+func reloadPolicy(ctx context.Context, path string, pol *reload.Holder, log *zap.Logger) {
 	go func() {
-		if err := policy.Watch(ctx, path, log, pol.Apply); err != nil && !errors.Is(err, context.Canceled) {
+		if err := reload.Watch(ctx, path, log, pol.Apply); err != nil && !errors.Is(err, context.Canceled) {
 			log.Warn("not watching the policy file for changes; send SIGHUP to reload", zap.Error(err))
 		}
 	}()
@@ -239,7 +241,7 @@ func reloadPolicy(ctx context.Context, path string, pol *policy.Holder, log *zap
 
 // startAgent opens the keychain and the audit log and makes the agent;
 // closeState closes what it opened.
-func startAgent(ctx context.Context, o *options, pol *policy.Holder, log *zap.Logger) (a *agent.Agent, closeState func(), err error) {
+func startAgent(ctx context.Context, o *options, pol *reload.Holder, log *zap.Logger) (a *agent.Agent, closeState func(), err error) {
 	var closers []func() error
 	closeAll := func() {
 		for i := len(closers) - 1; i >= 0; i-- {
@@ -265,9 +267,9 @@ func startAgent(ctx context.Context, o *options, pol *policy.Holder, log *zap.Lo
 	if auditPath == "" {
 		auditPath = audit.DefaultPath()
 	}
-	auditLog, err := audit.OpenLog(ctx, audit.Options{Path: auditPath, Store: store, Log: log, Rotation: func() audit.Rotation {
+	auditLog, err := auditlog.OpenLog(ctx, auditlog.Options{Path: auditPath, Store: store, Log: log, Rotation: func() auditlog.Rotation {
 		a := pol.Get().Audit
-		return audit.Rotation{MaxSize: a.MaxSize, Keep: a.Keep, Compress: a.Compress == nil || *a.Compress}
+		return auditlog.Rotation{MaxSize: a.MaxSize, Keep: a.Keep, Compress: a.Compress == nil || *a.Compress}
 	}})
 	if err != nil {
 		return nil, nil, fmt.Errorf("audit log: %w", err)

@@ -1,4 +1,4 @@
-package audit
+package auditlog
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stepup-agent/stepup-agent/audit"
 	"github.com/stepup-agent/stepup-agent/keychain"
 )
 
@@ -18,7 +19,7 @@ import (
 // head goroutine, off the write path). cpu-µs/op is the process's
 // user+system time per record.
 //
-//	go test -run '^$' -bench Write ./audit/
+//	go test -run '^$' -bench Write ./audit/auditlog/
 func BenchmarkWrite(b *testing.B) {
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
 	for _, c := range []struct {
@@ -43,7 +44,7 @@ func BenchmarkWrite(b *testing.B) {
 				b.Fatal(err)
 			}
 			l.SetKey(priv, "k")
-			r := Record{Event: EventStepUp, PID: 4242, UID: 1000, Exe: "/usr/bin/stepupctl", Method: "totp",
+			r := audit.Record{Event: audit.EventStepUp, PID: 4242, UID: 1000, Exe: "/usr/bin/stepupctl", Method: "totp",
 				Scopes: []string{"wallet:export"}, JTI: "Jd8bGk3YHfQ0a1b2c3d4e5", Result: "ok"}
 			cpu0 := cpuTime()
 			b.ReportAllocs()

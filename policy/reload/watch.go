@@ -1,4 +1,4 @@
-package policy
+package reload
 
 import (
 	"bytes"
@@ -11,6 +11,8 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 	"go.uber.org/zap"
+
+	"github.com/stepup-agent/stepup-agent/policy"
 )
 
 // Timings of Watch.
@@ -49,7 +51,7 @@ const (
 // onChange for the state it finds at start: call Load before Watch.
 // onChange runs on Watch's goroutine; Watch never calls it after it
 // returns.
-func Watch(ctx context.Context, path string, log *zap.Logger, onChange func(p *Policy, exists bool, err error)) error {
+func Watch(ctx context.Context, path string, log *zap.Logger, onChange func(p *policy.Policy, exists bool, err error)) error {
 	if log == nil {
 		log = zap.NewNop()
 	}
@@ -224,7 +226,7 @@ type state struct {
 	exists bool
 	sum    [sha256.Size]byte
 	err    error
-	policy *Policy
+	policy *policy.Policy
 }
 
 func (s state) equal(o state) bool {
@@ -235,22 +237,22 @@ func (s state) equal(o state) bool {
 }
 
 func (w *watcher) snapshot() state {
-	data, exists, err := readPolicy(w.path)
+	data, exists, err := policy.ReadFile(w.path)
 	s := state{exists: exists}
 	if err != nil {
 		s.err = fmt.Errorf("%s: %w", w.name, err)
 		return s
 	}
 	if !exists {
-		s.policy = Default()
+		s.policy = policy.Default()
 		return s
 	}
 	s.sum = sha256.Sum256(data)
 	if len(bytes.TrimSpace(data)) == 0 {
-		s.err = fmt.Errorf("%s: %w", w.name, ErrEmptyReload)
+		s.err = fmt.Errorf("%s: %w", w.name, policy.ErrEmptyReload)
 		return s
 	}
-	s.policy, err = Parse(data)
+	s.policy, err = policy.Parse(data)
 	if err != nil {
 		s.err = fmt.Errorf("%s: %w", w.name, err)
 		s.policy = nil

@@ -1,4 +1,4 @@
-package audit
+package auditlog
 
 import (
 	"bytes"
@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/go-jose/go-jose/v4"
+	"github.com/stepup-agent/stepup-agent/audit"
 	"github.com/stepup-agent/stepup-agent/keychain"
 )
 
@@ -51,7 +52,7 @@ func (f *fixture) write(t *testing.T, n int, rot Rotation) {
 	t.Helper()
 	l := f.open(t, rot)
 	for i := 0; i < n; i++ {
-		if err := l.Write(Record{Event: EventStepUp, Method: "totp", Scopes: []string{"wallet:export"}, Result: "ok"}); err != nil {
+		if err := l.Write(audit.Record{Event: audit.EventStepUp, Method: "totp", Scopes: []string{"wallet:export"}, Result: "ok"}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -60,23 +61,23 @@ func (f *fixture) write(t *testing.T, n int, rot Rotation) {
 	}
 }
 
-func (f *fixture) verify(t *testing.T, o VerifyOptions) *Report {
+func (f *fixture) verify(t *testing.T, o audit.VerifyOptions) *audit.Report {
 	t.Helper()
-	files, err := SetFiles(f.path)
+	files, err := audit.SetFiles(f.path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if o.JWKS == nil {
 		o.JWKS = f.jwks
 	}
-	rep, err := Verify(files, o)
+	rep, err := audit.Verify(files, o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return rep
 }
 
-func (f *fixture) head(t *testing.T) *Head {
+func (f *fixture) head(t *testing.T) *audit.Head {
 	h, ok, err := (&Log{o: Options{Store: f.store}}).readHead(context.Background())
 	if err != nil || !ok {
 		t.Fatalf("no head: %v", err)
@@ -98,7 +99,7 @@ func rewrite(t *testing.T, path string, ls [][]byte) {
 	}
 }
 
-func wantBad(t *testing.T, rep *Report, seq int64) {
+func wantBad(t *testing.T, rep *audit.Report, seq int64) {
 	t.Helper()
 	if rep.Problem == nil {
 		t.Fatalf("verify found nothing wrong (%d records)", rep.Records)
@@ -112,7 +113,7 @@ func TestIntact(t *testing.T) {
 	f := newFixture(t)
 	f.write(t, 25, Rotation{})
 	f.write(t, 25, Rotation{}) // a restart continues the chain
-	rep := f.verify(t, VerifyOptions{Head: f.head(t)})
+	rep := f.verify(t, audit.VerifyOptions{Head: f.head(t)})
 	if rep.Problem != nil {
 		t.Fatal(rep.Problem)
 	}
@@ -121,7 +122,7 @@ func TestIntact(t *testing.T) {
 		t.Fatalf("records %d checkpoints %d unchecked %d", rep.Records, rep.Checkpoints, rep.Unchecked)
 	}
 	for i, l := range lines(t, f.path)[:3] {
-		if i == 0 && !bytes.Contains(l, []byte(`"prev":"`+Zero+`"`)) {
+		if i == 0 && !bytes.Contains(l, []byte(`"prev":"`+audit.Zero+`"`)) {
 			t.Fatalf("first record's prev is not zeros: %s", l)
 		}
 	}
@@ -182,11 +183,11 @@ func TestTamperCaughtByVerify(t *testing.T) {
 			f.write(t, 30, Rotation{})
 			c.tamper(t, f)
 			h := f.head(t)
-			o := VerifyOptions{}
+			o := audit.VerifyOptions{}
 			if c.head {
 				o.Head = h
 				// Without the head, the cut is invisible: say so.
-				if rep := f.verify(t, VerifyOptions{}); rep.Problem != nil && c.name == "truncated tail at a line end" {
+				if rep := f.verify(t, audit.VerifyOptions{}); rep.Problem != nil && c.name == "truncated tail at a line end" {
 					t.Fatalf("a clean cut should only show against the head: %v", rep.Problem)
 				}
 			}
@@ -204,7 +205,7 @@ func TestTamperCaughtByVerify(t *testing.T) {
 // rechain rewrites every prev to match the lines as they are now.
 func rechain(t *testing.T, path string) {
 	ls := lines(t, path)
-	prev := Zero
+	prev := audit.Zero
 	for i, l := range ls {
 		if len(l) == 0 {
 			continue
@@ -213,7 +214,7 @@ func rechain(t *testing.T, path string) {
 		k := strings.Index(s, `"prev":"`) + 8
 		s = s[:k] + prev + s[k+64:]
 		ls[i] = []byte(s)
-		prev = lineHash([]byte(strings.TrimSuffix(s, "\n")))
+		prev = audit.LineHash([]byte(strings.TrimSuffix(s, "\n")))
 	}
 	rewrite(t, path, ls)
 }
@@ -225,7 +226,7 @@ func TestRotation(t *testing.T) {
 			rot := Rotation{MaxSize: 2000, Compress: compress}
 			f.write(t, 60, rot)
 			f.write(t, 10, rot)
-			files, _ := SetFiles(f.path)
+			files, _ := audit.SetFiles(f.path)
 			if len(files) < 4 {
 				t.Fatalf("want several files, have %v", files)
 			}
@@ -234,7 +235,7 @@ func TestRotation(t *testing.T) {
 					t.Fatalf("rotated file %s, compress %v", n, compress)
 				}
 			}
-			rep := f.verify(t, VerifyOptions{Head: f.head(t)})
+			rep := f.verify(t, audit.VerifyOptions{Head: f.head(t)})
 			if rep.Problem != nil {
 				t.Fatal(rep.Problem)
 			}
@@ -242,9 +243,9 @@ func TestRotation(t *testing.T) {
 				t.Fatalf("the set starts at %d", rep.First)
 			}
 			// A missing middle file.
-			first, _ := firstSeq(files[2])
+			first, _ := audit.FirstSeq(files[2])
 			os.Remove(files[2])
-			wantBad(t, f.verify(t, VerifyOptions{}), first)
+			wantBad(t, f.verify(t, audit.VerifyOptions{}), first)
 			// The agent at start still continues (the head is in the
 			// current file), and verify keeps naming the gap.
 		})
@@ -258,7 +259,7 @@ func TestRotationFinishesAfterCrash(t *testing.T) {
 	f := newFixture(t)
 	rot := Rotation{MaxSize: 2000, Compress: true}
 	f.write(t, 60, rot)
-	files, _ := SetFiles(f.path)
+	files, _ := audit.SetFiles(f.path)
 	if len(files) < 4 {
 		t.Fatalf("want several files, have %v", files)
 	}
@@ -266,7 +267,7 @@ func TestRotationFinishesAfterCrash(t *testing.T) {
 	// a half-written .gz.tmp, one plain beside its complete .gz.
 	for i, gz := range files[:2] {
 		plain := strings.TrimSuffix(gz, ".gz")
-		rc, err := open(gz)
+		rc, err := audit.OpenFile(gz)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -279,7 +280,7 @@ func TestRotationFinishesAfterCrash(t *testing.T) {
 		}
 	}
 	f.write(t, 1, rot)
-	after, _ := SetFiles(f.path)
+	after, _ := audit.SetFiles(f.path)
 	for _, n := range after[:len(after)-1] {
 		if !strings.HasSuffix(n, ".gz") {
 			t.Errorf("rotated file %s is still uncompressed after a start", n)
@@ -291,7 +292,7 @@ func TestRotationFinishesAfterCrash(t *testing.T) {
 			t.Errorf("a start left %s behind", n)
 		}
 	}
-	if rep := f.verify(t, VerifyOptions{Head: f.head(t)}); rep.Problem != nil || rep.First != 1 {
+	if rep := f.verify(t, audit.VerifyOptions{Head: f.head(t)}); rep.Problem != nil || rep.First != 1 {
 		t.Fatalf("the chain after the crash: first %d, %v", rep.First, rep.Problem)
 	}
 }
@@ -299,11 +300,11 @@ func TestRotationFinishesAfterCrash(t *testing.T) {
 func TestRotationKeep(t *testing.T) {
 	f := newFixture(t)
 	f.write(t, 80, Rotation{MaxSize: 1500, Keep: 2})
-	files, _ := SetFiles(f.path)
+	files, _ := audit.SetFiles(f.path)
 	if len(files) != 3 {
 		t.Fatalf("keep 2: files %v", files)
 	}
-	rep := f.verify(t, VerifyOptions{Head: f.head(t)})
+	rep := f.verify(t, audit.VerifyOptions{Head: f.head(t)})
 	if rep.Problem != nil || rep.First == 1 {
 		t.Fatalf("first %d: %v", rep.First, rep.Problem)
 	}
@@ -347,7 +348,7 @@ func TestStartCatchesTamper(t *testing.T) {
 				t.Fatal("the agent did not report a break")
 			}
 			t.Log(l.Break())
-			l.Write(Record{Event: EventStart, Result: "ok"})
+			l.Write(audit.Record{Event: audit.EventStart, Result: "ok"})
 			l.Close()
 			// The old file is kept as it was.
 			asides, _ := filepath.Glob(filepath.Join(f.dir, "audit.break-*.jsonl"))
@@ -364,7 +365,7 @@ func TestStartCatchesTamper(t *testing.T) {
 			if !bytes.Contains(first, []byte(`"event":"chain_break"`)) {
 				t.Fatalf("new file starts with %s", first)
 			}
-			wantBad(t, f.verify(t, VerifyOptions{}), h.Seq+1)
+			wantBad(t, f.verify(t, audit.VerifyOptions{}), h.Seq+1)
 		})
 	}
 }
@@ -389,9 +390,9 @@ func TestStartAdoptsCrashLeftovers(t *testing.T) {
 	if got := l.Head(); got != h2 {
 		t.Fatalf("head %v, want %v", got, h2)
 	}
-	l.Write(Record{Event: EventStart, Result: "ok"})
+	l.Write(audit.Record{Event: audit.EventStart, Result: "ok"})
 	l.Close()
-	if rep := f.verify(t, VerifyOptions{Head: f.head(t)}); rep.Problem != nil {
+	if rep := f.verify(t, audit.VerifyOptions{Head: f.head(t)}); rep.Problem != nil {
 		t.Fatal(rep.Problem)
 	}
 }
@@ -399,14 +400,14 @@ func TestStartAdoptsCrashLeftovers(t *testing.T) {
 func TestCheckpointsWithoutKeys(t *testing.T) {
 	f := newFixture(t)
 	f.write(t, 12, Rotation{})
-	files, _ := SetFiles(f.path)
-	rep, err := Verify(files, VerifyOptions{})
+	files, _ := audit.SetFiles(f.path)
+	rep, err := audit.Verify(files, audit.VerifyOptions{})
 	if err != nil || rep.Problem != nil || rep.Unchecked != rep.Checkpoints || rep.Checkpoints == 0 {
 		t.Fatalf("%v %+v", err, rep)
 	}
 	// Another key set: the checkpoints do not verify.
 	_, other, _ := ed25519.GenerateKey(rand.Reader)
-	rep, _ = Verify(files, VerifyOptions{JWKS: &jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: other.Public(), KeyID: "k1"}}}})
+	rep, _ = audit.Verify(files, audit.VerifyOptions{JWKS: &jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: other.Public(), KeyID: "k1"}}}})
 	wantBad(t, rep, 10)
 }
 
@@ -414,7 +415,7 @@ func TestWriteRefusesOwnEvents(t *testing.T) {
 	f := newFixture(t)
 	l := f.open(t, Rotation{})
 	defer l.Close()
-	if err := l.Write(Record{Event: EventCheckpoint}); err == nil {
+	if err := l.Write(audit.Record{Event: audit.EventCheckpoint}); err == nil {
 		t.Fatal("a forged checkpoint was written")
 	}
 }

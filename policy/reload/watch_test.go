@@ -1,4 +1,4 @@
-package policy
+package reload
 
 import (
 	"context"
@@ -6,16 +6,17 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/zap/zaptest"
+
+	"github.com/stepup-agent/stepup-agent/policy"
 )
 
 // change is one onChange call.
 type change struct {
-	p      *Policy
+	p      *policy.Policy
 	exists bool
 	err    error
 }
@@ -29,7 +30,7 @@ func startWatch(t *testing.T, path string) <-chan change {
 	ch := make(chan change, 16)
 	done := make(chan error, 1)
 	go func() {
-		done <- Watch(ctx, path, zaptest.NewLogger(t), func(p *Policy, exists bool, err error) {
+		done <- Watch(ctx, path, zaptest.NewLogger(t), func(p *policy.Policy, exists bool, err error) {
 			ch <- change{p, exists, err}
 		})
 	}()
@@ -259,113 +260,11 @@ func TestWatchSymlinkTarget(t *testing.T) {
 func TestWatchCancelled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := Watch(ctx, filepath.Join(t.TempDir(), "p.yaml"), nil, func(*Policy, bool, error) { t.Error("called") }); err != nil {
+	if err := Watch(ctx, filepath.Join(t.TempDir(), "p.yaml"), nil, func(*policy.Policy, bool, error) { t.Error("called") }); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func TestLoad(t *testing.T) {
-	dir := t.TempDir()
-	p, exists, err := Load(filepath.Join(dir, "none.yaml"))
-	if err != nil || exists || p == nil || p.Resolve("wallet:export").TTL != 5*time.Minute {
-		t.Fatalf("missing file: %v %v %v", p, exists, err)
-	}
-	path := filepath.Join(dir, "policy.yaml")
-	write(t, path, "unknownScopes: deny\n")
-	p, exists, err = Load(path)
-	if err != nil || !exists || p.UnknownScopes != UnknownDeny {
-		t.Fatalf("file: %v %v %v", p, exists, err)
-	}
-	write(t, path, "\nunknownScopes: maybe\n")
-	_, exists, err = Load(path)
-	if err == nil || !exists || !strings.HasPrefix(err.Error(), path+": line 2: unknownScopes:") {
-		t.Fatalf("bad file: %v %v", exists, err)
-	}
-
-	if err := os.Chmod(path, 0o666); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := Load(path); err == nil || !strings.Contains(err.Error(), "writable by everyone") {
-		t.Fatalf("world-writable: %v", err)
-	}
-	if err := os.Chmod(path, 0o620); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := Load(path); err == nil || !strings.Contains(err.Error(), "writable by its group (mode 0620)") {
-		t.Fatalf("group-writable: %v", err)
-	}
-	if err := os.Chmod(path, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(dir, 0o770); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := Load(path); err == nil || !strings.Contains(err.Error(), "its directory "+dir+" can be written by others (mode 0770)") {
-		t.Fatalf("group-writable directory: %v", err)
-	}
-	if err := os.Chmod(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := Load(dir); err == nil || !strings.Contains(err.Error(), "not a regular file") {
-		t.Fatalf("directory: %v", err)
-	}
-	big := filepath.Join(dir, "big.yaml")
-	write(t, big, strings.Repeat("#", MaxFileSize+1))
-	if _, _, err := Load(big); err == nil || !strings.Contains(err.Error(), "at most") {
-		t.Fatalf("big: %v", err)
-	}
-}
-
-// TestLoadOtherOwner runs only as root: a file owned by another user is
-// refused.
-func TestLoadOtherOwner(t *testing.T) {
-	if os.Getuid() != 0 {
-		t.Skip("needs root to chown")
-	}
-	path := filepath.Join(t.TempDir(), "policy.yaml")
-	write(t, path, "{}\n")
-	if err := os.Chown(path, 65534, 65534); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := Load(path); err == nil || !strings.Contains(err.Error(), "owned by uid 65534") {
-		t.Fatalf("other owner: %v", err)
-	}
-	// A directory of another user's: they could replace the file.
-	dir := filepath.Join(t.TempDir(), "theirs")
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	path = filepath.Join(dir, "policy.yaml")
-	write(t, path, "{}\n")
-	if err := os.Chown(dir, 65534, 65534); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := Load(path); err == nil || !strings.Contains(err.Error(), "its directory "+dir+" belongs to uid 65534") {
-		t.Fatalf("other owner's directory: %v", err)
-	}
-}
-
-func TestLoadFIFO(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "policy.yaml")
-	if err := mkfifo(path); err != nil {
-		t.Skip(err)
-	}
-	done := make(chan error, 1)
-	go func() { _, _, err := Load(path); done <- err }()
-	select {
-	case err := <-done:
-		if err == nil || !strings.Contains(err.Error(), "not a regular file") {
-			t.Fatalf("fifo: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Load hangs on a FIFO")
-	}
-}
-
-// A file truncated for an in-place rewrite is, for a moment, empty: that
-// is not the built-in defaults (which could loosen the policy in force)
-// but an error that keeps the last good policy, by the watcher and by
-// Reload (SIGHUP).
 func TestWatchEmptyFileKeepsLastGood(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "policy.yaml")
@@ -373,15 +272,15 @@ func TestWatchEmptyFileKeepsLastGood(t *testing.T) {
 	ch := startWatch(t, path)
 	write(t, path, "")
 	c := next(t, ch)
-	if !errors.Is(c.err, ErrEmptyReload) || c.p != nil {
-		t.Fatalf("empty file: policy %v, err %v; want ErrEmptyReload", c.p, c.err)
+	if !errors.Is(c.err, policy.ErrEmptyReload) || c.p != nil {
+		t.Fatalf("empty file: policy.policy %v, err %v; want policy.ErrEmptyReload", c.p, c.err)
 	}
-	if _, _, err := Reload(path); !errors.Is(err, ErrEmptyReload) {
+	if _, _, err := policy.Reload(path); !errors.Is(err, policy.ErrEmptyReload) {
 		t.Fatalf("Reload of an empty file: %v", err)
 	}
 	write(t, path, "scopes: {a: {ttl: 3m}}\n")
 	wantTTL(t, next(t, ch), 3*time.Minute)
-	if p, _, err := Reload(path); err != nil || p.Resolve("a").TTL != 3*time.Minute {
+	if p, _, err := policy.Reload(path); err != nil || p.Resolve("a").TTL != 3*time.Minute {
 		t.Fatalf("Reload: %v %v", p, err)
 	}
 }

@@ -1,4 +1,4 @@
-package policy
+package reload
 
 import (
 	"errors"
@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/stepup-agent/stepup-agent/api"
+	"github.com/stepup-agent/stepup-agent/policy"
 	"go.uber.org/zap"
 )
 
@@ -14,13 +15,13 @@ import (
 // lock-free (every request reads the policy); Apply takes the result of a
 // load (at start, on SIGHUP, when the file changes).
 type Holder struct {
-	cur atomic.Pointer[Policy]
+	cur atomic.Pointer[policy.Policy]
 	log *zap.Logger
 	now func() time.Time
 
 	mu      sync.Mutex
 	status  api.PolicyStatus
-	onApply []func(*Policy)
+	onApply []func(*policy.Policy)
 	onLoad  []func(path string, err error)
 	loaded  bool // a load was applied (status.Error is its error)
 }
@@ -32,14 +33,14 @@ func NewHolder(path string, log *zap.Logger, now func() time.Time) *Holder {
 		now = time.Now
 	}
 	h := &Holder{log: log, now: now, status: api.PolicyStatus{Path: path}}
-	h.cur.Store(Default())
+	h.cur.Store(policy.Default())
 	return h
 }
 
 // Apply takes the result of a load (Load's results): a good policy
 // replaces the one in force and is handed to every OnApply function; a
 // broken one is reported and the last good one stays.
-func (h *Holder) Apply(p *Policy, exists bool, err error) {
+func (h *Holder) Apply(p *policy.Policy, exists bool, err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.loaded = true
@@ -67,7 +68,7 @@ func (h *Holder) Apply(p *Policy, exists bool, err error) {
 
 // OnApply calls fn with the policy in force now and with every policy
 // applied later.
-func (h *Holder) OnApply(fn func(*Policy)) {
+func (h *Holder) OnApply(fn func(*policy.Policy)) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.onApply = append(h.onApply, fn)
@@ -91,7 +92,7 @@ func (h *Holder) OnLoad(fn func(path string, err error)) {
 }
 
 // Get returns the policy in force.
-func (h *Holder) Get() *Policy { return h.cur.Load() }
+func (h *Holder) Get() *policy.Policy { return h.cur.Load() }
 
 // Status describes the policy for status.
 func (h *Holder) Status() api.PolicyStatus {

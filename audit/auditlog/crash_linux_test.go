@@ -1,4 +1,4 @@
-package audit
+package auditlog
 
 import (
 	"bufio"
@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+	"github.com/stepup-agent/stepup-agent/audit"
 	"github.com/stepup-agent/stepup-agent/internal/keyringtest"
 	"github.com/stepup-agent/stepup-agent/internal/testenv"
 	"github.com/stepup-agent/stepup-agent/keychain"
@@ -63,7 +64,7 @@ func TestCrashChild(t *testing.T) {
 	}
 	fmt.Printf("ready %d %q %q\n", l.Head().Seq, l.Break(), l.Warning()+w)
 	for i := 0; ; i++ {
-		if err := l.Write(Record{Event: EventStepUp, Method: "totp", Scopes: []string{"wallet:export"}, JTI: strconv.Itoa(i), Result: "ok"}); err != nil {
+		if err := l.Write(audit.Record{Event: audit.EventStepUp, Method: "totp", Scopes: []string{"wallet:export"}, JTI: strconv.Itoa(i), Result: "ok"}); err != nil {
 			fmt.Println("error", err)
 			os.Exit(3)
 		}
@@ -176,7 +177,7 @@ func (c *crashRun) waitReady(ready <-chan string) (brk, warn string, ok bool) {
 // is none yet (the child was killed before its first record). The Secret
 // Service session sometimes cannot decrypt a secret (the store then says
 // it is unavailable): a new session is tried.
-func (c *crashRun) head() Head {
+func (c *crashRun) head() audit.Head {
 	var why string
 	for try := 0; try < 5; try++ {
 		store, err := keychain.Open(context.Background(), c.backend, keychain.Options{StateDir: c.dir})
@@ -190,13 +191,13 @@ func (c *crashRun) head() Head {
 		store.Close()
 		if err == nil {
 			if !ok {
-				return Head{}
+				return audit.Head{}
 			}
 			return h
 		}
 	}
 	c.t.Fatalf("no head in the keychain: %s", why)
-	return Head{}
+	return audit.Head{}
 }
 
 func crashLoop(t *testing.T, backend string, kills int, tamper bool, env []string) {
@@ -235,7 +236,7 @@ func crashLoop(t *testing.T, backend string, kills int, tamper bool, env []strin
 			breaks++
 			uncheckedTampers--
 		case pending != "" && brk == "":
-			files, _ := SetFiles(path)
+			files, _ := audit.SetFiles(path)
 			t.Fatalf("kill %d: tamper %q was not reported at start (head now %+v, files %v)", i, pending, c.head(), files)
 		case pending == "" && brk != "":
 			t.Fatalf("kill %d: a crash was reported as a break: %s", i, brk)
@@ -280,12 +281,12 @@ func crashLoop(t *testing.T, backend string, kills int, tamper bool, env []strin
 		if brk != "" {
 			t.Fatalf("a crash was reported as a break: %s", brk)
 		}
-		files, _ := SetFiles(path)
+		files, _ := audit.SetFiles(path)
 		h := c.head()
 		if h.Seq == 0 {
 			t.Fatal("no head in the keychain after the loop")
 		}
-		rep, err := Verify(files, VerifyOptions{Head: &h, JWKS: crashJWKS()})
+		rep, err := audit.Verify(files, audit.VerifyOptions{Head: &h, JWKS: crashJWKS()})
 		if err != nil || rep.Problem != nil || rep.First != 1 {
 			t.Fatalf("the chain does not verify: %v %v (first %d)", err, rep.Problem, rep.First)
 		}
@@ -299,12 +300,12 @@ func crashLoop(t *testing.T, backend string, kills int, tamper bool, env []strin
 
 // tamperOnce changes the current file so that a record the head vouches
 // for is lost or altered; "" when the file holds none.
-func tamperOnce(t *testing.T, path string, h Head, rng *rand.Rand) string {
-	ls, err := readLines(path)
-	if err != nil || len(ls) == 0 || ls[0].rec == nil || ls[0].rec.Seq > h.Seq {
+func tamperOnce(t *testing.T, path string, h audit.Head, rng *rand.Rand) string {
+	ls, err := audit.ReadLines(path)
+	if err != nil || len(ls) == 0 || ls[0].Rec == nil || ls[0].Rec.Seq > h.Seq {
 		return ""
 	}
-	upto := int(h.Seq - ls[0].rec.Seq) // index of the head's record
+	upto := int(h.Seq - ls[0].Rec.Seq) // index of the head's record
 	if upto >= len(ls) {
 		return ""
 	}
@@ -312,7 +313,7 @@ func tamperOnce(t *testing.T, path string, h Head, rng *rand.Rand) string {
 	offset := func(i int) int { // start of line i
 		n := 0
 		for _, l := range ls[:i] {
-			n += len(l.raw) + 1
+			n += len(l.Raw) + 1
 		}
 		return n
 	}
@@ -323,7 +324,7 @@ func tamperOnce(t *testing.T, path string, h Head, rng *rand.Rand) string {
 		return "cut tail"
 	case 1: // one byte of an acknowledged record
 		i := rng.IntN(upto + 1)
-		at := offset(i) + bytes.Index(ls[i].raw, []byte(`"time":"`)) + 9
+		at := offset(i) + bytes.Index(ls[i].Raw, []byte(`"time":"`)) + 9
 		b[at] ^= 1
 		os.WriteFile(path, b, 0o600)
 		return "byte changed"
@@ -342,9 +343,9 @@ func crashJWKS() *jose.JSONWebKeySet {
 // lastSeqOf is the seq of the last complete record in b.
 func lastSeqOf(b []byte) int64 {
 	var seq int64
-	eachLine(bytes.NewReader(b), func(l line) bool {
-		if l.rec != nil && !l.torn {
-			seq = l.rec.Seq
+	audit.EachLine(bytes.NewReader(b), func(l audit.Line) bool {
+		if l.Rec != nil && !l.Torn {
+			seq = l.Rec.Seq
 		}
 		return true
 	})
@@ -352,10 +353,10 @@ func lastSeqOf(b []byte) int64 {
 }
 
 // headInFile reports whether the file holds the head's record.
-func headInFile(path string, h Head) bool {
-	ls, err := readLines(path)
-	if err != nil || len(ls) == 0 || ls[0].rec == nil {
+func headInFile(path string, h audit.Head) bool {
+	ls, err := audit.ReadLines(path)
+	if err != nil || len(ls) == 0 || ls[0].Rec == nil {
 		return false
 	}
-	return ls[0].rec.Seq <= h.Seq
+	return ls[0].Rec.Seq <= h.Seq
 }

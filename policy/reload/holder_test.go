@@ -1,4 +1,4 @@
-package policy
+package reload
 
 import (
 	"errors"
@@ -6,11 +6,13 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/stepup-agent/stepup-agent/policy"
 )
 
 func TestHolder(t *testing.T) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	good := Default()
+	good := policy.Default()
 	good.AllowReauthWithMfa = true
 	tests := []struct {
 		name     string
@@ -21,7 +23,7 @@ func TestHolder(t *testing.T) {
 	}{
 		{name: "nothing loaded: defaults", builtin: false},
 		{name: "a good file", loads: []func(*Holder){func(h *Holder) { h.Apply(good, true, nil) }}, wantGood: true},
-		{name: "no file", loads: []func(*Holder){func(h *Holder) { h.Apply(Default(), false, nil) }}, builtin: true},
+		{name: "no file", loads: []func(*Holder){func(h *Holder) { h.Apply(policy.Default(), false, nil) }}, builtin: true},
 		{name: "a broken file keeps the last good one", loads: []func(*Holder){
 			func(h *Holder) { h.Apply(good, true, nil) },
 			func(h *Holder) { h.Apply(nil, true, errors.New("line 3: ttl: bad")) },
@@ -34,8 +36,8 @@ func TestHolder(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := NewHolder("/p.yaml", zap.NewNop(), func() time.Time { return now })
-			var seen []*Policy
-			h.OnApply(func(p *Policy) { seen = append(seen, p) })
+			var seen []*policy.Policy
+			h.OnApply(func(p *policy.Policy) { seen = append(seen, p) })
 			for _, l := range tt.loads {
 				l(h)
 			}

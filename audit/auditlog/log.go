@@ -1,4 +1,4 @@
-package audit
+package auditlog
 
 import (
 	"compress/gzip"
@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+	"github.com/stepup-agent/stepup-agent/audit"
 	"github.com/stepup-agent/stepup-agent/keychain"
 	"go.uber.org/zap"
 )
@@ -86,7 +87,7 @@ type Log struct {
 	// a record already synced: a slow or frozen keychain never holds up
 	// a write, and a crash leaves the head behind the file, never ahead.
 	headMu   sync.Mutex
-	pending  Head
+	pending  audit.Head
 	headKick chan struct{}
 	headDone chan struct{}
 	headErr  error
@@ -145,18 +146,18 @@ func (l *Log) start(ctx context.Context) error {
 		l.warn = "the audit log's head could not be read from the keychain (" + err.Error() + "): the log was continued without checking that it reaches the head"
 		l.o.Log.Warn(l.warn)
 	}
-	lines, err := readLines(l.o.Path)
+	lines, err := audit.ReadLines(l.o.Path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("audit log %s: %w", l.o.Path, err)
 	}
 	// A torn last line is a write a crash interrupted: it was never
 	// synced, the head never moved past it.
-	var torn *line
-	if n := len(lines); n > 0 && lines[n-1].torn {
+	var torn *audit.Line
+	if n := len(lines); n > 0 && lines[n-1].Torn {
 		torn = &lines[n-1]
 		lines = lines[:n-1]
 	}
-	if len(lines) > 0 && lines[0].rec == nil && lines[0].err != nil && !haveHead && isLegacy(lines) {
+	if len(lines) > 0 && lines[0].Rec == nil && lines[0].Err != nil && !haveHead && isLegacy(lines) {
 		// A log written before the chain existed: keep it beside.
 		aside := l.aside("legacy")
 		if err := os.Rename(l.o.Path, aside); err != nil {
@@ -169,13 +170,13 @@ func (l *Log) start(ctx context.Context) error {
 	if cerr == nil {
 		// The current file goes on from the newest rotated one (or
 		// begins the log), unless it begins after a chain break.
-		var before Head
+		var before audit.Head
 		if before, cerr = l.lastRotated(); cerr == nil {
 			switch {
 			case len(lines) == 0:
 				last, firstSeq = before, before.Seq+1
-			case lines[0].rec.Event == EventChainBreak:
-			case lines[0].rec.Seq != before.Seq+1 || lines[0].rec.Prev != before.Hash:
+			case lines[0].Rec.Event == audit.EventChainBreak:
+			case lines[0].Rec.Seq != before.Seq+1 || lines[0].Rec.Prev != before.Hash:
 				cerr = errBreak{fmt.Sprintf("the first record, seq %d, does not chain from seq %d before it", firstSeq, before.Seq)}
 			}
 		}
@@ -187,7 +188,7 @@ func (l *Log) start(ctx context.Context) error {
 		return l.startBroken(cerr, head, haveHead, last)
 	}
 	if torn != nil {
-		l.o.Log.Warn("the audit log ends in a record a crash cut short; dropping it", zap.Int("line", torn.n))
+		l.o.Log.Warn("the audit log ends in a record a crash cut short; dropping it", zap.Int("line", torn.N))
 		if err := truncateTo(l.o.Path, sizeOf(lines)); err != nil {
 			return err
 		}
@@ -204,33 +205,33 @@ func (l *Log) start(ctx context.Context) error {
 }
 
 // isLegacy reports a file of records without seq (the seed's format).
-func isLegacy(lines []line) bool {
+func isLegacy(lines []audit.Line) bool {
 	var c map[string]any
-	return json.Unmarshal(lines[0].raw, &c) == nil && c["seq"] == nil && c["event"] != nil
+	return json.Unmarshal(lines[0].Raw, &c) == nil && c["seq"] == nil && c["event"] != nil
 }
 
 // chainOf checks that lines chain among themselves and returns the last.
-func chainOf(lines []line) (last Head, first int64, err error) {
+func chainOf(lines []audit.Line) (last audit.Head, first int64, err error) {
 	for i, l := range lines {
-		if l.rec == nil {
-			return last, first, errBreak{fmt.Sprintf("line %d: %v", l.n, l.err)}
+		if l.Rec == nil {
+			return last, first, errBreak{fmt.Sprintf("line %d: %v", l.N, l.Err)}
 		}
 		if i == 0 {
-			first = l.rec.Seq
-		} else if l.rec.Seq != last.Seq+1 || l.rec.Prev != last.Hash {
-			return last, first, errBreak{fmt.Sprintf("line %d (seq %d) does not chain from seq %d", l.n, l.rec.Seq, last.Seq)}
+			first = l.Rec.Seq
+		} else if l.Rec.Seq != last.Seq+1 || l.Rec.Prev != last.Hash {
+			return last, first, errBreak{fmt.Sprintf("line %d (seq %d) does not chain from seq %d", l.N, l.Rec.Seq, last.Seq)}
 		}
-		last = Head{Seq: l.rec.Seq, Hash: lineHash(l.raw)}
+		last = audit.Head{Seq: l.Rec.Seq, Hash: audit.LineHash(l.Raw)}
 	}
 	if len(lines) == 0 {
-		last.Hash = Zero
+		last.Hash = audit.Zero
 	}
 	return last, first, nil
 }
 
 // reaches checks that the log holds the head's record, or chains on
 // right after it.
-func (l *Log) reaches(lines []line, firstSeq int64, last, head Head) error {
+func (l *Log) reaches(lines []audit.Line, firstSeq int64, last, head audit.Head) error {
 	if last == head {
 		return nil
 	}
@@ -238,20 +239,20 @@ func (l *Log) reaches(lines []line, firstSeq int64, last, head Head) error {
 		return errBreak{fmt.Sprintf("the log ends at seq %d, before the head seq %d (a cut tail or an older copy)", last.Seq, head.Seq)}
 	}
 	if len(lines) > 0 && firstSeq == head.Seq+1 {
-		if lines[0].rec.Prev != head.Hash {
+		if lines[0].Rec.Prev != head.Hash {
 			return errBreak{fmt.Sprintf("seq %d does not chain from the head seq %d", firstSeq, head.Seq)}
 		}
 		return nil
 	}
 	if len(lines) > 0 && firstSeq <= head.Seq {
 		l := lines[head.Seq-firstSeq]
-		if lineHash(l.raw) != head.Hash {
+		if audit.LineHash(l.Raw) != head.Hash {
 			return errBreak{fmt.Sprintf("record %d is not the one the head names", head.Seq)}
 		}
 		return nil
 	}
 	// The head is in a rotated file.
-	files, err := SetFiles(l.o.Path)
+	files, err := audit.SetFiles(l.o.Path)
 	if err != nil {
 		return err
 	}
@@ -259,12 +260,12 @@ func (l *Log) reaches(lines []line, firstSeq int64, last, head Head) error {
 		if files[i] == l.o.Path {
 			continue
 		}
-		ls, err := readLines(files[i])
-		if err != nil || len(ls) == 0 || ls[0].rec == nil {
+		ls, err := audit.ReadLines(files[i])
+		if err != nil || len(ls) == 0 || ls[0].Rec == nil {
 			continue
 		}
-		if f := ls[0].rec.Seq; f <= head.Seq && head.Seq-f < int64(len(ls)) {
-			if lineHash(ls[head.Seq-f].raw) == head.Hash {
+		if f := ls[0].Rec.Seq; f <= head.Seq && head.Seq-f < int64(len(ls)) {
+			if audit.LineHash(ls[head.Seq-f].Raw) == head.Hash {
 				return nil
 			}
 			break
@@ -274,30 +275,30 @@ func (l *Log) reaches(lines []line, firstSeq int64, last, head Head) error {
 }
 
 // lastRotated is the last record of the newest rotated file.
-func (l *Log) lastRotated() (Head, error) {
-	files, err := SetFiles(l.o.Path)
+func (l *Log) lastRotated() (audit.Head, error) {
+	files, err := audit.SetFiles(l.o.Path)
 	if err != nil {
-		return Head{}, err
+		return audit.Head{}, err
 	}
 	for i := len(files) - 1; i >= 0; i-- {
 		if files[i] == l.o.Path {
 			continue
 		}
-		ls, err := readLines(files[i])
+		ls, err := audit.ReadLines(files[i])
 		if err != nil {
-			return Head{}, errBreak{fmt.Sprintf("%s: %v", filepath.Base(files[i]), err)}
+			return audit.Head{}, errBreak{fmt.Sprintf("%s: %v", filepath.Base(files[i]), err)}
 		}
 		last, _, err := chainOf(ls)
 		if err != nil {
-			return Head{}, errBreak{fmt.Sprintf("%s: %v", filepath.Base(files[i]), err)}
+			return audit.Head{}, errBreak{fmt.Sprintf("%s: %v", filepath.Base(files[i]), err)}
 		}
 		return last, nil
 	}
-	return Head{Hash: Zero}, nil
+	return audit.Head{Hash: audit.Zero}, nil
 }
 
 // startBroken sets the file aside and starts a new one with chain_break.
-func (l *Log) startBroken(cause error, head Head, haveHead bool, last Head) error {
+func (l *Log) startBroken(cause error, head audit.Head, haveHead bool, last audit.Head) error {
 	var eb errBreak
 	if !errors.As(cause, &eb) {
 		return fmt.Errorf("audit log %s: %w", l.o.Path, cause)
@@ -319,7 +320,7 @@ func (l *Log) startBroken(cause error, head Head, haveHead bool, last Head) erro
 		return err
 	}
 	l.seq, l.hash = from.Seq, from.Hash
-	return l.write(Record{Event: EventChainBreak, Result: "broken", Detail: eb.reason,
+	return l.write(audit.Record{Event: audit.EventChainBreak, Result: "broken", Detail: eb.reason,
 		File: filepath.Base(aside), Head: fmt.Sprintf("%d:%s", head.Seq, head.Hash), UID: os.Getuid()})
 }
 
@@ -331,10 +332,10 @@ func (l *Log) aside(why string) string {
 	return filepath.Join(dir, fmt.Sprintf("%s.%s-%s%s", strings.TrimSuffix(base, ext), why, stamp, ext))
 }
 
-func sizeOf(lines []line) int64 {
+func sizeOf(lines []audit.Line) int64 {
 	var n int64
 	for _, l := range lines {
-		n += int64(len(l.raw)) + 1
+		n += int64(len(l.Raw)) + 1
 	}
 	return n
 }
@@ -374,26 +375,26 @@ func syncDir(path string) error {
 	return d.Sync()
 }
 
-func (l *Log) readHead(ctx context.Context) (Head, bool, error) {
+func (l *Log) readHead(ctx context.Context) (audit.Head, bool, error) {
 	if l.o.Store == nil {
-		return Head{}, false, nil
+		return audit.Head{}, false, nil
 	}
 	b, err := l.o.Store.Get(ctx, KindAudit, headName)
 	if errors.Is(err, keychain.ErrNotFound) {
-		return Head{}, false, nil
+		return audit.Head{}, false, nil
 	}
 	if err != nil {
-		return Head{}, false, err
+		return audit.Head{}, false, err
 	}
-	var h Head
+	var h audit.Head
 	if json.Unmarshal(b, &h) != nil || len(h.Hash) != 64 {
-		return Head{}, false, fmt.Errorf("the stored head is malformed")
+		return audit.Head{}, false, fmt.Errorf("the stored head is malformed")
 	}
 	return h, true, nil
 }
 
 // putHead moves the head in the keychain to h, a record on disk.
-func (l *Log) putHead(ctx context.Context, h Head) {
+func (l *Log) putHead(ctx context.Context, h audit.Head) {
 	if l.o.Store == nil || h.Seq == 0 {
 		return
 	}
@@ -429,7 +430,7 @@ func (l *Log) SetKey(priv ed25519.PrivateKey, kid string) error {
 
 // Write appends r (stamping its time, seq and prev), syncs it to disk,
 // then moves the head.
-func (l *Log) Write(r Record) error {
+func (l *Log) Write(r audit.Record) error {
 	if l == nil {
 		return nil
 	}
@@ -438,7 +439,7 @@ func (l *Log) Write(r Record) error {
 	if l.closed {
 		return errors.New("the audit log is closed")
 	}
-	if r.Event == EventCheckpoint || r.Event == EventChainBreak {
+	if r.Event == audit.EventCheckpoint || r.Event == audit.EventChainBreak {
 		return fmt.Errorf("event %q is the log's own", r.Event)
 	}
 	r.JWS, r.File, r.Head = "", "", ""
@@ -454,7 +455,7 @@ func (l *Log) Write(r Record) error {
 }
 
 // write appends one record; l.mu is held.
-func (l *Log) write(r Record) error {
+func (l *Log) write(r audit.Record) error {
 	r.Seq, r.Prev = l.seq+1, l.hash
 	if r.Time.IsZero() {
 		r.Time = l.o.Now().UTC()
@@ -473,14 +474,14 @@ func (l *Log) write(r Record) error {
 		}
 	}
 	l.size += int64(len(b)) + 1
-	l.seq, l.hash = r.Seq, lineHash(b)
-	if r.Event == EventCheckpoint {
+	l.seq, l.hash = r.Seq, audit.LineHash(b)
+	if r.Event == audit.EventCheckpoint {
 		l.since = 0
 	} else {
 		l.since++
 	}
 	l.headMu.Lock()
-	l.pending = Head{Seq: l.seq, Hash: l.hash}
+	l.pending = audit.Head{Seq: l.seq, Hash: l.hash}
 	l.headMu.Unlock()
 	select {
 	case l.headKick <- struct{}{}:
@@ -492,7 +493,7 @@ func (l *Log) write(r Record) error {
 // headWriter moves the head to the newest record synced, until Close.
 func (l *Log) headWriter() {
 	defer close(l.headDone)
-	var written Head
+	var written audit.Head
 	for {
 		_, more := <-l.headKick
 		l.headMu.Lock()
@@ -523,7 +524,7 @@ func (l *Log) checkpoint() error {
 	if err != nil {
 		return err
 	}
-	return l.write(Record{Event: EventCheckpoint, JWS: jws, UID: os.Getuid()})
+	return l.write(audit.Record{Event: audit.EventCheckpoint, JWS: jws, UID: os.Getuid()})
 }
 
 // Checkpoint appends a checkpoint if records came since the last one.
@@ -578,11 +579,11 @@ func (l *Log) maybeRotate() error {
 			return err
 		}
 	}
-	first, err := firstSeq(l.o.Path)
+	first, err := audit.FirstSeq(l.o.Path)
 	if err != nil {
 		return err
 	}
-	name := rotatedName(l.o.Path, first)
+	name := audit.RotatedName(l.o.Path, first)
 	l.f.Close()
 	if err := os.Rename(l.o.Path, name); err != nil {
 		return err
@@ -596,7 +597,7 @@ func (l *Log) maybeRotate() error {
 		}
 	}
 	if rot.Keep > 0 {
-		files, _ := SetFiles(l.o.Path)
+		files, _ := audit.SetFiles(l.o.Path)
 		old := files[:len(files)-1]
 		for len(old) > rot.Keep {
 			os.Remove(old[0])
@@ -604,25 +605,6 @@ func (l *Log) maybeRotate() error {
 		}
 	}
 	return nil
-}
-
-func firstSeq(path string) (int64, error) {
-	rc, err := open(path)
-	if err != nil {
-		return 0, err
-	}
-	defer rc.Close()
-	var seq int64
-	err = eachLine(rc, func(l line) bool {
-		if l.rec != nil {
-			seq = l.rec.Seq
-		}
-		return false
-	})
-	if seq == 0 && err == nil {
-		err = errors.New("the audit file's first record has no seq")
-	}
-	return seq, err
 }
 
 // finishCompression compresses the rotated files a crash left
@@ -639,7 +621,7 @@ func (l *Log) finishCompression() {
 	if !l.rotation().Compress {
 		return
 	}
-	files, _ := SetFiles(l.o.Path)
+	files, _ := audit.SetFiles(l.o.Path)
 	for _, name := range files {
 		if name == l.o.Path || strings.HasSuffix(name, ".gz") {
 			continue
@@ -694,13 +676,13 @@ func compress(name string) error {
 }
 
 // Head returns the last record written.
-func (l *Log) Head() Head {
+func (l *Log) Head() audit.Head {
 	if l == nil {
-		return Head{Hash: Zero}
+		return audit.Head{Hash: audit.Zero}
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return Head{Seq: l.seq, Hash: l.hash}
+	return audit.Head{Seq: l.seq, Hash: l.hash}
 }
 
 // Path is the file the log appends to.
@@ -759,4 +741,4 @@ func (l *Log) Close() error {
 	return err
 }
 
-func jsonHead(h Head) ([]byte, error) { return json.Marshal(h) }
+func jsonHead(h audit.Head) ([]byte, error) { return json.Marshal(h) }
