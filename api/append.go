@@ -76,3 +76,40 @@ func appendJSONString(b []byte, s string) []byte {
 	b = append(b, s...)
 	return append(b, '"')
 }
+
+// AppendJSON appends p as encoding/json marshals it, without reflection
+// when it carries only a scope (stepupctl check, the common request).
+func (p ScopeParams) AppendJSON(b []byte) ([]byte, error) {
+	if len(p.AuthorizationDetails) == 0 && p.Cnf == nil {
+		b = append(b, `{"scope":`...)
+		b = appendJSONString(b, p.Scope)
+		return append(b, '}'), nil
+	}
+	j, err := json.Marshal(p)
+	return append(b, j...), err
+}
+
+// AppendRequest appends one request line (with its newline) of the
+// protocol's envelope: params as its AppendJSON or json.Marshal has it.
+func AppendRequest(b []byte, id uint64, method string, params any) ([]byte, error) {
+	b = append(b, `{"jsonrpc":"2.0","id":`...)
+	b = strconv.AppendUint(b, id, 10)
+	b = append(b, `,"method":`...)
+	b = appendJSONString(b, method)
+	b = append(b, `,"params":`...)
+	var err error
+	switch p := params.(type) {
+	case nil:
+		b = append(b, "{}"...)
+	case interface{ AppendJSON([]byte) ([]byte, error) }:
+		b, err = p.AppendJSON(b)
+	default:
+		var j []byte
+		j, err = json.Marshal(p)
+		b = append(b, j...)
+	}
+	if err != nil {
+		return b, err
+	}
+	return append(b, "}\n"...), nil
+}

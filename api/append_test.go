@@ -71,3 +71,34 @@ func FuzzStepUpRequiredAppendJSON(f *testing.F) {
 		}
 	})
 }
+
+// A request line written by hand is the one encoding/json writes.
+func TestAppendRequestMatchesMarshal(t *testing.T) {
+	type envelope struct {
+		JSONRPC string `json:"jsonrpc"`
+		ID      uint64 `json:"id"`
+		Method  string `json:"method"`
+		Params  any    `json:"params"`
+	}
+	for _, p := range []any{
+		nil,
+		ScopeParams{Scope: "wallet:export"},
+		ScopeParams{Scope: "odd \"<scope>\" \u2028 \xff"},
+		ScopeParams{Scope: "payments:send", ActionParams: ActionParams{AuthorizationDetails: RawDetails(`[{"type":"payment","amount":"5"}]`)}},
+		ScopeParams{Scope: "k", ActionParams: ActionParams{Cnf: &Cnf{JKT: "abc"}}},
+		ResetParams{Scopes: []string{"a", "b"}},
+	} {
+		got, err := AppendRequest(nil, 42, MethodIsStepUpRequired, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		params := p
+		if params == nil {
+			params = struct{}{}
+		}
+		want, _ := json.Marshal(envelope{"2.0", 42, MethodIsStepUpRequired, params})
+		if string(got) != string(want)+"\n" {
+			t.Errorf("%#v:\n got %s\nwant %s", p, got, want)
+		}
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -169,7 +170,9 @@ func Parse(data []byte) (p *Policy, err error) {
 	return p, nil
 }
 
-var yamlLineRE = regexp.MustCompile(`^yaml: (?:line (\d+): )?(.*)$`)
+// The regexps compile on first use: stepupctl links this package and
+// pays for package-level work in every run, errors or not.
+var yamlLineRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^yaml: (?:line (\d+): )?(.*)$`) })
 
 // parserProblems are the messages of go.yaml.in/yaml/v3's parser (as
 // opposed to its scanner). The library reports their line zero-based
@@ -189,11 +192,11 @@ var parserProblems = []string{
 	"found duplicate %TAG directive",
 }
 
-var unknownAnchorRE = regexp.MustCompile(`^unknown anchor '(.*)' referenced$`)
+var unknownAnchorRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^unknown anchor '(.*)' referenced$`) })
 
 // syntaxError turns a YAML parser error into an *Error with its line.
 func syntaxError(err error, data []byte) *Error {
-	m := yamlLineRE.FindStringSubmatch(err.Error())
+	m := yamlLineRE().FindStringSubmatch(err.Error())
 	if m == nil {
 		return &Error{Msg: "YAML syntax: " + err.Error()}
 	}
@@ -203,7 +206,7 @@ func syntaxError(err error, data []byte) *Error {
 	}
 	if line == 0 {
 		// The library gives no line for these: find the spot.
-		if a := unknownAnchorRE.FindStringSubmatch(m[2]); a != nil {
+		if a := unknownAnchorRE().FindStringSubmatch(m[2]); a != nil {
 			line = aliasLine(data, a[1])
 		} else if strings.Contains(m[2], "UTF-") || strings.Contains(m[2], "control characters") {
 			if i := badByte(data); i >= 0 {

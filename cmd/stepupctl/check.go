@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"strings"
 
@@ -30,7 +29,7 @@ func (a *app) checkCmd() *cobra.Command {
 			}
 			if a.json {
 				a.printJSON(r)
-			} else if r.Required && a.locked(cmd.Context()) {
+			} else if r.Required && r.Locked {
 				fmt.Fprintf(a.stdout, "%s: step-up required: the agent is locked (stepupctl unlock)\n", r.Scope)
 			} else if r.Required {
 				fmt.Fprintf(a.stdout, "%s: step-up required", r.Scope)
@@ -51,10 +50,4 @@ func (a *app) checkCmd() *cobra.Command {
 	}
 	d.add(cmd)
 	return cmd
-}
-
-// locked reports whether the agent says it is locked.
-func (a *app) locked(ctx context.Context) bool {
-	s, err := a.client.Status(ctx)
-	return err == nil && s.Locked
 }

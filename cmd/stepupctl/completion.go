@@ -82,7 +82,7 @@ func (a *app) wireCompletion(root *cobra.Command) {
 
 func (a *app) completionClient() *stepup.Client {
 	if a.client == nil {
-		a.client = &stepup.Client{Socket: a.socket}
+		a.client = &stepup.Client{Socket: a.socket, Serial: true}
 	}
 	return a.client
 }

@@ -19,7 +19,7 @@ var updateMan = flag.Bool("update", false, "rewrite the committed man pages in p
 func TestManPagesUpToDate(t *testing.T) {
 	dir := t.TempDir()
 	a := &app{}
-	if err := man.Cobra(a.rootCmd(), dir); err != nil {
+	if err := man.Cobra(a.rootCmd(nil), dir); err != nil {
 		t.Fatal(err)
 	}
 	committed := filepath.Join(testenv.RepoRoot(t), "packaging", "man")

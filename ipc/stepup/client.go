@@ -66,6 +66,13 @@ type Client struct {
 	// Env overrides the prompt environment sent with prompts; nil means
 	// the caller's own (tty, TERM, DISPLAY, WAYLAND_DISPLAY, locale).
 	Env *api.PromptEnv
+	// Serial is for a caller that makes one call at a time, such as a
+	// command-line tool: each call on the shared connection reads its
+	// own answer on the calling goroutine, with no reader goroutine
+	// (which, with its thread and its buffer, was a tenth of a one-call
+	// process). Concurrent calls still work; they wait for each other
+	// instead of pipelining.
+	Serial bool
 
 	mu   sync.Mutex
 	conn *clientConn
@@ -79,8 +86,14 @@ func (c *Client) socket() string {
 }
 
 type clientConn struct {
-	nc   net.Conn
-	wmu  sync.Mutex
+	nc  net.Conn
+	wmu sync.Mutex
+	// serial: no reader goroutine; call holds smu, writes, and reads
+	// its answer from br itself.
+	serial bool
+	smu    sync.Mutex
+	br     *bufio.Reader
+
 	mu   sync.Mutex
 	next uint64
 	wait map[uint64]chan response
@@ -94,6 +107,10 @@ type response struct {
 }
 
 func (c *Client) dial(ctx context.Context) (*clientConn, error) {
+	return c.dialMode(ctx, false)
+}
+
+func (c *Client) dialMode(ctx context.Context, serial bool) (*clientConn, error) {
 	path := c.socket()
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, "unix", path)
@@ -104,8 +121,12 @@ func (c *Client) dial(ctx context.Context) (*clientConn, error) {
 		nc.Close()
 		return nil, &DialError{Socket: path, Err: err}
 	}
-	cc := &clientConn{nc: nc, wait: map[uint64]chan response{}}
-	go cc.read()
+	cc := &clientConn{nc: nc, wait: map[uint64]chan response{}, serial: serial}
+	if serial {
+		cc.br = bufio.NewReaderSize(nc, 4<<10)
+	} else {
+		go cc.read()
+	}
 	return cc, nil
 }
 
@@ -138,7 +159,7 @@ func checkPeer(nc net.Conn) error {
 }
 
 func (cc *clientConn) read() {
-	r := bufio.NewReaderSize(cc.nc, 64<<10)
+	r := bufio.NewReaderSize(cc.nc, 4<<10) // ReadBytes goes past it for a longer line
 	var err error
 	for {
 		var line []byte
@@ -184,6 +205,9 @@ func (cc *clientConn) read() {
 }
 
 func (cc *clientConn) call(ctx context.Context, method string, params, result any) error {
+	if cc.serial {
+		return cc.callSerial(ctx, method, params, result)
+	}
 	cc.mu.Lock()
 	if cc.err != nil {
 		err := cc.err
@@ -196,29 +220,7 @@ func (cc *clientConn) call(ctx context.Context, method string, params, result an
 	cc.wait[id] = ch
 	cc.mu.Unlock()
 
-	if params == nil {
-		params = struct{}{}
-	}
-	line, err := json.Marshal(struct {
-		JSONRPC string `json:"jsonrpc"`
-		ID      uint64 `json:"id"`
-		Method  string `json:"method"`
-		Params  any    `json:"params"`
-	}{"2.0", id, method, params})
-	if err != nil {
-		return err
-	}
-	line = append(line, '\n')
-	cc.wmu.Lock()
-	if dl, ok := ctx.Deadline(); ok {
-		cc.nc.SetWriteDeadline(dl)
-	} else {
-		cc.nc.SetWriteDeadline(time.Time{})
-	}
-	_, err = cc.nc.Write(line)
-	cc.wmu.Unlock()
-	if err != nil {
-		cc.fail(err)
+	if err := cc.send(ctx, id, method, params); err != nil {
 		return err
 	}
 	select {
@@ -247,6 +249,94 @@ func (cc *clientConn) call(ctx context.Context, method string, params, result an
 	}
 }
 
+// send writes one request line.
+func (cc *clientConn) send(ctx context.Context, id uint64, method string, params any) error {
+	line, err := api.AppendRequest(make([]byte, 0, 256), id, method, params)
+	if err != nil {
+		return err
+	}
+	cc.wmu.Lock()
+	if dl, ok := ctx.Deadline(); ok {
+		cc.nc.SetWriteDeadline(dl)
+	} else {
+		cc.nc.SetWriteDeadline(time.Time{})
+	}
+	_, err = cc.nc.Write(line)
+	cc.wmu.Unlock()
+	if err != nil {
+		cc.fail(err)
+	}
+	return err
+}
+
+// callSerial is call on a serial connection: write, then read lines
+// until the answer with this call's id. A call that ctx ends leaves the
+// connection broken (its answer would still come), so the next call
+// dials again.
+func (cc *clientConn) callSerial(ctx context.Context, method string, params, result any) error {
+	cc.smu.Lock()
+	defer cc.smu.Unlock()
+	cc.mu.Lock()
+	err := cc.err
+	cc.next++
+	id := cc.next
+	cc.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := cc.send(ctx, id, method, params); err != nil {
+		return err
+	}
+	// Only ctx ends the wait, so that a call cut short always says why
+	// (ctx.Err), never a bare i/o timeout.
+	cc.nc.SetReadDeadline(time.Time{})
+	stop := context.AfterFunc(ctx, func() { cc.nc.SetReadDeadline(time.Unix(1, 0)) })
+	defer func() {
+		if !stop() {
+			// ctx ended as the answer came: the deadline may land
+			// after this call; the next one dials again.
+			cc.fail(ctx.Err())
+		}
+	}()
+	for {
+		line, err := cc.br.ReadBytes('\n')
+		if err != nil {
+			if ctx.Err() != nil {
+				cc.fail(ctx.Err())
+				return ctx.Err()
+			}
+			cc.fail(err)
+			return fmt.Errorf("stepup-agent closed the connection: %w", err)
+		}
+		var resp response
+		if json.Unmarshal(line, &resp) != nil {
+			continue
+		}
+		got, perr := strconv.ParseUint(string(resp.ID), 10, 64)
+		if perr != nil {
+			// A null id: the agent refused the connection or the line.
+			if resp.Error != nil {
+				cc.fail(resp.Error)
+				return resp.Error
+			}
+			continue
+		}
+		if got != id {
+			continue // the answer to a call ctx ended earlier
+		}
+		if resp.Error != nil {
+			return resp.Error
+		}
+		if result != nil {
+			return json.Unmarshal(resp.Result, result)
+		}
+		return nil
+	}
+}
+
 func (cc *clientConn) fail(err error) {
 	cc.mu.Lock()
 	if cc.err == nil {
@@ -269,7 +359,7 @@ func (c *Client) Call(ctx context.Context, method string, params, result any) er
 	cc := c.conn
 	if cc == nil || cc.broken() {
 		var err error
-		cc, err = c.dial(ctx)
+		cc, err = c.dialMode(ctx, c.Serial)
 		if err != nil {
 			c.mu.Unlock()
 			return err

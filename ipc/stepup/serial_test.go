@@ -1,0 +1,111 @@
+package stepup_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stepup-agent/stepup-agent/ipc/stepup"
+	"github.com/stepup-agent/stepup-agent/ipc/stepup/stepuptest"
+)
+
+// A serial client (stepupctl's) against the real agent: the calls of a
+// session, one after another and from several goroutines at once.
+func TestSerialClientAgainstAgent(t *testing.T) {
+	a := stepuptest.Start(t, stepuptest.Options{})
+	c := &stepup.Client{Socket: a.Client.Socket, Serial: true}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if !c.IsStepUpRequired(ctx, "wallet:export") {
+		t.Fatal("IsStepUpRequired(wallet:export) = false with no token held")
+	}
+	if _, err := c.Status(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for range 16 {
+		wg.Go(func() {
+			r, err := c.CheckStepUp(ctx, "docs:read")
+			if err == nil && r.Scope != "docs:read" {
+				err = fmt.Errorf("answer for %q", r.Scope)
+			}
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// A serial call whose context ends while the agent has not answered
+// returns at once, and the next call is not handed the late answer: it
+// dials again.
+func TestSerialClientCancelledCall(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "s.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var conns atomic.Int32
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			go func() {
+				defer nc.Close()
+				r := bufio.NewScanner(nc)
+				for r.Scan() {
+					var req struct {
+						ID     json.RawMessage `json:"id"`
+						Method string          `json:"method"`
+						Params struct {
+							Scope string `json:"scope"`
+						} `json:"params"`
+					}
+					json.Unmarshal(r.Bytes(), &req)
+					if req.Params.Scope == "hang" {
+						continue // never answered
+					}
+					fmt.Fprintf(nc, `{"jsonrpc":"2.0","id":%s,"result":{"required":true,"scope":%q,"methods":[]}}`+"\n", req.ID, req.Params.Scope)
+				}
+			}()
+		}
+	}()
+	c := &stepup.Client{Socket: sock, Serial: true}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	t0 := time.Now()
+	_, err = c.CheckStepUp(ctx, "hang")
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("unanswered call: %v, want context.DeadlineExceeded", err)
+	}
+	if d := time.Since(t0); d > 5*time.Second {
+		t.Fatalf("unanswered call returned after %v", d)
+	}
+	r, err := c.CheckStepUp(context.Background(), "wallet:export")
+	if err != nil || r.Scope != "wallet:export" {
+		t.Fatalf("next call: %+v, %v", r, err)
+	}
+	if n := conns.Load(); n != 2 {
+		t.Errorf("%d connections, want 2 (the cancelled call's is dropped)", n)
+	}
+}
