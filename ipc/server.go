@@ -75,6 +75,11 @@ type Server struct {
 	MaxConnsPerPeer int
 	MaxInflight     int
 
+	// Idle, when set, is called each time the last open connection
+	// closes (from that connection's goroutine, after it is gone): the
+	// daemon returns the memory a burst of clients left behind.
+	Idle func()
+
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
 	perPeer  map[int]int
@@ -573,7 +578,11 @@ func (c *conn) serve() {
 	defer func() {
 		c.srv.mu.Lock()
 		delete(c.srv.conns, c)
+		idle := len(c.srv.conns) == 0
 		c.srv.mu.Unlock()
+		if idle && c.srv.Idle != nil {
+			c.srv.Idle()
+		}
 	}()
 	defer func() {
 		c.srv.mu.Lock()

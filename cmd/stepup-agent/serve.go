@@ -126,7 +126,9 @@ func serve(o *options, stdout, stderr io.Writer) int {
 		ln.Close()
 		return fail(err)
 	}
-	srv := &ipc.Server{Handler: a, Log: log, UID: -1}
+	var tr trimmer
+	defer tr.stop()
+	srv := &ipc.Server{Handler: a, Log: log, UID: -1, Idle: tr.idle}
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- srv.Serve(ln) }()
 	if rln != nil {

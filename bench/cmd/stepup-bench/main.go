@@ -296,8 +296,15 @@ func run(ctx context.Context, c *config) error {
 				r+1, c.rounds, s.name, us(l.p50), us(l.cpuPerReq), t.rps, us(cr.p50))
 		}
 	}
+	// Every server is read 2 s after its last client is gone, as idle
+	// is read a second after its first answer (the agent hands freed
+	// heap back a second after its last connection closes).
+	time.Sleep(2 * time.Second)
 	for _, s := range servers {
 		res.rssLoaded[s.name], _ = rssOf(s.pid)
+		fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", s.pid))
+		logf("after the rounds %-16s RSS %.1f MiB, anonymous %.1f MiB, %d fds", s.name,
+			float64(res.rssLoaded[s.name].rss)/(1<<20), float64(res.rssLoaded[s.name].anon)/(1<<20), len(fds))
 	}
 
 	if c.only == "requests" {

@@ -241,7 +241,7 @@ func report(w io.Writer, r *results, keep string) {
 	}
 	p("## Memory\n\n")
 	p("VmRSS from `/proc/PID/status`: idle is one second after the server answers\n")
-	p("its first request; \"after the run\" is after all the rounds above.\n\n")
+	p("its first request; \"after the run\" is 2 s after all the rounds above.\n\n")
 	p("| server | RSS idle | anonymous | file-backed | RSS after the run | anonymous |\n| --- | --- | --- | --- | --- | --- |\n")
 	for _, n := range names {
 		i, l := r.rssIdle[n], r.rssLoaded[n]

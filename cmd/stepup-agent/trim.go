@@ -1,0 +1,74 @@
+package main
+
+import (
+	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
+	"sync"
+	"time"
+)
+
+// trimAfter is how long the agent waits, once its last client is gone,
+// before it hands freed memory back to the system.
+const trimAfter = time.Second
+
+// trimAtLeast is how much the agent must have allocated since the last
+// trim for a new one to be worth its collection: a burst, not a poll.
+const trimAtLeast = 1 << 20
+
+// trimmer gives the heap a burst of clients left free back to the system
+// once the agent is idle. The collector frees it but the scavenger
+// returns it slowly (minutes for a few MiB), so an agent that served a
+// load stayed larger than one that never did; an idle agent has nothing
+// better to spend a millisecond on. The state is the timer, armed again
+// by every last-connection close, so that a steady stream of short
+// connections (a shell loop) trims once, when it stops.
+type trimmer struct {
+	mu    sync.Mutex
+	timer *time.Timer
+}
+
+// idle is ipc.Server.Idle.
+func (t *trimmer) idle() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.timer == nil {
+		t.timer = time.AfterFunc(trimAfter, trim)
+		return
+	}
+	t.timer.Reset(trimAfter)
+}
+
+func (t *trimmer) stop() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.timer != nil {
+		t.timer.Stop()
+	}
+}
+
+var (
+	trimSample = []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}}
+	trimMu     sync.Mutex
+	trimmedAt  uint64 // the allocation count at the last trim
+)
+
+// trim collects and returns the free heap to the system when enough was
+// allocated since the last trim. (The free heap before a collection is
+// no guide: what the burst left is garbage until the collector runs.)
+func trim() {
+	trimMu.Lock()
+	defer trimMu.Unlock()
+	metrics.Read(trimSample)
+	v := trimSample[0].Value
+	if v.Kind() != metrics.KindUint64 || v.Uint64()-trimmedAt < trimAtLeast {
+		return
+	}
+	// Two collections: the first moves what sync.Pools hold (the
+	// server's line buffers) to their victim caches, the second frees
+	// it; FreeOSMemory's own collection then hands the free heap back.
+	runtime.GC()
+	debug.FreeOSMemory()
+	metrics.Read(trimSample)
+	trimmedAt = trimSample[0].Value.Uint64()
+}

@@ -1,0 +1,33 @@
+package main
+
+import (
+	"runtime/metrics"
+	"testing"
+)
+
+func readMetric(name string) uint64 {
+	s := []metrics.Sample{{Name: name}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
+var sink [][]byte
+
+// After a burst the trim hands the free heap back; a trim with nothing
+// allocated since does not even collect.
+func TestTrimAfterBurst(t *testing.T) {
+	for range 256 {
+		sink = append(sink, make([]byte, 32<<10)) // 8 MiB, then garbage
+	}
+	sink = nil
+	released := readMetric("/memory/classes/heap/released:bytes")
+	trim()
+	if got := readMetric("/memory/classes/heap/released:bytes") - released; got < 4<<20 {
+		t.Errorf("the trim handed back %d bytes of an 8 MiB burst", got)
+	}
+	cycles := readMetric("/gc/cycles/total:gc-cycles")
+	trim()
+	if n := readMetric("/gc/cycles/total:gc-cycles"); n != cycles {
+		t.Errorf("a trim with nothing allocated since ran %d collections", n-cycles)
+	}
+}
