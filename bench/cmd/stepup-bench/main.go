@@ -302,9 +302,8 @@ func run(ctx context.Context, c *config) error {
 	time.Sleep(2 * time.Second)
 	for _, s := range servers {
 		res.rssLoaded[s.name], _ = rssOf(s.pid)
-		fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", s.pid))
-		logf("after the rounds %-16s RSS %.1f MiB, anonymous %.1f MiB, %d fds", s.name,
-			float64(res.rssLoaded[s.name].rss)/(1<<20), float64(res.rssLoaded[s.name].anon)/(1<<20), len(fds))
+		logf("after the rounds %-16s RSS %.1f MiB, anonymous %.1f MiB", s.name,
+			float64(res.rssLoaded[s.name].rss)/(1<<20), float64(res.rssLoaded[s.name].anon)/(1<<20))
 	}
 
 	if c.only == "requests" {
