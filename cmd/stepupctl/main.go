@@ -20,7 +20,7 @@ func main() {
 
 // quickVerbs make one or two round trips and never prompt or touch the
 // terminal.
-var quickVerbs = map[string]bool{"check": true, "status": true, "jwks": true, "verify": true}
+var quickVerbs = map[string]bool{"check": true, "status": true, "jwks": true}
 
 // quickGrace is how long a quick verb runs before it takes SIGINT and
 // SIGTERM itself.

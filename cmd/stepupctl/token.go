@@ -82,7 +82,7 @@ func (a *app) verifyCmd() *cobra.Command {
 			}
 			tok := args[0]
 			if tok == "-" {
-				b, err := io.ReadAll(io.LimitReader(a.stdin, 64<<10))
+				b, err := readAllCtx(cmd.Context(), io.LimitReader(a.stdin, 64<<10))
 				if err != nil {
 					return fmt.Errorf("reading the token from standard input: %w", err)
 				}
@@ -152,5 +152,26 @@ func (a *app) jwksCmd() *cobra.Command {
 			jsonUnmarshal(raw, &v)
 			return a.printJSON(v)
 		},
+	}
+}
+
+// readAllCtx is io.ReadAll that returns when ctx ends (Ctrl-C while
+// stepupctl waits for a token typed on a terminal); the read itself is
+// left to the process's exit.
+func readAllCtx(ctx context.Context, r io.Reader) ([]byte, error) {
+	type result struct {
+		b   []byte
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		b, err := io.ReadAll(r)
+		done <- result{b, err}
+	}()
+	select {
+	case res := <-done:
+		return res.b, res.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
 }
