@@ -76,6 +76,10 @@ type Config struct {
 // state and the spans that must not see it change between a check and a
 // mint.
 type Agent struct {
+	// scopeNames interns the scopes of {"scope":"NAME"} params
+	// (handle.go).
+	scopeNames internSet
+
 	cfg     Config
 	log     *zap.Logger
 	now     func() time.Time

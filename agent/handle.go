@@ -97,8 +97,8 @@ func typed[P, R any](fn func(a *Agent, ctx context.Context, p *P) (R, error)) fu
 func scoped[R any](fn func(a *Agent, ctx context.Context, p *api.ScopeParams) (R, error)) func(*Agent, context.Context, json.RawMessage) (any, error) {
 	slow := typed(fn)
 	return func(a *Agent, ctx context.Context, params json.RawMessage) (any, error) {
-		if scope, ok := scopeOnly(params); ok {
-			return fn(a, ctx, &api.ScopeParams{Scope: scope})
+		if scope, ok := scopeBytes(params); ok {
+			return fn(a, ctx, &api.ScopeParams{Scope: a.scopeNames.get(scope)})
 		}
 		return slow(a, ctx, params)
 	}
@@ -108,38 +108,44 @@ func scoped[R any](fn func(a *Agent, ctx context.Context, p *api.ScopeParams) (R
 // whitespace allowed between tokens), where NAME holds only printable
 // ASCII other than the quote and the backslash. For anything else it reports false.
 func scopeOnly(b []byte) (string, bool) {
+	s, ok := scopeBytes(b)
+	return string(s), ok
+}
+
+// scopeBytes is scopeOnly without the string: NAME within b.
+func scopeBytes(b []byte) ([]byte, bool) {
 	const key = `"scope"`
 	i := jsonSpace(b, 0)
 	if i >= len(b) || b[i] != '{' {
-		return "", false
+		return nil, false
 	}
 	i = jsonSpace(b, i+1)
 	if len(b)-i < len(key) || string(b[i:i+len(key)]) != key {
-		return "", false
+		return nil, false
 	}
 	i = jsonSpace(b, i+len(key))
 	if i >= len(b) || b[i] != ':' {
-		return "", false
+		return nil, false
 	}
 	i = jsonSpace(b, i+1)
 	if i >= len(b) || b[i] != '"' {
-		return "", false
+		return nil, false
 	}
 	start := i + 1
 	j := start
 	for ; j < len(b) && b[j] != '"'; j++ {
 		if c := b[j]; c < 0x20 || c >= 0x7f || c == '\\' {
-			return "", false
+			return nil, false
 		}
 	}
 	if j >= len(b) {
-		return "", false
+		return nil, false
 	}
 	k := jsonSpace(b, j+1)
 	if k >= len(b) || b[k] != '}' || jsonSpace(b, k+1) != len(b) {
-		return "", false
+		return nil, false
 	}
-	return string(b[start:j]), true
+	return b[start:j], true
 }
 
 // jsonSpace returns the index of the first byte at or after i that is not
@@ -162,8 +168,13 @@ type noParams struct{}
 
 // The adapters below give the table's handlers the one shape typed wants.
 
-func (a *Agent) isStepUpRequired(ctx context.Context, p *api.ScopeParams) (*api.StepUpRequired, error) {
-	return a.IsStepUpRequired(ctx, p)
+func (a *Agent) isStepUpRequired(ctx context.Context, p *api.ScopeParams) (*checkAnswer, error) {
+	c := checkAnswers.Get().(*checkAnswer)
+	if err := a.checkInto(ctx, p, &c.StepUpRequired, &c.exp); err != nil {
+		c.Release()
+		return nil, err
+	}
+	return c, nil
 }
 
 func (a *Agent) getToken(ctx context.Context, p *api.ScopeParams) (*api.GetTokenResult, error) {
@@ -418,4 +429,31 @@ func wireError(err error) error {
 		return api.Errorf(api.CodeVerificationFailed, "%s", err.Error())
 	}
 	return err
+}
+
+// internSet hands out one string per scope name read on the hot path,
+// so that a scope asked for again is not allocated again. Bounded: past
+// maxInterned names it starts over.
+type internSet struct {
+	mu sync.RWMutex
+	m  map[string]string
+}
+
+const maxInterned = 1024
+
+func (s *internSet) get(b []byte) string {
+	s.mu.RLock()
+	v, ok := s.m[string(b)]
+	s.mu.RUnlock()
+	if ok {
+		return v
+	}
+	v = string(b)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil || len(s.m) >= maxInterned {
+		s.m = make(map[string]string)
+	}
+	s.m[v] = v
+	return v
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/stepup-agent/stepup-agent/api"
@@ -64,35 +65,65 @@ func (a *Agent) modesOf(scopes []string) []peer.Mode {
 // held for these details and key, and its binding admits this caller.
 // It is the hot path: no audit record, nothing allocated per held token.
 func (a *Agent) IsStepUpRequired(ctx context.Context, p *api.ScopeParams) (*api.StepUpRequired, error) {
+	res := new(api.StepUpRequired)
+	if err := a.checkInto(ctx, p, res, nil); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// checkAnswer is an isStepUpRequired answer for the socket, from a pool:
+// the server encodes it (AppendJSON, promoted) and then releases it
+// (ipc.Releaser); its expiry lives beside it, so that neither the answer
+// nor its ExpiresAt is allocated per request.
+type checkAnswer struct {
+	api.StepUpRequired
+	exp time.Time
+}
+
+var checkAnswers = sync.Pool{New: func() any { return new(checkAnswer) }}
+
+// Release is ipc.Releaser: the answer is written and goes back.
+func (c *checkAnswer) Release() {
+	if c == nil {
+		return
+	}
+	*c = checkAnswer{}
+	checkAnswers.Put(c)
+}
+
+// checkInto is IsStepUpRequired into res; exp, when not nil, holds the
+// expiry res.ExpiresAt points to (else it is allocated).
+func (a *Agent) checkInto(ctx context.Context, p *api.ScopeParams, res *api.StepUpRequired, exp *time.Time) error {
 	scope := p.Scope
 	if scope == "" {
-		return nil, invalidParams("scope is required, e.g. {\"scope\":\"wallet:export\"}")
+		return invalidParams("scope is required, e.g. {\"scope\":\"wallet:export\"}")
 	}
 	if err := policy.CheckScope(scope); err != nil {
-		return nil, invalidParams("invalid scope: %v", err)
+		return invalidParams("invalid scope: %v", err)
 	}
 	r := a.rule(scope)
 	if r.Denied {
-		return nil, api.Errorf(api.CodeUnknownScope, "the policy does not name scope %s and denies unknown scopes", scope).
+		return api.Errorf(api.CodeUnknownScope, "the policy does not name scope %s and denies unknown scopes", scope).
 			WithHint("add the scope to the policy's scopes, or set unknownScopes: require")
 	}
 	d, err := api.ParseDetails(p.AuthorizationDetails)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err := p.Cnf.Check(); err != nil {
-		return nil, err
+		return err
 	}
-	res := &api.StepUpRequired{Scope: scope, Methods: []string{}}
+	res.Scope, res.Methods = scope, []string{}
 	res.Bind = string(r.Bind)
 	if !r.Required {
-		return res, nil
+		return nil
 	}
 	res.Required = true
 	if err := a.checkClient(ctx, r); err != nil {
 		// No step-up can help this client: say so rather than offer
 		// methods (DESIGN.md: 4005 for a client the scope leaves out).
-		return nil, err
+		return err
 	}
 	locked := a.Locked()
 	res.Locked = locked
@@ -100,9 +131,12 @@ func (a *Agent) IsStepUpRequired(ctx context.Context, p *api.ScopeParams) (*api.
 		w := want{caller: peer.FromContext(ctx), details: d.Canonical(), cnf: p.Cnf}
 		if h, _ := a.tokens.bestFor(scope, a.now(), w); h != nil && a.clientsAllow(ctx, h) {
 			res.Required = false
-			exp := h.ExpiresAt
-			res.ExpiresAt = &exp
-			return res, nil
+			if exp == nil {
+				exp = new(time.Time)
+			}
+			*exp = h.ExpiresAt
+			res.ExpiresAt = exp
+			return nil
 		}
 	}
 	res.Methods = a.availableFor(scope)
@@ -110,7 +144,7 @@ func (a *Agent) IsStepUpRequired(ctx context.Context, p *api.ScopeParams) (*api.
 		res.DefaultMethod = res.Methods[0]
 		res.Credentials, res.DefaultCredentialID = a.credentialRefs(res.Methods)
 	}
-	return res, nil
+	return nil
 }
 
 // credentialRefs lists the credentials of methods (in their order), and

@@ -353,6 +353,13 @@ type JSONAppender interface {
 	AppendJSON(b []byte) ([]byte, error)
 }
 
+// Releaser is a result the server hands back once its answer is
+// encoded (a pooled one goes back to its pool); the handler must not
+// keep it.
+type Releaser interface {
+	Release()
+}
+
 // answerBuf is a pooled buffer an answer is encoded into, with an
 // encoder bound to it (json.Encoder writes into the buffer, where
 // json.Marshal would allocate a copy).

@@ -820,7 +820,11 @@ func (c *conn) respond(id json.RawMessage, method string, res any, err error) {
 	}
 	a := getAnswerBuf()
 	defer putAnswerBuf(a)
-	if merr := a.appendResult(id, res); merr != nil {
+	merr := a.appendResult(id, res)
+	if r, ok := res.(Releaser); ok {
+		r.Release()
+	}
+	if merr != nil {
 		c.srv.Log.Error("cannot marshal result", zap.String("method", method), zap.Error(merr))
 		c.write(errorLine(id, api.Errorf(api.CodeInternal, "internal error in %s; see the agent's log", method)))
 		return
