@@ -90,7 +90,7 @@ func (p ScopeParams) AppendJSON(b []byte) ([]byte, error) {
 }
 
 // AppendRequest appends one request line (with its newline) of the
-// protocol's envelope: params as its AppendJSON or json.Marshal has it.
+// protocol's envelope: params as json.Marshal has them (nil as {}).
 func AppendRequest(b []byte, id uint64, method string, params any) ([]byte, error) {
 	b = append(b, `{"jsonrpc":"2.0","id":`...)
 	b = strconv.AppendUint(b, id, 10)
@@ -98,11 +98,20 @@ func AppendRequest(b []byte, id uint64, method string, params any) ([]byte, erro
 	b = appendJSONString(b, method)
 	b = append(b, `,"params":`...)
 	var err error
+	// The hand-written params only for their exact types: a struct
+	// embedding ScopeParams would promote AppendJSON and lose its own
+	// fields.
 	switch p := params.(type) {
 	case nil:
 		b = append(b, "{}"...)
-	case interface{ AppendJSON([]byte) ([]byte, error) }:
+	case ScopeParams:
 		b, err = p.AppendJSON(b)
+	case *ScopeParams:
+		if p == nil {
+			b = append(b, "null"...)
+		} else {
+			b, err = p.AppendJSON(b)
+		}
 	default:
 		var j []byte
 		j, err = json.Marshal(p)

@@ -87,6 +87,12 @@ func TestAppendRequestMatchesMarshal(t *testing.T) {
 		ScopeParams{Scope: "payments:send", ActionParams: ActionParams{AuthorizationDetails: RawDetails(`[{"type":"payment","amount":"5"}]`)}},
 		ScopeParams{Scope: "k", ActionParams: ActionParams{Cnf: &Cnf{JKT: "abc"}}},
 		ResetParams{Scopes: []string{"a", "b"}},
+		&ScopeParams{Scope: "ptr"},
+		(*ScopeParams)(nil),
+		struct {
+			ScopeParams
+			Extra string `json:"extra"`
+		}{ScopeParams{Scope: "s"}, "x"}, // embeds: its own field is kept
 	} {
 		got, err := AppendRequest(nil, 42, MethodIsStepUpRequired, p)
 		if err != nil {

@@ -812,6 +812,13 @@ func validID(id json.RawMessage) bool {
 	return false
 }
 
+// Conns returns the number of open connections.
+func (s *Server) Conns() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
 // respond writes the answer to a request (nothing for a notification).
 func (c *conn) respond(id json.RawMessage, method string, res any, err error) {
 	if err != nil {

@@ -129,6 +129,7 @@ func serve(o *options, stdout, stderr io.Writer) int {
 	var tr trimmer
 	defer tr.stop()
 	srv := &ipc.Server{Handler: a, Log: log, UID: -1, Idle: tr.idle}
+	tr.busy = func() bool { return srv.Conns() > 0 }
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- srv.Serve(ln) }()
 	if rln != nil {

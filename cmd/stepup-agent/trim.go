@@ -24,6 +24,10 @@ const trimAtLeast = 1 << 20
 // by every last-connection close, so that a steady stream of short
 // connections (a shell loop) trims once, when it stops.
 type trimmer struct {
+	// busy reports open connections; a trim finds the agent busy
+	// again is skipped (the next idle arms it again).
+	busy func() bool
+
 	mu    sync.Mutex
 	timer *time.Timer
 }
@@ -33,10 +37,17 @@ func (t *trimmer) idle() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.timer == nil {
-		t.timer = time.AfterFunc(trimAfter, trim)
+		t.timer = time.AfterFunc(trimAfter, t.fire)
 		return
 	}
 	t.timer.Reset(trimAfter)
+}
+
+func (t *trimmer) fire() {
+	if t.busy != nil && t.busy() {
+		return // a client came back: no collection in the middle of its load
+	}
+	trim()
 }
 
 func (t *trimmer) stop() {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"runtime"
 	"runtime/metrics"
 	"testing"
 )
@@ -29,5 +30,20 @@ func TestTrimAfterBurst(t *testing.T) {
 	trim()
 	if n := readMetric("/gc/cycles/total:gc-cycles"); n != cycles {
 		t.Errorf("a trim with nothing allocated since ran %d collections", n-cycles)
+	}
+}
+
+// A trim whose timer fires while a client is connected again is skipped.
+func TestTrimSkippedWhenBusy(t *testing.T) {
+	for range 256 {
+		sink = append(sink, make([]byte, 32<<10)) // enough for a trim
+	}
+	sink = nil
+	runtime.GC() // and no collection of its own under way
+	cycles := readMetric("/gc/cycles/total:gc-cycles")
+	tr := trimmer{busy: func() bool { return true }}
+	tr.fire()
+	if n := readMetric("/gc/cycles/total:gc-cycles"); n != cycles {
+		t.Errorf("a busy agent was trimmed (%d collections)", n-cycles)
 	}
 }

@@ -88,10 +88,10 @@ func (c *Client) socket() string {
 type clientConn struct {
 	nc  net.Conn
 	wmu sync.Mutex
-	// serial: no reader goroutine; call holds smu, writes, and reads
-	// its answer from br itself.
+	// serial: no reader goroutine; a call holds sem (one slot), writes,
+	// and reads its answer from br itself.
 	serial bool
-	smu    sync.Mutex
+	sem    chan struct{}
 	br     *bufio.Reader
 
 	mu   sync.Mutex
@@ -123,6 +123,7 @@ func (c *Client) dialMode(ctx context.Context, serial bool) (*clientConn, error)
 	}
 	cc := &clientConn{nc: nc, wait: map[uint64]chan response{}, serial: serial}
 	if serial {
+		cc.sem = make(chan struct{}, 1)
 		cc.br = bufio.NewReaderSize(nc, 4<<10)
 	} else {
 		go cc.read()
@@ -238,7 +239,7 @@ func (cc *clientConn) call(ctx context.Context, method string, params, result an
 			return resp.Error
 		}
 		if result != nil {
-			return json.Unmarshal(resp.Result, result)
+			return decodeResult(resp.Result, result)
 		}
 		return nil
 	case <-ctx.Done():
@@ -274,15 +275,23 @@ func (cc *clientConn) send(ctx context.Context, id uint64, method string, params
 // connection broken (its answer would still come), so the next call
 // dials again.
 func (cc *clientConn) callSerial(ctx context.Context, method string, params, result any) error {
-	cc.smu.Lock()
-	defer cc.smu.Unlock()
+	// Waiting for the call ahead is bounded by this call's own ctx.
+	select {
+	case cc.sem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-cc.sem }()
 	cc.mu.Lock()
 	err := cc.err
 	cc.next++
 	id := cc.next
 	cc.mu.Unlock()
 	if err != nil {
-		return err
+		// The call ahead broke the connection (its ctx ended, or the
+		// agent hung up): nothing of this call was sent, so Call
+		// dials again for it.
+		return errStale
 	}
 	if err := ctx.Err(); err != nil {
 		return err
@@ -331,7 +340,7 @@ func (cc *clientConn) callSerial(ctx context.Context, method string, params, res
 			return resp.Error
 		}
 		if result != nil {
-			return json.Unmarshal(resp.Result, result)
+			return decodeResult(resp.Result, result)
 		}
 		return nil
 	}
@@ -355,20 +364,38 @@ func (cc *clientConn) broken() bool {
 // Call sends one request and decodes its result into result (which may be
 // nil). It is the escape hatch for methods this package has no helper for.
 func (c *Client) Call(ctx context.Context, method string, params, result any) error {
-	c.mu.Lock()
-	cc := c.conn
-	if cc == nil || cc.broken() {
-		var err error
-		cc, err = c.dialMode(ctx, c.Serial)
-		if err != nil {
-			c.mu.Unlock()
+	for try := 0; ; try++ {
+		c.mu.Lock()
+		cc := c.conn
+		if cc == nil || cc.broken() {
+			var err error
+			cc, err = c.dialMode(ctx, c.Serial)
+			if err != nil {
+				c.mu.Unlock()
+				return err
+			}
+			c.conn = cc
+		}
+		c.mu.Unlock()
+		if err := cc.call(ctx, method, params, result); err != errStale || try == 2 {
 			return err
 		}
-		c.conn = cc
 	}
-	c.mu.Unlock()
-	return cc.call(ctx, method, params, result)
 }
+
+// decodeResult decodes an answer's result; an answer without one (absent
+// or null) is an error, not a zero value: IsStepUpRequired would read
+// it as "no step-up needed".
+func decodeResult(raw json.RawMessage, result any) error {
+	if len(raw) == 0 || string(raw) == "null" {
+		return errors.New("the agent's answer has no result")
+	}
+	return json.Unmarshal(raw, result)
+}
+
+// errStale: a serial call found its connection broken by the call ahead
+// of it before it sent anything; Call dials again.
+var errStale = errors.New("the connection was broken by an earlier call")
 
 // callOwn runs one call on a connection of its own, closed when the call
 // ends or ctx is done: the agent then dismisses any prompt it showed.

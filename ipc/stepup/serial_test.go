@@ -55,13 +55,39 @@ func TestSerialClientAgainstAgent(t *testing.T) {
 // returns at once, and the next call is not handed the late answer: it
 // dials again.
 func TestSerialClientCancelledCall(t *testing.T) {
+	sock, conns := muteOnHang(t)
+	c := &stepup.Client{Socket: sock, Serial: true}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	t0 := time.Now()
+	_, err := c.CheckStepUp(ctx, "hang")
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("unanswered call: %v, want context.DeadlineExceeded", err)
+	}
+	if d := time.Since(t0); d > 5*time.Second {
+		t.Fatalf("unanswered call returned after %v", d)
+	}
+	r, err := c.CheckStepUp(context.Background(), "wallet:export")
+	if err != nil || r.Scope != "wallet:export" {
+		t.Fatalf("next call: %+v, %v", r, err)
+	}
+	if n := conns.Load(); n != 2 {
+		t.Errorf("%d connections, want 2 (the cancelled call's is dropped)", n)
+	}
+}
+
+// muteOnHang is an agent that answers isStepUpRequired for any scope but
+// "hang", which it never answers, and "null", which it answers with a
+// null result; conns counts its connections.
+func muteOnHang(t *testing.T) (string, *atomic.Int32) {
 	sock := filepath.Join(t.TempDir(), "s.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	var conns atomic.Int32
+	t.Cleanup(func() { ln.Close() })
+	conns := new(atomic.Int32)
 	go func() {
 		for {
 			nc, err := ln.Accept()
@@ -84,28 +110,60 @@ func TestSerialClientCancelledCall(t *testing.T) {
 					if req.Params.Scope == "hang" {
 						continue // never answered
 					}
+					if req.Params.Scope == "null" {
+						fmt.Fprintf(nc, `{"jsonrpc":"2.0","id":%s,"result":null}`+"\n", req.ID)
+						continue
+					}
 					fmt.Fprintf(nc, `{"jsonrpc":"2.0","id":%s,"result":{"required":true,"scope":%q,"methods":[]}}`+"\n", req.ID, req.Params.Scope)
 				}
 			}()
 		}
 	}()
+	return sock, conns
+}
+
+// A serial call queued behind one the agent never answers gives up at
+// its own deadline; when the call ahead is cancelled, the next call
+// dials again instead of inheriting its error.
+func TestSerialClientQueuedCall(t *testing.T) {
+	sock, _ := muteOnHang(t)
 	c := &stepup.Client{Socket: sock, Serial: true}
 	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	actx, cancelA := context.WithCancel(context.Background())
+	aDone := make(chan error, 1)
+	go func() { _, err := c.CheckStepUp(actx, "hang"); aDone <- err }()
+	time.Sleep(100 * time.Millisecond) // A holds the connection
+	bctx, cancelB := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancelB()
 	t0 := time.Now()
-	_, err = c.CheckStepUp(ctx, "hang")
-	cancel()
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("unanswered call: %v, want context.DeadlineExceeded", err)
+	if _, err := c.CheckStepUp(bctx, "wallet:export"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("queued call: %v, want context.DeadlineExceeded", err)
 	}
-	if d := time.Since(t0); d > 5*time.Second {
-		t.Fatalf("unanswered call returned after %v", d)
+	if d := time.Since(t0); d > 3*time.Second {
+		t.Fatalf("queued call returned after %v", d)
 	}
-	r, err := c.CheckStepUp(context.Background(), "wallet:export")
-	if err != nil || r.Scope != "wallet:export" {
-		t.Fatalf("next call: %+v, %v", r, err)
+	cancelA()
+	if err := <-aDone; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled call: %v", err)
 	}
-	if n := conns.Load(); n != 2 {
-		t.Errorf("%d connections, want 2 (the cancelled call's is dropped)", n)
+	r, err := c.CheckStepUp(context.Background(), "docs:read")
+	if err != nil || r.Scope != "docs:read" {
+		t.Fatalf("call after the cancelled one: %+v, %v", r, err)
+	}
+}
+
+// An answer without a result is an error, and IsStepUpRequired reads it
+// as "step-up required": it fails closed, pipelined or serial.
+func TestNullResultFailsClosed(t *testing.T) {
+	sock, _ := muteOnHang(t)
+	for _, serial := range []bool{false, true} {
+		c := &stepup.Client{Socket: sock, Serial: serial}
+		if _, err := c.CheckStepUp(context.Background(), "null"); err == nil {
+			t.Errorf("serial %v: a null result decoded without an error", serial)
+		}
+		if !c.IsStepUpRequired(context.Background(), "null") {
+			t.Errorf("serial %v: IsStepUpRequired = false on a null result", serial)
+		}
+		c.Close()
 	}
 }
