@@ -158,6 +158,22 @@ func BenchmarkIsStepUpRequired(b *testing.B) {
 	})
 }
 
+// BenchmarkGetToken: getToken for a held token on the socket's path.
+func BenchmarkGetToken(b *testing.B) {
+	ctx := callerCtx()
+	a := benchAgent(b)
+	mintFor(b, a, "wallet:sign")
+	params := json.RawMessage(`{"scope":"wallet:sign"}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		res, err := a.Handle(ctx, api.MethodGetToken, params)
+		if err != nil {
+			b.Fatal(err)
+		}
+		res.(ipc.Releaser).Release()
+	}
+}
+
 func BenchmarkMint(b *testing.B) {
 	a := benchAgent(b)
 	ctx := callerCtx()

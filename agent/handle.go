@@ -177,8 +177,13 @@ func (a *Agent) isStepUpRequired(ctx context.Context, p *api.ScopeParams) (*chec
 	return c, nil
 }
 
-func (a *Agent) getToken(ctx context.Context, p *api.ScopeParams) (*api.GetTokenResult, error) {
-	return a.GetToken(ctx, p)
+func (a *Agent) getToken(ctx context.Context, p *api.ScopeParams) (*tokenAnswer, error) {
+	t := tokenAnswers.Get().(*tokenAnswer)
+	if err := a.getTokenInto(ctx, p, &t.GetTokenResult); err != nil {
+		t.Release()
+		return nil, err
+	}
+	return t, nil
 }
 
 func (a *Agent) resetState(ctx context.Context, p *api.ResetParams) (*api.ResetResult, error) {

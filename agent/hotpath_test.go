@@ -59,3 +59,34 @@ func TestInternSet(t *testing.T) {
 		t.Fatalf("%d names held, bound %d", len(s.m), maxInterned)
 	}
 }
+
+// getToken for a held token, on the socket's path, allocates nothing
+// either, and its answer is the one the Go API returns.
+func TestGetTokenAllocatesNothing(t *testing.T) {
+	a := benchAgent(t)
+	ctx := callerCtx()
+	mintFor(t, a, "wallet:sign")
+	params := json.RawMessage(`{"scope":"wallet:sign"}`)
+	call := func() *tokenAnswer {
+		res, err := a.Handle(ctx, api.MethodGetToken, params)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.(*tokenAnswer)
+	}
+	want, err := a.GetToken(ctx, &api.ScopeParams{Scope: "wallet:sign"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wb, _ := json.Marshal(want)
+	got := call()
+	if gb, _ := got.AppendJSON(nil); string(gb) != string(wb) {
+		t.Fatalf("socket answer %s, Go API %s", gb, wb)
+	}
+	got.Release()
+	if !raceEnabled {
+		if n := testing.AllocsPerRun(200, func() { call().Release() }); n != 0 {
+			t.Errorf("%.1f allocations per getToken, want 0", n)
+		}
+	}
+}

@@ -227,28 +227,54 @@ func normScopes(scopes []string) []string {
 // GetToken hands the held token for scope, for these details and key,
 // to a caller its binding admits and the policy's clients lists allow.
 func (a *Agent) GetToken(ctx context.Context, p *api.ScopeParams) (*api.GetTokenResult, error) {
+	res := new(api.GetTokenResult)
+	if err := a.getTokenInto(ctx, p, res); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// tokenAnswer is getToken's answer for the socket, from a pool, as
+// checkAnswer is isStepUpRequired's.
+type tokenAnswer struct {
+	api.GetTokenResult
+}
+
+var tokenAnswers = sync.Pool{New: func() any { return new(tokenAnswer) }}
+
+// Release is ipc.Releaser.
+func (t *tokenAnswer) Release() {
+	if t == nil {
+		return
+	}
+	*t = tokenAnswer{}
+	tokenAnswers.Put(t)
+}
+
+// getTokenInto is GetToken into res.
+func (a *Agent) getTokenInto(ctx context.Context, p *api.ScopeParams, res *api.GetTokenResult) error {
 	scope := p.Scope
 	if scope == "" {
-		return nil, invalidParams("scope is required")
+		return invalidParams("scope is required")
 	}
 	if err := checkScopeName("scope", scope); err != nil {
-		return nil, err
+		return err
 	}
 	d, err := api.ParseDetails(p.AuthorizationDetails)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err := p.Cnf.Check(); err != nil {
-		return nil, err
+		return err
 	}
 	r := a.rule(scope)
 	if err := a.checkClient(ctx, r); err != nil {
-		return nil, err
+		return err
 	}
 	w := want{caller: peer.FromContext(ctx), details: d.Canonical(), cnf: p.Cnf}
 	h, refused := a.tokens.bestFor(scope, a.now(), w)
 	if h != nil && !a.clientsAllow(ctx, h) {
-		return nil, api.Errorf(api.CodeForbidden, "%s may not use every scope of the token held for %s (%s)", orUnknown(clientExe(ctx)), scope, strings.Join(h.Scopes, " ")).
+		return api.Errorf(api.CodeForbidden, "%s may not use every scope of the token held for %s (%s)", orUnknown(clientExe(ctx)), scope, strings.Join(h.Scopes, " ")).
 			WithHint("the policy's clients lists of those scopes name the executables allowed to use them")
 	}
 	if h == nil && refused != nil {
@@ -258,14 +284,15 @@ func (a *Agent) GetToken(ctx context.Context, p *api.ScopeParams) (*api.GetToken
 		}
 		boundTo := peer.Describe(refused.Bind, refused.Minter)
 		a.audit(ctx, audit.Record{Event: audit.EventBindRefusal, Scopes: []string{scope}, JTI: refused.JTI, Result: "token_invalid", Caller: clientDesc(ctx), Detail: "bound to " + boundTo})
-		return nil, api.Errorf(api.CodeTokenInvalid, "no token for %s is held for this program", scope).
+		return api.Errorf(api.CodeTokenInvalid, "no token for %s is held for this program", scope).
 			WithHint("%s", api.BindingRefusedHint(boundTo, strings.Join(bind, ", ")))
 	}
 	if h == nil {
-		return nil, api.Errorf(api.CodeTokenInvalid, "no live token is held for %s", scope).
+		return api.Errorf(api.CodeTokenInvalid, "no live token is held for %s", scope).
 			WithHint("step up first: stepupctl prompt %s", scope)
 	}
-	return &api.GetTokenResult{Token: h.Token, Scopes: h.Scopes, ExpiresAt: h.ExpiresAt.UTC(), SingleUse: h.SingleUse}, nil
+	*res = api.GetTokenResult{Token: h.Token, Scopes: h.Scopes, ExpiresAt: h.ExpiresAt.UTC(), SingleUse: h.SingleUse}
+	return nil
 }
 
 // VerifyToken checks a token for a relying party and, with consume,

@@ -108,3 +108,25 @@ func TestAppendRequestMatchesMarshal(t *testing.T) {
 		}
 	}
 }
+
+// getToken's hand-written answer is what encoding/json writes.
+func TestGetTokenResultAppendJSONMatchesMarshal(t *testing.T) {
+	exp := time.Date(2026, 12, 4, 1, 2, 3, 0, time.UTC)
+	expNano := time.Date(2026, 12, 4, 1, 2, 3, 450000000, time.FixedZone("x", -5*3600))
+	for _, r := range []GetTokenResult{
+		{},
+		{Token: "eyJhbGciOiJFZERTQSJ9.e30.sig", Scopes: []string{"wallet:export"}, ExpiresAt: exp, SingleUse: true},
+		{Token: "a<b>&\"c\u2028", Scopes: []string{"x", "odd \xff"}, ExpiresAt: expNano},
+		{Token: "t", Scopes: []string{}, ExpiresAt: exp},
+	} {
+		got, err := r.AppendJSON(nil)
+		want, werr := json.Marshal(&r)
+		if (err == nil) != (werr == nil) || string(got) != string(want) {
+			t.Errorf("%+v:\n got %s (%v)\nwant %s (%v)", r, got, err, want, werr)
+		}
+	}
+	bad := GetTokenResult{ExpiresAt: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}
+	if _, err := bad.AppendJSON(nil); err == nil {
+		t.Error("an expiry past year 9999 encoded; json.Marshal refuses it")
+	}
+}
