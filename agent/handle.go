@@ -12,6 +12,7 @@ import (
 	"github.com/stepup-agent/stepup-agent/api"
 	"github.com/stepup-agent/stepup-agent/keychain"
 	"github.com/stepup-agent/stepup-agent/method"
+	"github.com/stepup-agent/stepup-agent/policy"
 	"github.com/stepup-agent/stepup-agent/prompt"
 	"github.com/stepup-agent/stepup-agent/remote"
 )
@@ -437,8 +438,11 @@ func wireError(err error) error {
 }
 
 // internSet hands out one string per scope name read on the hot path,
-// so that a scope asked for again is not allocated again. Bounded: past
-// maxInterned names it starts over.
+// so that a scope asked for again is not allocated again. Only valid
+// scope names are kept (at most policy.MaxScopeLen bytes: a 64 KiB line
+// is not), and at most maxInterned of them: past that a new name is
+// allocated as before, so the set holds at most 256 KiB and a client
+// cycling through names cannot evict the ones in use.
 type internSet struct {
 	mu sync.RWMutex
 	m  map[string]string
@@ -449,16 +453,22 @@ const maxInterned = 1024
 func (s *internSet) get(b []byte) string {
 	s.mu.RLock()
 	v, ok := s.m[string(b)]
+	full := len(s.m) >= maxInterned
 	s.mu.RUnlock()
 	if ok {
 		return v
 	}
 	v = string(b)
+	if full || policy.CheckScope(v) != nil {
+		return v
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.m == nil || len(s.m) >= maxInterned {
+	if s.m == nil {
 		s.m = make(map[string]string)
 	}
-	s.m[v] = v
+	if len(s.m) < maxInterned {
+		s.m[v] = v
+	}
 	return v
 }

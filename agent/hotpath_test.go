@@ -3,6 +3,7 @@ package agent
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/stepup-agent/stepup-agent/api"
@@ -46,17 +47,27 @@ func TestIsStepUpRequiredAllocatesNothing(t *testing.T) {
 	var _ ipc.Releaser = (*checkAnswer)(nil)
 }
 
-// The interned names are the names asked for, and the set stays bounded.
+// The interned names are the names asked for; the set keeps only valid
+// names, at most maxInterned of them, and never evicts one in use.
 func TestInternSet(t *testing.T) {
 	var s internSet
+	first := s.get([]byte("wallet:export"))
 	for i := range 3 * maxInterned {
 		name := fmt.Sprintf("scope:%d", i)
 		if got := s.get([]byte(name)); got != name {
 			t.Fatalf("get(%q) = %q", name, got)
 		}
 	}
-	if len(s.m) > maxInterned {
+	if len(s.m) != maxInterned {
 		t.Fatalf("%d names held, bound %d", len(s.m), maxInterned)
+	}
+	if _, ok := s.m[first]; !ok {
+		t.Error("a name in use was evicted by a client cycling through names")
+	}
+	var t2 internSet
+	long := strings.Repeat("a", 60<<10) // a line's worth, refused later by the check
+	if got := t2.get([]byte(long)); got != long || len(t2.m) != 0 {
+		t.Errorf("a %d-byte name was interned (%d held)", len(long), len(t2.m))
 	}
 }
 
