@@ -15,18 +15,7 @@ func (r *StepUpRequired) AppendJSON(b []byte) ([]byte, error) {
 	b = append(b, `,"scope":`...)
 	b = appendJSONString(b, r.Scope)
 	b = append(b, `,"methods":`...)
-	if r.Methods == nil {
-		b = append(b, "null"...)
-	} else {
-		b = append(b, '[')
-		for i, m := range r.Methods {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendJSONString(b, m)
-		}
-		b = append(b, ']')
-	}
+	b = appendJSONStrings(b, r.Methods)
 	if r.DefaultMethod != "" {
 		b = append(b, `,"defaultMethod":`...)
 		b = appendJSONString(b, r.DefaultMethod)
@@ -59,6 +48,22 @@ func (r *StepUpRequired) AppendJSON(b []byte) ([]byte, error) {
 		b = appendJSONString(b, r.Bind)
 	}
 	return append(b, '}'), nil
+}
+
+// appendJSONStrings appends ss as json.Marshal writes a []string (nil
+// as null).
+func appendJSONStrings(b []byte, ss []string) []byte {
+	if ss == nil {
+		return append(b, "null"...)
+	}
+	b = append(b, '[')
+	for i, s := range ss {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, s)
+	}
+	return append(b, ']')
 }
 
 // appendJSONString appends s quoted as json.Marshal quotes it. Printable
@@ -130,18 +135,7 @@ func (r *GetTokenResult) AppendJSON(b []byte) ([]byte, error) {
 	b = append(b, `{"token":`...)
 	b = appendJSONString(b, r.Token)
 	b = append(b, `,"scopes":`...)
-	if r.Scopes == nil {
-		b = append(b, "null"...)
-	} else {
-		b = append(b, '[')
-		for i, s := range r.Scopes {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendJSONString(b, s)
-		}
-		b = append(b, ']')
-	}
+	b = appendJSONStrings(b, r.Scopes)
 	b = append(b, `,"expiresAt":"`...)
 	var err error
 	if b, err = r.ExpiresAt.AppendText(b); err != nil {
