@@ -235,13 +235,7 @@ func (cc *clientConn) call(ctx context.Context, method string, params, result an
 			}
 			return fmt.Errorf("stepup-agent closed the connection: %w", err)
 		}
-		if resp.Error != nil {
-			return resp.Error
-		}
-		if result != nil {
-			return decodeResult(resp.Result, result)
-		}
-		return nil
+		return resp.into(result)
 	case <-ctx.Done():
 		cc.mu.Lock()
 		delete(cc.wait, id)
@@ -336,13 +330,7 @@ func (cc *clientConn) callSerial(ctx context.Context, method string, params, res
 		if got != id {
 			continue // the answer to a call ctx ended earlier
 		}
-		if resp.Error != nil {
-			return resp.Error
-		}
-		if result != nil {
-			return decodeResult(resp.Result, result)
-		}
-		return nil
+		return resp.into(result)
 	}
 }
 
@@ -383,14 +371,21 @@ func (c *Client) Call(ctx context.Context, method string, params, result any) er
 	}
 }
 
-// decodeResult decodes an answer's result; an answer without one (absent
-// or null) is an error, not a zero value: IsStepUpRequired would read
-// it as "no step-up needed".
-func decodeResult(raw json.RawMessage, result any) error {
-	if len(raw) == 0 || string(raw) == "null" {
+// into is a call's outcome from its answer: the agent's error, or the
+// result decoded into result (nil: not wanted). An answer without a
+// result (absent or null) is an error, not a zero value:
+// IsStepUpRequired would read it as "no step-up needed".
+func (r *response) into(result any) error {
+	if r.Error != nil {
+		return r.Error
+	}
+	if result == nil {
+		return nil
+	}
+	if len(r.Result) == 0 || string(r.Result) == "null" {
 		return errors.New("the agent's answer has no result")
 	}
-	return json.Unmarshal(raw, result)
+	return json.Unmarshal(r.Result, result)
 }
 
 // errStale: a serial call found its connection broken by the call ahead
