@@ -30,6 +30,12 @@ type trimmer struct {
 
 	mu    sync.Mutex
 	timer *time.Timer
+
+	// trimMu serializes trims (a timer re-armed while one runs);
+	// trimmedAt is the allocation count at the last one.
+	trimMu    sync.Mutex
+	sample    [1]metrics.Sample
+	trimmedAt uint64
 }
 
 // idle is ipc.Server.Idle.
@@ -47,7 +53,7 @@ func (t *trimmer) fire() {
 	if t.busy != nil && t.busy() {
 		return // a client came back: no collection in the middle of its load
 	}
-	trim()
+	t.trim()
 }
 
 func (t *trimmer) stop() {
@@ -58,21 +64,24 @@ func (t *trimmer) stop() {
 	}
 }
 
-var (
-	trimSample = []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}}
-	trimMu     sync.Mutex
-	trimmedAt  uint64 // the allocation count at the last trim
-)
+// allocated reads the bytes allocated since the process started.
+func (t *trimmer) allocated() (uint64, bool) {
+	t.sample[0].Name = "/gc/heap/allocs:bytes"
+	metrics.Read(t.sample[:])
+	v := t.sample[0].Value
+	if v.Kind() != metrics.KindUint64 {
+		return 0, false
+	}
+	return v.Uint64(), true
+}
 
 // trim collects and returns the free heap to the system when enough was
 // allocated since the last trim. (The free heap before a collection is
 // no guide: what the burst left is garbage until the collector runs.)
-func trim() {
-	trimMu.Lock()
-	defer trimMu.Unlock()
-	metrics.Read(trimSample)
-	v := trimSample[0].Value
-	if v.Kind() != metrics.KindUint64 || v.Uint64()-trimmedAt < trimAtLeast {
+func (t *trimmer) trim() {
+	t.trimMu.Lock()
+	defer t.trimMu.Unlock()
+	if n, ok := t.allocated(); !ok || n-t.trimmedAt < trimAtLeast {
 		return
 	}
 	// Two collections: the first moves what sync.Pools hold (the
@@ -80,6 +89,5 @@ func trim() {
 	// it; FreeOSMemory's own collection then hands the free heap back.
 	runtime.GC()
 	debug.FreeOSMemory()
-	metrics.Read(trimSample)
-	trimmedAt = trimSample[0].Value.Uint64()
+	t.trimmedAt, _ = t.allocated()
 }

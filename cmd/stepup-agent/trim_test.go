@@ -22,12 +22,13 @@ func TestTrimAfterBurst(t *testing.T) {
 	}
 	sink = nil
 	released := readMetric("/memory/classes/heap/released:bytes")
-	trim()
+	var tr trimmer
+	tr.trim()
 	if got := readMetric("/memory/classes/heap/released:bytes") - released; got < 4<<20 {
 		t.Errorf("the trim handed back %d bytes of an 8 MiB burst", got)
 	}
 	cycles := readMetric("/gc/cycles/total:gc-cycles")
-	trim()
+	tr.trim()
 	if n := readMetric("/gc/cycles/total:gc-cycles"); n != cycles {
 		t.Errorf("a trim with nothing allocated since ran %d collections", n-cycles)
 	}
