@@ -27,6 +27,34 @@ type rawIO struct {
 	// noWait: a read that would wait fails with errWouldBlock instead
 	// (the accepting goroutine reads what came with the connection).
 	noWait bool
+
+	// The functions handed to rc.Read and rc.Write are method values
+	// made once in newRawIO, and what they work on lives here: a closure
+	// made per call would escape to the heap through the RawConn
+	// interface, an allocation per read and per write, and so a garbage
+	// collection every few thousand requests (docs/BENCHMARKS.md, Notes).
+	// Only serve's goroutine reads, and writes hold the connection's
+	// write lock, so each half has one user at a time.
+	rd     rawRead
+	wr     rawWrite
+	readFn func(uintptr) bool
+	wrFn   func(uintptr) bool
+}
+
+// rawRead is the state of one Read.
+type rawRead struct {
+	b          []byte
+	n          int
+	errno      syscall.Errno
+	wouldBlock bool
+}
+
+// rawWrite is the state of one Write.
+type rawWrite struct {
+	b     []byte
+	total int
+	wait  bool
+	errno syscall.Errno
 }
 
 // newRawIO returns the reader and writer of nc's requests and answers.
@@ -42,6 +70,7 @@ func newRawIO(nc net.Conn, beforeWait func(), timeout time.Duration) (r io.Reade
 		return &hookReader{nc: nc, before: beforeWait}, &progressWriter{nc: nc, timeout: timeout}
 	}
 	x := &rawIO{nc: nc, rc: rc, beforeWait: beforeWait, timeout: timeout}
+	x.readFn, x.wrFn = x.readOnce, x.writeOnce
 	return x, x
 }
 
@@ -55,45 +84,83 @@ func setNoWait(r io.Reader, on bool) bool {
 	return ok
 }
 
+// readOnce is rc.Read's function: one read(2) into x.rd.b. It returns
+// false to wait in the netpoller for the socket to become readable.
+func (x *rawIO) readOnce(fd uintptr) bool {
+	b := x.rd.b
+	for {
+		m, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+		switch e {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			if x.noWait {
+				x.rd.wouldBlock = true
+				return true
+			}
+			// Nothing there: arm the line deadline, then wait in the
+			// netpoller (which calls this again when the socket is
+			// readable).
+			x.beforeWait()
+			return false
+		}
+		x.rd.n, x.rd.errno = int(m), e
+		return true
+	}
+}
+
 func (x *rawIO) Read(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
-	var n int
-	var errno syscall.Errno
-	wouldBlock := false
-	err := x.rc.Read(func(fd uintptr) bool {
-		for {
-			m, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
-			switch e {
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-				if x.noWait {
-					wouldBlock = true
-					return true
-				}
-				// Nothing there: arm the line deadline, then wait in
-				// the netpoller (which calls this again when the
-				// socket is readable).
-				x.beforeWait()
-				return false
-			}
-			n, errno = int(m), e
-			return true
-		}
-	})
+	x.rd = rawRead{b: b}
+	err := x.rc.Read(x.readFn)
+	rd := x.rd
+	x.rd = rawRead{} // keep no reference to the caller's buffer
 	switch {
 	case err != nil:
 		return 0, err
-	case wouldBlock:
+	case rd.wouldBlock:
 		return 0, errWouldBlock
-	case errno != 0:
-		return 0, os.NewSyscallError("read", errno)
-	case n == 0:
+	case rd.errno != 0:
+		return 0, os.NewSyscallError("read", rd.errno)
+	case rd.n == 0:
 		return 0, io.EOF
 	}
-	return n, nil
+	return rd.n, nil
+}
+
+// writeOnce is rc.Write's function: write(2) until x.wr.b is written, an
+// error, or the socket is full (then it returns !x.wr.wait: wait in the
+// netpoller, or give up and let Write arm the deadline first).
+func (x *rawIO) writeOnce(fd uintptr) bool {
+	w := &x.wr
+	for w.total < len(w.b) {
+		m, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&w.b[w.total])), uintptr(len(w.b)-w.total))
+		switch e {
+		case 0:
+			w.total += int(m)
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return !w.wait
+		default:
+			w.errno = e
+			return true
+		}
+	}
+	return true
+}
+
+// try runs one rc.Write of what is left of x.wr.b.
+func (x *rawIO) try(wait bool) error {
+	x.wr.wait, x.wr.errno = wait, 0
+	if err := x.rc.Write(x.wrFn); err != nil {
+		return err
+	}
+	if x.wr.errno != 0 {
+		return os.NewSyscallError("write", x.wr.errno)
+	}
+	return nil
 }
 
 // Write writes all of b. A client that does not read its answers gets
@@ -101,44 +168,19 @@ func (x *rawIO) Read(b []byte) (int, error) {
 // write fails; the deadline is set only while waiting, never on the
 // common path.
 func (x *rawIO) Write(b []byte) (int, error) {
-	total := 0
-	try := func(wait bool) error {
-		var errno syscall.Errno
-		err := x.rc.Write(func(fd uintptr) bool {
-			for total < len(b) {
-				m, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&b[total])), uintptr(len(b)-total))
-				switch e {
-				case 0:
-					total += int(m)
-				case syscall.EINTR:
-				case syscall.EAGAIN:
-					return !wait
-				default:
-					errno = e
-					return true
-				}
-			}
-			return true
-		})
-		if err != nil {
-			return err
-		}
-		if errno != 0 {
-			return os.NewSyscallError("write", errno)
-		}
-		return nil
-	}
-	if err := try(false); err != nil || total == len(b) {
-		return total, err
+	x.wr = rawWrite{b: b}
+	defer func() { x.wr = rawWrite{} }()
+	if err := x.try(false); err != nil || x.wr.total == len(b) {
+		return x.wr.total, err
 	}
 	for {
-		before := total
+		before := x.wr.total
 		x.nc.SetWriteDeadline(time.Now().Add(x.timeout))
-		err := try(true)
-		if err != nil && total > before && isTimeout(err) {
+		err := x.try(true)
+		if err != nil && x.wr.total > before && isTimeout(err) {
 			continue // the client is reading, slowly: wait on
 		}
 		x.nc.SetWriteDeadline(time.Time{})
-		return total, err
+		return x.wr.total, err
 	}
 }
