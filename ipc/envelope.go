@@ -7,6 +7,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/stepup-agent/stepup-agent/api"
+	"github.com/stepup-agent/stepup-agent/internal/jsonscan"
 )
 
 // The JSON-RPC envelope without encoding/json's reflection: scanEnvelope
@@ -28,37 +29,33 @@ type envelope struct {
 	hasJSONRPC      bool
 }
 
-// maxScanDepth is the nesting the scanner follows; deeper lines go to
-// encoding/json (which allows 10000).
-const maxScanDepth = 64
-
 // scanEnvelope scans line (one JSON text). ok is false when the line is
 // not valid JSON, not an object, or not of the plain shape above.
 func scanEnvelope(line []byte) (env envelope, ok bool) {
-	s := scanner{b: line}
-	s.space()
-	if !s.byte('{') {
+	s := jsonscan.Scanner{B: line}
+	s.Space()
+	if !s.Byte('{') {
 		return env, false
 	}
-	s.space()
-	if s.byte('}') {
-		return env, s.end()
+	s.Space()
+	if s.Byte('}') {
+		return env, s.End()
 	}
 	for {
-		s.space()
-		key, plain := s.str()
+		s.Space()
+		key, plain := s.Str()
 		if !plain {
 			return env, false
 		}
-		s.space()
-		if !s.byte(':') {
+		s.Space()
+		if !s.Byte(':') {
 			return env, false
 		}
-		s.space()
-		start := s.i
+		s.Space()
+		start := s.I
 		switch string(key) {
 		case "jsonrpc", "method":
-			v, plain := s.str()
+			v, plain := s.Str()
 			if !plain || !utf8.Valid(v) {
 				return env, false
 			}
@@ -68,24 +65,24 @@ func scanEnvelope(line []byte) (env envelope, ok bool) {
 				env.Method, env.hasMethod = v, true
 			}
 		case "id", "params":
-			if !s.value(0) {
+			if !s.Value(0) {
 				return env, false
 			}
 			if key[0] == 'i' {
-				env.ID = line[start:s.i]
+				env.ID = line[start:s.I]
 			} else {
-				env.Params = line[start:s.i]
+				env.Params = line[start:s.I]
 			}
 		default:
-			if foldsToMember(key) || !s.value(0) {
+			if foldsToMember(key) || !s.Value(0) {
 				return env, false
 			}
 		}
-		s.space()
-		if s.byte('}') {
-			return env, s.end()
+		s.Space()
+		if s.Byte('}') {
+			return env, s.End()
 		}
-		if !s.byte(',') {
+		if !s.Byte(',') {
 			return env, false
 		}
 	}
@@ -113,205 +110,6 @@ func foldsToMember(key []byte) bool {
 		return true
 	}
 	return false
-}
-
-type scanner struct {
-	b []byte
-	i int
-}
-
-func (s *scanner) space() {
-	for s.i < len(s.b) {
-		switch s.b[s.i] {
-		case ' ', '\t', '\n', '\r':
-			s.i++
-		default:
-			return
-		}
-	}
-}
-
-func (s *scanner) byte(c byte) bool {
-	if s.i < len(s.b) && s.b[s.i] == c {
-		s.i++
-		return true
-	}
-	return false
-}
-
-// end reports whether only white space follows.
-func (s *scanner) end() bool {
-	s.space()
-	return s.i == len(s.b)
-}
-
-// str scans a string and returns its contents; plain is false when it
-// is not a valid string or holds an escape.
-func (s *scanner) str() (v []byte, plain bool) {
-	if !s.byte('"') {
-		return nil, false
-	}
-	start := s.i
-	for s.i < len(s.b) {
-		c := s.b[s.i]
-		switch {
-		case c == '"':
-			v = s.b[start:s.i]
-			s.i++
-			return v, true
-		case c == '\\' || c < 0x20:
-			return nil, false
-		}
-		s.i++
-	}
-	return nil, false
-}
-
-// skipStr scans any valid string, escapes included.
-func (s *scanner) skipStr() bool {
-	if !s.byte('"') {
-		return false
-	}
-	for s.i < len(s.b) {
-		c := s.b[s.i]
-		s.i++
-		switch {
-		case c == '"':
-			return true
-		case c < 0x20:
-			return false
-		case c == '\\':
-			if s.i >= len(s.b) {
-				return false
-			}
-			e := s.b[s.i]
-			s.i++
-			switch e {
-			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-			case 'u':
-				if s.i+4 > len(s.b) {
-					return false
-				}
-				for _, h := range s.b[s.i : s.i+4] {
-					if !isHex(h) {
-						return false
-					}
-				}
-				s.i += 4
-			default:
-				return false
-			}
-		}
-	}
-	return false
-}
-
-func isHex(c byte) bool {
-	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
-}
-
-// value scans any JSON value.
-func (s *scanner) value(depth int) bool {
-	if s.i >= len(s.b) || depth > maxScanDepth {
-		return false
-	}
-	switch c := s.b[s.i]; {
-	case c == '"':
-		return s.skipStr()
-	case c == '{':
-		s.i++
-		s.space()
-		if s.byte('}') {
-			return true
-		}
-		for {
-			s.space()
-			if !s.skipStr() {
-				return false
-			}
-			s.space()
-			if !s.byte(':') {
-				return false
-			}
-			s.space()
-			if !s.value(depth + 1) {
-				return false
-			}
-			s.space()
-			if s.byte('}') {
-				return true
-			}
-			if !s.byte(',') {
-				return false
-			}
-		}
-	case c == '[':
-		s.i++
-		s.space()
-		if s.byte(']') {
-			return true
-		}
-		for {
-			s.space()
-			if !s.value(depth + 1) {
-				return false
-			}
-			s.space()
-			if s.byte(']') {
-				return true
-			}
-			if !s.byte(',') {
-				return false
-			}
-		}
-	case c == 't':
-		return s.lit("true")
-	case c == 'f':
-		return s.lit("false")
-	case c == 'n':
-		return s.lit("null")
-	case c == '-' || c >= '0' && c <= '9':
-		return s.number()
-	}
-	return false
-}
-
-func (s *scanner) lit(l string) bool {
-	if len(s.b)-s.i >= len(l) && string(s.b[s.i:s.i+len(l)]) == l {
-		s.i += len(l)
-		return true
-	}
-	return false
-}
-
-// number scans a number by RFC 8259's grammar.
-func (s *scanner) number() bool {
-	s.byte('-')
-	if s.byte('0') {
-	} else if s.digits() == 0 {
-		return false
-	}
-	if s.byte('.') && s.digits() == 0 {
-		return false
-	}
-	if s.byte('e') || s.byte('E') {
-		if !s.byte('+') {
-			s.byte('-')
-		}
-		if s.digits() == 0 {
-			return false
-		}
-	}
-	return true
-}
-
-func (s *scanner) digits() int {
-	n := 0
-	for s.i < len(s.b) && s.b[s.i] >= '0' && s.b[s.i] <= '9' {
-		s.i++
-		n++
-	}
-	return n
 }
 
 // decodeEnvelope decodes line with encoding/json, for what the scanner

@@ -169,7 +169,7 @@ func (cc *clientConn) read() {
 			break
 		}
 		var resp response
-		if json.Unmarshal(line, &resp) != nil {
+		if decodeResponse(line, &resp) != nil {
 			continue
 		}
 		id, perr := strconv.ParseUint(string(resp.ID), 10, 64)
@@ -315,7 +315,7 @@ func (cc *clientConn) callSerial(ctx context.Context, method string, params, res
 			return fmt.Errorf("stepup-agent closed the connection: %w", err)
 		}
 		var resp response
-		if json.Unmarshal(line, &resp) != nil {
+		if decodeResponse(line, &resp) != nil {
 			continue
 		}
 		got, perr := strconv.ParseUint(string(resp.ID), 10, 64)
@@ -385,7 +385,7 @@ func (r *response) into(result any) error {
 	if len(r.Result) == 0 || string(r.Result) == "null" {
 		return errors.New("the agent's answer has no result")
 	}
-	return json.Unmarshal(r.Result, result)
+	return decodeResult(r.Result, result)
 }
 
 // errStale: a serial call found its connection broken by the call ahead
