@@ -111,9 +111,10 @@ type Agent struct {
 // filled it to maxCachedRules, the agent starts a new one, so memory does
 // not grow with the names asked about. Reads take no lock.
 type ruleCache struct {
-	pol   *policy.Policy
-	rules sync.Map // scope -> policy.Rule
-	n     atomic.Int64
+	pol    *policy.Policy
+	rules  sync.Map // scope -> policy.Rule
+	offers sync.Map // scope -> *offer (offer.go), for cached rules only
+	n      atomic.Int64
 }
 
 // maxCachedRules bounds the rule cache. A policy names far fewer scopes;

@@ -3,6 +3,7 @@ package agent
 import (
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/stepup-agent/stepup-agent/api"
 	"github.com/stepup-agent/stepup-agent/keychain"
@@ -17,6 +18,10 @@ type credSet struct {
 
 	mu    sync.Mutex
 	creds map[string]*method.Credential
+	// gen counts the changes to creds (under mu): what is computed from
+	// the credentials (the offers isStepUpRequired caches) is valid while
+	// gen is the same.
+	gen atomic.Uint64
 }
 
 func newCredSet(p *persister) *credSet {
@@ -28,6 +33,7 @@ func (s *credSet) load(c *method.Credential) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.creds[c.ID] = c
+	s.gen.Add(1)
 }
 
 // add stores a new credential (or replaces one with its id). When the
@@ -37,11 +43,13 @@ func (s *credSet) add(c *method.Credential) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.creds[c.ID] = c
+	s.gen.Add(1)
 	s.persist.grant(keychain.KindCredential, c.ID, c, func() {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		if s.creds[c.ID] == c {
 			delete(s.creds, c.ID)
+			s.gen.Add(1)
 		}
 	}, nil)
 }
@@ -53,6 +61,7 @@ func (s *credSet) update(c *method.Credential) {
 	defer s.mu.Unlock()
 	if _, ok := s.creds[c.ID]; ok {
 		s.creds[c.ID] = c
+	s.gen.Add(1)
 		s.persist.put(keychain.KindCredential, c.ID, c)
 	}
 }
@@ -76,6 +85,7 @@ func (s *credSet) remove(id string) bool {
 		return false
 	}
 	delete(s.creds, id)
+	s.gen.Add(1)
 	s.persist.del(keychain.KindCredential, id)
 	return true
 }
@@ -88,6 +98,7 @@ func (s *credSet) removeMethod(m string) []string {
 	for id, c := range s.creds {
 		if c.Method == m {
 			delete(s.creds, id)
+			s.gen.Add(1)
 			s.persist.del(keychain.KindCredential, id)
 			ids = append(ids, id)
 		}

@@ -222,18 +222,17 @@ func (a *Agent) Handle(ctx context.Context, m string, params json.RawMessage) (a
 	if rc := remote.FromContext(ctx); rc != nil {
 		return a.handleRemote(ctx, rc, m, pm, params) // remote.go
 	}
+	if !pm.changes {
+		res, err := pm.call(a, ctx, params)
+		return res, wireError(err)
+	}
 	from, start := a.persist.mark(), time.Now()
-	var g *grants
-	if pm.changes {
-		g = &grants{}
-		ctx = context.WithValue(ctx, grantsKey{}, g)
-	}
+	g := &grants{}
+	ctx = context.WithValue(ctx, grantsKey{}, g)
 	res, err := pm.call(a, ctx, params)
-	if pm.changes {
-		// What this request changed is in the keychain before the
-		// client hears of it (docs/keychain.md, "Crash safety").
-		res, err = a.settle(m, from, start, g, res, err)
-	}
+	// What this request changed is in the keychain before the client
+	// hears of it (docs/keychain.md, "Crash safety").
+	res, err = a.settle(m, from, start, g, res, err)
 	return res, wireError(err)
 }
 

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -69,6 +70,7 @@ func (a *Agent) IsStepUpRequired(ctx context.Context, p *api.ScopeParams) (*api.
 	if err := a.checkInto(ctx, p, res, nil); err != nil {
 		return nil, err
 	}
+	res.Methods, res.Credentials = slices.Clone(res.Methods), slices.Clone(res.Credentials)
 	return res, nil
 }
 
@@ -129,7 +131,7 @@ func (a *Agent) checkInto(ctx context.Context, p *api.ScopeParams, res *api.Step
 	res.Locked = locked
 	if !locked {
 		w := want{caller: peer.FromContext(ctx), details: d.Canonical(), cnf: p.Cnf}
-		if h, _ := a.tokens.bestFor(scope, a.now(), w); h != nil && a.clientsAllow(ctx, h) {
+		if h, _ := a.tokens.bestAt(scope, a.now, w); h != nil && a.clientsAllow(ctx, h) {
 			res.Required = false
 			if exp == nil {
 				exp = new(time.Time)
@@ -139,11 +141,11 @@ func (a *Agent) checkInto(ctx context.Context, p *api.ScopeParams, res *api.Step
 			return nil
 		}
 	}
-	res.Methods = a.availableFor(scope)
-	if len(res.Methods) > 0 {
-		res.DefaultMethod = res.Methods[0]
-		res.Credentials, res.DefaultCredentialID = a.credentialRefs(res.Methods)
-	}
+	// The offer is shared (offer.go): callers other than the socket's
+	// pooled answer copy its slices.
+	o := a.offerFor(scope)
+	res.Methods, res.DefaultMethod = o.methods, o.defaultMethod
+	res.Credentials, res.DefaultCredentialID = o.creds, o.defaultCred
 	return nil
 }
 

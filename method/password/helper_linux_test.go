@@ -208,7 +208,7 @@ func TestHangingModuleTimesOut(t *testing.T) {
 	requireGone(t, readPids(t, pidFile))
 	ok := fakeHelper(t, "echo ok")
 	m.cfg.Helper = ok.cfg.Helper
-	m.checked = time.Time{}
+	m.avail.Store(nil) // probe again, for the new helper
 	if _, err := m.Complete(context.Background(), nil, nil, pw("secret")); err != nil {
 		t.Fatalf("after a hung check: %v", err)
 	}

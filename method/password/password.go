@@ -32,6 +32,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -89,12 +90,19 @@ type Method struct {
 
 	// Availability, checked at most every recheck: isStepUpRequired asks
 	// for it on every call, and a stat per request showed in the
-	// benchmarks.
-	mu      sync.Mutex
-	checked time.Time
-	helper  string     // the helper found
-	why     *api.Error // nil when available
-	logged  string     // the last availability logged
+	// benchmarks. The answer is read without a lock or a wall-clock
+	// read (the age is the monotonic clock's, time.Since); mu serializes
+	// the probes.
+	mu     sync.Mutex
+	avail  atomic.Pointer[availability]
+	logged string // the last availability logged
+}
+
+// availability is one probe's answer.
+type availability struct {
+	helper string     // the helper found
+	why    *api.Error // nil when available
+	at     time.Time  // when probed, with its monotonic reading
 }
 
 const recheck = 5 * time.Second
@@ -149,21 +157,25 @@ func (m *Method) NeedsNoCredential() bool {
 // availability returns the helper's path, or why the method cannot be
 // used, rechecked at most every recheck.
 func (m *Method) availability() (string, *api.Error) {
+	if c := m.avail.Load(); c != nil && time.Since(c.at) < recheck {
+		return c.helper, c.why
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if now := m.now(); m.checked.IsZero() || now.Sub(m.checked) >= recheck {
-		m.helper, m.why = m.probe()
-		m.checked = now
-		if s := fmt.Sprint(m.why); s != m.logged {
-			m.logged = s
-			if m.why != nil {
-				m.log.Info("password method unavailable", zap.String("why", m.why.Message), zap.String("hint", m.why.Data.Hint))
-			} else {
-				m.log.Info("password method available", zap.String("helper", m.helper), zap.String("service", m.cfg.Service))
-			}
+	if c := m.avail.Load(); c != nil && time.Since(c.at) < recheck {
+		return c.helper, c.why // probed while this call waited
+	}
+	helper, why := m.probe()
+	m.avail.Store(&availability{helper: helper, why: why, at: time.Now()})
+	if s := fmt.Sprint(why); s != m.logged {
+		m.logged = s
+		if why != nil {
+			m.log.Info("password method unavailable", zap.String("why", why.Message), zap.String("hint", why.Data.Hint))
+		} else {
+			m.log.Info("password method available", zap.String("helper", helper), zap.String("service", m.cfg.Service))
 		}
 	}
-	return m.helper, m.why
+	return helper, why
 }
 
 // probe finds the helper and the service file.
