@@ -61,7 +61,7 @@ func (s *credSet) update(c *method.Credential) {
 	defer s.mu.Unlock()
 	if _, ok := s.creds[c.ID]; ok {
 		s.creds[c.ID] = c
-	s.gen.Add(1)
+		s.gen.Add(1)
 		s.persist.put(keychain.KindCredential, c.ID, c)
 	}
 }

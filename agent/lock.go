@@ -24,6 +24,7 @@ func (a *Agent) lock(ctx context.Context, reason string, src *bool) int {
 	n := a.tokens.revoke(anyCaller, nil)
 	*src = true
 	a.locked = true
+	a.lockedNow.Store(true)
 	a.challenges.removeIf(func(c *challenge) bool { return !c.unlock })
 	a.mu.Unlock()
 	a.audit(ctx, audit.Record{Event: "lock", Detail: reason, Revoked: n, Result: "ok"})
@@ -39,6 +40,7 @@ func (a *Agent) UnlockSession(ctx context.Context, reason string) {
 	was := a.sessionLock
 	a.sessionLock = false
 	a.locked = a.manualLock
+	a.lockedNow.Store(a.locked)
 	still := a.locked
 	a.mu.Unlock()
 	if was {
@@ -67,11 +69,8 @@ func (a *Agent) Unlock(ctx context.Context, reason string) {
 // unlockAll clears every lock. Callers hold a.mu.
 func (a *Agent) unlockAll() {
 	a.locked, a.manualLock, a.sessionLock = false, false, false
+	a.lockedNow.Store(false)
 }
 
 // Locked reports whether the agent is locked.
-func (a *Agent) Locked() bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.locked
-}
+func (a *Agent) Locked() bool { return a.lockedNow.Load() }

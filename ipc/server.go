@@ -522,6 +522,12 @@ func (c *conn) stopReading(t time.Time) {
 // dribbling a line byte by byte is closed); between lines, the wait is
 // unbounded.
 func (c *conn) armRead() {
+	// Between lines with no deadline set, the common case, there is
+	// nothing to arm. curDeadline and partialSince belong to serve's
+	// goroutine (this runs on it), so they are read without the lock.
+	if c.br.Buffered() == 0 && len(c.long) == 0 && c.curDeadline.IsZero() {
+		return
+	}
 	c.dmu.Lock()
 	defer c.dmu.Unlock()
 	if c.readStopped {
