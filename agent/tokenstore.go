@@ -92,6 +92,7 @@ type tokenStore struct {
 
 	mu      sync.Mutex
 	byJTI   map[string]*held
+	byToken map[string]*held   // the same tokens by their compact JWS (verifyToken)
 	byScope map[string][]*held // every live token of each scope, unordered
 	minters minterSet          // one Identity per distinct minter
 }
@@ -101,6 +102,7 @@ func newTokenStore(p *persister) *tokenStore {
 		persist:  p,
 		consumed: newExpirySet(keychain.KindConsumed, p),
 		byJTI:    map[string]*held{},
+		byToken:  map[string]*held{},
 		byScope:  map[string][]*held{},
 		minters:  minterSet{byKey: map[string]*minterRef{}, refs: map[*peer.Identity]*minterRef{}},
 	}
@@ -208,6 +210,7 @@ func (s *tokenStore) forget(h *held) {
 func (s *tokenStore) index(h *held) {
 	h.Minter = s.minters.share(h.Minter)
 	s.byJTI[h.JTI] = h
+	s.byToken[h.Token] = h
 	for _, sc := range h.Scopes {
 		s.byScope[sc] = append(s.byScope[sc], h)
 	}
@@ -281,6 +284,16 @@ func (s *tokenStore) get(jti string) *held {
 	return nil
 }
 
+// heldToken returns the usable token held as exactly tok, or nil.
+func (s *tokenStore) heldToken(tok string) *held {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if h := s.byToken[tok]; h != nil && h.usable() {
+		return h
+	}
+	return nil
+}
+
 // drop forgets h and queues the delete. It reports whether h was held.
 func (s *tokenStore) drop(h *held) bool {
 	s.mu.Lock()
@@ -303,6 +316,9 @@ func (s *tokenStore) unindex(h *held) bool {
 		return false
 	}
 	delete(s.byJTI, h.JTI)
+	if s.byToken[h.Token] == h {
+		delete(s.byToken, h.Token)
+	}
 	s.minters.release(h.Minter)
 	for _, sc := range h.Scopes {
 		hs := slices.DeleteFunc(s.byScope[sc], func(o *held) bool { return o == h })

@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -111,17 +112,56 @@ func VerifyWithKeys(tok string, keys *jose.JSONWebKeySet, now time.Time, skew ti
 	if err := parsed.Claims(matches[0].Key, &c); err != nil {
 		return nil, ErrSignature
 	}
+	if err := checkClaims(&c, now, skew); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// checkClaims checks what a token's claims must hold once its signature
+// is known good: an id, a lifetime that has not ended at now, no issue
+// time in the future, and binding claims of known kinds.
+func checkClaims(c *api.Claims, now time.Time, skew time.Duration) error {
 	if c.ID == "" || c.Expiry == 0 {
-		return nil, ErrMalformed
+		return ErrMalformed
 	}
 	if !now.Before(time.Unix(c.Expiry, 0).Add(skew)) {
-		return nil, ErrExpired
+		return ErrExpired
 	}
 	if time.Unix(c.IssuedAt, 0).After(now.Add(skew + time.Second)) {
+		return ErrMalformed
+	}
+	if err := checkBindingClaims(c); err != nil {
+		return ErrMalformed
+	}
+	return nil
+}
+
+// HeldClaims returns the claims of tok, a token the caller minted with
+// this package and holds byte for byte (the agent's verifyToken for a
+// held token): the signature is not checked again, since the string is
+// the one the agent signed, and the claims are decoded from the payload
+// the agent wrote, then checked as Verify checks them (expiry against
+// now). Verifying an Ed25519 signature and parsing the JWS with go-jose
+// was ~70 us and 127 allocations per verifyToken; this is a base64 and a
+// JSON decode. A string that is not a held token must go to Verify.
+func HeldClaims(tok string, now time.Time) (*api.Claims, error) {
+	var payload string
+	if i := strings.IndexByte(tok, '.'); i >= 0 {
+		if j := strings.IndexByte(tok[i+1:], '.'); j >= 0 {
+			payload = tok[i+1 : i+1+j]
+		}
+	}
+	b, err := base64.RawURLEncoding.DecodeString(payload)
+	if payload == "" || err != nil {
 		return nil, ErrMalformed
 	}
-	if err := checkBindingClaims(&c); err != nil {
+	var c api.Claims
+	if err := json.Unmarshal(b, &c); err != nil {
 		return nil, ErrMalformed
+	}
+	if err := checkClaims(&c, now, 0); err != nil {
+		return nil, err
 	}
 	return &c, nil
 }
