@@ -234,3 +234,17 @@ func BenchmarkHeldTokens10k(b *testing.B) {
 	b.ReportMetric(float64(per), "heap-B/token")
 	b.ReportMetric(float64(per*10000)/(1<<20), "heap-MiB/10k")
 }
+
+// BenchmarkStatus measures status with one token held (the answer is
+// rebuilt on every call: it reports the keychain's and the audit log's
+// state, which change without the agent being told).
+func BenchmarkStatus(b *testing.B) {
+	a := benchAgent(b)
+	mintFor(b, a, "wallet:sign")
+	b.ReportAllocs()
+	for b.Loop() {
+		if st := a.Status(); len(st.Tokens) != 1 {
+			b.Fatalf("status: %+v", st)
+		}
+	}
+}
