@@ -2,6 +2,7 @@ package stepup
 
 import (
 	"encoding/json"
+	"slices"
 	"time"
 
 	"github.com/stepup-agent/stepup-agent/api"
@@ -88,9 +89,19 @@ var checkKeys = []string{"required", "scope", "methods", "defaultMethod", "expir
 // written).
 func scanCheck(b []byte, r *api.StepUpRequired) bool {
 	s := jsonscan.Scanner{B: b}
+	var seen uint16 // members read, by checkKeys index
 	ok := s.Object(func(key []byte) bool {
 		if s.Null() {
 			return false
+		}
+		// A repeated member goes to encoding/json: it decodes the second
+		// array into the elements of the first, keeping what the second
+		// leaves out.
+		if i := slices.Index(checkKeys, string(key)); i >= 0 {
+			if seen&(1<<i) != 0 {
+				return false
+			}
+			seen |= 1 << i
 		}
 		var ok bool
 		switch string(key) {

@@ -72,6 +72,8 @@ func TestDecodeLeavesTheRestToEncodingJSON(t *testing.T) {
 		`{"Required":true}`, `{"required":null}`, `{"scope":"a\u0041"}`, `{"scope":"\xff"}`,
 		`{"methods":["totp",null]}`, `{"credentials":[{"ID":"x"}]}`, `{"expiresAt":"yesterday"}`,
 		`{"required":1}`,
+		`{"required":true,"credentials":[{"id":"a","method":"totp","label":"L"}],"credentials":[{"id":"b"}]}`,
+		`{"required":true,"required":false}`,
 	} {
 		var r api.StepUpRequired
 		if scanCheck([]byte(res), &r) {
@@ -116,8 +118,9 @@ func FuzzDecodeCheck(f *testing.F) {
 		res, _ := c.AppendJSON(nil)
 		f.Add(res)
 	}
-	f.Add([]byte(`{"required":true,"required":false,"methods":["a"],"methods":[],"x":{"y":[1,2,{}]}}`))
+	f.Add([]byte(`{"required":true,"methods":["a"],"x":{"y":[1,2,{}]}}`))
 	f.Add([]byte(`{"expiresAt":"2026-12-04T02:30:00+01:00","credentials":[{"id":"a","id":"b","z":1}]}`))
+	f.Add([]byte(`{"required":true,"credentials":[{"id":"a","method":"totp","label":"L"}],"credentials":[{"id":"b"}]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var fast api.StepUpRequired
 		if !scanCheck(b, &fast) {
