@@ -309,11 +309,17 @@ func (a *Agent) load(ctx context.Context) error {
 			return
 		}
 		// A token signed by another key (the key was lost) is useless.
-		if _, err := a.signer.Verify(h.Token, now); err != nil {
+		// The item must be the token it names: its jti in the signed
+		// claims, filed under that jti, and held once. A copy under
+		// another name (only a writer of the keychain makes one) would
+		// stay in the scope index after reset and lock revoke the
+		// token by its jti.
+		c, err := a.signer.Verify(h.Token, now)
+		if err != nil || c.ID != h.JTI || name != h.JTI || !a.tokens.load(&h) {
+			a.log.Warn("dropping a token from the keychain that is not the token it names, or held already", zap.String("name", name))
 			a.persist.del(keychain.KindToken, name)
 			return
 		}
-		a.tokens.load(&h)
 	})
 	each(keychain.KindLimit, func(name string, data []byte) {
 		var l limit

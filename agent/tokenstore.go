@@ -162,11 +162,17 @@ func (m *minterSet) release(id *peer.Identity) {
 	}
 }
 
-// load holds h as read from the keychain (nothing is written).
-func (s *tokenStore) load(h *held) {
+// load holds h as read from the keychain (nothing is written). It
+// reports false, holding nothing, when a token of h's jti is held
+// already.
+func (s *tokenStore) load(h *held) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.byJTI[h.JTI] != nil {
+		return false
+	}
 	s.index(h)
+	return true
 }
 
 // add holds a newly minted token and queues its write. When the keychain
@@ -235,7 +241,9 @@ func (s *tokenStore) bestFor(scope string, now time.Time, w want) (h, refused *h
 
 // bestAt is bestFor reading the clock only when a token for scope is
 // held: on the hot path of isStepUpRequired, most scopes have none, and a
-// clock read is a good part of the request's cost on a VM.
+// clock read is a good part of the request's cost on a VM. clock runs
+// under the store's lock: it must not call back into the agent (the
+// agent's Config.Now is a plain clock).
 func (s *tokenStore) bestAt(scope string, clock func() time.Time, w want) (h, refused *held) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

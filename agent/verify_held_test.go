@@ -1,11 +1,14 @@
 package agent
 
 import (
+	"context"
 	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/stepup-agent/stepup-agent/api"
+	"github.com/stepup-agent/stepup-agent/keychain"
+	"github.com/stepup-agent/stepup-agent/policy"
 )
 
 // verifyToken reads a held token's claims without checking its signature
@@ -60,5 +63,56 @@ func TestVerifyHeldToken(t *testing.T) {
 	if _, err := a.VerifyToken(ctx, &api.VerifyTokenParams{Token: multi.Token, Scope: "wallet:sign"}); err == nil ||
 		!strings.Contains(err.Error(), "revoked") {
 		t.Errorf("verify after reset: %v", err)
+	}
+}
+
+// A token item copied under another name in the keychain (only a writer
+// of the keychain makes one) is dropped at load: before, the copy stayed
+// in the scope index, and isStepUpRequired and getToken kept handing the
+// token out after reset and lock had revoked it by its jti.
+func TestLoadDropsACopiedTokenItem(t *testing.T) {
+	store := keychain.NewMemory()
+	newAgent := func() *Agent {
+		pol := policy.Default()
+		a, err := New(callerCtx(), Config{Store: store, Policy: func() *policy.Policy { return pol }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(callerCtx())
+		t.Cleanup(cancel)
+		go a.Run(ctx)
+		return a
+	}
+	a1 := newAgent()
+	tok := mintFor(t, a1, "wallet:sign")
+	a1.Flush()
+	claims, err := a1.signer.Verify(tok.Token, a1.now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	jti := claims.ID
+	data, err := store.Get(context.Background(), keychain.KindToken, jti)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Put(context.Background(), keychain.KindToken, "copy-of-"+jti, data); err != nil {
+		t.Fatal(err)
+	}
+
+	a2 := newAgent()
+	if n := a2.tokens.count(); n != 1 {
+		t.Fatalf("%d tokens held after load; want 1", n)
+	}
+	a2.Flush()
+	if _, err := store.Get(context.Background(), keychain.KindToken, "copy-of-"+jti); err == nil {
+		t.Error("the copied item is still in the keychain")
+	}
+	r, err := a2.IsStepUpRequired(callerCtx(), &api.ScopeParams{Scope: "wallet:sign"})
+	if err != nil || r.Required {
+		t.Fatalf("before reset: %+v, %v; want the token held", r, err)
+	}
+	a2.ResetState(callerCtx(), nil)
+	if r, err := a2.IsStepUpRequired(callerCtx(), &api.ScopeParams{Scope: "wallet:sign"}); err != nil || !r.Required {
+		t.Fatalf("after reset: %+v, %v; want step-up required", r, err)
 	}
 }
