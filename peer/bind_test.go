@@ -114,7 +114,7 @@ func TestAdmitsAll(t *testing.T) {
 }
 
 func TestDescribe(t *testing.T) {
-	m := &Identity{UID: 1, Proc: Proc{PID: 4242, Start: 1}, Executable: "/usr/bin/node", Script: home + "/app/sign.mjs",
+	m := &Identity{UID: 1, Proc: Proc{PID: 4242, Start: 1}, Executable: "/usr/bin/node", Script: home() + "/app/sign.mjs",
 		Session: LoginSession{Kind: SessionTTY, ID: 136<<8 | 3}}
 	for modes, want := range map[Mode]string{
 		Process: "node ~/app/sign.mjs (pid 4242) and its descendants",

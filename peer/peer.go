@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -208,13 +209,13 @@ func shortProgram(exe string) string {
 
 // home is the agent's home directory: the agent serves its own user only,
 // so it is the caller's too.
-var home = func() string {
+var home = sync.OnceValue(func() string {
 	h, _ := os.UserHomeDir()
 	return filepath.Clean(h)
-}()
+})
 
 func tilde(p string) string {
-	if home != "" && home != "/" && home != "." && strings.HasPrefix(p, home+"/") {
+	if home := home(); home != "" && home != "/" && home != "." && strings.HasPrefix(p, home+"/") {
 		return "~" + p[len(home):]
 	}
 	return p

@@ -52,8 +52,8 @@ func TestDisplay(t *testing.T) {
 		id         Identity
 		want, full string
 	}{
-		{Identity{Proc: Proc{PID: 4242}, Executable: "/usr/bin/node", Script: home + "/app/sign.mjs"},
-			"node ~/app/sign.mjs (pid 4242)", "/usr/bin/node " + home + "/app/sign.mjs (pid 4242)"},
+		{Identity{Proc: Proc{PID: 4242}, Executable: "/usr/bin/node", Script: home() + "/app/sign.mjs"},
+			"node ~/app/sign.mjs (pid 4242)", "/usr/bin/node " + home() + "/app/sign.mjs (pid 4242)"},
 		{Identity{Proc: Proc{PID: 8151}, Executable: "/usr/local/bin/stepupctl"}, "stepupctl (pid 8151)", "/usr/local/bin/stepupctl (pid 8151)"},
 		{Identity{Proc: Proc{PID: 7}, Executable: "/tmp/x/stepupctl"}, "/tmp/x/stepupctl (pid 7)", "/tmp/x/stepupctl (pid 7)"},
 		{Identity{Proc: Proc{PID: 7}}, "pid 7", "pid 7"},

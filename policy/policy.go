@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/stepup-agent/stepup-agent/peer"
@@ -216,8 +217,10 @@ var (
 	builtinPatterns = []string{"business_account:*", "console:*"}
 )
 
-// builtinScopes is built once: Resolve runs on every isStepUpRequired.
-var builtinScopes = builtin()
+// builtinScopes is built once, on first use (not at init: stepupctl
+// links this package and most of its runs never resolve a scope):
+// Resolve runs on every isStepUpRequired the agent has not cached.
+var builtinScopes = sync.OnceValue(builtin)
 
 // builtin mirrors Dynamic's scopes. It returns a fresh map.
 func builtin() map[string]Scope {
@@ -366,10 +369,10 @@ func (p *Policy) Resolve(scope string) Rule {
 	if p.BuiltinScopes == nil || *p.BuiltinScopes {
 		for _, n := range builtinPatterns {
 			if Match(n, scope) {
-				layers = append(layers, builtinScopes[n])
+				layers = append(layers, builtinScopes()[n])
 			}
 		}
-		if s, ok := builtinScopes[scope]; ok && !strings.Contains(scope, "*") {
+		if s, ok := builtinScopes()[scope]; ok && !strings.Contains(scope, "*") {
 			layers = append(layers, s)
 		}
 	}
