@@ -116,7 +116,7 @@ func TestGetTokenAllocatesNothing(t *testing.T) {
 // stray background allocation, not one per request.
 func TestSocketPathAllocatesNothing(t *testing.T) {
 	if raceEnabled {
-		t.Skip("the race detector allocates on its own; this runs without -race")
+		t.Skip("the race detector allocates on its own; scripts/test-in-session.sh runs this without -race")
 	}
 	a := benchAgent(t)
 	path := filepath.Join(t.TempDir(), "a.sock")

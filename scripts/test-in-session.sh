@@ -31,6 +31,11 @@ python3 -m unittest discover -s clients/python/tests -v
 # with dpkg -i, checked and purged (needs root).
 echo "== the Debian package (packaging/deb)"
 STEPUP_TEST_DEB=1 go test -count=1 -run '^TestDebianPackage$' ./packaging
+# The allocation tests once without the race detector, which allocates
+# on its own (under -race they check only the answers): the request
+# path's zero allocations per request are held in CI too.
+echo "== go test -run Allocates (without -race)"
+go test -count=1 -run 'Allocates' ./agent ./ipc
 # The Go suite last, under the race detector (fuzz targets run their seed
 # corpora as tests). gotestsum (the Go module proxy serves it) prints each
 # package and closes with the count of tests run, skipped and failed.
