@@ -31,10 +31,13 @@ func credOf(fd int) (Cred, bool, error) {
 }
 
 // getsockopt is SOL_SOCKET getsockopt into a caller's value, without the
-// heap copies of x/sys/unix's typed wrappers.
+// heap copies of x/sys/unix's typed wrappers. Like every system call of
+// this file but the pidfd_open of a new ancestor, it cannot block, so it
+// is made raw: no entersyscall and exitsyscall around it, which, when the
+// agent was idle, also woke the runtime's sysmon thread.
 func getsockopt(fd, opt int, val unsafe.Pointer, size uintptr) error {
 	l := uint32(size)
-	_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, uintptr(opt),
+	_, _, e := unix.RawSyscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, uintptr(opt),
 		uintptr(val), uintptr(unsafe.Pointer(&l)), 0)
 	if e != 0 {
 		return e
@@ -78,7 +81,7 @@ func identify(fd int) (*Identity, error) {
 		pidfd = p
 	}
 	if pidfd >= 0 {
-		defer unix.Close(pidfd)
+		defer closeFD(pidfd)
 	}
 	id := newIdentity()
 	id.UID, id.GID, id.Boot = cred.UID, cred.GID, bootID()
@@ -416,9 +419,26 @@ func exited(fd int) bool {
 		return false
 	}
 	fds := [1]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-	n, err := unix.Poll(fds[:], 0)
+	n, err := pollNow(fds[:])
 	return err == nil && n > 0
 }
+
+// pollNow is poll(2) with a zero timeout: it returns at once.
+func pollNow(fds []unix.PollFd) (int, error) {
+	if len(fds) == 0 {
+		return 0, nil
+	}
+	var now unix.Timespec
+	n, _, e := unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&fds[0])), uintptr(len(fds)),
+		uintptr(unsafe.Pointer(&now)), 0, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+// closeFD closes a descriptor of this file's own (a pidfd, a /proc file).
+func closeFD(fd int) { unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0) }
 
 // walkUncached walks the parent chain from st by reading each parent's
 // stat. A parent that started after its child is not its parent (the
@@ -482,7 +502,7 @@ func (c *ancestorCache) load(pid int) (*ancestor, error) {
 	}
 	st, err := readStat(pid)
 	if err != nil {
-		unix.Close(fd)
+		closeFD(fd)
 		return nil, err
 	}
 	for len(c.order) >= maxAncestors {
@@ -496,7 +516,7 @@ func (c *ancestorCache) load(pid int) (*ancestor, error) {
 
 func (c *ancestorCache) evict(pid int) {
 	if a, ok := c.m[pid]; ok {
-		unix.Close(a.pidfd)
+		closeFD(a.pidfd)
 		delete(c.m, pid)
 	}
 	for i, p := range c.order {
@@ -519,7 +539,7 @@ func (c *ancestorCache) get(pid int) (*ancestor, error) {
 // them, or -1.
 func (c *ancestorCache) alive(fds []unix.PollFd, pids []int) int {
 	for {
-		_, err := unix.Poll(fds, 0)
+		_, err := pollNow(fds)
 		if err != unix.EINTR {
 			break
 		}
