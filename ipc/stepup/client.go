@@ -159,12 +159,40 @@ func checkPeer(nc net.Conn) error {
 	return nil
 }
 
+// MaxAnswer bounds an answer line the client reads. The agent's answers
+// are far smaller (a status with 10,000 tokens is a few MiB); the bound
+// keeps a program that is not the agent, listening on the socket, from
+// making the client hold any amount of memory.
+const MaxAnswer = 16 << 20
+
+// ErrAnswerTooLong: an answer line longer than MaxAnswer; the connection
+// is closed.
+var ErrAnswerTooLong = errors.New("an answer on the agent's socket is longer than 16 MiB; the connection is closed (is STEPUP_AUTH_SOCK the agent's socket?)")
+
+// readAnswer reads one answer line, at most MaxAnswer bytes and its \n.
+func readAnswer(r *bufio.Reader) ([]byte, error) {
+	var line []byte
+	for {
+		part, err := r.ReadSlice('\n')
+		if len(line)+len(part) > MaxAnswer+1 {
+			return nil, ErrAnswerTooLong
+		}
+		if err == nil && line == nil {
+			return append([]byte(nil), part...), nil // the common case: one piece
+		}
+		line = append(line, part...)
+		if err != bufio.ErrBufferFull {
+			return line, err
+		}
+	}
+}
+
 func (cc *clientConn) read() {
 	r := bufio.NewReaderSize(cc.nc, 4<<10) // ReadBytes goes past it for a longer line
 	var err error
 	for {
 		var line []byte
-		line, err = r.ReadBytes('\n')
+		line, err = readAnswer(r)
 		if err != nil {
 			break
 		}
@@ -232,6 +260,9 @@ func (cc *clientConn) call(ctx context.Context, method string, params, result an
 			cc.mu.Unlock()
 			if ae, isAPI := err.(*api.Error); isAPI {
 				return ae
+			}
+			if errors.Is(err, ErrAnswerTooLong) {
+				return err
 			}
 			return fmt.Errorf("stepup-agent closed the connection: %w", err)
 		}
@@ -305,13 +336,16 @@ func (cc *clientConn) callSerial(ctx context.Context, method string, params, res
 		}
 	}()
 	for {
-		line, err := cc.br.ReadBytes('\n')
+		line, err := readAnswer(cc.br)
 		if err != nil {
 			if ctx.Err() != nil {
 				cc.fail(ctx.Err())
 				return ctx.Err()
 			}
 			cc.fail(err)
+			if errors.Is(err, ErrAnswerTooLong) {
+				return err
+			}
 			return fmt.Errorf("stepup-agent closed the connection: %w", err)
 		}
 		var resp response

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -164,6 +165,71 @@ func TestNullResultFailsClosed(t *testing.T) {
 		if !c.IsStepUpRequired(context.Background(), "null") {
 			t.Errorf("serial %v: IsStepUpRequired = false on a null result", serial)
 		}
+		c.Close()
+	}
+}
+
+// A program on the socket that sends an endless answer line gets a clear
+// error, not the client's memory: the client reads at most
+// stepup.MaxAnswer bytes of a line, in both modes, and an answer after a
+// long but legal one still arrives whole.
+func TestAnswerTooLong(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "s.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer nc.Close()
+				r := bufio.NewScanner(nc)
+				for r.Scan() {
+					var req struct {
+						ID     json.RawMessage `json:"id"`
+						Params struct {
+							Scope string `json:"scope"`
+						} `json:"params"`
+					}
+					json.Unmarshal(r.Bytes(), &req)
+					pad := ""
+					if req.Params.Scope == "long" {
+						pad = strings.Repeat("x", 1<<20) // 1 MiB: long, but an answer
+					}
+					if req.Params.Scope == "endless" {
+						fmt.Fprintf(nc, `{"jsonrpc":"2.0","id":%s,"result":{"scope":"`, req.ID)
+						chunk := []byte(strings.Repeat("y", 64<<10))
+						for i := 0; i < (stepup.MaxAnswer/len(chunk))+8; i++ {
+							if _, err := nc.Write(chunk); err != nil {
+								return
+							}
+						}
+						return
+					}
+					fmt.Fprintf(nc, `{"jsonrpc":"2.0","id":%s,"result":{"required":true,"scope":%q,"methods":[],"x":%q}}`+"\n", req.ID, req.Params.Scope, pad)
+				}
+			}()
+		}
+	}()
+	for _, serial := range []bool{true, false} {
+		c := &stepup.Client{Socket: sock, Serial: serial}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if r, err := c.CheckStepUp(ctx, "long"); err != nil || r.Scope != "long" {
+			t.Fatalf("serial %v: a 1 MiB answer: %+v, %v", serial, r, err)
+		}
+		_, err := c.CheckStepUp(ctx, "endless")
+		if !errors.Is(err, stepup.ErrAnswerTooLong) {
+			t.Errorf("serial %v: an endless answer: %v; want ErrAnswerTooLong", serial, err)
+		}
+		if r, err := c.CheckStepUp(ctx, "wallet:export"); err != nil || r.Scope != "wallet:export" {
+			t.Errorf("serial %v: the next call, on a new connection: %+v, %v", serial, r, err)
+		}
+		cancel()
 		c.Close()
 	}
 }
