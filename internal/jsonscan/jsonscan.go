@@ -123,13 +123,7 @@ func (s *Scanner) Value(depth int) bool {
 	case c == '"':
 		return s.SkipStr()
 	case c == '{':
-		s.I++
-		s.Space()
-		if s.Byte('}') {
-			return true
-		}
-		for {
-			s.Space()
+		return s.list('{', '}', func() bool {
 			if !s.SkipStr() {
 				return false
 			}
@@ -138,36 +132,10 @@ func (s *Scanner) Value(depth int) bool {
 				return false
 			}
 			s.Space()
-			if !s.Value(depth + 1) {
-				return false
-			}
-			s.Space()
-			if s.Byte('}') {
-				return true
-			}
-			if !s.Byte(',') {
-				return false
-			}
-		}
+			return s.Value(depth + 1)
+		})
 	case c == '[':
-		s.I++
-		s.Space()
-		if s.Byte(']') {
-			return true
-		}
-		for {
-			s.Space()
-			if !s.Value(depth + 1) {
-				return false
-			}
-			s.Space()
-			if s.Byte(']') {
-				return true
-			}
-			if !s.Byte(',') {
-				return false
-			}
-		}
+		return s.list('[', ']', func() bool { return s.Value(depth + 1) })
 	case c == 't':
 		return s.lit("true")
 	case c == 'f':
@@ -249,16 +217,7 @@ func (s *Scanner) Null() bool {
 // reports whether it could. Object reports false at the first member
 // that could not, or where the text is no such object.
 func (s *Scanner) Object(member func(key []byte) bool) bool {
-	s.Space()
-	if !s.Byte('{') {
-		return false
-	}
-	s.Space()
-	if s.Byte('}') {
-		return true
-	}
-	for {
-		s.Space()
+	return s.list('{', '}', func() bool {
 		key, plain := s.Str()
 		if !plain {
 			return false
@@ -268,37 +227,33 @@ func (s *Scanner) Object(member func(key []byte) bool) bool {
 			return false
 		}
 		s.Space()
-		if !member(key) {
-			return false
-		}
-		s.Space()
-		if s.Byte('}') {
-			return true
-		}
-		if !s.Byte(',') {
-			return false
-		}
-	}
+		return member(key)
+	})
 }
 
 // Array scans an array, calling elem with the scanner at each element;
 // elem scans it and reports whether it could.
-func (s *Scanner) Array(elem func() bool) bool {
+func (s *Scanner) Array(elem func() bool) bool { return s.list('[', ']', elem) }
+
+// list scans open, items separated by commas, and close, with white
+// space around each; item scans one item and reports whether it could.
+// It is the one loop of objects and arrays, for Value, Object and Array.
+func (s *Scanner) list(open, close byte, item func() bool) bool {
 	s.Space()
-	if !s.Byte('[') {
+	if !s.Byte(open) {
 		return false
 	}
 	s.Space()
-	if s.Byte(']') {
+	if s.Byte(close) {
 		return true
 	}
 	for {
 		s.Space()
-		if !elem() {
+		if !item() {
 			return false
 		}
 		s.Space()
-		if s.Byte(']') {
+		if s.Byte(close) {
 			return true
 		}
 		if !s.Byte(',') {
