@@ -33,31 +33,13 @@ type envelope struct {
 // not valid JSON, not an object, or not of the plain shape above.
 func scanEnvelope(line []byte) (env envelope, ok bool) {
 	s := jsonscan.Scanner{B: line}
-	s.Space()
-	if !s.Byte('{') {
-		return env, false
-	}
-	s.Space()
-	if s.Byte('}') {
-		return env, s.End()
-	}
-	for {
-		s.Space()
-		key, plain := s.Str()
-		if !plain {
-			return env, false
-		}
-		s.Space()
-		if !s.Byte(':') {
-			return env, false
-		}
-		s.Space()
+	ok = s.Object(func(key []byte) bool {
 		start := s.I
 		switch string(key) {
 		case "jsonrpc", "method":
 			v, plain := s.Str()
 			if !plain || !utf8.Valid(v) {
-				return env, false
+				return false
 			}
 			if key[0] == 'j' {
 				env.JSONRPC = v
@@ -66,7 +48,7 @@ func scanEnvelope(line []byte) (env envelope, ok bool) {
 			}
 		case "id", "params":
 			if !s.Value(0) {
-				return env, false
+				return false
 			}
 			if key[0] == 'i' {
 				env.ID = line[start:s.I]
@@ -74,42 +56,13 @@ func scanEnvelope(line []byte) (env envelope, ok bool) {
 				env.Params = line[start:s.I]
 			}
 		default:
-			if foldsToMember(key) || !s.Value(0) {
-				return env, false
-			}
+			// A key encoding/json would match to a member in another
+			// case ("ID", "jſonrpc" with a long s) leaves the line to it.
+			return !jsonscan.Folds(key, "jsonrpc", "method", "id", "params") && s.Value(0)
 		}
-		s.Space()
-		if s.Byte('}') {
-			return env, s.End()
-		}
-		if !s.Byte(',') {
-			return env, false
-		}
-	}
-}
-
-// foldsToMember reports whether key is one of the members in another
-// case: encoding/json matches keys case-insensitively, so such a line is
-// left to it.
-func foldsToMember(key []byte) bool {
-	if len(key) < 2 || len(key) > 7 {
-		return false
-	}
-	var low [7]byte
-	for i, c := range key {
-		if c >= 'A' && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c >= 0x80 {
-			return true // Unicode folding (K, ſ): not worth following
-		}
-		low[i] = c
-	}
-	switch string(low[:len(key)]) {
-	case "jsonrpc", "method", "id", "params":
 		return true
-	}
-	return false
+	}) && s.End()
+	return env, ok
 }
 
 // decodeEnvelope decodes line with encoding/json, for what the scanner

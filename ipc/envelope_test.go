@@ -24,6 +24,7 @@ func FuzzEnvelope(f *testing.F) {
 		`{"jsonrpc":2,"method":"m"}`,
 		`[{"jsonrpc":"2.0","method":"m"}]`,
 		`{"jsonrpc":"2.0","id":1e999,"method":"m","ſ":1}`,
+		`{"jsonrpc":"2.0","jſonrpc":"1.0","id":1,"method":"m"}`,
 		`{}`,
 	} {
 		f.Add([]byte(s))
@@ -61,6 +62,8 @@ func TestEnvelopeShapes(t *testing.T) {
 		`{"jsonrpc":"2.0","ID":1,"method":"status"}`:                                              false,
 		`{"jsonrpc":"2.0","id":1,"method":"st\u0061tus"}`:                                         false,
 		`{"jsonrpc":"2.0","id":1,"method":"status"}]`:                                             false,
+		// 8 bytes: the long s folds to s, and encoding/json takes it for jsonrpc.
+		`{"jsonrpc":"2.0","jſonrpc":"1.0","id":1,"method":"status"}`: false,
 	} {
 		if _, ok := scanEnvelope([]byte(line)); ok != fast {
 			t.Errorf("scanEnvelope(%s) = %v, want %v", line, ok, fast)
