@@ -100,11 +100,11 @@ type Agent struct {
 	promptCh    chan struct{}       // one dialog at a time
 	dpop        *token.DPoPVerifier // verifyToken's DPoP proofs and their jti cache
 
-	mu     sync.Mutex
-	locked bool // manualLock || sessionLock
-	// lockedNow mirrors locked (written with it under mu) for Locked,
-	// which isStepUpRequired calls on every request.
-	lockedNow   atomic.Bool
+	mu sync.Mutex
+	// locked is manualLock || sessionLock, written under mu; an atomic so
+	// that Locked, which isStepUpRequired calls on every request, reads
+	// it without mu.
+	locked      atomic.Bool
 	manualLock  bool // stepupctl lock: lifted by a verification
 	sessionLock bool // screen lock, sleep: lifted by the session's unlock too
 }

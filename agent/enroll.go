@@ -125,7 +125,7 @@ func (a *Agent) EnrollFinish(ctx context.Context, p *api.EnrollFinishParams) (*a
 		}
 		return nil, err
 	}
-	if a.locked {
+	if a.locked.Load() {
 		return nil, lockedError()
 	}
 	// Whether a link token is needed is decided now, not only at
@@ -217,7 +217,7 @@ func (a *Agent) RemoveCredential(ctx context.Context, id string) (*api.RemoveCre
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.locked {
+	if a.locked.Load() {
 		return nil, lockedError()
 	}
 	c, ok := a.creds.get(id)

@@ -71,7 +71,7 @@ func (a *Agent) ExternalAuth(ctx context.Context, p *api.ExternalAuthParams) (*a
 		return nil, e
 	}
 	a.limits.success(api.ExternalJWT)
-	if a.locked {
+	if a.locked.Load() {
 		// Locked while the key set was fetched: the assertion is spent,
 		// and no token is minted.
 		return nil, lockedError()

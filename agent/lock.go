@@ -23,8 +23,7 @@ func (a *Agent) lock(ctx context.Context, reason string, src *bool) int {
 	a.mu.Lock()
 	n := a.tokens.revoke(anyCaller, nil)
 	*src = true
-	a.locked = true
-	a.lockedNow.Store(true)
+	a.locked.Store(true)
 	a.challenges.removeIf(func(c *challenge) bool { return !c.unlock })
 	a.mu.Unlock()
 	a.audit(ctx, audit.Record{Event: "lock", Detail: reason, Revoked: n, Result: "ok"})
@@ -39,9 +38,8 @@ func (a *Agent) UnlockSession(ctx context.Context, reason string) {
 	a.mu.Lock()
 	was := a.sessionLock
 	a.sessionLock = false
-	a.locked = a.manualLock
-	a.lockedNow.Store(a.locked)
-	still := a.locked
+	a.locked.Store(a.manualLock)
+	still := a.manualLock
 	a.mu.Unlock()
 	if was {
 		a.audit(ctx, audit.Record{Event: "unlock", Detail: reason, Result: "ok"})
@@ -57,7 +55,7 @@ func (a *Agent) UnlockSession(ctx context.Context, reason string) {
 // when nothing is enrolled to verify with).
 func (a *Agent) Unlock(ctx context.Context, reason string) {
 	a.mu.Lock()
-	was := a.locked
+	was := a.locked.Load()
 	a.unlockAll()
 	a.mu.Unlock()
 	if was {
@@ -68,9 +66,9 @@ func (a *Agent) Unlock(ctx context.Context, reason string) {
 
 // unlockAll clears every lock. Callers hold a.mu.
 func (a *Agent) unlockAll() {
-	a.locked, a.manualLock, a.sessionLock = false, false, false
-	a.lockedNow.Store(false)
+	a.manualLock, a.sessionLock = false, false
+	a.locked.Store(false)
 }
 
 // Locked reports whether the agent is locked.
-func (a *Agent) Locked() bool { return a.lockedNow.Load() }
+func (a *Agent) Locked() bool { return a.locked.Load() }

@@ -272,7 +272,7 @@ func (a *Agent) finish(ctx context.Context, c *challenge, response json.RawMessa
 	defer a.methods.lock(c.method)()
 
 	a.mu.Lock()
-	done, locked := c.done, a.locked
+	done, locked := c.done, a.locked.Load()
 	a.mu.Unlock()
 	if done {
 		// Two completeVerification calls raced past the lookup; the
@@ -329,7 +329,7 @@ func (a *Agent) finish(ctx context.Context, c *challenge, response json.RawMessa
 		a.audit(ctx, audit.Record{Event: "unlock", Method: c.method, Result: "ok"})
 		return nil, nil
 	}
-	if a.locked {
+	if a.locked.Load() {
 		return nil, lockedError()
 	}
 	return a.mint(ctx, c.scopes, c.method, impl.AMR(), c.bind)
