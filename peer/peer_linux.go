@@ -156,7 +156,7 @@ func readProcFileWith(sys syscall6, pid int, name string, buf []byte) (int, erro
 	if e != 0 {
 		return 0, fmt.Errorf("/proc/%d/%s: %w", pid, name, e)
 	}
-	defer unix.RawSyscall(unix.SYS_CLOSE, r, 0, 0)
+	defer closeFD(int(r))
 	for {
 		n, _, e := sys(unix.SYS_READ, r, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)), 0, 0, 0)
 		if e == unix.EINTR {
