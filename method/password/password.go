@@ -77,7 +77,6 @@ var DefaultConfDirs = []string{"/etc/pam.d", "/usr/lib/pam.d"}
 // Method is the password method. Create it with New.
 type Method struct {
 	cfg  Config
-	now  func() time.Time
 	log  *zap.Logger
 	user string // for the prompt only; the helper finds the user itself
 
@@ -122,7 +121,7 @@ func New(cfg Config) *Method {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
 	}
-	m := &Method{cfg: cfg, now: cfg.Clock(), log: cfg.Log(api.Password), exe: os.Executable, nnp: noNewPrivs}
+	m := &Method{cfg: cfg, log: cfg.Log(api.Password), exe: os.Executable, nnp: noNewPrivs}
 	if u, err := user.Current(); err == nil {
 		m.user = u.Username
 	}
