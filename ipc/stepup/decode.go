@@ -2,6 +2,7 @@ package stepup
 
 import (
 	"encoding/json"
+	"reflect"
 	"slices"
 	"time"
 
@@ -66,18 +67,13 @@ func scanResponse(line []byte, resp *response) bool {
 // its own reader where it can (into a zero value), anything else by
 // encoding/json.
 func decodeResult(b []byte, v any) error {
-	if r, ok := v.(*api.StepUpRequired); ok && isZeroCheck(r) {
+	if r, ok := v.(*api.StepUpRequired); ok && reflect.ValueOf(r).Elem().IsZero() {
 		if scanCheck(b, r) {
 			return nil
 		}
 		*r = api.StepUpRequired{}
 	}
 	return json.Unmarshal(b, v)
-}
-
-func isZeroCheck(r *api.StepUpRequired) bool {
-	return !r.Required && r.Scope == "" && r.Methods == nil && r.DefaultMethod == "" && r.ExpiresAt == nil &&
-		r.Credentials == nil && r.DefaultCredentialID == "" && !r.Locked && r.Bind == ""
 }
 
 // checkKeys are the members of api.StepUpRequired.
