@@ -36,11 +36,18 @@ func benchAgent(tb testing.TB) *Agent {
 	if pw := password.New(password.Config{Deps: deps}); pw != nil {
 		ms = append(ms, pw)
 	}
-	a, err := New(callerCtx(), Config{
+	return runAgent(tb, Config{
 		Store:   keychain.NewMemory(),
 		Policy:  func() *policy.Policy { return pol },
 		Methods: ms,
 	})
+}
+
+// runAgent makes an agent of cfg and runs its housekeeping until the
+// test ends.
+func runAgent(tb testing.TB, cfg Config) *Agent {
+	tb.Helper()
+	a, err := New(callerCtx(), cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}

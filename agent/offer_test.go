@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"context"
 	"errors"
 	"slices"
 	"sync/atomic"
@@ -42,17 +41,11 @@ func TestOfferFollowsState(t *testing.T) {
 	polf := func() *policy.Policy { return pol.Load() }
 	deps := method.Deps{Policy: polf, Logger: zap.NewNop()}
 	totp := &unpluggable{Method: totpm.New(totpm.Config{Deps: deps})}
-	a, err := New(callerCtx(), Config{
+	a := runAgent(t, Config{
 		Store:   keychain.NewMemory(),
 		Policy:  polf,
 		Methods: []method.Method{totp, recovery.New(recovery.Config{Deps: deps})},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(callerCtx())
-	defer cancel()
-	go a.Run(ctx)
 
 	check := func(step string, methods []string, creds []api.CredentialRef) {
 		t.Helper()

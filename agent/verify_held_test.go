@@ -8,7 +8,6 @@ import (
 
 	"github.com/stepup-agent/stepup-agent/api"
 	"github.com/stepup-agent/stepup-agent/keychain"
-	"github.com/stepup-agent/stepup-agent/policy"
 )
 
 // verifyToken reads a held token's claims without checking its signature
@@ -72,25 +71,10 @@ func TestVerifyHeldToken(t *testing.T) {
 // token out after reset and lock had revoked it by its jti.
 func TestLoadDropsACopiedTokenItem(t *testing.T) {
 	store := keychain.NewMemory()
-	newAgent := func() *Agent {
-		pol := policy.Default()
-		a, err := New(callerCtx(), Config{Store: store, Policy: func() *policy.Policy { return pol }})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(callerCtx())
-		t.Cleanup(cancel)
-		go a.Run(ctx)
-		return a
-	}
-	a1 := newAgent()
+	a1 := runAgent(t, Config{Store: store})
 	tok := mintFor(t, a1, "wallet:sign")
 	a1.Flush()
-	claims, err := a1.signer.Verify(tok.Token, a1.now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	jti := claims.ID
+	jti := jtiOf(t, a1, tok.Token)
 	data, err := store.Get(context.Background(), keychain.KindToken, jti)
 	if err != nil {
 		t.Fatal(err)
@@ -99,7 +83,7 @@ func TestLoadDropsACopiedTokenItem(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	a2 := newAgent()
+	a2 := runAgent(t, Config{Store: store})
 	if n := a2.tokens.count(); n != 1 {
 		t.Fatalf("%d tokens held after load; want 1", n)
 	}

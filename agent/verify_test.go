@@ -34,18 +34,11 @@ func newExternalAgent(t *testing.T, v ExternalVerifier) *Agent {
 	t.Helper()
 	pol := policy.Default()
 	pol.ExternalJwt = policy.ExternalJwt{JWKS: "https://backend.example/jwks.json", Subject: "alice"}
-	a, err := New(callerCtx(), Config{
+	return runAgent(t, Config{
 		Store:    keychain.NewMemory(),
 		Policy:   func() *policy.Policy { return pol },
 		External: v,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(callerCtx())
-	t.Cleanup(cancel)
-	go a.Run(ctx)
-	return a
 }
 
 // A JWK Set that cannot be fetched is the backend's or the agent's
