@@ -78,10 +78,10 @@ func TestSerialClientCancelledCall(t *testing.T) {
 	}
 }
 
-// muteOnHang is an agent that answers isStepUpRequired for any scope but
-// "hang", which it never answers, and "null", which it answers with a
-// null result; conns counts its connections.
-func muteOnHang(t *testing.T) (string, *atomic.Int32) {
+// scopeAgent is a fake agent on a socket of its own: answer gets each
+// request's id and params' scope and writes what it likes to nc; it
+// returns false to hang up. conns counts the connections.
+func scopeAgent(t *testing.T, answer func(nc net.Conn, id json.RawMessage, scope string) bool) (string, *atomic.Int32) {
 	sock := filepath.Join(t.TempDir(), "s.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
@@ -102,25 +102,35 @@ func muteOnHang(t *testing.T) (string, *atomic.Int32) {
 				for r.Scan() {
 					var req struct {
 						ID     json.RawMessage `json:"id"`
-						Method string          `json:"method"`
 						Params struct {
 							Scope string `json:"scope"`
 						} `json:"params"`
 					}
 					json.Unmarshal(r.Bytes(), &req)
-					if req.Params.Scope == "hang" {
-						continue // never answered
+					if !answer(nc, req.ID, req.Params.Scope) {
+						return
 					}
-					if req.Params.Scope == "null" {
-						fmt.Fprintf(nc, `{"jsonrpc":"2.0","id":%s,"result":null}`+"\n", req.ID)
-						continue
-					}
-					fmt.Fprintf(nc, `{"jsonrpc":"2.0","id":%s,"result":{"required":true,"scope":%q,"methods":[]}}`+"\n", req.ID, req.Params.Scope)
 				}
 			}()
 		}
 	}()
 	return sock, conns
+}
+
+// muteOnHang is an agent that answers isStepUpRequired for any scope but
+// "hang", which it never answers, and "null", which it answers with a
+// null result; conns counts its connections.
+func muteOnHang(t *testing.T) (string, *atomic.Int32) {
+	return scopeAgent(t, func(nc net.Conn, id json.RawMessage, scope string) bool {
+		switch scope {
+		case "hang": // never answered
+		case "null":
+			fmt.Fprintf(nc, `{"jsonrpc":"2.0","id":%s,"result":null}`+"\n", id)
+		default:
+			fmt.Fprintf(nc, `{"jsonrpc":"2.0","id":%s,"result":{"required":true,"scope":%q,"methods":[]}}`+"\n", id, scope)
+		}
+		return true
+	})
 }
 
 // A serial call queued behind one the agent never answers gives up at
@@ -174,48 +184,24 @@ func TestNullResultFailsClosed(t *testing.T) {
 // stepup.MaxAnswer bytes of a line, in both modes, and an answer after a
 // long but legal one still arrives whole.
 func TestAnswerTooLong(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "s.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			nc, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer nc.Close()
-				r := bufio.NewScanner(nc)
-				for r.Scan() {
-					var req struct {
-						ID     json.RawMessage `json:"id"`
-						Params struct {
-							Scope string `json:"scope"`
-						} `json:"params"`
-					}
-					json.Unmarshal(r.Bytes(), &req)
-					pad := ""
-					if req.Params.Scope == "long" {
-						pad = strings.Repeat("x", 1<<20) // 1 MiB: long, but an answer
-					}
-					if req.Params.Scope == "endless" {
-						fmt.Fprintf(nc, `{"jsonrpc":"2.0","id":%s,"result":{"scope":"`, req.ID)
-						chunk := []byte(strings.Repeat("y", 64<<10))
-						for i := 0; i < (stepup.MaxAnswer/len(chunk))+8; i++ {
-							if _, err := nc.Write(chunk); err != nil {
-								return
-							}
-						}
-						return
-					}
-					fmt.Fprintf(nc, `{"jsonrpc":"2.0","id":%s,"result":{"required":true,"scope":%q,"methods":[],"x":%q}}`+"\n", req.ID, req.Params.Scope, pad)
+	sock, _ := scopeAgent(t, func(nc net.Conn, id json.RawMessage, scope string) bool {
+		pad := ""
+		switch scope {
+		case "long":
+			pad = strings.Repeat("x", 1<<20) // 1 MiB: long, but an answer
+		case "endless":
+			fmt.Fprintf(nc, `{"jsonrpc":"2.0","id":%s,"result":{"scope":"`, id)
+			chunk := []byte(strings.Repeat("y", 64<<10))
+			for i := 0; i < (stepup.MaxAnswer/len(chunk))+8; i++ {
+				if _, err := nc.Write(chunk); err != nil {
+					break
 				}
-			}()
+			}
+			return false
 		}
-	}()
+		fmt.Fprintf(nc, `{"jsonrpc":"2.0","id":%s,"result":{"required":true,"scope":%q,"methods":[],"x":%q}}`+"\n", id, scope, pad)
+		return true
+	})
 	for _, serial := range []bool{true, false} {
 		c := &stepup.Client{Socket: sock, Serial: serial}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
