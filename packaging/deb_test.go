@@ -18,6 +18,7 @@ import (
 var debFiles = []string{
 	"/usr/bin/stepup-agent",
 	"/usr/bin/stepupctl",
+	"/usr/bin/stepupctl-inspect",
 	"/usr/lib/systemd/user/stepup-agent.service",
 	"/usr/lib/systemd/user/stepup-agent.socket",
 	"/usr/lib/systemd/user-environment-generators/60-stepup-agent",
@@ -143,7 +144,7 @@ func TestDebianPackage(t *testing.T) {
 			t.Errorf("the package lacks %s", want)
 		}
 	}
-	for _, exe := range []string{"/usr/bin/stepup-agent", "/usr/bin/stepupctl", "/usr/lib/systemd/user-environment-generators/60-stepup-agent"} {
+	for _, exe := range []string{"/usr/bin/stepup-agent", "/usr/bin/stepupctl", "/usr/bin/stepupctl-inspect", "/usr/lib/systemd/user-environment-generators/60-stepup-agent"} {
 		if modes[exe] != "-rwxr-xr-x" {
 			t.Errorf("%s has mode %s, want -rwxr-xr-x", exe, modes[exe])
 		}
@@ -172,6 +173,10 @@ func TestDebianPackage(t *testing.T) {
 	}
 	if b, err := run(t, nil, "/usr/bin/stepupctl", "--help"); err != nil || !strings.Contains(b, "stepupctl") {
 		t.Errorf("stepupctl --help: %v\n%s", err, b)
+	}
+	// doctor runs in the stepupctl-inspect installed beside stepupctl.
+	if b, err := run(t, nil, "/usr/bin/stepupctl", "doctor", "--help"); err != nil || !strings.Contains(b, "stepupctl doctor") {
+		t.Errorf("stepupctl doctor --help: %v\n%s", err, b)
 	}
 	if man, err := exec.LookPath("man"); err == nil {
 		for page, want := range map[string]string{"stepup-agent": "/usr/share/man/man1/stepup-agent.1.gz",

@@ -1,5 +1,7 @@
 #!/bin/sh
-# Installs stepup-agent and stepupctl (and stepup-pam-helper, for the
+# Installs stepup-agent, stepupctl and stepupctl-inspect (which runs
+# stepupctl's audit, doctor and completion; next to stepupctl, where it
+# looks for it) (and stepup-pam-helper, for the
 # password method, when it can be built or is in --from DIR) and sets the
 # agent up as a user service: systemd user units on Linux
 # (docs/systemd.md), a launchd agent on macOS (docs/launchd.md). Safe to
@@ -66,7 +68,7 @@ if [ $uninstall = 1 ]; then
 		if [ $system = 1 ]; then rm -f "$gendir/60-stepup-agent"; else rm -f "$envdir/60-stepup-agent.conf"; fi
 		[ $system = 1 ] || systemctl --user daemon-reload 2>/dev/null || true
 	fi
-	rm -f "$bindir/stepup-agent" "$bindir/stepupctl" "$bindir/stepup-pam-helper"
+	rm -f "$bindir/stepup-agent" "$bindir/stepupctl" "$bindir/stepupctl-inspect" "$bindir/stepup-pam-helper"
 	say "removed stepup-agent (your policy, audit log and keychain items are kept)"
 	exit 0
 fi
@@ -82,7 +84,7 @@ if [ -z "$from" ]; then
 	agentcgo=0
 	[ "$os" != Darwin ] || agentcgo=1
 	(cd "$here/.." && CGO_ENABLED=$agentcgo go build -trimpath -o "$from/" ./cmd/stepup-agent &&
-		CGO_ENABLED=0 go build -trimpath -o "$from/" ./cmd/stepupctl)
+		CGO_ENABLED=0 go build -trimpath -o "$from/" ./cmd/stepupctl ./cmd/stepupctl-inspect)
 	# The password method's helper is the one cgo program; it needs a C
 	# compiler and libpam's headers.
 	if (cd "$here/.." && CGO_ENABLED=1 go build -trimpath -o "$from/" ./cmd/stepup-pam-helper) 2>"$from/helper.log"; then
@@ -92,15 +94,15 @@ if [ -z "$from" ]; then
 		sed -n '1,3s/^/    /p' "$from/helper.log" >&2
 	fi
 fi
-for b in stepup-agent stepupctl; do
+for b in stepup-agent stepupctl stepupctl-inspect; do
 	[ -x "$from/$b" ] || { say "$from/$b is missing or not executable"; exit 1; }
 done
 mkdir -p "$bindir"
-for b in stepup-agent stepupctl; do
+for b in stepup-agent stepupctl stepupctl-inspect; do
 	install -m 0755 "$from/$b" "$bindir/$b.new"
 	mv -f "$bindir/$b.new" "$bindir/$b"
 done
-say "installed $bindir/stepup-agent and $bindir/stepupctl"
+say "installed $bindir/stepup-agent, $bindir/stepupctl and $bindir/stepupctl-inspect"
 # Next to the agent, where it looks for it; never setuid (the helper
 # refuses to run so). The agent hands it passwords, so nobody else may
 # write it or its directory.

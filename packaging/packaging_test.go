@@ -132,10 +132,11 @@ func lastLine(s string) string {
 	return s[strings.LastIndex(s, "\n")+1:]
 }
 
-// fakeBinaries writes stand-ins for stepup-agent and stepupctl.
+// fakeBinaries writes stand-ins for stepup-agent, stepupctl and
+// stepupctl-inspect.
 func fakeBinaries(t *testing.T) string {
 	dir := t.TempDir()
-	for _, b := range []string{"stepup-agent", "stepupctl"} {
+	for _, b := range []string{"stepup-agent", "stepupctl", "stepupctl-inspect"} {
 		if err := os.WriteFile(filepath.Join(dir, b), []byte("#!/bin/sh\necho \"$0 $*\"\n"), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -191,6 +192,7 @@ func TestInstallScript(t *testing.T) {
 	for p, mode := range map[string]os.FileMode{
 		".local/bin/stepup-agent":                    0o755,
 		".local/bin/stepupctl":                       0o755,
+		".local/bin/stepupctl-inspect":               0o755,
 		".local/bin/stepup-pam-helper":               0o755,
 		".config/systemd/user/stepup-agent.socket":   0o644,
 		".config/systemd/user/stepup-agent.service":  0o644,
@@ -213,7 +215,7 @@ func TestInstallScript(t *testing.T) {
 	if err != nil {
 		t.Fatalf("install.sh --uninstall: %v\n%s", err, out)
 	}
-	for _, p := range []string{".local/bin/stepup-agent", ".local/bin/stepup-pam-helper", ".config/systemd/user/stepup-agent.service", ".config/environment.d/60-stepup-agent.conf"} {
+	for _, p := range []string{".local/bin/stepup-agent", ".local/bin/stepupctl", ".local/bin/stepupctl-inspect", ".local/bin/stepup-pam-helper", ".config/systemd/user/stepup-agent.service", ".config/environment.d/60-stepup-agent.conf"} {
 		if _, err := os.Stat(filepath.Join(home, p)); err == nil {
 			t.Errorf("--uninstall left %s", p)
 		}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds stepup-agent and stepupctl into ./bin and runs the agent in the
+# Builds stepup-agent, stepupctl and stepupctl-inspect into ./bin and runs the agent in the
 # foreground with the built-in defaults (no configuration needed). Go is
 # the only prerequisite: both are built without cgo (static on Linux).
 # Where a C compiler and libpam's headers are (Debian: gcc libpam0g-dev)
@@ -13,7 +13,7 @@ mkdir -p bin
 agentcgo=0
 [ "$(uname -s)" != Darwin ] || agentcgo=1   # macOS: cgo for the Keychain
 CGO_ENABLED=$agentcgo go build -o bin/ ./cmd/stepup-agent
-CGO_ENABLED=0 go build -o bin/ ./cmd/stepupctl   # static: starts faster (README, "Install")
+CGO_ENABLED=0 go build -o bin/ ./cmd/stepupctl ./cmd/stepupctl-inspect   # static: starts faster (README, "Install")
 if ! CGO_ENABLED=1 go build -o bin/ ./cmd/stepup-pam-helper 2>/dev/null; then
 	rm -f bin/stepup-pam-helper
 	echo "run-agent.sh: stepup-pam-helper not built (needs gcc and libpam0g-dev); the password method is unavailable" >&2

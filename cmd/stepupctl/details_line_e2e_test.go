@@ -11,6 +11,7 @@ import (
 
 	"github.com/creack/pty"
 	"github.com/stepup-agent/stepup-agent/api"
+	"github.com/stepup-agent/stepup-agent/internal/ctl"
 	"github.com/stepup-agent/stepup-agent/ipc/stepup"
 )
 
@@ -55,8 +56,8 @@ func TestBindingE2EDetailsNeverCutFromPinentrysLine(t *testing.T) {
 			p := b.startOnTTY([]string{"TERM=xterm", "LANG=C.UTF-8"}, "prompt", "--method", "recovery_code", "--details-json", d, "t:user")
 			err := p.wait(t)
 			var ee interface{ ExitCode() int }
-			if !errors.As(err, &ee) || ee.ExitCode() != exitRefused {
-				t.Fatalf("stepupctl prompt: %v, want exit %d\n%s", err, exitRefused, p.screen())
+			if !errors.As(err, &ee) || ee.ExitCode() != ctl.ExitRefused {
+				t.Fatalf("stepupctl prompt: %v, want exit %d\n%s", err, ctl.ExitRefused, p.screen())
 			}
 			screen := p.screen()
 			for _, want := range []string{"authorizationDetails", "over the 992 bytes pinentry can show", "nothing is cut"} {

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/stepup-agent/stepup-agent/internal/ctl"
 )
 
 // Ctrl-C while `stepupctl verify -` waits for a token on its standard
@@ -56,8 +58,8 @@ func TestInterrupt(t *testing.T) {
 			cmd.Process.Kill()
 			t.Fatalf("%v: still waiting for standard input 10 s after SIGINT", args)
 		}
-		if code := cmd.ProcessState.ExitCode(); code != exitCancelled || !strings.Contains(stderr.String(), "interrupted") {
-			t.Errorf("%v: exit %d, stderr %q; want exit %d and \"interrupted\"", args, code, stderr.String(), exitCancelled)
+		if code := cmd.ProcessState.ExitCode(); code != ctl.ExitCancelled || !strings.Contains(stderr.String(), "interrupted") {
+			t.Errorf("%v: exit %d, stderr %q; want exit %d and \"interrupted\"", args, code, stderr.String(), ctl.ExitCancelled)
 		}
 	}
 }

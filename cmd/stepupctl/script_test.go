@@ -43,7 +43,7 @@ func TestMain(m *testing.M) {
 		defer os.RemoveAll(dir)
 		defer testenv.StopX()
 		os.Chmod(dir, 0o755) // scripts run a client as nobody
-		for _, c := range []string{"stepup-agent", "stepupctl"} {
+		for _, c := range []string{"stepup-agent", "stepupctl", "stepupctl-inspect"} {
 			cmd := exec.Command("go", "build", "-o", filepath.Join(dir, c), "../"+c)
 			cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 			if err := cmd.Run(); err != nil {

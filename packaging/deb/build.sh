@@ -25,8 +25,8 @@ mkdir -p "$stage/bin" "$stage/man" "$stage/completions" "$stage/units" "$stage/d
 ln -s "$repo" "$stage/repo"
 
 cd "$repo"
-say "building stepup-agent and stepupctl (static)"
-CGO_ENABLED=0 go build -trimpath -ldflags=-buildid= -o "$stage/bin/" ./cmd/stepup-agent ./cmd/stepupctl
+say "building stepup-agent, stepupctl and stepupctl-inspect (static)"
+CGO_ENABLED=0 go build -trimpath -ldflags=-buildid= -o "$stage/bin/" ./cmd/stepup-agent ./cmd/stepupctl ./cmd/stepupctl-inspect
 helper=0
 if [ -d cmd/stepup-pam-helper ]; then
 	if [ -e /usr/include/security/pam_appl.h ]; then

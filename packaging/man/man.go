@@ -4,7 +4,8 @@
 // file, and stepup-policy(5) from docs/policy.md, both through go-md2man.
 // The roff files are committed next to their sources; the tests regenerate
 // them and fail on any difference, and `go test ./packaging/man
-// ./cmd/stepupctl -run Man -update` rewrites them.
+// ./cmd/stepupctl-inspect -run Man -update` rewrites them (the whole
+// tree of stepupctl's verbs is stepupctl-inspect's).
 package man
 
 import (

@@ -32,7 +32,7 @@ func compare(t *testing.T, path string, got []byte) {
 		t.Fatalf("%v (generate it: go test ./packaging/man -update)", err)
 	}
 	if !bytes.Equal(got, want) {
-		t.Errorf("%s is out of date with its source: go test ./packaging/man ./cmd/stepupctl -run Man -update", path)
+		t.Errorf("%s is out of date with its source: go test ./packaging/man ./cmd/stepupctl-inspect -run Man -update", path)
 	}
 }
 

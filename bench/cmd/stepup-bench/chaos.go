@@ -136,7 +136,7 @@ func chaosMain(args []string) error {
 		return err
 	}
 	bin := filepath.Join(dir, "bin")
-	if err := runCmd(ctx, root, 5*time.Minute, "go", "build", "-o", bin+"/", "./cmd/stepup-agent", "./cmd/stepupctl"); err != nil {
+	if err := runCmd(ctx, root, 5*time.Minute, "go", "build", "-o", bin+"/", "./cmd/stepup-agent", "./cmd/stepupctl", "./cmd/stepupctl-inspect"); err != nil {
 		return err
 	}
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)

@@ -204,7 +204,7 @@ func run(ctx context.Context, c *config) error {
 	// stepup-agent and stepupctl are built as they are shipped on Linux:
 	// without cgo, static binaries that skip the dynamic loader (README,
 	// "Install"; packaging/install.sh).
-	if err := runCmd(ctx, root, 5*time.Minute, "env", "CGO_ENABLED=0", "go", "build", "-o", bin+"/", "./cmd/stepup-agent", "./cmd/stepupctl"); err != nil {
+	if err := runCmd(ctx, root, 5*time.Minute, "env", "CGO_ENABLED=0", "go", "build", "-o", bin+"/", "./cmd/stepup-agent", "./cmd/stepupctl", "./cmd/stepupctl-inspect"); err != nil {
 		return err
 	}
 	if err := runCmd(ctx, root, time.Minute, "gcc", "-O2", "-o", filepath.Join(bin, "echo"), "bench/echo.c"); err != nil {

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/stepup-agent/stepup-agent/internal/ctl"
 	"github.com/stepup-agent/stepup-agent/internal/testenv"
 	"github.com/stepup-agent/stepup-agent/packaging/man"
 )
@@ -18,8 +19,7 @@ var updateMan = flag.Bool("update", false, "rewrite the committed man pages in p
 // new verb or flag must come with its page.
 func TestManPagesUpToDate(t *testing.T) {
 	dir := t.TempDir()
-	a := &app{}
-	if err := man.Cobra(a.rootCmd(nil), dir); err != nil {
+	if err := man.Cobra(ctl.Root(extension), dir); err != nil {
 		t.Fatal(err)
 	}
 	committed := filepath.Join(testenv.RepoRoot(t), "packaging", "man")
@@ -50,13 +50,13 @@ func TestManPagesUpToDate(t *testing.T) {
 		}
 		want, err := os.ReadFile(dst)
 		if err != nil || !bytes.Equal(b, want) {
-			t.Errorf("packaging/man/%s is missing or out of date: go test ./cmd/stepupctl ./packaging/man -run Man -update", name)
+			t.Errorf("packaging/man/%s is missing or out of date: go test ./cmd/stepupctl-inspect ./packaging/man -run Man -update", name)
 		}
 	}
 	old, _ := filepath.Glob(filepath.Join(committed, "stepupctl*.1"))
 	for _, p := range old {
 		if !seen[filepath.Base(p)] {
-			t.Errorf("packaging/man/%s has no command any more: go test ./cmd/stepupctl -run Man -update", filepath.Base(p))
+			t.Errorf("packaging/man/%s has no command any more: go test ./cmd/stepupctl-inspect -run Man -update", filepath.Base(p))
 		}
 	}
 }

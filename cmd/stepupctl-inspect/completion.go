@@ -81,10 +81,10 @@ func (a *app) wireCompletion(root *cobra.Command) {
 }
 
 func (a *app) completionClient() *stepup.Client {
-	if a.client == nil {
-		a.client = &stepup.Client{Socket: a.socket, Serial: true}
+	if a.Client == nil {
+		a.Client = &stepup.Client{Socket: a.Socket, Serial: true}
 	}
-	return a.client
+	return a.Client
 }
 
 // completeScopes lists the scopes worth offering: the policy's exact

@@ -1,4 +1,4 @@
-package main
+package ctl
 
 import (
 	"bufio"
@@ -13,7 +13,7 @@ import (
 	"github.com/stepup-agent/stepup-agent/api"
 )
 
-func (a *app) enrollCmd() *cobra.Command {
+func (a *App) enrollCmd() *cobra.Command {
 	var p api.EnrollStartParams
 	var startOnly bool
 	var finish, code, response string
@@ -37,24 +37,24 @@ For scripts, enrollment has two steps:
 				return a.enrollFinish(ctx, finish, code, response)
 			}
 			if len(args) != 1 {
-				return usageError{errors.New("enroll takes a method (totp, passkey, email_otp, sms_otp, wallet) or --finish ID"), cmd.CommandPath()}
+				return UsageError{errors.New("enroll takes a method (totp, passkey, email_otp, sms_otp, wallet) or --finish ID"), cmd.CommandPath()}
 			}
 			p.Method = args[0]
 			a.warnIfNotPersistent(ctx)
-			res, err := a.client.EnrollStart(ctx, p)
+			res, err := a.Client.EnrollStart(ctx, p)
 			var ae *api.Error
 			if errors.As(err, &ae) && ae.Code == api.CodeForbidden && ae.Data.RequiredScope != "" && !startOnly {
-				fmt.Fprintf(a.stderr, "Adding a credential needs a step-up for %s first.\n", ae.Data.RequiredScope)
+				fmt.Fprintf(a.Stderr, "Adding a credential needs a step-up for %s first.\n", ae.Data.RequiredScope)
 				if _, err := a.stepUp(ctx, []string{ae.Data.RequiredScope}, &f); err != nil {
 					return err
 				}
-				res, err = a.client.EnrollStart(ctx, p)
+				res, err = a.Client.EnrollStart(ctx, p)
 			}
 			if err != nil {
 				return err
 			}
 			if startOnly {
-				return a.printJSON(res)
+				return a.PrintJSON(res)
 			}
 			return a.enrollInteractive(ctx, p.Method, res)
 		},
@@ -70,33 +70,33 @@ For scripts, enrollment has two steps:
 	return cmd
 }
 
-func (a *app) enrollFinish(ctx context.Context, id, code, response string) error {
+func (a *App) enrollFinish(ctx context.Context, id, code, response string) error {
 	var resp any = map[string]string{"code": code}
 	if response != "" {
 		var v any
 		if err := json.Unmarshal([]byte(response), &v); err != nil {
-			return usageError{fmt.Errorf("--response is not JSON: %v", err), "stepupctl enroll"}
+			return UsageError{fmt.Errorf("--response is not JSON: %v", err), "stepupctl enroll"}
 		}
 		resp = v
 	} else if code == "" {
 		resp = map[string]any{}
 	}
-	res, err := a.client.EnrollFinish(ctx, id, resp)
+	res, err := a.Client.EnrollFinish(ctx, id, resp)
 	if err != nil {
 		return err
 	}
 	return a.showEnrolled(res)
 }
 
-func (a *app) showEnrolled(res *api.EnrollFinishResult) error {
-	if a.json {
-		return a.printJSON(res)
+func (a *App) showEnrolled(res *api.EnrollFinishResult) error {
+	if a.JSON {
+		return a.PrintJSON(res)
 	}
-	fmt.Fprintf(a.stdout, "Enrolled %s credential %s.\n", res.Method, res.CredentialID)
+	fmt.Fprintf(a.Stdout, "Enrolled %s credential %s.\n", res.Method, res.CredentialID)
 	if len(res.RecoveryCodes) > 0 {
-		fmt.Fprintln(a.stdout, "\nRecovery codes: each works once, and they are shown only now. Keep them somewhere safe:")
+		fmt.Fprintln(a.Stdout, "\nRecovery codes: each works once, and they are shown only now. Keep them somewhere safe:")
 		for _, c := range res.RecoveryCodes {
-			fmt.Fprintf(a.stdout, "  %s\n", c)
+			fmt.Fprintf(a.Stdout, "  %s\n", c)
 		}
 	}
 	return nil
@@ -104,11 +104,11 @@ func (a *app) showEnrolled(res *api.EnrollFinishResult) error {
 
 // enrollInteractive shows what the method needs and asks for the answer
 // on the terminal.
-func (a *app) enrollInteractive(ctx context.Context, m string, res *api.EnrollStartResult) error {
+func (a *App) enrollInteractive(ctx context.Context, m string, res *api.EnrollStartResult) error {
 	id := res.EnrollmentID
 	if m == api.RecoveryCode {
 		// Regenerating: the new codes replace the old ones once confirmed.
-		r, err := a.client.EnrollFinish(ctx, id, map[string]any{})
+		r, err := a.Client.EnrollFinish(ctx, id, map[string]any{})
 		if err != nil {
 			return err
 		}
@@ -120,10 +120,10 @@ func (a *app) enrollInteractive(ctx context.Context, m string, res *api.EnrollSt
 	if m == api.Fingerprint {
 		// Nothing to type: fprintd has the fingers; registering them
 		// lets them answer step-ups.
-		if res.FingerprintEnrollment != nil && !a.json {
-			fmt.Fprintf(a.stdout, "Fingers enrolled with fprintd: %s\n", strings.Join(res.Fingers, ", "))
+		if res.FingerprintEnrollment != nil && !a.JSON {
+			fmt.Fprintf(a.Stdout, "Fingers enrolled with fprintd: %s\n", strings.Join(res.Fingers, ", "))
 		}
-		r, err := a.client.EnrollFinish(ctx, id, map[string]any{})
+		r, err := a.Client.EnrollFinish(ctx, id, map[string]any{})
 		if err != nil {
 			return err
 		}
@@ -131,7 +131,7 @@ func (a *app) enrollInteractive(ctx context.Context, m string, res *api.EnrollSt
 	}
 	tty, err := openTTY()
 	if err != nil {
-		a.printJSON(res)
+		a.PrintJSON(res)
 		return api.Errorf(api.CodeNoPrompter, "no terminal to finish the enrollment on").
 			WithHint("finish it with: stepupctl enroll --finish %s --code CODE", id)
 	}
@@ -164,7 +164,7 @@ func (a *app) enrollInteractive(ctx context.Context, m string, res *api.EnrollSt
 			fmt.Fprintf(tty, "Open %s in your browser and create the passkey; then press Enter.\n", res.URL)
 		}
 		in.ReadString('\n')
-		r, err := a.client.EnrollFinish(ctx, id, map[string]any{})
+		r, err := a.Client.EnrollFinish(ctx, id, map[string]any{})
 		if err != nil {
 			return err
 		}
@@ -177,7 +177,7 @@ func (a *app) enrollInteractive(ctx context.Context, m string, res *api.EnrollSt
 		if line == "" && err != nil {
 			return api.Errorf(api.CodeCancelled, "enrollment cancelled at the terminal")
 		}
-		r, err := a.client.EnrollFinish(ctx, id, map[string]string{field: line})
+		r, err := a.Client.EnrollFinish(ctx, id, map[string]string{field: line})
 		var ae *api.Error
 		if errors.As(err, &ae) && ae.Code == api.CodeVerificationFailed && tries < 4 {
 			fmt.Fprintf(tty, "%s; try again.\n", ae.Message)

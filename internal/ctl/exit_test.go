@@ -1,4 +1,4 @@
-package main
+package ctl
 
 import (
 	"errors"
@@ -28,10 +28,10 @@ func TestExitFor(t *testing.T) {
 		{&api.Error{Code: api.CodeInternal}, 5},
 		{&stepup.DialError{Socket: "/x", Err: errors.New("refused")}, 5},
 		{io.ErrUnexpectedEOF, 5},
-		{usageError{errors.New("bad"), "stepupctl"}, 2},
+		{UsageError{errors.New("bad"), "stepupctl"}, 2},
 		{errors.New(`unknown command "x" for "stepupctl"`), 2},
 		{errNoAnswer, 3},
-		{exitCode(1), 1},
+		{ExitCode(1), 1},
 	} {
 		if got := exitFor(c.err); got != c.want {
 			t.Errorf("exitFor(%v) = %d, want %d", c.err, got, c.want)

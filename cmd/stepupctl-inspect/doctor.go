@@ -16,6 +16,7 @@ import (
 	"github.com/godbus/dbus/v5"
 	"github.com/spf13/cobra"
 	"github.com/stepup-agent/stepup-agent/api"
+	"github.com/stepup-agent/stepup-agent/internal/ctl"
 	"github.com/stepup-agent/stepup-agent/ipc/stepup"
 	"github.com/stepup-agent/stepup-agent/policy"
 	"golang.org/x/term"
@@ -62,7 +63,7 @@ const startHint = `start it: eval "$(stepup-agent)", or systemctl --user enable 
 func (a *app) doctorCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "doctor",
-		Short: "Check the socket, agent, keychain, prompters, policy, PAM, units and remote socket; say what to fix",
+		Short: short("doctor"),
 		Long: `doctor checks what stepup-agent needs and prints one line per check,
 ok, warning or error, with a hint saying what to do:
 
@@ -78,24 +79,24 @@ ok, warning or error, with a hint saying what to do:
   remote      the socket made to be forwarded with ssh -R
 
 It exits 0 when nothing is an error (warnings included), 1 otherwise.`,
-		Args: exactArgs(0, "no arguments"),
+		Args: ctl.ExactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			r := a.doctor(cmd.Context(), cmd.Root().Version)
-			if a.json {
-				if err := a.printJSON(r); err != nil {
+			if a.JSON {
+				if err := a.PrintJSON(r); err != nil {
 					return err
 				}
 			} else {
 				for _, c := range r.Checks {
-					fmt.Fprintf(a.stdout, "%-8s %-9s %s\n", c.Status, c.Check, c.Message)
+					fmt.Fprintf(a.Stdout, "%-8s %-9s %s\n", c.Status, c.Check, c.Message)
 					if c.Hint != "" {
-						fmt.Fprintf(a.stdout, "%-8s %-9s hint: %s\n", "", "", c.Hint)
+						fmt.Fprintf(a.Stdout, "%-8s %-9s hint: %s\n", "", "", c.Hint)
 					}
 				}
-				fmt.Fprintf(a.stdout, "%d error(s), %d warning(s)\n", r.Errors, r.Warnings)
+				fmt.Fprintf(a.Stdout, "%d error(s), %d warning(s)\n", r.Errors, r.Warnings)
 			}
 			if r.Errors > 0 {
-				return exitCode(1)
+				return ctl.ExitCode(1)
 			}
 			return nil
 		},
@@ -104,7 +105,7 @@ It exits 0 when nothing is an error (warnings included), 1 otherwise.`,
 
 func (a *app) doctor(ctx context.Context, cliVersion string) *doctorReport {
 	r := &doctorReport{Checks: []doctorCheck{}}
-	sock := a.socket
+	sock := a.Socket
 	if sock == "" {
 		sock = api.SocketPath()
 	}

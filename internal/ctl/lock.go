@@ -1,4 +1,4 @@
-package main
+package ctl
 
 import (
 	"errors"
@@ -8,37 +8,37 @@ import (
 	"github.com/stepup-agent/stepup-agent/api"
 )
 
-func (a *app) lockCmd() *cobra.Command {
+func (a *App) lockCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "lock",
 		Short: "Revoke every token and refuse prompts until unlock",
-		Args:  exactArgs(0, "no arguments"),
+		Args:  ExactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := a.client.Lock(cmd.Context()); err != nil {
+			if err := a.Client.Lock(cmd.Context()); err != nil {
 				return err
 			}
-			if a.json {
-				return a.printJSON(api.LockResult{Locked: true})
+			if a.JSON {
+				return a.PrintJSON(api.LockResult{Locked: true})
 			}
-			fmt.Fprintln(a.stdout, "locked: every token revoked; prompts are refused until stepupctl unlock")
+			fmt.Fprintln(a.Stdout, "locked: every token revoked; prompts are refused until stepupctl unlock")
 			return nil
 		},
 	}
 }
 
-func (a *app) unlockCmd() *cobra.Command {
+func (a *App) unlockCmd() *cobra.Command {
 	var f promptFlags
 	cmd := &cobra.Command{
 		Use:   "unlock",
 		Short: "Verify the user and unlock the agent",
-		Args:  exactArgs(0, "no arguments"),
+		Args:  ExactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			var err error
 			if f.stdin {
 				_, err = a.stepUpHere(ctx, nil, &f, "unlock")
 			} else {
-				err = a.client.Unlock(ctx, promptOptions(nil, &f))
+				err = a.Client.Unlock(ctx, promptOptions(nil, &f))
 				if errors.Is(err, api.ErrNoPrompter) && haveTTY() {
 					_, err = a.stepUpHere(ctx, nil, &f, "unlock")
 				}
@@ -46,10 +46,10 @@ func (a *app) unlockCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if a.json {
-				return a.printJSON(api.LockResult{Locked: false})
+			if a.JSON {
+				return a.PrintJSON(api.LockResult{Locked: false})
 			}
-			fmt.Fprintln(a.stdout, "unlocked")
+			fmt.Fprintln(a.Stdout, "unlocked")
 			return nil
 		},
 	}

@@ -1,4 +1,4 @@
-package main
+package ctl
 
 import (
 	"fmt"
@@ -8,12 +8,12 @@ import (
 	"github.com/stepup-agent/stepup-agent/ipc/stepup"
 )
 
-func (a *app) checkCmd() *cobra.Command {
+func (a *App) checkCmd() *cobra.Command {
 	var d detailFlags
 	cmd := &cobra.Command{
 		Use:   "check SCOPE",
 		Short: "Exit 0 when SCOPE needs no step-up now, 1 when it does",
-		Args:  exactArgs(1, "one scope, e.g. wallet:export"),
+		Args:  ExactArgs(1, "one scope, e.g. wallet:export"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			details, err := d.raw()
 			if err != nil {
@@ -23,27 +23,27 @@ func (a *app) checkCmd() *cobra.Command {
 			if details != nil {
 				q.AuthorizationDetails = details
 			}
-			r, err := a.client.CheckStepUpFor(cmd.Context(), q)
+			r, err := a.Client.CheckStepUpFor(cmd.Context(), q)
 			if err != nil {
 				return err
 			}
-			if a.json {
-				a.printJSON(r)
+			if a.JSON {
+				a.PrintJSON(r)
 			} else if r.Required && r.Locked {
-				fmt.Fprintf(a.stdout, "%s: step-up required: the agent is locked (stepupctl unlock)\n", r.Scope)
+				fmt.Fprintf(a.Stdout, "%s: step-up required: the agent is locked (stepupctl unlock)\n", r.Scope)
 			} else if r.Required {
-				fmt.Fprintf(a.stdout, "%s: step-up required", r.Scope)
+				fmt.Fprintf(a.Stdout, "%s: step-up required", r.Scope)
 				if len(r.Methods) > 0 {
-					fmt.Fprintf(a.stdout, " (methods: %s)", strings.Join(r.Methods, ", "))
+					fmt.Fprintf(a.Stdout, " (methods: %s)", strings.Join(r.Methods, ", "))
 				}
-				fmt.Fprintln(a.stdout)
+				fmt.Fprintln(a.Stdout)
 			} else if r.ExpiresAt != nil {
-				fmt.Fprintf(a.stdout, "%s: no step-up needed; token valid until %s\n", r.Scope, when(*r.ExpiresAt))
+				fmt.Fprintf(a.Stdout, "%s: no step-up needed; token valid until %s\n", r.Scope, When(*r.ExpiresAt))
 			} else {
-				fmt.Fprintf(a.stdout, "%s: no step-up needed (policy)\n", r.Scope)
+				fmt.Fprintf(a.Stdout, "%s: no step-up needed (policy)\n", r.Scope)
 			}
 			if r.Required {
-				return exitCode(exitRequired)
+				return ExitCode(ExitRequired)
 			}
 			return nil
 		},

@@ -1,4 +1,4 @@
-package main
+package ctl
 
 import (
 	"context"
@@ -11,12 +11,12 @@ import (
 
 // Exit codes, as DESIGN.md's table fixes them for every verb.
 const (
-	exitOK        = 0
-	exitRequired  = 1 // check: step-up is required; verify: the token is not valid
-	exitUsage     = 2 // unknown verb or flag, bad argument
-	exitCancelled = 3 // the user cancelled, or nobody answered in time
-	exitRefused   = 4 // the agent refused: any other agent error
-	exitNoAgent   = 5 // no agent to talk to, or it failed
+	ExitOK        = 0
+	ExitRequired  = 1 // check: step-up is required; verify: the token is not valid
+	ExitUsage     = 2 // unknown verb or flag, bad argument
+	ExitCancelled = 3 // the user cancelled, or nobody answered in time
+	ExitRefused   = 4 // the agent refused: any other agent error
+	ExitNoAgent   = 5 // no agent to talk to, or it failed; or stepupctl-inspect cannot be run
 )
 
 // errNoAnswer: --stdin found nothing to answer with (exit 3: nobody
@@ -25,31 +25,32 @@ var errNoAnswer = errors.New("no answer on standard input (--stdin)")
 
 // exitFor maps an error to its exit code.
 func exitFor(err error) int {
-	var ec exitCode
-	var ue usageError
+	var ec ExitCode
+	var ue UsageError
 	var de *stepup.DialError
 	var ae *api.Error
+	var ie *InspectError
 	switch {
 	case errors.As(err, &ec):
 		return int(ec)
 	case errors.As(err, &ue), isCobraUsage(err):
-		return exitUsage
-	case errors.As(err, &de):
-		return exitNoAgent
+		return ExitUsage
+	case errors.As(err, &de), errors.As(err, &ie):
+		return ExitNoAgent
 	case errors.As(err, &ae):
 		switch ae.Code {
 		case api.CodeCancelled, api.CodeTimeout:
-			return exitCancelled
+			return ExitCancelled
 		case api.CodeInternal, api.CodeParseError, api.CodeInvalidRequest:
-			return exitNoAgent
+			return ExitNoAgent
 		}
-		return exitRefused
+		return ExitRefused
 	case errors.Is(err, errNoAnswer), errors.Is(err, context.Canceled):
-		return exitCancelled
+		return ExitCancelled
 	}
 	// Anything else happened between us and the agent (a connection
 	// lost mid-call, an answer we cannot read): the agent failed us.
-	return exitNoAgent
+	return ExitNoAgent
 }
 
 // isCobraUsage recognises cobra's own errors about the command line.

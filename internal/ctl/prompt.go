@@ -1,4 +1,4 @@
-package main
+package ctl
 
 import (
 	"bufio"
@@ -34,7 +34,7 @@ func (f *promptFlags) add(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&f.stdin, "stdin", false, "read the answer (code, password, signature) from standard input instead of a prompt")
 }
 
-func (a *app) promptCmd() *cobra.Command {
+func (a *App) promptCmd() *cobra.Command {
 	var f promptFlags
 	cmd := &cobra.Command{
 		Use:   "prompt SCOPE...",
@@ -49,11 +49,11 @@ through startVerification/completeVerification.`,
 			if err != nil {
 				return err
 			}
-			if a.json {
-				return a.printJSON(res)
+			if a.JSON {
+				return a.PrintJSON(res)
 			}
-			fmt.Fprintf(a.stdout, "Stepped up with %s for %s: %s token, valid until %s\n",
-				res.Method, strings.Join(res.Scopes, " "), useKind(res.SingleUse), when(res.ExpiresAt))
+			fmt.Fprintf(a.Stdout, "Stepped up with %s for %s: %s token, valid until %s\n",
+				res.Method, strings.Join(res.Scopes, " "), useKind(res.SingleUse), When(res.ExpiresAt))
 			return nil
 		},
 	}
@@ -64,9 +64,9 @@ through startVerification/completeVerification.`,
 
 // stepUp verifies the user for scopes: through the agent's prompt, or on
 // this terminal when the agent has no way to prompt.
-func (a *app) stepUp(ctx context.Context, scopes []string, f *promptFlags) (*stepup.TokenResult, error) {
+func (a *App) stepUp(ctx context.Context, scopes []string, f *promptFlags) (*stepup.TokenResult, error) {
 	if f.mfa && f.reauth {
-		return nil, usageError{errors.New("--mfa and --reauth cannot be used together"), "stepupctl prompt"}
+		return nil, UsageError{errors.New("--mfa and --reauth cannot be used together"), "stepupctl prompt"}
 	}
 	details, err := f.details.raw()
 	if err != nil {
@@ -82,11 +82,11 @@ func (a *app) stepUp(ctx context.Context, scopes []string, f *promptFlags) (*ste
 	var res *stepup.TokenResult
 	switch {
 	case f.mfa:
-		res, err = a.client.PromptMfa(ctx, o)
+		res, err = a.Client.PromptMfa(ctx, o)
 	case f.reauth:
-		res, err = a.client.PromptReauthenticate(ctx, o)
+		res, err = a.Client.PromptReauthenticate(ctx, o)
 	default:
-		res, err = a.client.PromptStepUpAuth(ctx, o)
+		res, err = a.Client.PromptStepUpAuth(ctx, o)
 	}
 	if errors.Is(err, api.ErrNoPrompter) && haveTTY() {
 		return a.stepUpHere(ctx, scopes, f, "")
@@ -97,20 +97,20 @@ func (a *app) stepUp(ctx context.Context, scopes []string, f *promptFlags) (*ste
 // pickMethod chooses the method for a verification done here: the
 // agent's list for the first scope when it gives one, else the enrolled
 // credentials in the agent's order of preference.
-func (a *app) pickMethod(ctx context.Context, scopes []string, f *promptFlags) (string, error) {
+func (a *App) pickMethod(ctx context.Context, scopes []string, f *promptFlags) (string, error) {
 	if f.method != "" {
 		return f.method, nil
 	}
 	var candidates []string
 	if len(scopes) > 0 {
-		r, err := a.client.CheckStepUp(ctx, scopes[0])
+		r, err := a.Client.CheckStepUp(ctx, scopes[0])
 		if err != nil {
 			return "", err
 		}
 		candidates = r.Methods
 	}
 	if len(candidates) == 0 {
-		creds, err := a.client.ListCredentials(ctx)
+		creds, err := a.Client.ListCredentials(ctx)
 		if err != nil {
 			return "", err
 		}
@@ -150,7 +150,7 @@ func promptOptions(scopes []string, f *promptFlags) stepup.PromptOptions {
 // stepUpHere runs the custom-UI path: startVerification, ask on this
 // terminal (or read stdin with --stdin), completeVerification. purpose is
 // "" for a token or "unlock".
-func (a *app) stepUpHere(ctx context.Context, scopes []string, f *promptFlags, purpose string) (*stepup.TokenResult, error) {
+func (a *App) stepUpHere(ctx context.Context, scopes []string, f *promptFlags, purpose string) (*stepup.TokenResult, error) {
 	m, err := a.pickMethod(ctx, scopes, f)
 	if err != nil {
 		return nil, err
@@ -162,12 +162,12 @@ func (a *app) stepUpHere(ctx context.Context, scopes []string, f *promptFlags, p
 	var ch api.Challenge
 	sp := api.StartVerificationParams{Method: m, RequestedScopes: scopes, Purpose: purpose}
 	sp.AuthorizationDetails = details
-	if err := a.client.Call(ctx, api.MethodStartVerification, sp, &ch); err != nil {
+	if err := a.Client.Call(ctx, api.MethodStartVerification, sp, &ch); err != nil {
 		return nil, err
 	}
 	var answers *bufio.Reader
 	if f.stdin {
-		answers = bufio.NewReader(a.stdin)
+		answers = bufio.NewReader(a.Stdin)
 	}
 	for tries := 0; ; tries++ {
 		resp, err := a.askHere(ch, answers, scopes, purpose)
@@ -180,13 +180,13 @@ func (a *app) stepUpHere(ctx context.Context, scopes []string, f *promptFlags, p
 		if purpose != "" {
 			out = &unlocked // an unlock answers {"locked": false}
 		}
-		err = a.client.Call(ctx, api.MethodCompleteVerification, api.CompleteVerificationParams{ChallengeID: ch.ChallengeID, Response: resp}, out)
+		err = a.Client.Call(ctx, api.MethodCompleteVerification, api.CompleteVerificationParams{ChallengeID: ch.ChallengeID, Response: resp}, out)
 		if err == nil {
 			return &res, nil
 		}
 		var ae *api.Error
 		if answers == nil && errors.As(err, &ae) && ae.Code == api.CodeVerificationFailed && ae.Data.RetryAfterSeconds == 0 && tries < 4 {
-			fmt.Fprintf(a.stderr, "%s; try again.\n", ae.Message)
+			fmt.Fprintf(a.Stderr, "%s; try again.\n", ae.Message)
 			continue
 		}
 		return nil, err
@@ -197,7 +197,7 @@ func (a *app) stepUpHere(ctx context.Context, scopes []string, f *promptFlags, p
 // What it shows and where the answer goes is the agent's ask (the label,
 // the kind of input, the hint and any text to show whole), the same as
 // the agent's own prompt shows.
-func (a *app) askHere(ch api.Challenge, answers *bufio.Reader, scopes []string, purpose string) ([]byte, error) {
+func (a *App) askHere(ch api.Challenge, answers *bufio.Reader, scopes []string, purpose string) ([]byte, error) {
 	ask := ch.Ask
 	if ask.Input == "" {
 		// An agent older than the ask: a code, as most methods take.

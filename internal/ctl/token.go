@@ -1,4 +1,4 @@
-package main
+package ctl
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 	"github.com/stepup-agent/stepup-agent/ipc/stepup"
 )
 
-func (a *app) tokenCmd() *cobra.Command {
+func (a *App) tokenCmd() *cobra.Command {
 	var f promptFlags
 	var noPrompt bool
 	cmd := &cobra.Command{
@@ -28,16 +28,16 @@ as in -H "X-Elevated-Token: $(stepupctl token ...)", is readable by every
 local user.)
 
 When no token is held it steps up first (as prompt does), unless --no-prompt.`,
-		Args: exactArgs(1, "one scope"),
+		Args: ExactArgs(1, "one scope"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			t, err := a.tokenFor(cmd.Context(), args[0], &f, noPrompt)
 			if err != nil {
 				return err
 			}
-			if a.json {
-				return a.printJSON(t)
+			if a.JSON {
+				return a.PrintJSON(t)
 			}
-			fmt.Fprintln(a.stdout, t.Token)
+			fmt.Fprintln(a.Stdout, t.Token)
 			return nil
 		},
 	}
@@ -49,7 +49,7 @@ When no token is held it steps up first (as prompt does), unless --no-prompt.`,
 
 // tokenFor returns a token for scope, stepping up when the agent holds
 // none this client may use.
-func (a *app) tokenFor(ctx context.Context, scope string, f *promptFlags, noPrompt bool) (*stepup.Token, error) {
+func (a *App) tokenFor(ctx context.Context, scope string, f *promptFlags, noPrompt bool) (*stepup.Token, error) {
 	details, err := f.details.raw()
 	if err != nil {
 		return nil, err
@@ -58,7 +58,7 @@ func (a *app) tokenFor(ctx context.Context, scope string, f *promptFlags, noProm
 	if details != nil {
 		q.AuthorizationDetails = details
 	}
-	t, err := a.client.GetTokenFor(ctx, q)
+	t, err := a.Client.GetTokenFor(ctx, q)
 	if err == nil || noPrompt || !errors.Is(err, api.ErrTokenInvalid) {
 		return t, err
 	}
@@ -69,49 +69,49 @@ func (a *app) tokenFor(ctx context.Context, scope string, f *promptFlags, noProm
 	return &stepup.Token{Token: res.Token, Scopes: res.Scopes, ExpiresAt: res.ExpiresAt, SingleUse: res.SingleUse}, nil
 }
 
-func (a *app) verifyCmd() *cobra.Command {
+func (a *App) verifyCmd() *cobra.Command {
 	var scope string
 	var consume bool
 	cmd := &cobra.Command{
 		Use:   "verify - --scope SCOPE [--consume] <TOKENFILE",
 		Short: "Check a token for a scope (exit 1 when it is not valid); --consume uses up a single-use one",
-		Args:  exactArgs(1, "one token (use - to read it from standard input)"),
+		Args:  ExactArgs(1, "one token (use - to read it from standard input)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if scope == "" {
-				return usageError{errors.New("verify needs --scope"), cmd.CommandPath()}
+				return UsageError{errors.New("verify needs --scope"), cmd.CommandPath()}
 			}
 			tok := args[0]
 			if tok == "-" {
-				b, err := readAllCtx(cmd.Context(), io.LimitReader(a.stdin, 64<<10))
+				b, err := readAllCtx(cmd.Context(), io.LimitReader(a.Stdin, 64<<10))
 				if err != nil {
 					return fmt.Errorf("reading the token from standard input: %w", err)
 				}
 				tok = strings.TrimSpace(string(b))
 				if tok == "" {
-					return usageError{errors.New("verify -: no token on standard input"), cmd.CommandPath()}
+					return UsageError{errors.New("verify -: no token on standard input"), cmd.CommandPath()}
 				}
 			} else {
-				fmt.Fprintln(a.stderr, "stepupctl: warning: a token on the command line is readable by every local user (ps, /proc/PID/cmdline); pass - and give the token on standard input: stepupctl verify - --scope S <file")
+				fmt.Fprintln(a.Stderr, "stepupctl: warning: a token on the command line is readable by every local user (ps, /proc/PID/cmdline); pass - and give the token on standard input: stepupctl verify - --scope S <file")
 			}
-			c, err := a.client.VerifyToken(cmd.Context(), tok, scope, consume)
+			c, err := a.Client.VerifyToken(cmd.Context(), tok, scope, consume)
 			if errors.Is(err, api.ErrTokenInvalid) {
-				if a.json {
-					a.printJSON(map[string]any{"valid": false, "error": err})
+				if a.JSON {
+					a.PrintJSON(map[string]any{"valid": false, "error": err})
 				}
-				a.printError(err)
-				return exitCode(exitRequired)
+				a.PrintError(err)
+				return ExitCode(ExitRequired)
 			}
 			if err != nil {
 				return err
 			}
-			if a.json {
-				return a.printJSON(api.VerifyTokenResult{Valid: true, Claims: *c})
+			if a.JSON {
+				return a.PrintJSON(api.VerifyTokenResult{Valid: true, Claims: *c})
 			}
-			fmt.Fprintf(a.stdout, "valid: %s for %q, %s, amr %s, expires %s", c.Subject, c.Scope, useKind(c.SingleUse), strings.Join(c.AMR, ","), when(unixTime(c.Expiry)))
+			fmt.Fprintf(a.Stdout, "valid: %s for %q, %s, amr %s, expires %s", c.Subject, c.Scope, useKind(c.SingleUse), strings.Join(c.AMR, ","), When(unixTime(c.Expiry)))
 			if consume && c.SingleUse {
-				fmt.Fprint(a.stdout, "; consumed")
+				fmt.Fprint(a.Stdout, "; consumed")
 			}
-			fmt.Fprintln(a.stdout)
+			fmt.Fprintln(a.Stdout)
 			return nil
 		},
 	}
@@ -120,37 +120,37 @@ func (a *app) verifyCmd() *cobra.Command {
 	return cmd
 }
 
-func (a *app) resetCmd() *cobra.Command {
+func (a *App) resetCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "reset [SCOPE...]",
 		Short: "Revoke the tokens of SCOPEs, or every token (resetState)",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			n, err := a.client.ResetState(cmd.Context(), args...)
+			n, err := a.Client.ResetState(cmd.Context(), args...)
 			if err != nil {
 				return err
 			}
-			if a.json {
-				return a.printJSON(api.ResetResult{Revoked: n})
+			if a.JSON {
+				return a.PrintJSON(api.ResetResult{Revoked: n})
 			}
-			fmt.Fprintf(a.stdout, "revoked %d token(s)\n", n)
+			fmt.Fprintf(a.Stdout, "revoked %d token(s)\n", n)
 			return nil
 		},
 	}
 }
 
-func (a *app) jwksCmd() *cobra.Command {
+func (a *App) jwksCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "jwks",
 		Short: "Print the agent's token-signing public keys (a JWK Set)",
-		Args:  exactArgs(0, "no arguments"),
+		Args:  ExactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			raw, err := a.client.JWKS(cmd.Context())
+			raw, err := a.Client.JWKS(cmd.Context())
 			if err != nil {
 				return err
 			}
 			var v any
 			jsonUnmarshal(raw, &v)
-			return a.printJSON(v)
+			return a.PrintJSON(v)
 		},
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package ctl
 
 import (
 	"bytes"
@@ -27,7 +27,7 @@ func (d *detailFlags) add(cmd *cobra.Command) {
 // checks them, so that a mistake is named in the flags' words.
 func (d *detailFlags) raw() (api.RawDetails, error) {
 	if len(d.pairs) > 0 && d.json != "" {
-		return nil, usageError{errors.New("--detail and --details-json cannot be used together"), "stepupctl prompt"}
+		return nil, UsageError{errors.New("--detail and --details-json cannot be used together"), "stepupctl prompt"}
 	}
 	var raw api.RawDetails
 	switch {
@@ -39,10 +39,10 @@ func (d *detailFlags) raw() (api.RawDetails, error) {
 		for i, p := range d.pairs {
 			k, v, ok := strings.Cut(p, "=")
 			if !ok || k == "" {
-				return nil, usageError{errors.New("--detail " + p + ": want KEY=VALUE, e.g. --detail address=0x12ab"), "stepupctl prompt"}
+				return nil, UsageError{errors.New("--detail " + p + ": want KEY=VALUE, e.g. --detail address=0x12ab"), "stepupctl prompt"}
 			}
 			if i == 0 && k != "type" {
-				return nil, usageError{errors.New("the first --detail must be type=..., e.g. --detail type=wallet_export"), "stepupctl prompt"}
+				return nil, UsageError{errors.New("the first --detail must be type=..., e.g. --detail type=wallet_export"), "stepupctl prompt"}
 			}
 			if i > 0 {
 				b.WriteByte(',')
@@ -61,7 +61,7 @@ func (d *detailFlags) raw() (api.RawDetails, error) {
 	if _, err := api.ParseDetails(raw); err != nil {
 		var ae *api.Error
 		if errors.As(err, &ae) {
-			return nil, usageError{errors.New("--detail/--details-json: " + ae.Message), "stepupctl prompt"}
+			return nil, UsageError{errors.New("--detail/--details-json: " + ae.Message), "stepupctl prompt"}
 		}
 		return nil, err
 	}

@@ -1,4 +1,4 @@
-package main
+package ctl
 
 import (
 	"context"
@@ -11,20 +11,20 @@ import (
 
 func unixTime(s int64) time.Time { return time.Unix(s, 0) }
 
-func (a *app) statusCmd() *cobra.Command {
+func (a *App) statusCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "status",
 		Short: "Show the agent's state: keychain, policy, tokens held (never their values)",
-		Args:  exactArgs(0, "no arguments"),
+		Args:  ExactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := a.client.Status(cmd.Context())
+			s, err := a.Client.Status(cmd.Context())
 			if err != nil {
 				return err
 			}
-			if a.json {
-				return a.printJSON(s)
+			if a.JSON {
+				return a.PrintJSON(s)
 			}
-			w := a.stdout
+			w := a.Stdout
 			if s.PID != 0 {
 				fmt.Fprintf(w, "stepup-agent %s, pid %d\n", s.Version, s.PID)
 			} else {
@@ -90,7 +90,7 @@ func (a *app) statusCmd() *cobra.Command {
 				if i > 0 {
 					label = "            "
 				}
-				fmt.Fprintf(w, "%s %s  %s, %s, until %s", label, t.Scope, useKind(t.SingleUse), t.Method, when(t.ExpiresAt))
+				fmt.Fprintf(w, "%s %s  %s, %s, until %s", label, t.Scope, useKind(t.SingleUse), t.Method, When(t.ExpiresAt))
 				if t.BoundTo != "" {
 					fmt.Fprintf(w, ", bound to %s", t.BoundTo)
 				}
@@ -120,16 +120,16 @@ func policyErrors(msg, path string) []string {
 
 // warnIfNotPersistent warns on stderr, before an enrollment, when the
 // agent's keychain would not keep the credential across a restart.
-func (a *app) warnIfNotPersistent(ctx context.Context) {
-	s, err := a.client.Status(ctx)
+func (a *App) warnIfNotPersistent(ctx context.Context) {
+	s, err := a.Client.Status(ctx)
 	if err != nil {
 		return // enrollStart reports the agent's state
 	}
 	switch {
 	case s.Keychain.Backend == "memory":
-		fmt.Fprintln(a.stderr, "stepupctl: warning: the agent keeps credentials in memory (--keychain memory): this credential is lost when the agent stops")
-		fmt.Fprintln(a.stderr, "hint: start the agent with --keychain auto (the system keychain, else a 0600 file) to keep it")
+		fmt.Fprintln(a.Stderr, "stepupctl: warning: the agent keeps credentials in memory (--keychain memory): this credential is lost when the agent stops")
+		fmt.Fprintln(a.Stderr, "hint: start the agent with --keychain auto (the system keychain, else a 0600 file) to keep it")
 	case !s.Keychain.Available:
-		fmt.Fprintf(a.stderr, "stepupctl: warning: the agent's keychain (%s) is not answering: this credential is kept in memory until it is back, and lost if the agent stops first\n", s.Keychain.Backend)
+		fmt.Fprintf(a.Stderr, "stepupctl: warning: the agent's keychain (%s) is not answering: this credential is kept in memory until it is back, and lost if the agent stops first\n", s.Keychain.Backend)
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package ctl
 
 import (
 	"errors"
@@ -12,7 +12,7 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func (a *app) execCmd() *cobra.Command {
+func (a *App) execCmd() *cobra.Command {
 	var scope string
 	var f promptFlags
 	cmd := &cobra.Command{
@@ -21,15 +21,15 @@ func (a *app) execCmd() *cobra.Command {
 		Args:  minArgs(1, "a command to run after --"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if scope == "" {
-				return usageError{errors.New("exec needs --scope"), cmd.CommandPath()}
+				return UsageError{errors.New("exec needs --scope"), cmd.CommandPath()}
 			}
 			t, err := a.tokenFor(cmd.Context(), scope, &f, false)
 			if err != nil {
 				return err
 			}
 			c := exec.Command(args[0], args[1:]...)
-			c.Stdin, c.Stdout, c.Stderr = os.Stdin, a.stdout, a.stderr
-			if r, ok := a.stdin.(*os.File); ok {
+			c.Stdin, c.Stdout, c.Stderr = os.Stdin, a.Stdout, a.Stderr
+			if r, ok := a.Stdin.(*os.File); ok {
 				c.Stdin = r
 			}
 			c.Env = append(os.Environ(), "STEPUP_TOKEN="+t.Token, "STEPUP_SCOPE="+scope)
@@ -39,18 +39,18 @@ func (a *app) execCmd() *cobra.Command {
 			if err := c.Run(); err != nil {
 				// As a shell does: 127 not found, 126 found but not run.
 				if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
-					fmt.Fprintf(a.stderr, "stepupctl: %s: command not found\n", args[0])
-					return exitCode(127)
+					fmt.Fprintf(a.Stderr, "stepupctl: %s: command not found\n", args[0])
+					return ExitCode(127)
 				}
 				var ee *exec.ExitError
 				if errors.As(err, &ee) {
 					if st, ok := ee.Sys().(syscall.WaitStatus); ok && st.Signaled() {
-						return exitCode(128 + int(st.Signal()))
+						return ExitCode(128 + int(st.Signal()))
 					}
-					return exitCode(ee.ExitCode())
+					return ExitCode(ee.ExitCode())
 				}
-				fmt.Fprintf(a.stderr, "stepupctl: cannot run %s: %v\n", args[0], err)
-				return exitCode(126)
+				fmt.Fprintf(a.Stderr, "stepupctl: cannot run %s: %v\n", args[0], err)
+				return ExitCode(126)
 			}
 			return nil
 		},

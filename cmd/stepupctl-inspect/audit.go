@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/stepup-agent/stepup-agent/api"
 	"github.com/stepup-agent/stepup-agent/audit"
+	"github.com/stepup-agent/stepup-agent/internal/ctl"
 	"github.com/stepup-agent/stepup-agent/ipc/stepup"
 )
 
@@ -40,7 +41,7 @@ func (a *app) auditCmd() *cobra.Command {
 	var f auditFilter
 	cmd := &cobra.Command{
 		Use:   "audit",
-		Short: "Read the audit log: who stepped up for what, with which method, and what came of it",
+		Short: short("audit"),
 		Long: `audit prints the agent's audit log as a table (time, event, caller, scopes,
 method, result), oldest first, across rotated files. --json prints the
 records as they are in the log, one per line.
@@ -50,10 +51,10 @@ records as they are in the log, one per line.
   stepupctl audit verify            # check the chain against the agent's head
 
 The log is the agent's (auditHead names it), or --file.`,
-		Args: exactArgs(0, "no arguments (did you mean `audit verify`?)"),
+		Args: ctl.ExactArgs(0, "no arguments (did you mean `audit verify`?)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := f.parse(); err != nil {
-				return usageError{err, cmd.CommandPath()}
+				return ctl.UsageError{Err: err, Cmd: cmd.CommandPath()}
 			}
 			return a.auditShow(cmd.Context(), &f)
 		},
@@ -125,7 +126,7 @@ func (a *app) logPath(ctx context.Context, file string) string {
 	var h api.AuditHead
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	if err := a.client.Call(cctx, api.MethodAuditHead, struct{}{}, &h); err == nil && h.File != "" {
+	if err := a.Client.Call(cctx, api.MethodAuditHead, struct{}{}, &h); err == nil && h.File != "" {
 		return h.File
 	}
 	return audit.DefaultPath()
@@ -140,7 +141,7 @@ func (a *app) auditShow(ctx context.Context, f *auditFilter) error {
 	if len(files) == 0 && !f.follow {
 		return fmt.Errorf("no audit log at %s (the agent writes it there; another one: --file FILE)", path)
 	}
-	out := newAuditPrinter(a.stdout, a.json)
+	out := newAuditPrinter(a.Stdout, a.JSON)
 	for _, name := range files {
 		if err := audit.ReadRecords(name, func(raw []byte, r *audit.Record) error {
 			if f.match(r) {
@@ -317,11 +318,11 @@ func (a *app) auditVerify(cmd *cobra.Command, files []string, jwksFile, headArg 
 	if jwksFile != "" {
 		b, err := os.ReadFile(jwksFile)
 		if err != nil {
-			return usageError{fmt.Errorf("--jwks: %v", err), cmd.CommandPath()}
+			return ctl.UsageError{Err: fmt.Errorf("--jwks: %v", err), Cmd: cmd.CommandPath()}
 		}
 		var ks jose.JSONWebKeySet
 		if err := json.Unmarshal(b, &ks); err != nil || len(ks.Keys) == 0 {
-			return usageError{fmt.Errorf("--jwks %s is not a JWK Set (save `stepupctl jwks --json` to it)", jwksFile), cmd.CommandPath()}
+			return ctl.UsageError{Err: fmt.Errorf("--jwks %s is not a JWK Set (save `stepupctl jwks --json` to it)", jwksFile), Cmd: cmd.CommandPath()}
 		}
 		o.JWKS = &ks
 	}
@@ -329,13 +330,13 @@ func (a *app) auditVerify(cmd *cobra.Command, files []string, jwksFile, headArg 
 		seq, hash, ok := strings.Cut(headArg, ":")
 		n, err := strconv.ParseInt(seq, 10, 64)
 		if !ok || err != nil || n < 0 || len(hash) != 64 {
-			return usageError{fmt.Errorf("--head %q is not SEQ:HASH (auditHead's seq, a colon, its 64 hex digit hash)", headArg), cmd.CommandPath()}
+			return ctl.UsageError{Err: fmt.Errorf("--head %q is not SEQ:HASH (auditHead's seq, a colon, its 64 hex digit hash)", headArg), Cmd: cmd.CommandPath()}
 		}
 		o.Head = &audit.Head{Seq: n, Hash: strings.ToLower(hash)}
 	}
 	if len(files) == 0 {
 		var h api.AuditHead
-		if err := a.client.Call(ctx, api.MethodAuditHead, struct{}{}, &h); err != nil {
+		if err := a.Client.Call(ctx, api.MethodAuditHead, struct{}{}, &h); err != nil {
 			return a.agentFailed(err)
 		}
 		if o.Head == nil {
@@ -355,7 +356,7 @@ func (a *app) auditVerify(cmd *cobra.Command, files []string, jwksFile, headArg 
 	} else {
 		for _, f := range files {
 			if _, err := os.Stat(f); err != nil {
-				return usageError{err, cmd.CommandPath()}
+				return ctl.UsageError{Err: err, Cmd: cmd.CommandPath()}
 			}
 		}
 		files = sortBySeq(files)
@@ -367,28 +368,28 @@ func (a *app) auditVerify(cmd *cobra.Command, files []string, jwksFile, headArg 
 	if err != nil {
 		return err
 	}
-	if a.json {
-		if err := a.printJSON(rep); err != nil {
+	if a.JSON {
+		if err := a.PrintJSON(rep); err != nil {
 			return err
 		}
 	} else if rep.Problem == nil {
-		fmt.Fprintf(a.stdout, "intact: %d records, seq %d to %d, %d files, %d checkpoints", rep.Records, rep.First, rep.Last.Seq, len(files), rep.Checkpoints)
+		fmt.Fprintf(a.Stdout, "intact: %d records, seq %d to %d, %d files, %d checkpoints", rep.Records, rep.First, rep.Last.Seq, len(files), rep.Checkpoints)
 		if rep.Unchecked > 0 {
-			fmt.Fprintf(a.stdout, " (%d signatures NOT checked: give --jwks FILE)", rep.Unchecked)
+			fmt.Fprintf(a.Stdout, " (%d signatures NOT checked: give --jwks FILE)", rep.Unchecked)
 		}
-		fmt.Fprintln(a.stdout)
+		fmt.Fprintln(a.Stdout)
 		if o.Head != nil {
-			fmt.Fprintf(a.stdout, "reaches head seq %d (%s)\n", o.Head.Seq, o.Head.Hash)
+			fmt.Fprintf(a.Stdout, "reaches head seq %d (%s)\n", o.Head.Seq, o.Head.Hash)
 		}
 	}
 	if rep.Problem != nil {
-		if !a.json {
-			fmt.Fprintf(a.stdout, "BROKEN at seq %d: %s\n", rep.Problem.Seq, rep.Problem.Reason)
+		if !a.JSON {
+			fmt.Fprintf(a.Stdout, "BROKEN at seq %d: %s\n", rep.Problem.Seq, rep.Problem.Reason)
 			if rep.Problem.File != "" {
-				fmt.Fprintf(a.stdout, "  in %s, line %d\n", rep.Problem.File, rep.Problem.Line)
+				fmt.Fprintf(a.Stdout, "  in %s, line %d\n", rep.Problem.File, rep.Problem.Line)
 			}
 		}
-		return exitCode(exitBroken)
+		return ctl.ExitCode(exitBroken)
 	}
 	return nil
 }
@@ -406,7 +407,7 @@ func sortBySeq(files []string) []string {
 }
 
 func (a *app) agentJWKS(ctx context.Context) (*jose.JSONWebKeySet, error) {
-	b, err := a.client.JWKS(ctx)
+	b, err := a.Client.JWKS(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -422,12 +423,12 @@ func (a *app) agentFailed(err error) error {
 	var de *stepup.DialError
 	var ae *api.Error
 	if errors.As(err, &de) || errors.As(err, &ae) && ae.Code == api.CodeInternal {
-		a.printError(err)
-		return exitCode(exitNoAgent)
+		a.PrintError(err)
+		return ctl.ExitCode(ctl.ExitNoAgent)
 	}
 	if errors.As(err, &ae) && ae.Code == api.CodeMethodNotFound {
-		fmt.Fprintln(a.stderr, "stepupctl: this agent has no auditHead (an older version); check the files offline: stepupctl audit verify FILE... --jwks FILE")
-		return exitCode(exitNoAgent)
+		fmt.Fprintln(a.Stderr, "stepupctl: this agent has no auditHead (an older version); check the files offline: stepupctl audit verify FILE... --jwks FILE")
+		return ctl.ExitCode(ctl.ExitNoAgent)
 	}
 	return err
 }

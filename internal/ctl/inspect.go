@@ -1,0 +1,142 @@
+package ctl
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+// InspectName is the program that runs the verbs in InspectVerbs, and the
+// answers of shell completion, for stepupctl.
+//
+// Those verbs read this machine's files and services (the audit log and
+// its rotated gzip files, JWK Sets, the policy's YAML, the session bus,
+// systemd). The code for that (YAML, JOSE and x509, D-Bus, gzip) is
+// initialised at the start of every run of the binary that links it:
+// it was a tenth of `stepupctl check`, a verb that needs none of it
+// (docs/BENCHMARKS.md). So stepupctl links none of it: it replaces
+// itself with stepupctl-inspect, found next to it, for these verbs, and
+// stepupctl-inspect is the whole CLI.
+const InspectName = "stepupctl-inspect"
+
+// An InspectVerb is a verb stepupctl hands to stepupctl-inspect.
+type InspectVerb struct{ Name, Short string }
+
+// InspectVerbs are the verbs stepupctl runs in stepupctl-inspect, with
+// the summary both programs' --help shows.
+var InspectVerbs = []InspectVerb{
+	{"audit", "Read the audit log: who stepped up for what, with which method, and what came of it"},
+	{"doctor", "Check the socket, agent, keychain, prompters, policy, PAM, units and remote socket; say what to fix"},
+}
+
+// Extension is what stepupctl-inspect adds to the CLI: a builder for
+// each of InspectVerbs, by name, and the completions of every verb's
+// arguments.
+type Extension struct {
+	Verbs    map[string]func(*App) *cobra.Command
+	Complete func(*App, *cobra.Command)
+}
+
+// runsElsewhere reports whether stepupctl hands a command line whose
+// first word is first to stepupctl-inspect: one of InspectVerbs, or a
+// shell asking for completions (cobra's __complete, which the scripts
+// of `stepupctl completion` call).
+func runsElsewhere(first string) bool {
+	if first == cobra.ShellCompRequestCmd || first == cobra.ShellCompNoDescRequestCmd {
+		return true
+	}
+	for _, v := range InspectVerbs {
+		if v.Name == first {
+			return true
+		}
+	}
+	return false
+}
+
+// inspectStub stands in stepupctl's tree for a verb of stepupctl-inspect
+// that is not the first word of the command line (`stepupctl --json
+// doctor`, `stepupctl help audit`): it runs the same command line there,
+// flags and --help included.
+func (a *App) inspectStub(v InspectVerb) *cobra.Command {
+	c := &cobra.Command{
+		Use:                v.Name,
+		Short:              v.Short,
+		DisableFlagParsing: true,
+		RunE:               func(*cobra.Command, []string) error { return a.execInspect() },
+	}
+	// `help VERB` and `VERB --help` ask stepupctl-inspect too; only a
+	// failure returns, to Run.
+	c.SetHelpFunc(func(*cobra.Command, []string) { a.pending = a.execInspect() })
+	return c
+}
+
+// execInspect replaces this process with stepupctl-inspect, given the
+// same command line and environment. It returns only when that fails.
+func (a *App) execInspect() error {
+	path, err := inspectPath()
+	if err != nil {
+		return err
+	}
+	argv := append([]string{path}, a.args...)
+	if err := syscall.Exec(path, argv, os.Environ()); err != nil {
+		return &InspectError{Path: path, Err: err}
+	}
+	return nil
+}
+
+// inspectPath finds stepupctl-inspect: next to this program (its real
+// path, through symlinks), where every install puts it, else on $PATH
+// (`go run ./cmd/stepupctl` runs from a build cache).
+func inspectPath() (string, error) {
+	var tried string
+	if exe, err := os.Executable(); err == nil {
+		if exe, err = filepath.EvalSymlinks(exe); err == nil {
+			tried = filepath.Dir(exe)
+			p := filepath.Join(tried, InspectName)
+			if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+				return p, nil
+			}
+		}
+	}
+	if p, err := exec.LookPath(InspectName); err == nil {
+		return filepath.Abs(p)
+	}
+	return "", &InspectError{Dir: tried, Err: exec.ErrNotFound}
+}
+
+// InspectError: stepupctl could not run stepupctl-inspect (exit 5).
+type InspectError struct {
+	Path string // the program that could not be run, or ""
+	Dir  string // when it was not found: the directory searched first
+	Err  error
+}
+
+func (e *InspectError) Error() string {
+	if e.Path != "" {
+		return fmt.Sprintf("cannot run %s, which runs stepupctl's audit, doctor and shell completion: %v", e.Path, e.Err)
+	}
+	where := "next to stepupctl"
+	if e.Dir != "" {
+		where = "in " + e.Dir
+	}
+	return fmt.Sprintf("%s, which runs stepupctl's audit, doctor and shell completion, is neither %s nor on $PATH", InspectName, where)
+}
+
+func (e *InspectError) Unwrap() error { return e.Err }
+
+// Hint says what to do.
+func (e *InspectError) Hint() string {
+	if e.Path != "" && !errors.Is(e.Err, exec.ErrNotFound) {
+		return "reinstall stepupctl and " + InspectName + " together (packaging/install.sh installs both)"
+	}
+	dir := e.Dir
+	if dir == "" {
+		dir = "DIR"
+	}
+	return fmt.Sprintf("install it beside stepupctl: packaging/install.sh installs both, or go build -o %s/ ./cmd/%s", dir, InspectName)
+}
