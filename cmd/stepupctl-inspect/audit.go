@@ -24,8 +24,9 @@ import (
 	"github.com/stepup-agent/stepup-agent/ipc/stepup"
 )
 
-// exitBroken: audit verify found the chain broken (exit codes: exit.go).
-const exitBroken = 1
+// exitBroken: audit verify found the chain broken (DESIGN.md's exit
+// codes, internal/ctl/exit.go: 1, as for a check that needs step-up).
+const exitBroken = ctl.ExitRequired
 
 type auditFilter struct {
 	since  string

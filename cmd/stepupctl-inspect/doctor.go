@@ -69,6 +69,8 @@ ok, warning or error, with a hint saying what to do:
 
   socket      the socket and its directory: the user's, nobody else may write
   agent       whether the agent answers, and its version against stepupctl's
+  stepupctl   (only when they differ) the versions of stepupctl and of the
+              stepupctl-inspect it runs for doctor, audit and completion
   keychain    the agent's backend and whether what it keeps survives a restart
   prompter    the agent's prompt driver, and whether pinentry, zenity or the
               terminal can reach this terminal or display
@@ -108,6 +110,11 @@ func (a *app) doctor(ctx context.Context, cliVersion string) *doctorReport {
 	sock := a.Socket
 	if sock == "" {
 		sock = api.SocketPath()
+	}
+	if by := a.HandedOffBy; by != "" && by != cliVersion {
+		r.add("stepupctl", checkWarning, "install stepupctl and stepupctl-inspect together (packaging/install.sh installs both)",
+			"stepupctl is %s, the stepupctl-inspect it runs is %s", by, cliVersion)
+		cliVersion = by // the agent against what the user runs
 	}
 	sockOK := doctorSocket(r, sock)
 	var st *stepup.Status

@@ -38,7 +38,7 @@ func (a *App) checkCmd() *cobra.Command {
 				}
 				fmt.Fprintln(a.Stdout)
 			} else if r.ExpiresAt != nil {
-				fmt.Fprintf(a.Stdout, "%s: no step-up needed; token valid until %s\n", r.Scope, When(*r.ExpiresAt))
+				fmt.Fprintf(a.Stdout, "%s: no step-up needed; token valid until %s\n", r.Scope, when(*r.ExpiresAt))
 			} else {
 				fmt.Fprintf(a.Stdout, "%s: no step-up needed (policy)\n", r.Scope)
 			}

@@ -27,6 +27,9 @@ type App struct {
 	JSON           bool   // --json
 	Socket         string // --socket
 	Client         *stepup.Client
+	// HandedOffBy is the version of the stepupctl that handed this run
+	// to stepupctl-inspect, or "" when it was not handed over.
+	HandedOffBy string
 
 	// args are the command line after the program name, handed on
 	// unchanged when a verb runs in stepupctl-inspect; ext builds those
@@ -36,13 +39,18 @@ type App struct {
 	pending error // a failure where cobra takes none (a help function)
 }
 
-// Run runs one command line (args without the program name) and returns
+// run runs one command line (args without the program name) and returns
 // its exit code. ext is nil in stepupctl: the verbs in InspectVerbs and
 // shell completion's answers then run in stepupctl-inspect, which
 // replaces this process (with the real standard streams, not stdin,
 // stdout and stderr).
-func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, ext *Extension) int {
-	a := &App{Stdin: stdin, Stdout: stdout, Stderr: stderr, args: args, ext: ext}
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, ext *Extension) int {
+	return runBy(ctx, args, stdin, stdout, stderr, ext, "")
+}
+
+// runBy is run, handed over by the stepupctl of version by ("" if not).
+func runBy(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, ext *Extension, by string) int {
+	a := &App{Stdin: stdin, Stdout: stdout, Stderr: stderr, HandedOffBy: by, args: args, ext: ext}
 	if ext == nil && len(args) > 0 && runsElsewhere(args[0]) {
 		return a.fail(a.execInspect())
 	}
@@ -71,8 +79,9 @@ func (a *App) fail(err error) int {
 	return exitFor(err)
 }
 
-// Root is the whole command tree, as stepupctl-inspect runs it: for the
-// man pages.
+// Root is the command tree with ext's verbs (stepupctl-inspect's, from
+// which the man pages are made), or with stand-ins for them (nil:
+// stepupctl's).
 func Root(ext *Extension) *cobra.Command {
 	a := &App{ext: ext}
 	return a.rootCmd(nil)
@@ -170,7 +179,7 @@ func (a *App) PrintError(err error) {
 	var de *stepup.DialError
 	var ae *api.Error
 	var ue UsageError
-	var ie *InspectError
+	var ie *inspectError
 	switch {
 	case errors.As(err, &de):
 		fmt.Fprintf(a.Stderr, "stepupctl: %v\n", de)
@@ -206,8 +215,8 @@ func (a *App) PrintJSON(v any) error {
 	return enc.Encode(v)
 }
 
-// When formats a time for people: the local clock and how far away.
-func When(t time.Time) string {
+// when formats a time for people: the local clock and how far away.
+func when(t time.Time) string {
 	d := time.Until(t).Round(time.Second)
 	if d < 0 {
 		return t.Local().Format("15:04:05") + " (expired)"

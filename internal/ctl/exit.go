@@ -29,7 +29,7 @@ func exitFor(err error) int {
 	var ue UsageError
 	var de *stepup.DialError
 	var ae *api.Error
-	var ie *InspectError
+	var ie *inspectError
 	switch {
 	case errors.As(err, &ec):
 		return int(ec)

@@ -11,8 +11,9 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// InspectName is the program that runs the verbs in InspectVerbs, and the
-// answers of shell completion, for stepupctl.
+// inspectName is the program that runs the verbs in InspectVerbs, and the
+// answers of shell completion, for stepupctl: the one next to it, else
+// the one on $PATH.
 //
 // Those verbs read this machine's files and services (the audit log and
 // its rotated gzip files, JWK Sets, the policy's YAML, the session bus,
@@ -20,9 +21,21 @@ import (
 // initialised at the start of every run of the binary that links it:
 // it was a tenth of `stepupctl check`, a verb that needs none of it
 // (docs/BENCHMARKS.md). So stepupctl links none of it: it replaces
-// itself with stepupctl-inspect, found next to it, for these verbs, and
-// stepupctl-inspect is the whole CLI.
-const InspectName = "stepupctl-inspect"
+// itself with stepupctl-inspect for these verbs, and stepupctl-inspect is
+// the whole CLI.
+const inspectName = "stepupctl-inspect"
+
+// handoffEnv carries, to stepupctl-inspect only (it unsets it at once),
+// the version of the stepupctl that handed the run over: doctor compares
+// the two, and a stepupctl that finds it set has been handed a run meant
+// for stepupctl-inspect.
+const handoffEnv = "STEPUPCTL_HANDOFF"
+
+// errIsStepupctl: what was run as stepupctl-inspect is a stepupctl.
+var errIsStepupctl = errors.New("it is a stepupctl (a copy or a link), not stepupctl-inspect")
+
+// errNotExecutable: the stepupctl-inspect next to stepupctl cannot run.
+var errNotExecutable = errors.New("not an executable file")
 
 // An InspectVerb is a verb stepupctl hands to stepupctl-inspect.
 type InspectVerb struct{ Name, Short string }
@@ -60,7 +73,7 @@ func runsElsewhere(first string) bool {
 
 // inspectStub stands in stepupctl's tree for a verb of stepupctl-inspect
 // that is not the first word of the command line (`stepupctl --json
-// doctor`, `stepupctl help audit`): it runs the same command line there,
+// doctor`, `stepupctl help audit`): it runs the same arguments there,
 // flags and --help included.
 func (a *App) inspectStub(v InspectVerb) *cobra.Command {
 	c := &cobra.Command{
@@ -69,22 +82,24 @@ func (a *App) inspectStub(v InspectVerb) *cobra.Command {
 		DisableFlagParsing: true,
 		RunE:               func(*cobra.Command, []string) error { return a.execInspect() },
 	}
-	// `help VERB` and `VERB --help` ask stepupctl-inspect too; only a
-	// failure returns, to Run.
+	// `help VERB` asks stepupctl-inspect too (`VERB --help` reaches
+	// RunE: flags are not parsed here); only a failure returns, to run.
 	c.SetHelpFunc(func(*cobra.Command, []string) { a.pending = a.execInspect() })
 	return c
 }
 
 // execInspect replaces this process with stepupctl-inspect, given the
-// same command line and environment. It returns only when that fails.
+// same arguments and environment, and handoffEnv. It returns only when
+// that fails.
 func (a *App) execInspect() error {
 	path, err := inspectPath()
 	if err != nil {
 		return err
 	}
 	argv := append([]string{path}, a.args...)
-	if err := syscall.Exec(path, argv, os.Environ()); err != nil {
-		return &InspectError{Path: path, Err: err}
+	env := append(os.Environ(), handoffEnv+"="+Version)
+	if err := syscall.Exec(path, argv, env); err != nil {
+		return &inspectError{Path: path, Err: err}
 	}
 	return nil
 }
@@ -97,26 +112,31 @@ func inspectPath() (string, error) {
 	if exe, err := os.Executable(); err == nil {
 		if exe, err = filepath.EvalSymlinks(exe); err == nil {
 			tried = filepath.Dir(exe)
-			p := filepath.Join(tried, InspectName)
-			if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+			p := filepath.Join(tried, inspectName)
+			if st, err := os.Stat(p); err == nil {
+				// There, so this one or none: one from $PATH could
+				// be any version.
+				if !st.Mode().IsRegular() || st.Mode()&0o111 == 0 {
+					return "", &inspectError{Path: p, Err: errNotExecutable}
+				}
 				return p, nil
 			}
 		}
 	}
-	if p, err := exec.LookPath(InspectName); err == nil {
+	if p, err := exec.LookPath(inspectName); err == nil {
 		return filepath.Abs(p)
 	}
-	return "", &InspectError{Dir: tried, Err: exec.ErrNotFound}
+	return "", &inspectError{Dir: tried, Err: exec.ErrNotFound}
 }
 
-// InspectError: stepupctl could not run stepupctl-inspect (exit 5).
-type InspectError struct {
+// inspectError: stepupctl could not run stepupctl-inspect (exit 5).
+type inspectError struct {
 	Path string // the program that could not be run, or ""
 	Dir  string // when it was not found: the directory searched first
 	Err  error
 }
 
-func (e *InspectError) Error() string {
+func (e *inspectError) Error() string {
 	if e.Path != "" {
 		return fmt.Sprintf("cannot run %s, which runs stepupctl's audit, doctor and shell completion: %v", e.Path, e.Err)
 	}
@@ -124,19 +144,19 @@ func (e *InspectError) Error() string {
 	if e.Dir != "" {
 		where = "in " + e.Dir
 	}
-	return fmt.Sprintf("%s, which runs stepupctl's audit, doctor and shell completion, is neither %s nor on $PATH", InspectName, where)
+	return fmt.Sprintf("%s, which runs stepupctl's audit, doctor and shell completion, is neither %s nor on $PATH", inspectName, where)
 }
 
-func (e *InspectError) Unwrap() error { return e.Err }
+func (e *inspectError) Unwrap() error { return e.Err }
 
 // Hint says what to do.
-func (e *InspectError) Hint() string {
-	if e.Path != "" && !errors.Is(e.Err, exec.ErrNotFound) {
-		return "reinstall stepupctl and " + InspectName + " together (packaging/install.sh installs both)"
+func (e *inspectError) Hint() string {
+	if e.Path != "" {
+		return "reinstall stepupctl and " + inspectName + " together (packaging/install.sh installs both)"
 	}
 	dir := e.Dir
 	if dir == "" {
 		dir = "DIR"
 	}
-	return fmt.Sprintf("install it beside stepupctl: packaging/install.sh installs both, or go build -o %s/ ./cmd/%s", dir, InspectName)
+	return fmt.Sprintf("install it beside stepupctl: packaging/install.sh installs both, or go build -o %s/ ./cmd/%s", dir, inspectName)
 }

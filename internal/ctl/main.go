@@ -16,12 +16,23 @@ import (
 // Main runs the command line of this process and exits with its code.
 func Main(ext *Extension) {
 	args := os.Args[1:]
+	by := os.Getenv(handoffEnv)
+	if by != "" {
+		os.Unsetenv(handoffEnv) // nothing this run starts inherits it
+	}
+	if ext == nil && by != "" {
+		// stepupctl handed over to a stepupctl: a copy or a link named
+		// stepupctl-inspect, which would hand over again, for ever.
+		a := &App{Stderr: os.Stderr}
+		os.Exit(a.fail(&inspectError{Path: os.Args[0], Err: errIsStepupctl}))
+	}
 	if ext == nil && len(args) > 0 && runsElsewhere(args[0]) {
-		// Straight on to stepupctl-inspect, which takes the signals.
-		os.Exit(Run(context.Background(), args, os.Stdin, os.Stdout, os.Stderr, nil))
+		// Straight on to stepupctl-inspect, which takes the signals
+		// (run would hand over too, after making a signal context).
+		os.Exit(run(context.Background(), args, os.Stdin, os.Stdout, os.Stderr, nil))
 	}
 	ctx, stop := signalContext(args)
-	code := Run(ctx, args, os.Stdin, os.Stdout, os.Stderr, ext)
+	code := runBy(ctx, args, os.Stdin, os.Stdout, os.Stderr, ext, by)
 	stop()
 	os.Exit(code)
 }

@@ -53,7 +53,7 @@ through startVerification/completeVerification.`,
 				return a.PrintJSON(res)
 			}
 			fmt.Fprintf(a.Stdout, "Stepped up with %s for %s: %s token, valid until %s\n",
-				res.Method, strings.Join(res.Scopes, " "), useKind(res.SingleUse), When(res.ExpiresAt))
+				res.Method, strings.Join(res.Scopes, " "), useKind(res.SingleUse), when(res.ExpiresAt))
 			return nil
 		},
 	}

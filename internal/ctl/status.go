@@ -90,7 +90,7 @@ func (a *App) statusCmd() *cobra.Command {
 				if i > 0 {
 					label = "            "
 				}
-				fmt.Fprintf(w, "%s %s  %s, %s, until %s", label, t.Scope, useKind(t.SingleUse), t.Method, When(t.ExpiresAt))
+				fmt.Fprintf(w, "%s %s  %s, %s, until %s", label, t.Scope, useKind(t.SingleUse), t.Method, when(t.ExpiresAt))
 				if t.BoundTo != "" {
 					fmt.Fprintf(w, ", bound to %s", t.BoundTo)
 				}

@@ -107,7 +107,7 @@ func (a *App) verifyCmd() *cobra.Command {
 			if a.JSON {
 				return a.PrintJSON(api.VerifyTokenResult{Valid: true, Claims: *c})
 			}
-			fmt.Fprintf(a.Stdout, "valid: %s for %q, %s, amr %s, expires %s", c.Subject, c.Scope, useKind(c.SingleUse), strings.Join(c.AMR, ","), When(unixTime(c.Expiry)))
+			fmt.Fprintf(a.Stdout, "valid: %s for %q, %s, amr %s, expires %s", c.Subject, c.Scope, useKind(c.SingleUse), strings.Join(c.AMR, ","), when(unixTime(c.Expiry)))
 			if consume && c.SingleUse {
 				fmt.Fprint(a.Stdout, "; consumed")
 			}
