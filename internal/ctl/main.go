@@ -16,9 +16,12 @@ import (
 // Main runs the command line of this process and exits with its code.
 func Main(ext *Extension) {
 	args := os.Args[1:]
-	by := os.Getenv(handoffEnv)
-	if by != "" {
-		os.Unsetenv(handoffEnv) // nothing this run starts inherits it
+	by, set := os.LookupEnv(handoffEnv)
+	if set {
+		// Nothing this run starts inherits it, and a hand-off's own
+		// comes first (an empty one left in the environment would
+		// shadow it: a child's getenv takes the first).
+		os.Unsetenv(handoffEnv)
 	}
 	if ext == nil && by != "" {
 		// stepupctl handed over to a stepupctl: a copy or a link named
