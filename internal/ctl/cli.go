@@ -43,13 +43,9 @@ type App struct {
 // its exit code. ext is nil in stepupctl: the verbs in InspectVerbs and
 // shell completion's answers then run in stepupctl-inspect, which
 // replaces this process (with the real standard streams, not stdin,
-// stdout and stderr).
-func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, ext *Extension) int {
-	return runBy(ctx, args, stdin, stdout, stderr, ext, "")
-}
-
-// runBy is run, handed over by the stepupctl of version by ("" if not).
-func runBy(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, ext *Extension, by string) int {
+// stdout and stderr). by is the version of the stepupctl that handed
+// the run over, or "".
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, ext *Extension, by string) int {
 	a := &App{Stdin: stdin, Stdout: stdout, Stderr: stderr, HandedOffBy: by, args: args, ext: ext}
 	if ext == nil && len(args) > 0 && runsElsewhere(args[0]) {
 		return a.fail(a.execInspect())

@@ -32,10 +32,10 @@ func Main(ext *Extension) {
 	if ext == nil && len(args) > 0 && runsElsewhere(args[0]) {
 		// Straight on to stepupctl-inspect, which takes the signals
 		// (run would hand over too, after making a signal context).
-		os.Exit(run(context.Background(), args, os.Stdin, os.Stdout, os.Stderr, nil))
+		os.Exit(run(context.Background(), args, os.Stdin, os.Stdout, os.Stderr, nil, ""))
 	}
 	ctx, stop := signalContext(args)
-	code := runBy(ctx, args, os.Stdin, os.Stdout, os.Stderr, ext, by)
+	code := run(ctx, args, os.Stdin, os.Stdout, os.Stderr, ext, by)
 	stop()
 	os.Exit(code)
 }
