@@ -28,7 +28,7 @@ type App struct {
 	Socket         string // --socket
 	Client         *stepup.Client
 	// HandedOffBy is the version of the stepupctl that handed this run
-	// to stepupctl-inspect, or "" when it was not handed over.
+	// over (to stepupctl-inspect, as meant), or "" when none did.
 	HandedOffBy string
 
 	// args are the command line after the program name, handed on

@@ -27,8 +27,9 @@ const inspectName = "stepupctl-inspect"
 
 // handoffEnv carries, to stepupctl-inspect only (it unsets it at once),
 // the version of the stepupctl that handed the run over: doctor compares
-// the two, and a stepupctl that finds it set has been handed a run meant
-// for stepupctl-inspect.
+// the two, and a stepupctl that finds it set and would hand the run over
+// again has been handed a run meant for stepupctl-inspect. (Its own
+// verbs run as usual: the variable is unset for what they start.)
 const handoffEnv = "STEPUPCTL_HANDOFF"
 
 // errIsStepupctl: what was run as stepupctl-inspect is a stepupctl.
@@ -92,6 +93,12 @@ func (a *App) inspectStub(v InspectVerb) *cobra.Command {
 // same arguments and environment, and handoffEnv. It returns only when
 // that fails.
 func (a *App) execInspect() error {
+	if a.HandedOffBy != "" {
+		// A stepupctl handed this run over, to a stepupctl: a copy or a
+		// link named stepupctl-inspect, which would hand over again,
+		// for ever.
+		return &inspectError{Path: os.Args[0], Err: errIsStepupctl}
+	}
 	path, err := inspectPath()
 	if err != nil {
 		return err

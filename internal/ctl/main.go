@@ -23,16 +23,10 @@ func Main(ext *Extension) {
 		// shadow it: a child's getenv takes the first).
 		os.Unsetenv(handoffEnv)
 	}
-	if ext == nil && by != "" {
-		// stepupctl handed over to a stepupctl: a copy or a link named
-		// stepupctl-inspect, which would hand over again, for ever.
-		a := &App{Stderr: os.Stderr}
-		os.Exit(a.fail(&inspectError{Path: os.Args[0], Err: errIsStepupctl}))
-	}
 	if ext == nil && len(args) > 0 && runsElsewhere(args[0]) {
 		// Straight on to stepupctl-inspect, which takes the signals
 		// (run would hand over too, after making a signal context).
-		os.Exit(run(context.Background(), args, os.Stdin, os.Stdout, os.Stderr, nil, ""))
+		os.Exit(run(context.Background(), args, os.Stdin, os.Stdout, os.Stderr, nil, by))
 	}
 	ctx, stop := signalContext(args)
 	code := run(ctx, args, os.Stdin, os.Stdout, os.Stderr, ext, by)
