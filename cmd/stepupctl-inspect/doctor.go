@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -113,7 +114,7 @@ func (a *app) doctor(ctx context.Context, cliVersion string) *doctorReport {
 	}
 	if by := a.HandedOffBy; by != "" && by != cliVersion {
 		r.add("stepupctl", checkWarning, "install stepupctl and stepupctl-inspect together (packaging/install.sh installs both)",
-			"stepupctl is %s, the stepupctl-inspect it runs is %s", by, cliVersion)
+			"stepupctl is %s, the stepupctl-inspect it runs is %s", versionText(by), cliVersion)
 		cliVersion = by // the agent against what the user runs
 	}
 	sockOK := doctorSocket(r, sock)
@@ -483,4 +484,16 @@ func doctorRemote(r *doctorReport, sock string, st *stepup.Status) {
 		return
 	}
 	r.add("remote", checkOK, "", "%s: forward it with ssh -R /run/user/UID/stepup/agent.sock:%s HOST", remote, remote)
+}
+
+// versionText is a version from the environment as doctor prints it:
+// as it is when it looks like one, quoted otherwise (a terminal escape or
+// a newline set by hand must not make lines of the report).
+func versionText(v string) string {
+	for _, r := range v {
+		if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || strings.ContainsRune(".+~-_", r)) {
+			return strconv.Quote(v)
+		}
+	}
+	return v
 }

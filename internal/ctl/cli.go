@@ -176,6 +176,7 @@ func (a *App) PrintError(err error) {
 	var ae *api.Error
 	var ue UsageError
 	var ie *inspectError
+	var he *handedAgainError
 	switch {
 	case errors.As(err, &de):
 		fmt.Fprintf(a.Stderr, "stepupctl: %v\n", de)
@@ -191,6 +192,9 @@ func (a *App) PrintError(err error) {
 	case errors.As(err, &ie):
 		fmt.Fprintf(a.Stderr, "stepupctl: %v\n", ie)
 		fmt.Fprintf(a.Stderr, "hint: %s\n", ie.Hint())
+	case errors.As(err, &he):
+		fmt.Fprintf(a.Stderr, "stepupctl: %v\n", he)
+		fmt.Fprintf(a.Stderr, "hint: %s\n", he.Hint())
 	case errors.As(err, &ue):
 		fmt.Fprintf(a.Stderr, "stepupctl: %v\n", ue.Err)
 		fmt.Fprintf(a.Stderr, "hint: see %s --help\n", ue.Cmd)

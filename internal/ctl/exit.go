@@ -30,12 +30,13 @@ func exitFor(err error) int {
 	var de *stepup.DialError
 	var ae *api.Error
 	var ie *inspectError
+	var he *handedAgainError
 	switch {
 	case errors.As(err, &ec):
 		return int(ec)
 	case errors.As(err, &ue), isCobraUsage(err):
 		return ExitUsage
-	case errors.As(err, &de), errors.As(err, &ie):
+	case errors.As(err, &de), errors.As(err, &ie), errors.As(err, &he):
 		return ExitNoAgent
 	case errors.As(err, &ae):
 		switch ae.Code {

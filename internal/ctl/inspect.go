@@ -32,8 +32,23 @@ const inspectName = "stepupctl-inspect"
 // verbs run as usual: the variable is unset for what they start.)
 const handoffEnv = "STEPUPCTL_HANDOFF"
 
-// errIsStepupctl: what was run as stepupctl-inspect is a stepupctl.
-var errIsStepupctl = errors.New("it is a stepupctl (a copy or a link), not stepupctl-inspect")
+// handedAgainError: a stepupctl that was handed a run would hand it over
+// again (exit 5).
+type handedAgainError struct {
+	self  string // this program, as it was run
+	value string // STEPUPCTL_HANDOFF's
+}
+
+func (e *handedAgainError) Error() string {
+	return fmt.Sprintf("%s=%q is set, so this stepupctl (%s) was handed a run meant for stepupctl-inspect: "+
+		"either the stepupctl-inspect next to stepupctl is a stepupctl (a copy or a link), or the variable was left in the environment",
+		handoffEnv, e.value, e.self)
+}
+
+// Hint says what to do.
+func (e *handedAgainError) Hint() string {
+	return "unset " + handoffEnv + "; if it was not set, reinstall stepupctl and " + inspectName + " together (packaging/install.sh installs both)"
+}
 
 // errNotExecutable: the stepupctl-inspect next to stepupctl cannot run.
 var errNotExecutable = errors.New("not an executable file")
@@ -97,14 +112,18 @@ func (a *App) execInspect() error {
 		// A stepupctl handed this run over, to a stepupctl: a copy or a
 		// link named stepupctl-inspect, which would hand over again,
 		// for ever.
-		return &inspectError{Path: os.Args[0], Err: errIsStepupctl}
+		return &handedAgainError{self: os.Args[0], value: a.HandedOffBy}
 	}
 	path, err := inspectPath()
 	if err != nil {
 		return err
 	}
 	argv := append([]string{path}, a.args...)
-	env := append(os.Environ(), handoffEnv+"="+Version)
+	v := Version
+	if v == "" { // a build that set it empty: the check needs a value
+		v = "unknown"
+	}
+	env := append(os.Environ(), handoffEnv+"="+v)
 	if err := syscall.Exec(path, argv, env); err != nil {
 		return &inspectError{Path: path, Err: err}
 	}
@@ -120,10 +139,14 @@ func inspectPath() (string, error) {
 		if exe, err = filepath.EvalSymlinks(exe); err == nil {
 			tried = filepath.Dir(exe)
 			p := filepath.Join(tried, inspectName)
-			if st, err := os.Stat(p); err == nil {
-				// There, so this one or none: one from $PATH could
-				// be any version.
-				if !st.Mode().IsRegular() || st.Mode()&0o111 == 0 {
+			if _, err := os.Lstat(p); err == nil {
+				// There (a dangling link too), so this one or none:
+				// one from $PATH could be any version.
+				st, err := os.Stat(p)
+				switch {
+				case err != nil:
+					return "", &inspectError{Path: p, Err: err}
+				case !st.Mode().IsRegular() || st.Mode()&0o111 == 0:
 					return "", &inspectError{Path: p, Err: errNotExecutable}
 				}
 				return p, nil
