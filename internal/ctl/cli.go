@@ -169,18 +169,23 @@ type UsageError struct {
 
 func (u UsageError) Error() string { return u.Err.Error() }
 
+// hinted is an error that says what to do about it: no agent to talk to
+// (*stepup.DialError), or no stepupctl-inspect to hand over to.
+type hinted interface {
+	error
+	Hint() string
+}
+
 // PrintError writes "stepupctl: what happened" and a "hint:" line saying
 // what to do.
 func (a *App) PrintError(err error) {
-	var de *stepup.DialError
+	var he hinted
 	var ae *api.Error
 	var ue UsageError
-	var ie *inspectError
-	var he *handedAgainError
 	switch {
-	case errors.As(err, &de):
-		fmt.Fprintf(a.Stderr, "stepupctl: %v\n", de)
-		fmt.Fprintf(a.Stderr, "hint: %s\n", de.Hint())
+	case errors.As(err, &he):
+		fmt.Fprintf(a.Stderr, "stepupctl: %v\n", he)
+		fmt.Fprintf(a.Stderr, "hint: %s\n", he.Hint())
 	case errors.As(err, &ae):
 		fmt.Fprintf(a.Stderr, "stepupctl: %s\n", cliHint(ae.Message))
 		if ae.Data.RetryAfterSeconds > 0 && !strings.Contains(ae.Message, "try again in") {
@@ -189,12 +194,6 @@ func (a *App) PrintError(err error) {
 		if ae.Data.Hint != "" {
 			fmt.Fprintf(a.Stderr, "hint: %s\n", cliHint(ae.Data.Hint))
 		}
-	case errors.As(err, &ie):
-		fmt.Fprintf(a.Stderr, "stepupctl: %v\n", ie)
-		fmt.Fprintf(a.Stderr, "hint: %s\n", ie.Hint())
-	case errors.As(err, &he):
-		fmt.Fprintf(a.Stderr, "stepupctl: %v\n", he)
-		fmt.Fprintf(a.Stderr, "hint: %s\n", he.Hint())
 	case errors.As(err, &ue):
 		fmt.Fprintf(a.Stderr, "stepupctl: %v\n", ue.Err)
 		fmt.Fprintf(a.Stderr, "hint: see %s --help\n", ue.Cmd)
