@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command goepoll is bench/echo.c written in Go: one thread (locked),
 // level-triggered epoll, non-blocking sockets, no netpoller and no
 // goroutine per connection. It measures what a Go server pays per
