@@ -153,6 +153,7 @@ func serve(o *options, stdout, stderr io.Writer) int {
 	}
 	notifier.Ready(serviceStatus(a))
 	go notifier.RunWatchdog(ctx)
+	go tr.started()
 
 	code := 0
 	select {

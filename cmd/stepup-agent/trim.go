@@ -84,10 +84,31 @@ func (t *trimmer) trim() {
 	if n, ok := t.allocated(); !ok || n-t.trimmedAt < trimAtLeast {
 		return
 	}
+	t.collect()
+}
+
+// started trims once start-up is over, whatever it allocated: its code
+// (package init, the policy's parsing, the keychain's first open) runs
+// once and need not stay resident. An agent already serving a client
+// (socket activation) is trimmed when that client leaves instead.
+func (t *trimmer) started() {
+	if t.busy != nil && t.busy() {
+		return
+	}
+	t.trimMu.Lock()
+	defer t.trimMu.Unlock()
+	t.collect()
+}
+
+// collect runs with trimMu held.
+func (t *trimmer) collect() {
 	// Two collections: the first moves what sync.Pools hold (the
 	// server's line buffers) to their victim caches, the second frees
 	// it; FreeOSMemory's own collection then hands the free heap back.
 	runtime.GC()
 	debug.FreeOSMemory()
+	// The code the burst (or start-up) ran is unmapped too; what the
+	// next request runs faults back in from the page cache.
+	dropCode()
 	t.trimmedAt, _ = t.allocated()
 }

@@ -48,3 +48,20 @@ func TestTrimSkippedWhenBusy(t *testing.T) {
 		t.Errorf("a busy agent was trimmed (%d collections)", n-cycles)
 	}
 }
+
+// Once start-up is over the agent trims whatever start-up allocated,
+// unless a client is already being served.
+func TestTrimOnceStarted(t *testing.T) {
+	runtime.GC()
+	cycles := readMetric("/gc/cycles/total:gc-cycles")
+	busy := trimmer{busy: func() bool { return true }}
+	busy.started()
+	if n := readMetric("/gc/cycles/total:gc-cycles"); n != cycles {
+		t.Errorf("an agent serving its first client was trimmed (%d collections)", n-cycles)
+	}
+	var tr trimmer
+	tr.started()
+	if n := readMetric("/gc/cycles/total:gc-cycles"); n == cycles {
+		t.Errorf("the trim once started ran no collection")
+	}
+}

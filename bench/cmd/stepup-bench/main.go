@@ -161,6 +161,7 @@ type results struct {
 	tput      map[string][]throughputResult
 	rssIdle   map[string]memStat
 	rssLoaded map[string]memStat
+	rssNext   map[string]memStat // after rssLoaded and one more request
 	proc      []procResult
 	procTool  string
 	mem       memResult
@@ -189,7 +190,7 @@ func run(ctx context.Context, c *config) error {
 	}
 	res := &results{cfg: c, started: time.Now().UTC(), machine: machine(ctx),
 		requests: map[string]string{}, lat: map[string][]latencyResult{}, conn: map[string][]connectResult{},
-		tput: map[string][]throughputResult{}, rssIdle: map[string]memStat{}, rssLoaded: map[string]memStat{}}
+		tput: map[string][]throughputResult{}, rssIdle: map[string]memStat{}, rssLoaded: map[string]memStat{}, rssNext: map[string]memStat{}}
 
 	dir, err := socketDir()
 	if err != nil {
@@ -304,6 +305,18 @@ func run(ctx context.Context, c *config) error {
 		res.rssLoaded[s.name], _ = rssOf(s.pid)
 		logf("after the rounds %-16s RSS %.1f MiB, anonymous %.1f MiB", s.name,
 			float64(res.rssLoaded[s.name].rss)/(1<<20), float64(res.rssLoaded[s.name].anon)/(1<<20))
+	}
+	// Then one more request each: what a server at rest maps again to
+	// answer (stepup-agent unmaps the code a burst ran when it trims).
+	buf := make([]byte, 64<<10)
+	for _, s := range servers {
+		if err := requestOnce(s, buf); err != nil {
+			return fmt.Errorf("%s: a request after the rounds: %w", s.name, err)
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	for _, s := range servers {
+		res.rssNext[s.name], _ = rssOf(s.pid)
 	}
 
 	if c.only == "requests" {

@@ -194,6 +194,21 @@ type connectResult struct {
 	cpuPerConn time.Duration
 }
 
+// requestOnce connects, reads the greeting where the protocol has one,
+// makes one request and closes.
+func requestOnce(s *server, buf []byte) error {
+	c, err := dialRaw(s.sock)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := s.proto.greet(c, buf); err != nil {
+		return err
+	}
+	_, err = s.proto.roundTrip(c, buf)
+	return err
+}
+
 // connectPerRequest opens a connection for each of n requests (reading
 // the greeting where the protocol has one) and closes it, pinned as in
 // latency.
@@ -209,19 +224,7 @@ func connectPerRequest(s *server, cpu, n int) (connectResult, error) {
 	}
 	defer undo()
 	buf := make([]byte, 64<<10)
-	p := s.proto
-	one := func() error {
-		c, err := dialRaw(s.sock)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		if err := p.greet(c, buf); err != nil {
-			return err
-		}
-		_, err = p.roundTrip(c, buf)
-		return err
-	}
+	one := func() error { return requestOnce(s, buf) }
 	for i := 0; i < n/10; i++ {
 		if err := one(); err != nil {
 			return r, err
