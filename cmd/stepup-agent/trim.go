@@ -32,10 +32,13 @@ type trimmer struct {
 	timer *time.Timer
 
 	// trimMu serializes trims (a timer re-armed while one runs);
-	// trimmedAt is the allocation count at the last one.
+	// trimmedAt is the allocation count at the last one; owed says the
+	// start-up trim found a client and is still to run, whatever was
+	// allocated since.
 	trimMu    sync.Mutex
 	sample    [1]metrics.Sample
 	trimmedAt uint64
+	owed      bool
 }
 
 // idle is ipc.Server.Idle.
@@ -81,7 +84,7 @@ func (t *trimmer) allocated() (uint64, bool) {
 func (t *trimmer) trim() {
 	t.trimMu.Lock()
 	defer t.trimMu.Unlock()
-	if n, ok := t.allocated(); !ok || n-t.trimmedAt < trimAtLeast {
+	if n, ok := t.allocated(); !t.owed && (!ok || n-t.trimmedAt < trimAtLeast) {
 		return
 	}
 	t.collect()
@@ -92,11 +95,12 @@ func (t *trimmer) trim() {
 // once and need not stay resident. An agent already serving a client
 // (socket activation) is trimmed when that client leaves instead.
 func (t *trimmer) started() {
-	if t.busy != nil && t.busy() {
-		return
-	}
 	t.trimMu.Lock()
 	defer t.trimMu.Unlock()
+	if t.busy != nil && t.busy() {
+		t.owed = true
+		return
+	}
 	t.collect()
 }
 
@@ -111,4 +115,5 @@ func (t *trimmer) collect() {
 	// next request runs faults back in from the page cache.
 	dropCode()
 	t.trimmedAt, _ = t.allocated()
+	t.owed = false
 }

@@ -54,11 +54,25 @@ func TestTrimSkippedWhenBusy(t *testing.T) {
 func TestTrimOnceStarted(t *testing.T) {
 	runtime.GC()
 	cycles := readMetric("/gc/cycles/total:gc-cycles")
-	busy := trimmer{busy: func() bool { return true }}
+	serving := true
+	busy := trimmer{busy: func() bool { return serving }}
 	busy.started()
 	if n := readMetric("/gc/cycles/total:gc-cycles"); n != cycles {
 		t.Errorf("an agent serving its first client was trimmed (%d collections)", n-cycles)
 	}
+	// That client leaves: the trim it fires is the start-up's, however
+	// little was allocated since.
+	serving = false
+	busy.fire()
+	if n := readMetric("/gc/cycles/total:gc-cycles"); n == cycles {
+		t.Errorf("the start-up trim put off by a client did not run when it left")
+	}
+	cycles = readMetric("/gc/cycles/total:gc-cycles")
+	busy.fire()
+	if n := readMetric("/gc/cycles/total:gc-cycles"); n != cycles {
+		t.Errorf("a second idle with nothing allocated trimmed again (%d collections)", n-cycles)
+	}
+	cycles = readMetric("/gc/cycles/total:gc-cycles")
 	var tr trimmer
 	tr.started()
 	if n := readMetric("/gc/cycles/total:gc-cycles"); n == cycles {
